@@ -1,0 +1,61 @@
+# cdcpipe — the two commands are `make demo` and `make test`; the rest are their steps.
+# Every target bootstraps what it needs: system packages (apt-get, only when root), the
+# virtualenv from requirements.lock, and the JVM artifacts from cdcpipe/jvm/pom.xml.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+CDCPIPE := $(VENV)/bin/cdcpipe
+VENV_STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help system-deps venv jars up down status test demo bench clean
+
+help:
+	@echo "make demo     the whole pipeline end to end, stack left running (make down stops it)"
+	@echo "make test     every test against the real local stack"
+	@echo "make up|down|status   the local runtime"
+
+# PostgreSQL server binaries, Java 17 and Maven. Installed with apt-get when running as
+# root (CI); otherwise we say what to install and stop.
+system-deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || [ -n "$$CDCPIPE_PG_BIN" ] || missing="$$missing postgresql"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "missing system packages:$$missing"; \
+	    echo "install them (Debian/Ubuntu: sudo apt-get install$$missing) and run make again"; exit 3; \
+	  fi; \
+	fi
+
+$(VENV_STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=... to another 3.11 interpreter)"; exit 3; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.lock
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(VENV_STAMP)
+
+jars: venv system-deps
+	$(CDCPIPE) jars
+
+up: jars
+	$(CDCPIPE) up
+
+down:
+	@if [ -x $(CDCPIPE) ]; then $(CDCPIPE) down; else echo "nothing to stop (no $(VENV))"; fi
+
+status: venv
+	$(CDCPIPE) status
+
+test: jars
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+clean: down
+	rm -rf build .cdcpipe

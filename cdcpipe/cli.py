@@ -1,0 +1,152 @@
+"""The ``cdcpipe`` command line.
+
+Exit codes: 0 success; 1 general failure; 2 bad usage or configuration; 3 a missing
+dependency; 4 a busy port; 5 a service failed to start; 6 a service is not reachable;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+
+from . import jars, processes, runtime, settings
+from .errors import CdcpipeError
+
+Handler = Callable[[argparse.Namespace], int]
+#: Each command group module exposes ``register(subparsers)``; listed here in help order.
+COMMAND_GROUPS: list[str] = []
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    conf = settings.load()
+    started = time.monotonic()
+    runtime.up(conf, args.services or None)
+    print(f"stack ready in {time.monotonic() - started:.0f}s — '.venv/bin/cdcpipe status' shows addresses", file=sys.stderr)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    runtime.down(settings.load(), args.services or None, purge=args.purge)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    report = runtime.status(settings.load())
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(f"state directory: {report['home']}")
+        print(f"{'SERVICE':<16} {'STATE':<8} {'RSS':>10}  ADDRESS")
+        for name, entry in report["services"].items():
+            address = entry.get("url") or entry.get("bootstrap") or (
+                f"{entry.get('host')}:{entry.get('port')}" if entry.get("port") else ""
+            )
+            print(f"{name:<16} {entry['state']:<8} {_human_bytes(entry['rss_bytes']):>10}  {address}")
+            for key in ("login", "confluent_url", "master_url", "ui_url"):
+                if entry.get(key):
+                    print(f"{'':<16} {'':<8} {'':>10}  {key}: {entry[key]}")
+        print(f"{'total':<16} {'':<8} {_human_bytes(report['total_rss_bytes']):>10}")
+    states = {entry["state"] for entry in report["services"].values()}
+    return 0 if states == {"running"} else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    conf = settings.load()
+    svc = runtime.services(conf, [args.service])[-1]
+    for proc in svc.processes:
+        path = conf.log_file(proc)
+        if len(svc.processes) > 1:
+            print(f"==> {path} <==")
+        print(processes.log_tail(path, args.lines))
+    if args.follow:
+        path = conf.log_file(svc.processes[0])
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            try:
+                while True:
+                    chunk = fh.read()
+                    if chunk:
+                        sys.stdout.write(chunk.decode("utf-8", "replace"))
+                        sys.stdout.flush()
+                    else:
+                        time.sleep(0.5)
+            except KeyboardInterrupt:
+                return 0
+    return 0
+
+
+def cmd_jars(args: argparse.Namespace) -> int:
+    conf = settings.load()
+    jars.resolve(conf, force=args.force)
+    print(f"JVM artifacts ready in {conf.jars}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cdcpipe",
+        description="Change-data capture from PostgreSQL to Cassandra, and the local runtime that runs it.",
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="start the local runtime (idempotent) and wait until it is ready")
+    p.add_argument("services", nargs="*", help="only these services (and what they need)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop the local runtime")
+    p.add_argument("services", nargs="*", help="only these services")
+    p.add_argument("--purge", action="store_true", help="also delete the state directory (all data)")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("status", help="state, addresses and memory of each service (exit 1 unless all run)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="show a service's log")
+    p.add_argument("service")
+    p.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("jars", help="resolve the pinned JVM artifacts with Maven (once; needs network)")
+    p.add_argument("--force", action="store_true", help="resolve again even if up to date")
+    p.set_defaults(func=cmd_jars)
+
+    import importlib
+
+    for module in COMMAND_GROUPS:
+        importlib.import_module(f"cdcpipe.commands.{module}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CdcpipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:  # settings from the environment
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

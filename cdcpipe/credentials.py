@@ -1,0 +1,43 @@
+"""Passwords of the local runtime, generated once per state directory.
+
+They live in ``<home>/secrets.json`` (mode 0600) and nowhere in the repository, so no
+password is hard-coded and ``down --purge`` forgets them with the data they protect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+
+from .settings import Settings
+
+#: Accounts of the local runtime; each gets a random password on first use.
+ACCOUNTS = (
+    "postgres",  # PostgreSQL superuser, used only to provision
+    "cdcpipe",  # owner of the users database: Airflow's users_db connection, tests, checks
+    "debezium",  # the replication role Debezium connects as (REPLICATION + SELECT only)
+    "airflow",  # owner of Airflow's metadata database
+    "registry",  # owner of Apicurio Registry's storage database
+    "airflow_admin",  # Airflow UI / REST API login
+    "airflow_jwt",  # Airflow's JWT signing secret, shared by its processes
+)
+
+
+def load(settings: Settings) -> dict[str, str]:
+    """Return the account -> password map, creating missing entries."""
+    path = settings.secrets_file
+    current: dict[str, str] = {}
+    if path.exists():
+        current = json.loads(path.read_text())
+    missing = [name for name in ACCOUNTS if name not in current]
+    if missing:
+        for name in missing:
+            current[name] = secrets.token_urlsafe(18)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(current, fh, indent=2)
+        os.replace(tmp, path)
+    return current

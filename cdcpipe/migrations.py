@@ -1,0 +1,45 @@
+"""Applying the repository's SQL and CQL files, in name order, idempotently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .settings import REPO
+
+POSTGRES_DIR = REPO / "sql" / "postgres"
+CASSANDRA_DIR = REPO / "sql" / "cassandra"
+
+
+def files(directory: Path, suffix: str) -> list[Path]:
+    return sorted(p for p in directory.glob(f"*{suffix}") if p.is_file())
+
+
+def apply_postgres(conn) -> list[str]:
+    """Run every ``sql/postgres/*.sql`` on ``conn`` (autocommit); each file is idempotent."""
+    applied = []
+    for path in files(POSTGRES_DIR, ".sql"):
+        with conn.transaction():
+            conn.execute(path.read_text())
+        applied.append(path.name)
+    return applied
+
+
+def cql_statements(text: str) -> list[str]:
+    """Split a CQL file into statements (';'-terminated; '--' and '//' comments dropped)."""
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("--") or stripped.startswith("//"):
+            continue
+        lines.append(line)
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def apply_cassandra(session) -> list[str]:
+    """Run every ``sql/cassandra/*.cql`` statement; each is written to be idempotent."""
+    applied = []
+    for path in files(CASSANDRA_DIR, ".cql"):
+        for statement in cql_statements(path.read_text()):
+            session.execute(statement, timeout=60)
+        applied.append(path.name)
+    return applied

@@ -1,0 +1,183 @@
+"""Start, find, measure and stop the local runtime's processes.
+
+Each process runs in a session of its own (so its children share its process group),
+writes stdout and stderr to ``<home>/logs/<name>.log``, and is remembered by a pid file
+holding its pid and kernel start time, so a recycled pid is never mistaken for it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .settings import Settings
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie is as good as gone
+        return None
+    return int(fields[19])
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return settings.run_dir / f"{name}.pid"
+
+
+def spawn(
+    settings: Settings,
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    user: str | None = None,
+) -> int:
+    """Start ``argv`` detached, logging to the process's log file; return its pid."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.log_file(name)
+    with open(log_path, "ab") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}: {' '.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(cwd) if cwd else None,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+            user=user,
+            close_fds=True,
+        )
+    ticks = _start_ticks(proc.pid)
+    _pid_file(settings, name).write_text(json.dumps({"pid": proc.pid, "start": ticks, "argv": list(argv)}))
+    # The Popen object is dropped on purpose: the process outlives this CLI call.
+    # Mark it as reaped-by-someone-else so Python does not warn about it.
+    proc.returncode = 0
+    return proc.pid
+
+
+def pid_of(settings: Settings, name: str) -> int | None:
+    """The pid of a running process we started, else None (stale pid files are removed)."""
+    path = _pid_file(settings, name)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = int(record["pid"])
+    if _start_ticks(pid) is None or _start_ticks(pid) != record.get("start"):
+        path.unlink(missing_ok=True)
+        return None
+    return pid
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our own child (only within one CLI call)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of every live process in the process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of the process and every other member of its process group."""
+    total = 0
+    for member in group_members(pid) or [pid]:
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+    return total
+
+
+def stop(settings: Settings, name: str, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:
+    """Stop a process: ``sig`` to it, wait up to ``timeout``, then SIGKILL its whole group.
+
+    Returns True if it was running. Leaves no member of its process group behind.
+    """
+    pid = pid_of(settings, name)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if _start_ticks(pid) is None and not group_members(pid):
+            break
+        time.sleep(0.2)
+    for member in group_members(pid):
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    # SIGKILL is not instant; wait until the kernel has really removed them.
+    for _ in range(50):
+        _reap(pid)
+        if not group_members(pid):
+            break
+        time.sleep(0.1)
+    _pid_file(settings, name).unlink(missing_ok=True)
+    return True
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on (or holds) host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a log file ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])

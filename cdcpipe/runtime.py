@@ -1,0 +1,155 @@
+"""``up``, ``down`` and ``status`` of the local runtime.
+
+``up`` starts services as soon as the services they depend on are ready, so the slow
+starters (Cassandra, Kafka, Airflow) boot side by side, and waits for each one's real
+readiness (a query answered), printing progress as it goes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import credentials, jars, processes
+from .errors import CdcpipeError, PortInUse, ServiceFailed
+from .services import SERVICES, Service
+from .services.base import NotReady
+from .settings import Settings
+
+Progress = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def services(settings: Settings, names: Iterable[str] | None = None) -> list[Service]:
+    """Service objects in start order (optionally only ``names`` and what they depend on)."""
+    secrets = credentials.load(settings)
+    all_services = {cls.name: cls(settings, secrets) for cls in SERVICES}
+    if names is None:
+        return list(all_services.values())
+    unknown = set(names) - set(all_services)
+    if unknown:
+        raise CdcpipeError(f"unknown service(s): {', '.join(sorted(unknown))}; known: {', '.join(all_services)}")
+    wanted: set[str] = set()
+
+    def add(name: str) -> None:
+        if name not in wanted:
+            wanted.add(name)
+            for dep in all_services[name].depends_on:
+                add(dep)
+
+    for name in names:
+        add(name)
+    return [svc for name, svc in all_services.items() if name in wanted]
+
+
+def _check_ports(svc: Service) -> None:
+    for port_name in svc.port_names:
+        port = svc.port(port_name)
+        if processes.port_in_use(svc.host, port):
+            raise PortInUse(svc.name if port_name == svc.name else f"{svc.name} ({port_name})", port, svc.host)
+
+
+def _fail(svc: Service, reason: str) -> ServiceFailed:
+    logs = [svc.settings.log_file(p) for p in svc.processes]
+    log = max((p for p in logs if p.exists()), key=lambda p: p.stat().st_mtime, default=logs[0])
+    return ServiceFailed(svc.name, reason, processes.log_tail(log), str(log))
+
+
+def up(settings: Settings, names: Iterable[str] | None = None, progress: Progress = _stderr) -> list[Service]:
+    """Start the services (idempotent) and wait until each answers real queries."""
+    jars.require(settings)
+    todo = services(settings, names)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    ready: set[str] = set()
+    started: dict[str, float] = {}
+    last_note: dict[str, float] = {}
+    launched_by_us: set[str] = set()
+
+    # Refuse early, before starting anything, if a port of a stopped service is taken.
+    for svc in todo:
+        if not svc.any_running():
+            _check_ports(svc)
+
+    while len(ready) < len(todo):
+        for svc in todo:
+            if svc.name in ready or svc.name in started:
+                continue
+            if not all(dep in ready for dep in svc.depends_on if dep in {s.name for s in todo}):
+                continue
+            if svc.running():
+                progress(f"  {svc.name:<16} already running")
+            else:
+                if svc.any_running():  # half up (a process died): restart it whole
+                    svc.stop()
+                progress(f"  {svc.name:<16} starting")
+                svc.prepare()
+                svc.launch()
+                launched_by_us.add(svc.name)
+            started[svc.name] = time.monotonic()
+        waiting = [svc for svc in todo if svc.name in started and svc.name not in ready]
+        if not waiting:
+            raise CdcpipeError("dependency cycle among services")  # pragma: no cover
+        for svc in waiting:
+            elapsed = time.monotonic() - started[svc.name]
+            if svc.name in launched_by_us and not svc.running():
+                raise _fail(svc, f"a process exited during start-up after {elapsed:.0f}s")
+            try:
+                svc.probe()
+            except NotReady as exc:
+                if elapsed > svc.start_timeout:
+                    raise _fail(svc, f"not ready after {svc.start_timeout:.0f}s: {exc}") from None
+                if time.monotonic() - last_note.get(svc.name, started[svc.name]) >= 15:
+                    progress(f"  {svc.name:<16} still starting ({elapsed:.0f}s): {str(exc)[:120]}")
+                    last_note[svc.name] = time.monotonic()
+                continue
+            svc.after_ready()
+            ready.add(svc.name)
+            progress(f"✓ {svc.name:<16} ready ({elapsed:.1f}s)")
+        time.sleep(0.5)
+    return todo
+
+
+def down(settings: Settings, names: Iterable[str] | None = None, *, purge: bool = False, progress: Progress = _stderr) -> None:
+    """Stop services in reverse dependency order; ``purge`` also deletes the state dir."""
+    for svc in reversed(services(settings, names)):
+        if svc.stop():
+            progress(f"✓ {svc.name:<16} stopped")
+    if purge:
+        if names is not None:
+            raise CdcpipeError("--purge deletes the whole state directory; use it without service names")
+        if settings.home.exists():
+            shutil.rmtree(settings.home)
+            progress(f"✓ removed {settings.home}")
+
+
+def state_of(svc: Service) -> str:
+    """'running' when every process is up and the service answers; 'failed' when half up or unanswering."""
+    if not svc.any_running():
+        return "stopped"
+    if not svc.running():
+        return "failed"
+    try:
+        svc.probe()
+    except NotReady:
+        return "failed"
+    return "running"
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    result: dict[str, Any] = {"home": str(settings.home), "services": {}}
+    for svc in services(settings):
+        state = state_of(svc)
+        entry: dict[str, Any] = {"state": state}
+        entry.update(svc.info())
+        entry["pids"] = svc.pids()
+        entry["rss_bytes"] = svc.rss_bytes() if state != "stopped" else 0
+        entry["log"] = str(settings.log_file(svc.processes[0]))
+        result["services"][svc.name] = entry
+    result["total_rss_bytes"] = sum(s["rss_bytes"] for s in result["services"].values())
+    return result

@@ -1,0 +1,196 @@
+"""Cassandra 5.0, single node, from cassandra-all and its Maven dependencies.
+
+The binary tarball of 5.0 is not on Maven Central, so this module writes what the tarball's
+conf/ and bin/ scripts would provide: cassandra.yaml, logback.xml and the JVM options of
+conf/jvm-server.options + conf/jvm17-server.options.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any
+
+from .. import java, migrations
+from ..errors import MissingDependency
+from .base import NotReady, Service
+
+HEAP_MB = 1024
+
+#: conf/jvm17-server.options of Cassandra 5.0: module access Cassandra needs on Java 17.
+JVM17_OPTIONS = """
+-XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:G1HeapRegionSize=16m
+-XX:G1RSetUpdatingPauseTimePercent=5 -XX:InitiatingHeapOccupancyPercent=70
+-Djdk.attach.allowAttachSelf=true
+--add-exports java.base/jdk.internal.misc=ALL-UNNAMED
+--add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+--add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
+--add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+--add-exports java.sql/java.sql=ALL-UNNAMED
+--add-exports java.base/java.lang.ref=ALL-UNNAMED
+--add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
+--add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED
+--add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
+--add-opens java.base/java.lang.module=ALL-UNNAMED
+--add-opens java.base/jdk.internal.loader=ALL-UNNAMED
+--add-opens java.base/jdk.internal.ref=ALL-UNNAMED
+--add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
+--add-opens java.base/jdk.internal.math=ALL-UNNAMED
+--add-opens java.base/jdk.internal.module=ALL-UNNAMED
+--add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
+--add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+--add-opens java.base/sun.nio.ch=ALL-UNNAMED
+--add-opens java.base/java.io=ALL-UNNAMED
+--add-opens java.base/java.lang.reflect=ALL-UNNAMED
+--add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
+--add-opens java.base/java.lang=ALL-UNNAMED
+--add-opens java.base/java.util=ALL-UNNAMED
+--add-opens java.base/java.nio=ALL-UNNAMED
+--add-opens java.base/java.nio.charset=ALL-UNNAMED
+-Dio.netty.tryReflectionSetAccessible=true
+-Dio.netty.allocator.useCacheForAllThreads=true
+-Dio.netty.allocator.maxOrder=11
+""".split()
+
+LOGBACK = """<configuration scan="false">
+  <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="STDOUT"/></root>
+</configuration>
+"""
+
+
+class Cassandra(Service):
+    name = "cassandra"
+    processes = ("cassandra",)
+    port_names = ("cassandra", "cassandra_storage", "cassandra_jmx")
+    start_timeout = 180.0
+
+    def _yaml(self) -> dict[str, Any]:
+        data = self.dir / "data"
+        return {
+            "cluster_name": "cdcpipe",
+            "num_tokens": 1,
+            "initial_token": 0,
+            "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
+            "endpoint_snitch": "SimpleSnitch",
+            "seed_provider": [
+                {
+                    "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
+                    "parameters": [{"seeds": f"{self.host}:{self.port('cassandra_storage')}"}],
+                }
+            ],
+            "listen_address": self.host,
+            "rpc_address": self.host,
+            "storage_port": self.port("cassandra_storage"),
+            "native_transport_port": self.port(),
+            "commitlog_sync": "periodic",
+            "commitlog_sync_period": "10000ms",
+            "commitlog_segment_size": "32MiB",
+            "commitlog_total_space": "512MiB",
+            "data_file_directories": [str(data / "data")],
+            "commitlog_directory": str(data / "commitlog"),
+            "saved_caches_directory": str(data / "saved_caches"),
+            "hints_directory": str(data / "hints"),
+            "cdc_raw_directory": str(data / "cdc_raw"),
+            "authenticator": "AllowAllAuthenticator",
+            "authorizer": "AllowAllAuthorizer",
+            "storage_compatibility_mode": "NONE",
+            # Sized for a 2-core machine that runs the whole stack.
+            "concurrent_reads": 8,
+            "concurrent_writes": 16,
+            "concurrent_counter_writes": 4,
+            "concurrent_compactors": 1,
+            "memtable_heap_space": "128MiB",
+            "memtable_offheap_space": "128MiB",
+            "memtable_flush_writers": 1,
+            "key_cache_size": "16MiB",
+            "counter_cache_size": "0MiB",
+            "prepared_statements_cache_size": "16MiB",
+            "auto_snapshot": False,
+            "snapshot_before_compaction": False,
+            "hinted_handoff_enabled": False,
+        }
+
+    def prepare(self) -> None:
+        (self.dir / "conf").mkdir(parents=True, exist_ok=True)
+        (self.dir / "data").mkdir(exist_ok=True)
+        # JSON is valid YAML: no YAML writer needed.
+        (self.dir / "conf" / "cassandra.yaml").write_text(json.dumps(self._yaml(), indent=2))
+        (self.dir / "conf" / "logback.xml").write_text(LOGBACK)
+
+    def _jamm(self) -> str:
+        found = glob.glob(str(self.settings.jars / "cassandra" / "jamm-*.jar"))
+        if not found:
+            raise MissingDependency(f"jamm agent jar not found in {self.settings.jars / 'cassandra'}; run 'make jars'")
+        return found[0]
+
+    def launch(self) -> None:
+        conf = self.dir / "conf"
+        argv = [
+            java.java_bin(),
+            f"-Xms{HEAP_MB}m",
+            f"-Xmx{HEAP_MB}m",
+            "-Xss256k",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=300",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-XX:+UseThreadPriorities",
+            "-XX:+PerfDisableSharedMem",
+            "-XX:ParallelGCThreads=2",
+            "-XX:ConcGCThreads=1",
+            "-Djava.net.preferIPv4Stack=true",
+            *JVM17_OPTIONS,
+            f"-javaagent:{self._jamm()}",
+            f"-Dcassandra.config=file://{conf / 'cassandra.yaml'}",
+            f"-Dcassandra.storagedir={self.dir / 'data'}",
+            f"-Dcassandra.logdir={self.settings.logs_dir}",
+            f"-Dlogback.configurationFile={conf / 'logback.xml'}",
+            "-Dcassandra-foreground=yes",
+            f"-Dcassandra.jmx.local.port={self.port('cassandra_jmx')}",
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            "-Dcassandra.libjemalloc=-",
+            "-Dcassandra.available_processors=2",
+            "-cp",
+            f"{conf}:{java.classpath(self.settings.jars / 'cassandra')}",
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+        self.spawn("cassandra", argv, env={**os.environ, "MALLOC_ARENA_MAX": "4"})
+
+    def session(self, keyspace: str | None = None):
+        """A cassandra-driver session; the caller shuts the cluster down (``session.cluster``)."""
+        from cassandra.cluster import Cluster
+
+        cluster = Cluster([self.host], port=self.port(), connect_timeout=5, protocol_version=5)
+        try:
+            return cluster.connect(keyspace)
+        except Exception:
+            cluster.shutdown()
+            raise
+
+    def probe(self) -> None:
+        from cassandra import DriverException
+        from cassandra.cluster import NoHostAvailable
+
+        try:
+            session = self.session()
+        except NoHostAvailable as exc:
+            raise NotReady(f"CQL not answering on {self.host}:{self.port()}: {exc.errors or exc}") from None
+        try:
+            session.execute("SELECT release_version FROM system.local", timeout=10).one()
+        except DriverException as exc:
+            raise NotReady(f"CQL query failed: {exc}") from None
+        finally:
+            session.cluster.shutdown()
+
+    def after_ready(self) -> None:
+        session = self.session()
+        try:
+            migrations.apply_cassandra(session)
+        finally:
+            session.cluster.shutdown()
+
+    def info(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port(), "keyspace": "cdc", "cqlsh": f"cqlsh {self.host} {self.port()}"}

@@ -1,0 +1,101 @@
+"""Kafka 4 in KRaft mode: one process that is both broker and controller."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+from .. import java
+from ..errors import ServiceFailed
+from .base import NotReady, Service
+from .jvmconf import log4j2_config, properties
+
+HEAP_MB = 512
+
+
+class Kafka(Service):
+    name = "kafka"
+    processes = ("kafka",)
+    port_names = ("kafka", "kafka_controller")
+    start_timeout = 90.0
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port()}"
+
+    def _server_properties(self) -> dict[str, Any]:
+        ctrl = self.port("kafka_controller")
+        return {
+            "process.roles": "broker,controller",
+            "node.id": 1,
+            "controller.quorum.voters": f"1@{self.host}:{ctrl}",
+            "listeners": f"PLAINTEXT://{self.host}:{self.port()},CONTROLLER://{self.host}:{ctrl}",
+            "advertised.listeners": f"PLAINTEXT://{self.bootstrap}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": self.dir / "data",
+            "num.partitions": 1,
+            # One node: every internal topic has a single replica.
+            "offsets.topic.replication.factor": 1,
+            "transaction.state.log.replication.factor": 1,
+            "transaction.state.log.min.isr": 1,
+            "share.coordinator.state.topic.replication.factor": 1,
+            "share.coordinator.state.topic.min.isr": 1,
+            "group.initial.rebalance.delay.ms": 0,
+            # Change events are the source of truth downstream: keep them a week by default.
+            "log.retention.hours": 168,
+            "auto.create.topics.enable": "true",
+        }
+
+    def _jvm(self, main: str, *args: str) -> list[str]:
+        return [
+            java.java_bin(),
+            *java.heap(HEAP_MB, 256),
+            *java.COMMON_FLAGS,
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            "-cp",
+            java.classpath(self.settings.jars / "kafka"),
+            main,
+            *args,
+        ]
+
+    def prepare(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config = self.dir / "server.properties"
+        config.write_text(properties(self._server_properties()))
+        (self.dir / "log4j2.properties").write_text(log4j2_config())
+        if not (self.dir / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            import subprocess
+
+            done = subprocess.run(
+                self._jvm("kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config)),
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise ServiceFailed("kafka", f"formatting the KRaft storage failed:\n{done.stdout}{done.stderr}")
+
+    def launch(self) -> None:
+        self.spawn("kafka", self._jvm("kafka.Kafka", str(self.dir / "server.properties")))
+
+    def admin(self):
+        from confluent_kafka.admin import AdminClient
+
+        # log_level 0: a broker that is still starting is expected here, not worth a log line.
+        return AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 5000, "log_level": 0})
+
+    def probe(self) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            meta = self.admin().list_topics(timeout=5)
+        except KafkaException as exc:
+            raise NotReady(str(exc)) from None
+        if not meta.brokers:
+            raise NotReady("no broker registered yet")
+
+    def info(self) -> dict[str, Any]:
+        return {"bootstrap": self.bootstrap, "data_dir": str(self.dir / "data")}

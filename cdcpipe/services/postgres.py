@@ -1,0 +1,201 @@
+"""PostgreSQL: a private cluster with logical decoding, from the machine's server binaries."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .. import migrations
+from ..errors import MissingDependency, ServiceFailed
+from .base import NotReady, Service
+
+MIN_VERSION = 15
+#: Debian's package that ships initdb and postgres.
+PACKAGE_HINT = "Debian/Ubuntu: apt-get install postgresql (or set CDCPIPE_PG_BIN to a PostgreSQL 15+ bin directory)"
+
+#: Server settings: logical decoding for Debezium, room for Airflow's connection pool.
+SERVER_SETTINGS = {
+    "wal_level": "logical",
+    "max_replication_slots": "10",
+    "max_wal_senders": "10",
+    "max_connections": "200",
+    "shared_buffers": "128MB",
+    "logging_collector": "off",
+    "timezone": "UTC",
+}
+
+#: Databases and their owners; each owner gets a password from credentials.
+DATABASES = {"users": "cdcpipe", "airflow": "airflow", "registry": "registry"}
+
+
+def find_bin_dir() -> Path:
+    """The directory holding ``initdb`` and ``postgres`` of PostgreSQL 15 or newer."""
+    candidates: list[Path] = []
+    if os.environ.get("CDCPIPE_PG_BIN"):
+        candidates.append(Path(os.environ["CDCPIPE_PG_BIN"]))
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(re.sub(r"\D", "", p.split("/")[-2]) or 0))
+    candidates += [Path(p) for p in reversed(debian)]
+    on_path = shutil.which("postgres")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    for directory in candidates:
+        if (directory / "initdb").exists() and (directory / "postgres").exists():
+            out = subprocess.run([str(directory / "postgres"), "--version"], capture_output=True, text=True).stdout
+            match = re.search(r"(\d+)", out)
+            if match and int(match.group(1)) >= MIN_VERSION:
+                return directory
+    raise MissingDependency(f"PostgreSQL {MIN_VERSION}+ server binaries (initdb, postgres) not found. {PACKAGE_HINT}")
+
+
+def _run_as() -> str | None:
+    """initdb and postgres refuse to run as root: use an unprivileged account then."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise MissingDependency("Running as root, but neither a 'postgres' nor a 'nobody' account exists to run PostgreSQL.")
+
+
+class Postgres(Service):
+    name = "postgres"
+    processes = ("postgres",)
+    port_names = ("postgres",)
+    start_timeout = 60.0
+    # SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, checkpoint, exit.
+    stop_signal = signal.SIGINT
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.dir / "sock"
+
+    def _chown(self, *paths: Path) -> None:
+        user = _run_as()
+        if user is None:
+            return
+        entry = pwd.getpwnam(user)
+        for path in paths:
+            for root, dirs, files in os.walk(path):
+                os.chown(root, entry.pw_uid, entry.pw_gid)
+                for name in files:
+                    os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+
+    def prepare(self) -> None:
+        bin_dir = find_bin_dir()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.data_dir.mkdir(exist_ok=True)
+            pwfile = self.dir / "initdb.pw"
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.secrets["postgres"] + "\n")
+            self._chown(self.dir)
+            try:
+                done = subprocess.run(
+                    [
+                        str(bin_dir / "initdb"),
+                        "-D", str(self.data_dir),
+                        "-U", "postgres",
+                        f"--pwfile={pwfile}",
+                        "--auth=scram-sha-256",
+                        "--encoding=UTF8",
+                        "--no-locale",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    user=_run_as(),
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
+            if done.returncode != 0:
+                raise ServiceFailed("postgres", f"initdb failed:\n{done.stdout}\n{done.stderr}")
+        self._chown(self.dir)
+
+    def launch(self) -> None:
+        argv = [str(find_bin_dir() / "postgres"), "-D", str(self.data_dir)]
+        settings = {
+            **SERVER_SETTINGS,
+            "listen_addresses": self.host,
+            "port": str(self.port()),
+            "unix_socket_directories": str(self.socket_dir),
+        }
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        self.spawn("postgres", argv, user=_run_as())
+
+    def connect(self, dbname: str = "postgres", user: str = "postgres", **kwargs: Any):
+        import psycopg
+
+        return psycopg.connect(
+            host=self.host,
+            port=self.port(),
+            dbname=dbname,
+            user=user,
+            password=self.secrets[user],
+            connect_timeout=5,
+            **kwargs,
+        )
+
+    def probe(self) -> None:
+        import psycopg
+
+        try:
+            with self.connect() as conn:
+                conn.execute("SELECT 1").fetchone()
+        except psycopg.OperationalError as exc:
+            raise NotReady(str(exc).strip()) from None
+
+    def after_ready(self) -> None:
+        """Roles, databases and the pipeline's migrations; all idempotent."""
+        from psycopg import sql
+
+        with self.connect(autocommit=True) as conn:
+            for owner in sorted(set(DATABASES.values())):
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone()
+                verb = "ALTER" if exists else "CREATE"
+                conn.execute(
+                    sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(
+                        sql.Identifier(owner), sql.Literal(self.secrets[owner])
+                    )
+                )
+            for db, owner in DATABASES.items():
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
+                    conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(owner)))
+        with self.connect(dbname="users", autocommit=True) as conn:
+            migrations.apply_postgres(conn)
+            # The migrations create the replication role without a password (they are shared
+            # with the Docker stack); the local runtime sets its generated one.
+            conn.execute(
+                sql.SQL("ALTER ROLE debezium WITH PASSWORD {}").format(sql.Literal(self.secrets["debezium"]))
+            )
+            conn.execute("GRANT users_writer TO cdcpipe")
+
+    def dsn(self, user: str = "cdcpipe", dbname: str = "users") -> str:
+        from urllib.parse import quote
+
+        return f"postgresql://{user}:{quote(self.secrets[user], safe='')}@{self.host}:{self.port()}/{dbname}"
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "dsn": self.dsn(),
+            "host": self.host,
+            "port": self.port(),
+            "database": "users",
+            "user": "cdcpipe",
+            "data_dir": str(self.data_dir),
+        }

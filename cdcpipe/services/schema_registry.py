@@ -1,0 +1,84 @@
+"""Apicurio Registry 3 with SQL storage on the runtime's PostgreSQL.
+
+Schemas therefore survive restarts with the rest of the data. Clients use its
+Confluent-compatible API (``/apis/ccompat/v7``); the Connect converter uses its native API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from .. import java
+from .base import NotReady, Service
+
+HEAP_MB = 256
+#: Apicurio Registry 3.3 is compiled for Java 21.
+JAVA_VERSION = 21
+CCOMPAT_PATH = "/apis/ccompat/v7"
+
+
+class SchemaRegistry(Service):
+    name = "schema_registry"
+    depends_on = ("postgres",)
+    processes = ("schema_registry",)
+    port_names = ("schema_registry",)
+    start_timeout = 120.0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port()}"
+
+    @property
+    def url(self) -> str:
+        """The Confluent-compatible base URL (what Confluent clients call the registry URL)."""
+        return self.base_url + CCOMPAT_PATH
+
+    @property
+    def native_url(self) -> str:
+        """Apicurio's own v2 REST API, which the Connect converter uses."""
+        return self.base_url + "/apis/registry/v2"
+
+    def launch(self) -> None:
+        home = self.settings.jars / "apicurio-registry"
+        pg = self.settings.port("postgres")
+        system_properties = {
+            "quarkus.http.host": self.host,
+            "quarkus.http.port": self.port(),
+            # Quarkus' management interface (health) would bind 0.0.0.0:9000; readiness is
+            # probed through the API itself instead.
+            "quarkus.management.enabled": "false",
+            "apicurio.storage.kind": "sql",
+            "apicurio.storage.sql.kind": "postgresql",
+            "apicurio.datasource.url": f"jdbc:postgresql://{self.host}:{pg}/registry",
+            "apicurio.datasource.username": "registry",
+            "apicurio.datasource.password": self.secrets["registry"],
+            "apicurio.datasource.jdbc.initial-size": 2,
+            "apicurio.datasource.jdbc.min-size": 2,
+            "apicurio.datasource.jdbc.max-size": 10,
+            # Local runtime: no authentication, as with Confluent Schema Registry's defaults.
+            "apicurio.auth.enabled": "false",
+            "quarkus.log.console.format": "%d{HH:mm:ss} %-5p [%c{2.}] %s%e%n",
+        }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            java.java_bin(JAVA_VERSION),
+            *java.heap(HEAP_MB, 128),
+            *java.COMMON_FLAGS,
+            *(f"-D{k}={v}" for k, v in system_properties.items()),
+            "-jar",
+            str(home / "quarkus-run.jar"),
+        ]
+        self.spawn("schema_registry", argv, cwd=self.dir)
+
+    def probe(self) -> None:
+        try:
+            subjects = requests.get(self.url + "/subjects", timeout=5)
+        except requests.RequestException as exc:
+            raise NotReady(f"not answering on {self.base_url}: {exc.__class__.__name__}") from None
+        if subjects.status_code != 200:
+            raise NotReady(f"{CCOMPAT_PATH}/subjects answered {subjects.status_code}")
+
+    def info(self) -> dict[str, Any]:
+        return {"url": self.url, "confluent_url": self.url, "native_url": self.native_url, "ui_url": None}

@@ -1,0 +1,121 @@
+"""Spark 4 from the pyspark wheel: a standalone master and one worker on 127.0.0.1.
+
+Jobs run on ``local[N]`` by default (``CDCPIPE_SPARK_MASTER``), or on this cluster with
+``--master spark://127.0.0.1:7077``. The Kafka source and Avro jars come from the jars
+directory, resolved ahead of time, so no job downloads anything when it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .. import java
+from ..errors import MissingDependency
+from .base import NotReady, Service
+
+DAEMON_HEAP_MB = 256
+#: Memory and cores the worker offers to executors.
+WORKER_MEMORY = "2g"
+WORKER_CORES = 2
+
+
+def spark_home() -> Path:
+    """The pyspark package directory, which is a complete SPARK_HOME (jars/, bin/)."""
+    try:
+        import pyspark
+    except ImportError:
+        raise MissingDependency("pyspark is not installed in this environment; run 'make venv'") from None
+    return Path(pyspark.__file__).resolve().parent
+
+
+def job_jars(jars_dir: Path) -> list[str]:
+    """The jars a streaming job adds to Spark: the Kafka source and Avro support."""
+    return sorted(str(p) for p in (jars_dir / "spark").glob("*.jar"))
+
+
+class Spark(Service):
+    name = "spark"
+    processes = ("spark-master", "spark-worker")
+    port_names = ("spark_master", "spark_master_ui", "spark_worker_ui")
+    start_timeout = 90.0
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://{self.host}:{self.port('spark_master')}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.port('spark_master_ui')}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "SPARK_HOME": str(spark_home()),
+            "SPARK_LOCAL_IP": self.host,
+            "SPARK_LOCAL_DIRS": str(self.dir / "tmp"),
+            "PYSPARK_PYTHON": sys.executable,
+        }
+
+    def _daemon(self, main: str, *args: str) -> list[str]:
+        return [
+            java.java_bin(),
+            *java.heap(DAEMON_HEAP_MB, 128),
+            *java.COMMON_FLAGS,
+            "-cp",
+            java.classpath(spark_home() / "jars"),
+            main,
+            *args,
+        ]
+
+    def prepare(self) -> None:
+        for sub in ("work", "tmp"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+
+    def launch(self) -> None:
+        self.spawn(
+            "spark-master",
+            self._daemon(
+                "org.apache.spark.deploy.master.Master",
+                "--host", self.host,
+                "--port", str(self.port("spark_master")),
+                "--webui-port", str(self.port("spark_master_ui")),
+            ),
+            env=self.env(),
+        )
+        self.spawn(
+            "spark-worker",
+            self._daemon(
+                "org.apache.spark.deploy.worker.Worker",
+                "--host", self.host,
+                "--webui-port", str(self.port("spark_worker_ui")),
+                "--cores", str(WORKER_CORES),
+                "--memory", WORKER_MEMORY,
+                "--work-dir", str(self.dir / "work"),
+                self.master_url,
+            ),
+            env=self.env(),
+        )
+
+    def probe(self) -> None:
+        try:
+            state = requests.get(self.ui_url + "/json/", timeout=5).json()
+        except (requests.RequestException, ValueError) as exc:
+            raise NotReady(f"master not answering on {self.ui_url}: {exc.__class__.__name__}") from None
+        if state.get("status") != "ALIVE":
+            raise NotReady(f"master status {state.get('status')}")
+        if int(state.get("aliveworkers", 0)) < 1:
+            raise NotReady("no worker registered with the master yet")
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "master_url": self.master_url,
+            "ui_url": self.ui_url,
+            "default_job_master": self.settings.spark_master,
+            "spark_home": str(spark_home()),
+            "job_jars": job_jars(self.settings.jars),
+        }

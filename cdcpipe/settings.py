@@ -1,0 +1,100 @@
+"""Where the local runtime keeps things and which ports it binds.
+
+Everything is read from the environment once, so the CLI, the tests and the Spark job
+agree on addresses without any of them hard-coding one.
+
+| env var               | default                     |
+|-----------------------|-----------------------------|
+| CDCPIPE_HOME          | <checkout>/.cdcpipe         |
+| CDCPIPE_JARS          | <checkout>/build/jars       |
+| CDCPIPE_PORT_<NAME>   | see DEFAULT_PORTS           |
+| CDCPIPE_SPARK_MASTER  | local[2]                    |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+#: Default ports, one per listening socket. Override any with CDCPIPE_PORT_<NAME>.
+DEFAULT_PORTS: dict[str, int] = {
+    "postgres": 5432,
+    "kafka": 9092,
+    "kafka_controller": 9093,
+    "schema_registry": 8081,
+    "connect": 8083,
+    "cassandra": 9042,
+    "cassandra_storage": 7000,
+    "cassandra_jmx": 7199,
+    "spark_master": 7077,
+    "spark_master_ui": 8090,
+    "spark_worker_ui": 8091,
+    "airflow": 8080,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The local runtime's layout. Build it with :func:`load`."""
+
+    repo: Path
+    home: Path
+    jars: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    spark_master: str = "local[2]"
+    host: str = HOST
+
+    def port(self, name: str) -> int:
+        return self.ports[name]
+
+    def service_dir(self, service: str) -> Path:
+        return self.home / service
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files of the processes `up` started."""
+        return self.home / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.home / "secrets.json"
+
+    def log_file(self, process: str) -> Path:
+        return self.logs_dir / f"{process}.log"
+
+
+def _port_from_env(env: Mapping[str, str], name: str, default: int) -> int:
+    var = f"CDCPIPE_PORT_{name.upper()}"
+    raw = env.get(var)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{var}={raw!r} is not a port number") from None
+    if not 0 < value < 65536:
+        raise ValueError(f"{var}={value} is outside 1-65535")
+    return value
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    home = Path(env.get("CDCPIPE_HOME") or REPO / ".cdcpipe").resolve()
+    jars = Path(env.get("CDCPIPE_JARS") or REPO / "build" / "jars").resolve()
+    ports = {name: _port_from_env(env, name, default) for name, default in DEFAULT_PORTS.items()}
+    return Settings(
+        repo=REPO,
+        home=home,
+        jars=jars,
+        ports=ports,
+        spark_master=env.get("CDCPIPE_SPARK_MASTER") or "local[2]",
+    )

@@ -1,0 +1,26 @@
+-- What Debezium needs, and no more.
+
+-- The publication names the captured tables explicitly; the connector does not create it
+-- (publication.autocreate.mode = disabled), so capture can't silently widen.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'cdc_users') THEN
+        CREATE PUBLICATION cdc_users FOR TABLE public.users;
+    END IF;
+END
+$$;
+
+-- The replication role: may stream WAL and read the published table (for the initial
+-- snapshot), nothing else. It has no password here; each runtime sets one
+-- (`cdcpipe up` from its generated secrets, the Docker stack from .env).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'debezium') THEN
+        CREATE ROLE debezium WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE;
+    END IF;
+END
+$$;
+GRANT CONNECT ON DATABASE users TO debezium;
+GRANT USAGE ON SCHEMA public TO debezium;
+REVOKE ALL ON public.users FROM debezium;
+GRANT SELECT ON public.users TO debezium;
