@@ -33,6 +33,11 @@ def _start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def is_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    return _start_ticks(pid) is not None
+
+
 def _pid_file(settings: Settings, name: str) -> Path:
     return settings.run_dir / f"{name}.pid"
 
@@ -94,9 +99,9 @@ def _reap(pid: int) -> None:
         pass
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids of every live process in the process group ``pgid``."""
-    members = []
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every live, non-zombie process."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -105,15 +110,39 @@ def group_members(pgid: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of every live process in the process group ``pgid``."""
+    return sorted(pid for pid, (_, group) in _proc_table().items() if group == pgid)
+
+
+def tree(pid: int) -> list[int]:
+    """The process, its descendants and its process group.
+
+    Descendants matter: PostgreSQL's backends, for one, leave the postmaster's process group.
+    """
+    table = _proc_table()
+    if pid not in table:
+        return sorted(p for p, (_, group) in table.items() if group == pid)
+    found = {pid} | {p for p, (_, group) in table.items() if group == pid}
+    frontier = list(found)
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _) in table.items():
+            if ppid == parent and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return sorted(found)
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident memory of the process and every other member of its process group."""
+    """Resident memory of the process and everything in its tree."""
     total = 0
-    for member in group_members(pid) or [pid]:
+    for member in tree(pid):
         try:
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -125,32 +154,36 @@ def rss_bytes(pid: int) -> int:
 
 
 def stop(settings: Settings, name: str, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:
-    """Stop a process: ``sig`` to it, wait up to ``timeout``, then SIGKILL its whole group.
+    """Stop a process: ``sig`` to it, wait up to ``timeout``, then SIGKILL what is left of its tree.
 
-    Returns True if it was running. Leaves no member of its process group behind.
+    Returns True if it was running. Leaves no process of its tree behind.
     """
     pid = pid_of(settings, name)
     if pid is None:
         return False
+    # Remember the tree now: children orphaned by the leader's exit are re-parented to init.
+    members = {member: _start_ticks(member) for member in tree(pid)}
+
+    def alive() -> list[int]:
+        _reap(pid)
+        still = [m for m, ticks in members.items() if ticks is not None and _start_ticks(m) == ticks]
+        return sorted(set(still) | set(group_members(pid)))
+
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if _start_ticks(pid) is None and not group_members(pid):
-            break
+    while alive() and time.monotonic() < deadline:
         time.sleep(0.2)
-    for member in group_members(pid):
+    for member in alive():
         try:
             os.kill(member, signal.SIGKILL)
         except ProcessLookupError:
             pass
     # SIGKILL is not instant; wait until the kernel has really removed them.
-    for _ in range(50):
-        _reap(pid)
-        if not group_members(pid):
+    for _ in range(100):
+        if not alive():
             break
         time.sleep(0.1)
     _pid_file(settings, name).unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import migrations
-from ..errors import MissingDependency, ServiceFailed
+from ..errors import ConfigError, MissingDependency, ServiceFailed
 from .base import NotReady, Service
 
 MIN_VERSION = 15
@@ -52,6 +52,18 @@ def find_bin_dir() -> Path:
             if match and int(match.group(1)) >= MIN_VERSION:
                 return directory
     raise MissingDependency(f"PostgreSQL {MIN_VERSION}+ server binaries (initdb, postgres) not found. {PACKAGE_HINT}")
+
+
+def extra_settings() -> dict[str, str]:
+    """Server settings from CDCPIPE_PG_SETTINGS ("key=value;key=value"), applied last."""
+    raw = os.environ.get("CDCPIPE_PG_SETTINGS", "")
+    result = {}
+    for item in filter(None, (part.strip() for part in raw.split(";"))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"CDCPIPE_PG_SETTINGS: {item!r} is not key=value")
+        result[key.strip()] = value.strip()
+    return result
 
 
 def _run_as() -> str | None:
@@ -133,6 +145,7 @@ class Postgres(Service):
             "listen_addresses": self.host,
             "port": str(self.port()),
             "unix_socket_directories": str(self.socket_dir),
+            **extra_settings(),
         }
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]

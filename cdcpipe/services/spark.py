@@ -57,6 +57,9 @@ class Spark(Service):
             **os.environ,
             "SPARK_HOME": str(spark_home()),
             "SPARK_LOCAL_IP": self.host,
+            # The worker builds executor command lines with Spark's launcher, which needs the
+            # Scala version when SPARK_HOME is the pyspark package (no RELEASE file there).
+            "SPARK_SCALA_VERSION": "2.13",
             "SPARK_LOCAL_DIRS": str(self.dir / "tmp"),
             "PYSPARK_PYTHON": sys.executable,
         }

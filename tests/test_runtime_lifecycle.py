@@ -1,0 +1,97 @@
+"""up/down behaviour on a second, private state directory (PostgreSQL only: it is quick).
+
+The state directory lives under the session's own (not in /tmp) because PostgreSQL runs as
+an unprivileged account when the tests run as root, and must be able to reach it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cdcpipe import processes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def private_home(conf):
+    home = conf.home / "test-lifecycle"
+    shutil.rmtree(home, ignore_errors=True)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CDCPIPE_HOME": str(home), "CDCPIPE_PORT_POSTGRES": str(_free_port())}
+    yield home, env
+    subprocess.run([sys.executable, "-m", "cdcpipe", "down", "--purge"], env=env, capture_output=True, timeout=120)
+
+
+def cdcpipe(env, *args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "cdcpipe", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _pid(home: Path, name: str) -> int:
+    return json.loads((home / "run" / f"{name}.pid").read_text())["pid"]
+
+
+def test_busy_port_is_named(private_home):
+    home, env = private_home
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        out = cdcpipe({**env, "CDCPIPE_PORT_POSTGRES": str(port)}, "up", "postgres")
+    assert out.returncode == 4, out.stderr
+    assert f"postgres: port {port} on 127.0.0.1 is already in use" in out.stderr
+    assert "CDCPIPE_PORT_POSTGRES" in out.stderr
+    assert not (home / "run" / "postgres.pid").exists()
+
+
+def test_up_twice_is_harmless_and_down_leaves_nothing(private_home):
+    home, env = private_home
+    first = cdcpipe(env, "up", "postgres")
+    assert first.returncode == 0, first.stderr
+    pid = _pid(home, "postgres")
+    backends = processes.tree(pid)
+    assert pid in backends and len(backends) > 1  # postmaster + its background workers
+
+    second = cdcpipe(env, "up", "postgres")
+    assert second.returncode == 0, second.stderr
+    assert "already running" in second.stderr
+    assert _pid(home, "postgres") == pid
+
+    down = cdcpipe(env, "down")
+    assert down.returncode == 0, down.stderr
+    assert "postgres" in down.stderr and "stopped" in down.stderr
+    assert [p for p in backends if processes.is_alive(p)] == []
+    status = cdcpipe(env, "status", "--json")
+    assert json.loads(status.stdout)["services"]["postgres"]["state"] == "stopped"
+    assert status.returncode == 1  # not everything is running
+
+
+def test_down_purge_deletes_the_state_directory(private_home):
+    home, env = private_home
+    assert cdcpipe(env, "up", "postgres").returncode == 0
+    assert (home / "postgres" / "data" / "PG_VERSION").exists()
+    out = cdcpipe(env, "down", "--purge")
+    assert out.returncode == 0, out.stderr
+    assert not home.exists()
+
+
+def test_a_service_that_dies_is_reported_with_its_log(private_home):
+    home, env = private_home
+    # A PostgreSQL setting it refuses makes the server exit at start-up.
+    bad = {**env, "CDCPIPE_PG_SETTINGS": "shared_buffers=1TB"}
+    out = cdcpipe(bad, "up", "postgres")
+    assert out.returncode == 5, out.stderr
+    assert "postgres:" in out.stderr
+    assert "last lines of" in out.stderr and "postgres.log" in out.stderr
