@@ -37,7 +37,7 @@ $(VENV_STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=... to another 3.11 interpreter)"; exit 3; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements.lock
-	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	$(VENV)/bin/pip install -q --no-deps -e .
 	@touch $@
 
 venv: $(VENV_STAMP)

@@ -24,3 +24,14 @@ GRANT CONNECT ON DATABASE users TO debezium;
 GRANT USAGE ON SCHEMA public TO debezium;
 REVOKE ALL ON public.users FROM debezium;
 GRANT SELECT ON public.users TO debezium;
+
+-- Heartbeats: Debezium upserts one row here every heartbeat.interval.ms. The table is in the
+-- publication (but not captured into a topic), so even when public.users is idle the slot
+-- receives a change, the connector acknowledges its LSN, and PostgreSQL can recycle WAL.
+-- The replication role may write this table and no other.
+CREATE TABLE IF NOT EXISTS public.cdc_heartbeat (
+    id      integer PRIMARY KEY,
+    beat_at timestamptz NOT NULL
+);
+ALTER PUBLICATION cdc_users SET TABLE public.users, public.cdc_heartbeat;
+GRANT SELECT, INSERT, UPDATE ON public.cdc_heartbeat TO debezium;

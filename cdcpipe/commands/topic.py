@@ -1,0 +1,123 @@
+"""`cdcpipe topic tail`: print decoded change events as JSON lines, following new ones."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import signal
+import sys
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from .. import runtime, settings
+from ..avro_reader import DecodeError, SchemaRegistry, decode
+
+DEFAULT_TOPIC = "cdc.public.users"
+
+
+def to_json(value: Any) -> Any:
+    """JSON for what fastavro returns: bytes as base64, dates/times ISO 8601, decimals as strings."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, uuid.UUID)):
+        return str(value)
+    return value
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from confluent_kafka import Consumer, KafkaError, KafkaException
+
+    conf = settings.load()
+    svcs = {s.name: s for s in runtime.services(conf, ["kafka", "schema_registry"])}
+    bootstrap = args.bootstrap or svcs["kafka"].bootstrap
+    registry = SchemaRegistry(args.registry_url or svcs["schema_registry"].url)
+    errors: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.fatal() or err.code() == KafkaError._ALL_BROKERS_DOWN:
+            errors.append(str(err))
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"cdcpipe-tail-{uuid.uuid4()}",  # never commits: tailing changes nothing
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest" if args.from_beginning else "latest",
+            "error_cb": on_error,
+        }
+    )
+    stop = {"now": False}
+
+    def on_signal(signum, _frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    consumer.subscribe([args.topic])
+    printed = 0
+    bad = 0
+    idle_since = time.monotonic()
+    waiting_note = [False]
+    try:
+        while not stop["now"]:
+            if errors:
+                print(f"error: Kafka at {bootstrap}: {errors[-1]}", file=sys.stderr)
+                return 6
+            msg = consumer.poll(0.5)
+            if msg is None:
+                if args.idle_timeout and time.monotonic() - idle_since > args.idle_timeout:
+                    break
+                continue
+            if msg.error():
+                code = msg.error().code()
+                if code == KafkaError._PARTITION_EOF:
+                    continue
+                if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    # Debezium creates the topic with the first change: keep following.
+                    if not waiting_note[0]:
+                        print(f"waiting for topic {args.topic} to exist ...", file=sys.stderr)
+                        waiting_note[0] = True
+                    continue
+                raise KafkaException(msg.error())
+            idle_since = time.monotonic()
+            line: dict[str, Any] = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
+            for part, data in (("key", msg.key()), ("value", msg.value())):
+                try:
+                    line[part] = to_json(decode(data, registry))
+                except DecodeError as exc:
+                    line[part] = None
+                    line[f"{part}_error"] = exc.reason
+                    bad += 1
+            print(json.dumps(line, ensure_ascii=False), flush=True)
+            printed += 1
+            if args.max and printed >= args.max:
+                break
+    finally:
+        consumer.close()
+    if bad:
+        print(f"{bad} part(s) could not be decoded (see *_error fields)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("topic", help="read CDC topics")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser("tail", help="print decoded change events as JSON lines, following new ones")
+    p.add_argument("topic", nargs="?", default=DEFAULT_TOPIC, help=f"topic (default {DEFAULT_TOPIC})")
+    p.add_argument("--from-beginning", action="store_true", help="start at the earliest offset, not the end")
+    p.add_argument("--max", type=int, default=0, help="stop after N records")
+    p.add_argument("--idle-timeout", type=float, default=0, help="stop after S seconds without a record")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local runtime's)")
+    p.add_argument("--registry-url", help="Confluent-compatible registry URL (default: the local runtime's)")
+    p.set_defaults(func=cmd_tail)
