@@ -64,7 +64,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     conf = settings.load()
-    svc = runtime.services(conf, [args.service])[-1]
+    svc = runtime.services(conf, [args.service], with_dependencies=False)[0]
     for proc in svc.processes:
         path = conf.log_file(proc)
         if len(svc.processes) > 1:

@@ -26,8 +26,10 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def services(settings: Settings, names: Iterable[str] | None = None) -> list[Service]:
-    """Service objects in start order (optionally only ``names`` and what they depend on)."""
+def services(
+    settings: Settings, names: Iterable[str] | None = None, *, with_dependencies: bool = True
+) -> list[Service]:
+    """Service objects in start order: all, or ``names`` (and, by default, what they depend on)."""
     secrets = credentials.load(settings)
     all_services = {cls.name: cls(settings, secrets) for cls in SERVICES}
     if names is None:
@@ -44,7 +46,10 @@ def services(settings: Settings, names: Iterable[str] | None = None) -> list[Ser
                 add(dep)
 
     for name in names:
-        add(name)
+        if with_dependencies:
+            add(name)
+        else:
+            wanted.add(name)
     return [svc for name, svc in all_services.items() if name in wanted]
 
 
@@ -117,7 +122,7 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
 
 def down(settings: Settings, names: Iterable[str] | None = None, *, purge: bool = False, progress: Progress = _stderr) -> None:
     """Stop services in reverse dependency order; ``purge`` also deletes the state dir."""
-    for svc in reversed(services(settings, names)):
+    for svc in reversed(services(settings, names, with_dependencies=False)):
         if svc.stop():
             progress(f"✓ {svc.name:<16} stopped")
     if purge:

@@ -32,3 +32,37 @@ def stack(conf) -> dict[str, Service]:
     yield {svc.name: svc for svc in services}
     if not was_running and os.environ.get("CI"):
         runtime.down(conf, progress=_progress)
+
+
+@pytest.fixture(scope="session")
+def connector(stack):
+    """The users-cdc connector, registered from connectors/users-cdc.json and RUNNING."""
+    from cdcpipe.connect_client import ConnectClient, ConnectorFile
+    from cdcpipe.commands.connector import DEFAULT_FILE
+
+    client = ConnectClient(stack["connect"].url)
+    definition = ConnectorFile.load(DEFAULT_FILE)
+    client.validate(definition)
+    client.put_config(definition)
+    client.wait_for_state(definition.name, "RUNNING", timeout=120)
+    return definition
+
+
+@pytest.fixture
+def pg(stack):
+    """A psycopg connection to the users database as the application role (autocommit)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(stack["postgres"].dsn(), autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def topic_reader(stack, connector):
+    """Reads cdc.public.users from its current end."""
+    from cdc_helpers import TopicReader
+
+    reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"].url)
+    yield reader
+    reader.close()

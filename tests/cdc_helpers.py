@@ -1,0 +1,81 @@
+"""Helpers the CDC tests share: reading decoded change events from a position onwards."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from cdcpipe.avro_reader import SchemaRegistry, decode
+
+TOPIC = "cdc.public.users"
+
+
+class TopicReader:
+    """Reads one single-partition topic from the offset it had when the reader was made."""
+
+    def __init__(self, bootstrap: str, registry_url: str, topic: str = TOPIC):
+        self.topic = topic
+        self.registry = SchemaRegistry(registry_url)
+        self.consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}
+        )
+        try:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        except Exception:
+            high = 0
+        self.start = max(high, 0)
+        self.consumer.assign([TopicPartition(topic, 0, self.start)])
+        self.raw: list[tuple[bytes | None, bytes | None, int]] = []
+
+    def read_until(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Decoded events {key, value, offset} read so far once ``done(events)`` is true."""
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                self.raw.append((msg.key(), msg.value(), msg.offset()))
+                events.append(
+                    {"key": decode(msg.key(), self.registry), "value": decode(msg.value(), self.registry), "offset": msg.offset()}
+                )
+            elif done(events):
+                return events
+        raise AssertionError(f"condition not met after {timeout:.0f}s; {len(events)} event(s) read: {events[-5:]}")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def for_ids(events: list[dict[str, Any]], ids: set[str]) -> list[dict[str, Any]]:
+    return [e for e in events if e["key"] and e["key"]["id"] in ids]
+
+
+def replay(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Apply change events in order to an empty table: the state they describe."""
+    state: dict[str, dict[str, Any]] = {}
+    for event in events:
+        value = event["value"]
+        if value is None:  # tombstone
+            continue
+        if value["op"] in ("c", "r", "u"):
+            state[value["after"]["id"]] = value["after"]
+        elif value["op"] == "d":
+            state.pop(value["before"]["id"], None)
+    return state
+
+
+def pg_row_as_event(row: dict[str, Any]) -> dict[str, Any]:
+    """A PostgreSQL row (psycopg dict_row) in the representation Debezium's events use."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, dt.datetime):
+            value = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        out[key] = value
+    return out

@@ -1,0 +1,265 @@
+"""CDC capture: every write to public.users becomes the right Avro change event on Kafka."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import psycopg
+import pytest
+import requests
+
+from cdc_helpers import TOPIC, TopicReader, for_ids, pg_row_as_event, replay
+from cdcpipe import runtime
+from cdcpipe.avro_reader import HEADER, SchemaRegistry, schema_id_of
+from cdcpipe.commands.connector import DEFAULT_FILE
+from cdcpipe.connect_client import ConnectClient, ConnectorFile
+
+ROW = {
+    "username": "purplecat123",
+    "email": "zoë.o'brien@example.com",
+    "title": "Ms",
+    "first_name": "Zoë",
+    "last_name": "O'Brien",
+    "gender": "female",
+    "dob": dt.datetime(1961, 3, 4, 5, 6, 7, 891000, tzinfo=dt.timezone.utc),
+    "registered_at": dt.datetime(2012, 8, 9, 10, 11, 12, 130000, tzinfo=dt.timezone.utc),
+    "phone": "(272) 790-0888",
+    "cell": "(489) 330-2385",
+    "street_number": 9278,
+    "street_name": "New Road",
+    "city": "Kilcoole",
+    "state": "Waterford",
+    "country": "Ireland",
+    "postcode": "93027",
+    "latitude": -69.8246,
+    "longitude": 134.8719,
+    "timezone_offset": "+9:30",
+    "timezone_description": "Adelaide, Darwin",
+    "nationality": "IE",
+    "picture_large": "https://randomuser.me/api/portraits/women/75.jpg",
+    "picture_medium": "https://randomuser.me/api/portraits/med/women/75.jpg",
+    "picture_thumbnail": "https://randomuser.me/api/portraits/thumb/women/75.jpg",
+}
+
+
+def insert(pg, row: dict, user_id: uuid.UUID | None = None) -> str:
+    user_id = user_id or uuid.uuid4()
+    cols = ["id", *row]
+    pg.execute(
+        f"INSERT INTO public.users ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+        [user_id, *row.values()],
+    )
+    return str(user_id)
+
+
+def select(pg, user_id: str) -> dict | None:
+    return pg.execute("SELECT * FROM public.users WHERE id = %s", (user_id,)).fetchone()
+
+
+def test_insert_update_delete_produce_exact_events(pg, topic_reader):
+    user_id = insert(pg, ROW)
+    created = select(pg, user_id)
+    pg.execute(
+        "UPDATE public.users SET email = %s, city = %s, street_number = %s, latitude = %s WHERE id = %s",
+        ("new@example.com", "Dublin", 1, 53.35, user_id),
+    )
+    updated = select(pg, user_id)
+    pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
+
+    events = topic_reader.read_until(lambda evs: len(for_ids(evs, {user_id})) >= 4)
+    mine = for_ids(events, {user_id})
+    assert [e["value"]["op"] if e["value"] else None for e in mine] == ["c", "u", "d", None]
+    assert all(e["key"] == {"id": user_id} for e in mine)
+
+    create, update, delete, tombstone = (e["value"] for e in mine)
+    assert create["before"] is None and create["after"] == pg_row_as_event(created)
+    assert update["before"] == pg_row_as_event(created) and update["after"] == pg_row_as_event(updated)
+    assert delete["before"] == pg_row_as_event(updated) and delete["after"] is None
+    assert tombstone is None
+    # Source position and commit time travel with every event, in order.
+    lsns = [e["value"]["source"]["lsn"] for e in mine[:3]]
+    assert lsns == sorted(lsns) and len(set(lsns)) == 3
+    for event in (create, update, delete):
+        assert event["source"]["table"] == "users" and event["source"]["db"] == "users"
+        commit = dt.datetime.fromtimestamp(event["source"]["ts_ms"] / 1000, dt.timezone.utc)
+        assert abs((dt.datetime.now(dt.timezone.utc) - commit).total_seconds()) < 120
+
+
+def test_pk_update_txn_and_twenty_updates_replay_to_final_state(pg, topic_reader):
+    old_id, new_id = str(uuid.uuid4()), str(uuid.uuid4())
+    insert(pg, ROW, uuid.UUID(old_id))
+    pg.execute("UPDATE public.users SET id = %s WHERE id = %s", (new_id, old_id))  # primary-key update
+
+    ephemeral = str(uuid.uuid4())
+    with pg.transaction():  # insert and delete in one transaction
+        insert(pg, ROW, uuid.UUID(ephemeral))
+        pg.execute("DELETE FROM public.users WHERE id = %s", (ephemeral,))
+
+    counter = insert(pg, ROW)
+    for i in range(20):  # twenty updates in twenty transactions
+        pg.execute("UPDATE public.users SET street_number = %s, email = %s WHERE id = %s", (i, f"v{i}@x", counter))
+
+    ids = {old_id, new_id, ephemeral, counter}
+    final_counter = select(pg, counter)
+
+    def complete(evs):
+        mine = for_ids(evs, {counter})
+        return bool(mine) and mine[-1]["value"] and mine[-1]["value"]["after"]["street_number"] == 19
+
+    events = for_ids(topic_reader.read_until(complete), ids)
+    state = replay(events)
+    assert set(state) == {new_id, counter}
+    assert state[new_id] == pg_row_as_event(select(pg, new_id))
+    assert state[counter] == pg_row_as_event(final_counter)
+    # The primary-key change is a delete of the old key (+ tombstone) and a create of the new.
+    old_events = for_ids(events, {old_id})
+    assert [e["value"]["op"] if e["value"] else None for e in old_events] == ["c", "d", None]
+    assert [e["value"]["op"] for e in for_ids(events, {ephemeral}) if e["value"]] == ["c", "d"]
+    assert len([e for e in for_ids(events, {counter}) if e["value"] and e["value"]["op"] == "u"]) == 20
+
+
+def test_wire_format_and_registry_subjects(stack, pg, topic_reader):
+    user_id = insert(pg, ROW)
+    pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
+    topic_reader.read_until(lambda evs: len(for_ids(evs, {user_id})) >= 3)
+    registry_url = stack["schema_registry"].url
+    checked = 0
+    for key, value, _ in topic_reader.raw:
+        for data in (key, value):
+            if data is None:
+                continue
+            assert data[0] == 0, f"magic byte {data[0]}"
+            assert len(data) > HEADER.size
+            schema_id = schema_id_of(data)
+            fetched = requests.get(f"{registry_url}/schemas/ids/{schema_id}", timeout=10)
+            assert fetched.status_code == 200, fetched.text
+            checked += 1
+    assert checked >= 5
+    subjects = requests.get(f"{registry_url}/subjects", timeout=10).json()
+    assert {f"{TOPIC}-key", f"{TOPIC}-value"} <= set(subjects)
+    # The value subject's latest schema is the Debezium envelope.
+    latest = requests.get(f"{registry_url}/subjects/{TOPIC}-value/versions/latest", timeout=10).json()
+    field_names = {f["name"] for f in json.loads(latest["schema"])["fields"]}
+    assert {"before", "after", "source", "op"} <= field_names
+
+
+def test_hard_values_survive_exactly(pg, topic_reader):
+    hard = {
+        **ROW,
+        "username": "🐘𝔘ñí©ødé 漢字",  # 4-byte characters included
+        "email": "",  # empty string, distinct from NULL
+        "title": None,
+        "first_name": 'quote " and \' and `',
+        "last_name": "back\\slash \\n not a newline",
+        "street_name": "line one\nline two\r\n\ttabbed",
+        "city": "'; DROP TABLE users; --",
+        "street_number": 2147483647,
+        "postcode": "00000",
+        "latitude": -90.0,
+        "longitude": 180.0,
+        "dob": dt.datetime(1901, 12, 13, 20, 45, 52, 123456, tzinfo=dt.timezone.utc),
+        "registered_at": dt.datetime(2100, 1, 1, 0, 0, 0, 1, tzinfo=dt.timezone.utc),
+    }
+    first = insert(pg, hard)
+    second = insert(pg, {**hard, "street_number": -2147483648, "latitude": 90.0, "longitude": -180.0, "email": None})
+    events = topic_reader.read_until(lambda evs: len(for_ids(evs, {first, second})) >= 2)
+    after = {e["value"]["after"]["id"]: e["value"]["after"] for e in for_ids(events, {first, second})}
+    assert after[first] == pg_row_as_event(select(pg, first))
+    assert after[second] == pg_row_as_event(select(pg, second))
+    assert after[first]["username"] == hard["username"]
+    assert after[first]["email"] == "" and after[second]["email"] is None
+    assert after[first]["street_name"] == "line one\nline two\r\n\ttabbed"
+    assert after[first]["dob"] == "1901-12-13T20:45:52.123456Z"
+    assert after[first]["registered_at"] == "2100-01-01T00:00:00.000001Z"
+    assert (after[second]["street_number"], after[second]["latitude"], after[second]["longitude"]) == (-2147483648, 90.0, -180.0)
+
+
+def _cli(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "cdcpipe", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_register_twice_is_harmless(stack, connector):
+    client = ConnectClient(stack["connect"].url)
+    for _ in range(2):
+        out = _cli("connector", "register", "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["connector"]["state"] == "RUNNING"
+    assert "unchanged" in out.stderr
+    assert client.list().count(connector.name) == 1
+    status = client.status(connector.name)
+    assert len(status["tasks"]) == 1 and status["tasks"][0]["state"] == "RUNNING"
+
+
+def test_a_wrong_field_is_rejected_by_name(stack, tmp_path):
+    definition = json.loads(DEFAULT_FILE.read_text())
+    definition["name"] = "users-cdc-invalid"
+    definition["config"]["snapshot.mode"] = "sometimes"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(definition))
+    out = _cli("connector", "register", str(bad))
+    assert out.returncode == 2, out.stderr
+    assert "snapshot.mode" in out.stderr
+    assert "users-cdc-invalid" not in ConnectClient(stack["connect"].url).list()
+
+
+def test_connect_unreachable_is_a_clear_error():
+    out = _cli("connector", "--connect-url", "http://127.0.0.1:1", "status")
+    assert out.returncode == 6
+    assert "not reachable at http://127.0.0.1:1" in out.stderr
+
+
+def test_existing_rows_arrive_as_snapshot_reads(stack, pg):
+    """A second connector (own slot and topic prefix) snapshots rows that predate it as op r."""
+    existing = insert(pg, ROW)
+    definition = ConnectorFile.load(DEFAULT_FILE)
+    run = uuid.uuid4().hex[:8]  # Connect keeps source offsets per topic prefix: a fresh one per run
+    slot = f"snapshot_test_{run}"
+    config = {**definition.config, "slot.name": slot, "topic.prefix": f"snaptest{run}"}
+    probe = ConnectorFile(name=f"users-cdc-snapshot-test-{run}", config=config)
+    client = ConnectClient(stack["connect"].url)
+    reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"].url, topic=f"snaptest{run}.public.users")
+    try:
+        client.validate(probe)
+        client.put_config(probe)
+        client.wait_for_state(probe.name, "RUNNING", timeout=120)
+        events = reader.read_until(lambda evs: bool(for_ids(evs, {existing})), timeout=90)
+        event = for_ids(events, {existing})[0]["value"]
+        assert event["op"] == "r"
+        assert event["source"]["snapshot"] in ("true", "first", "last", "first_in_data_collection", "last_in_data_collection")
+        assert event["after"] == pg_row_as_event(select(pg, existing))
+    finally:
+        reader.close()
+        client.delete(probe.name)
+        with stack["postgres"].connect(dbname="users", autocommit=True) as admin:
+            for _ in range(60):
+                active = admin.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+                if active is None:
+                    break
+                if not active[0]:
+                    admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                    break
+                time.sleep(1)
+
+
+def test_changes_made_while_connect_is_down_arrive_after_restart(stack, conf, pg, topic_reader, connector):
+    runtime.down(conf, ["connect"], progress=lambda _m: None)
+    assert not stack["connect"].any_running()
+    assert stack["kafka"].running() and stack["postgres"].running()  # only what was named stops
+    try:
+        ids = {insert(pg, {**ROW, "username": f"offline-{i}"}) for i in range(5)}
+        pg.execute("UPDATE public.users SET city = 'Cork' WHERE id = ANY(%s)", (list(ids),))
+    finally:
+        runtime.up(conf, ["connect"], progress=lambda _m: None)
+    ConnectClient(stack["connect"].url).wait_for_state(connector.name, "RUNNING", timeout=120)
+    events = topic_reader.read_until(
+        lambda evs: len([e for e in for_ids(evs, ids) if e["value"] and e["value"]["op"] == "u"]) >= 5, timeout=120
+    )
+    mine = for_ids(events, ids)
+    assert {e["key"]["id"] for e in mine if e["value"]["op"] == "c"} == ids
+    assert all(e["value"]["after"]["city"] == "Cork" for e in mine if e["value"]["op"] == "u")
