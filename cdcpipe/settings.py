@@ -27,6 +27,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "kafka": 9092,
     "kafka_controller": 9093,
     "schema_registry": 8081,
+    "schema_registry_management": 8082,
     "connect": 8083,
     "cassandra": 9042,
     "cassandra_storage": 7000,

@@ -23,7 +23,7 @@ class SchemaRegistry(Service):
     name = "schema_registry"
     depends_on = ("postgres",)
     processes = ("schema_registry",)
-    port_names = ("schema_registry",)
+    port_names = ("schema_registry", "schema_registry_management")
     start_timeout = 120.0
 
     @property
@@ -46,9 +46,9 @@ class SchemaRegistry(Service):
         system_properties = {
             "quarkus.http.host": self.host,
             "quarkus.http.port": self.port(),
-            # Quarkus' management interface (health) would bind 0.0.0.0:9000; readiness is
-            # probed through the API itself instead.
-            "quarkus.management.enabled": "false",
+            # Quarkus' management interface (health endpoints) defaults to 0.0.0.0:9000.
+            "quarkus.management.host": self.host,
+            "quarkus.management.port": self.port("schema_registry_management"),
             "apicurio.storage.kind": "sql",
             "apicurio.storage.sql.kind": "postgresql",
             "apicurio.datasource.url": f"jdbc:postgresql://{self.host}:{pg}/registry",
@@ -74,9 +74,12 @@ class SchemaRegistry(Service):
 
     def probe(self) -> None:
         try:
+            health = requests.get(f"http://{self.host}:{self.port('schema_registry_management')}/health/ready", timeout=5)
             subjects = requests.get(self.url + "/subjects", timeout=5)
         except requests.RequestException as exc:
             raise NotReady(f"not answering on {self.base_url}: {exc.__class__.__name__}") from None
+        if health.status_code != 200:
+            raise NotReady(f"/health/ready answered {health.status_code}: {health.text[:200]}")
         if subjects.status_code != 200:
             raise NotReady(f"{CCOMPAT_PATH}/subjects answered {subjects.status_code}")
 
