@@ -37,6 +37,7 @@ class SchemaRegistry:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._cache: dict[int, Any] = {}
+        self._raw: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._session = requests.Session()
 
@@ -53,10 +54,18 @@ class SchemaRegistry:
             raise DecodeError(f"unknown schema id {schema_id}")
         if response.status_code != 200:
             raise ServiceUnavailable(f"schema registry answered {response.status_code} for id {schema_id}: {response.text[:200]}")
-        parsed = fastavro.parse_schema(json.loads(response.json()["schema"]))
+        raw = json.loads(response.json()["schema"])
+        parsed = fastavro.parse_schema(raw)
         with self._lock:
+            self._raw[schema_id] = raw
             self._cache[schema_id] = parsed
         return parsed
+
+    def raw_schema(self, schema_id: int) -> dict[str, Any]:
+        """The writer schema as the registry returned it (with Debezium's connect.* attributes)."""
+        if schema_id not in self._raw:
+            self.schema(schema_id)
+        return self._raw[schema_id]
 
 
 def schema_id_of(data: bytes) -> int:

@@ -28,9 +28,15 @@ def conf() -> settings.Settings:
 def stack(conf) -> dict[str, Service]:
     """Every service of the local runtime, up and ready, by name."""
     was_running = all(svc.running() for svc in runtime.services(conf))
-    services = runtime.up(conf, progress=_progress)
+    stop_after = not was_running and bool(os.environ.get("CI"))
+    try:
+        services = runtime.up(conf, progress=_progress)
+    except Exception:
+        if stop_after:  # leave nothing behind in CI, even when start-up failed
+            runtime.down(conf, progress=_progress)
+        raise
     yield {svc.name: svc for svc in services}
-    if not was_running and os.environ.get("CI"):
+    if stop_after:
         runtime.down(conf, progress=_progress)
 
 
@@ -66,3 +72,22 @@ def topic_reader(stack, connector):
     reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"].url)
     yield reader
     reader.close()
+
+
+@pytest.fixture(scope="session")
+def spark_job(conf, stack, connector):
+    """The streaming job, running on the local runtime for the whole session."""
+    from cdcpipe import spark_job as job
+
+    was_running = job.status(conf)["state"] == "running"
+    job.start(conf, progress=_progress)
+    yield job
+    if not was_running and os.environ.get("CI"):
+        job.stop(conf)
+
+
+@pytest.fixture
+def cassandra(stack):
+    session = stack["cassandra"].session()
+    yield session
+    session.cluster.shutdown()

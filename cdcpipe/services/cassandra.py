@@ -162,8 +162,15 @@ class Cassandra(Service):
     def session(self, keyspace: str | None = None):
         """A cassandra-driver session; the caller shuts the cluster down (``session.cluster``)."""
         from cassandra.cluster import Cluster
+        from cassandra.policies import DCAwareRoundRobinPolicy
 
-        cluster = Cluster([self.host], port=self.port(), connect_timeout=5, protocol_version=5)
+        cluster = Cluster(
+            [self.host],
+            port=self.port(),
+            connect_timeout=5,
+            protocol_version=5,
+            load_balancing_policy=DCAwareRoundRobinPolicy(),
+        )
         try:
             return cluster.connect(keyspace)
         except Exception:

@@ -1,0 +1,253 @@
+"""Applying changes to the Cassandra read model: prepared statements, concurrent writes,
+write timestamps from the change position (see :mod:`cdcpipe.changes`), dead letters,
+and new columns added when the source table grows one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from cassandra import InvalidRequest
+from cassandra.concurrent import execute_concurrent
+from cassandra.query import UNSET_VALUE
+
+from .changes import Change
+
+log = logging.getLogger(__name__)
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+CONCURRENCY = 128
+
+
+class BadValue(ValueError):
+    """A value that cannot be stored in its Cassandra column."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    error: str
+
+
+def timestamp_ms(value: Any) -> int:
+    """Milliseconds since the epoch, rounded down (Cassandra's timestamp precision)."""
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise BadValue(f"not an ISO 8601 timestamp: {value!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        micros = (parsed - EPOCH) // dt.timedelta(microseconds=1)
+        return micros // 1000
+    if isinstance(value, dt.datetime):
+        value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return ((value - EPOCH) // dt.timedelta(microseconds=1)) // 1000
+    if isinstance(value, int):
+        return value
+    raise BadValue(f"cannot store {type(value).__name__} as a timestamp")
+
+
+def to_cql(cql_type: str, value: Any) -> Any:
+    """Convert a decoded Debezium value to what cassandra-driver binds for ``cql_type``."""
+    if value is None:
+        return None
+    try:
+        if cql_type in ("uuid", "timeuuid"):
+            return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        if cql_type == "timestamp":
+            return timestamp_ms(value)
+        if cql_type in ("int", "bigint", "smallint", "tinyint", "varint", "counter"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise BadValue(f"{value!r} is not an integer")
+            return value
+        if cql_type in ("double", "float"):
+            return float(value)
+        if cql_type == "decimal":
+            return value if isinstance(value, Decimal) else Decimal(str(value))
+        if cql_type == "boolean":
+            return bool(value)
+        if cql_type == "blob":
+            return bytes(value)
+        if cql_type in ("text", "varchar", "ascii"):
+            return value if isinstance(value, str) else str(value)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, BadValue):
+            raise
+        raise BadValue(f"{value!r} does not fit a {cql_type} column: {exc}") from None
+    return value
+
+
+def cql_type_of(avro_type: Any) -> str:
+    """The CQL type for a Debezium/Avro field type (used when a new column appears)."""
+    if isinstance(avro_type, list):  # a nullable union
+        non_null = [t for t in avro_type if t != "null"]
+        return cql_type_of(non_null[0]) if non_null else "text"
+    if isinstance(avro_type, dict):
+        connect = avro_type.get("connect.name", "")
+        logical = avro_type.get("logicalType", "")
+        base = avro_type.get("type")
+        if connect == "io.debezium.time.ZonedTimestamp" or connect in (
+            "io.debezium.time.Timestamp",
+            "org.apache.kafka.connect.data.Timestamp",
+        ) or logical in ("timestamp-millis",):
+            return "timestamp"
+        if connect == "io.debezium.data.Uuid" or logical == "uuid":
+            return "uuid"
+        if connect in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date") or logical == "date":
+            return "int"  # days since the epoch, kept as a number
+        if logical == "decimal":
+            return "decimal"
+        return cql_type_of(base)
+    return {
+        "string": "text",
+        "int": "int",
+        "long": "bigint",
+        "double": "double",
+        "float": "float",
+        "boolean": "boolean",
+        "bytes": "blob",
+    }.get(avro_type, "text")
+
+
+def _named_records(schema: Any, found: dict[str, dict[str, Any]]) -> None:
+    """Every named record in a schema, by full name (Avro defines a named type once)."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _named_records(branch, found)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            name = schema.get("name", "")
+            full = name if "." in name or not schema.get("namespace") else f"{schema['namespace']}.{name}"
+            found[full] = found[name] = schema
+            for field in schema.get("fields", []):
+                _named_records(field.get("type"), found)
+        elif "type" in schema:
+            _named_records(schema["type"], found)
+
+
+def after_field_types(envelope_schema: Mapping[str, Any]) -> dict[str, str]:
+    """Column name -> CQL type, from a Debezium envelope's writer schema."""
+    named: dict[str, dict[str, Any]] = {}
+    _named_records(envelope_schema, named)
+    for field in envelope_schema.get("fields", []):
+        if field["name"] != "after":
+            continue
+        branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        for branch in branches:
+            record = named.get(branch) if isinstance(branch, str) else branch
+            if isinstance(record, dict) and record.get("type") == "record":
+                return {f["name"]: cql_type_of(f["type"]) for f in record.get("fields", [])}
+    return {}
+
+
+class CassandraSink:
+    """Writes changes to one table; one instance per executor process is enough."""
+
+    def __init__(self, session, keyspace: str = "cdc", table: str = "users", key: str = "id", dead_letter_table: str = "dead_letters"):
+        self.session = session
+        self.keyspace, self.table, self.key = keyspace, table, key
+        self.dead_letter_table = dead_letter_table
+        self._lock = threading.Lock()
+        self._load_table()
+        self._dead = session.prepare(
+            f"INSERT INTO {keyspace}.{dead_letter_table} "
+            "(topic, kafka_partition, kafka_offset, record_key, record_value, error, failed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, toTimestamp(now()))"
+        )
+
+    def _load_table(self) -> None:
+        self.session.cluster.refresh_table_metadata(self.keyspace, self.table)
+        meta = self.session.cluster.metadata.keyspaces[self.keyspace].tables[self.table]
+        self.columns: dict[str, str] = {name: col.cql_type for name, col in meta.columns.items()}
+        names = list(self.columns)
+        self._names = names
+        self._upsert = self.session.prepare(
+            f"INSERT INTO {self.keyspace}.{self.table} ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' * len(names))}) USING TIMESTAMP ?"
+        )
+        self._delete = self.session.prepare(
+            f"DELETE FROM {self.keyspace}.{self.table} USING TIMESTAMP ? WHERE {self.key} = ?"
+        )
+
+    def ensure_columns(self, types: Mapping[str, str]) -> list[str]:
+        """Add columns the source has and the table lacks (ALTER TABLE ... ADD IF NOT EXISTS)."""
+        missing = [name for name in types if name not in self.columns]
+        if not missing:
+            return []
+        with self._lock:
+            for name in missing:
+                if name in self.columns:
+                    continue
+                log.warning("adding column %s %s to %s.%s", name, types[name], self.keyspace, self.table)
+                self.session.execute(
+                    f'ALTER TABLE {self.keyspace}.{self.table} ADD IF NOT EXISTS "{name}" {types[name]}', timeout=60
+                )
+            self.session.cluster.control_connection.wait_for_schema_agreement()
+            self._load_table()
+        return missing
+
+    def statement_for(self, change: Change) -> tuple[Any, tuple]:
+        """The prepared statement and parameters applying ``change``; BadValue if it cannot."""
+        if change.is_delete:
+            return self._delete, (change.timestamp, to_cql(self.columns[self.key], change.key))
+        row = change.row or {}
+        unknown = set(row) - set(self.columns)
+        if unknown:
+            raise BadValue(f"columns not in {self.keyspace}.{self.table}: {', '.join(sorted(unknown))}")
+        values = []
+        for name in self._names:
+            if name in row:
+                try:
+                    values.append(to_cql(self.columns[name], row[name]))
+                except BadValue as exc:
+                    raise BadValue(f"column {name}: {exc}") from None
+            else:
+                values.append(UNSET_VALUE)  # absent from this schema version: leave as is
+        return self._upsert, (*values, change.timestamp)
+
+    def apply(self, changes: Sequence[Change]) -> list[tuple[Change, str]]:
+        """Write changes concurrently; returns (change, reason) for those Cassandra rejected.
+
+        Anything else (Cassandra down, timeouts) raises: the batch must be retried, not skipped.
+        """
+        rejected: list[tuple[Change, str]] = []
+        statements = []
+        pending = []
+        for change in changes:
+            try:
+                statements.append(self.statement_for(change))
+                pending.append(change)
+            except BadValue as exc:
+                rejected.append((change, str(exc)))
+        if not statements:
+            return rejected
+        results = execute_concurrent(self.session, statements, concurrency=CONCURRENCY, raise_on_first_error=False)
+        for change, (ok, outcome) in zip(pending, results):
+            if ok:
+                continue
+            if isinstance(outcome, InvalidRequest):
+                rejected.append((change, f"Cassandra rejected the write: {outcome}"))
+            else:
+                raise outcome
+        return rejected
+
+    def dead_letter(self, letters: Iterable[DeadLetter]) -> int:
+        params = [(d.topic, d.partition, d.offset, d.key, d.value, d.error[:4000]) for d in letters]
+        if not params:
+            return 0
+        for ok, outcome in execute_concurrent(self.session, [(self._dead, p) for p in params], raise_on_first_error=False):
+            if not ok:
+                raise outcome
+        return len(params)

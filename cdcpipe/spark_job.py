@@ -1,0 +1,159 @@
+"""Running spark_jobs/users_to_cassandra.py against the local runtime: start, stop, progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import processes, runtime
+from .errors import CdcpipeError, ServiceFailed
+from .services.spark import job_jars
+from .settings import Settings
+
+PROCESS = "spark-job"
+JOB = Path(__file__).resolve().parent.parent / "spark_jobs" / "users_to_cassandra.py"
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    return settings.service_dir("spark") / "checkpoints" / "users_to_cassandra"
+
+
+def progress_file(settings: Settings) -> Path:
+    return settings.service_dir("spark") / "job-progress.json"
+
+
+def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | None = None, **extra: Any) -> list[str]:
+    svcs = {s.name: s for s in runtime.services(settings, ["kafka", "schema_registry", "cassandra"])}
+    argv = [
+        sys.executable,
+        str(JOB),
+        "--bootstrap", svcs["kafka"].bootstrap,
+        "--registry-url", svcs["schema_registry"].url,
+        "--cassandra-host", settings.host,
+        "--cassandra-port", str(settings.port("cassandra")),
+        "--checkpoint", str(checkpoint or checkpoint_dir(settings)),
+        "--master", master or settings.spark_master,
+        "--jars", ",".join(job_jars(settings.jars)),
+        "--progress-file", str(progress_file(settings)),
+    ]
+    for key, value in extra.items():
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv
+
+
+def job_env() -> dict[str, str]:
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+
+
+def read_progress(settings: Settings) -> dict[str, Any] | None:
+    try:
+        return json.loads(progress_file(settings).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def start(
+    settings: Settings,
+    master: str | None = None,
+    timeout: float = 180.0,
+    progress=print,
+    checkpoint: Path | None = None,
+    **extra: Any,
+) -> int:
+    """Start the job detached (idempotent) and wait until its streaming query runs."""
+    pid = processes.pid_of(settings, PROCESS)
+    if pid is not None:
+        progress(f"spark job already running (pid {pid})")
+        return pid
+    checkpoint_dir(settings).parent.mkdir(parents=True, exist_ok=True)
+    progress_file(settings).unlink(missing_ok=True)
+    argv = job_argv(settings, master, checkpoint, **extra)
+    pid = processes.spawn(settings, PROCESS, argv, env=job_env(), cwd=settings.service_dir("spark"))
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        report = read_progress(settings)
+        if report and report.get("state") == "running":
+            progress(f"spark job running (pid {pid}, master {master or settings.spark_master})")
+            return pid
+        if not processes.is_alive(pid):
+            log = settings.log_file(PROCESS)
+            raise ServiceFailed("spark job", "exited during start-up", processes.log_tail(log, 60), str(log))
+        time.sleep(1)
+    raise ServiceFailed("spark job", f"query not running after {timeout:.0f}s", processes.log_tail(settings.log_file(PROCESS)), str(settings.log_file(PROCESS)))
+
+
+def stop(settings: Settings, timeout: float = 90.0) -> bool:
+    """Ask the job to stop after its current batch (SIGTERM); force after ``timeout``."""
+    return processes.stop(settings, PROCESS, sig=signal.SIGTERM, timeout=timeout)
+
+
+def kill(settings: Settings) -> bool:
+    """SIGKILL the job's whole process tree at once (for crash tests)."""
+    return processes.stop(settings, PROCESS, sig=signal.SIGKILL, timeout=5)
+
+
+def dead_letter_count(settings: Settings) -> int:
+    cassandra = runtime.services(settings, ["cassandra"], with_dependencies=False)[0]
+    session = cassandra.session()
+    try:
+        # Few rows by design; a full count is fine and exact.
+        return session.execute("SELECT count(*) FROM cdc.dead_letters", timeout=30).one()[0]
+    finally:
+        session.cluster.shutdown()
+
+
+def _offsets(value: Any) -> dict[str, Any] | None:
+    """Spark reports Kafka offsets as a JSON string: {topic: {partition: offset}}."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    pid = processes.pid_of(settings, PROCESS)
+    report = read_progress(settings) or {}
+    last = report.get("last_progress") or {}
+    sources = last.get("sources") or [{}]
+    try:
+        dead = dead_letter_count(settings)
+    except Exception as exc:  # Cassandra down: say so rather than fail the whole status
+        dead = f"unknown ({exc.__class__.__name__})"
+    return {
+        "state": "running" if pid else ("failed" if report.get("state") == "failed" else "stopped"),
+        "pid": pid,
+        "batch_id": last.get("batchId"),
+        "input_rows_per_second": last.get("inputRowsPerSecond"),
+        "processed_rows_per_second": last.get("processedRowsPerSecond"),
+        "batch_duration_ms": (last.get("durationMs") or {}).get("triggerExecution"),
+        "latest_offsets": _offsets(sources[0].get("latestOffset")),
+        "committed_offsets": _offsets(sources[0].get("endOffset")),
+        "totals": report.get("totals"),
+        "dead_letters": dead,
+        "checkpoint": str(checkpoint_dir(settings)),
+        "log": str(settings.log_file(PROCESS)),
+        "progress_updated_at": report.get("updated_at"),
+    }
+
+
+def wait_for_offsets(settings: Settings, end_offsets: dict[str, dict[str, int]], timeout: float = 120.0) -> None:
+    """Wait until the job has committed at least ``end_offsets`` ({topic: {partition: offset}})."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        committed = (status(settings).get("committed_offsets") or {})
+        if all(
+            int((committed.get(topic) or {}).get(str(part), -1)) >= offset
+            for topic, parts in end_offsets.items()
+            for part, offset in parts.items()
+        ):
+            return
+        time.sleep(0.5)
+    raise CdcpipeError(f"spark job did not reach offsets {end_offsets} in {timeout:.0f}s")

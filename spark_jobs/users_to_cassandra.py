@@ -1,0 +1,234 @@
+"""Spark Structured Streaming: Debezium change events on Kafka -> the Cassandra read model.
+
+Each micro-batch is applied on the executors, partition by partition: every record is
+decoded with its own writer schema (Confluent framing, schemas from the registry), only the
+newest change per key is kept, and the writes go to Cassandra concurrently with prepared
+statements and ``USING TIMESTAMP`` = the change's position, so replays and restarts are
+harmless (see cdcpipe/changes.py). Records that cannot be decoded or applied go to
+``cdc.dead_letters`` with their raw bytes; the stream goes on.
+
+Run it with ``cdcpipe spark start`` (local runtime), or submit it yourself:
+
+    spark-submit --jars <spark-sql-kafka and its dependencies> spark_jobs/users_to_cassandra.py \\
+        --bootstrap kafka:9092 --registry-url http://schema-registry:8081 --cassandra-host cassandra \\
+        --checkpoint /checkpoints/users_to_cassandra
+
+Every option also reads an environment variable (shown in --help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("users_to_cassandra")
+
+
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bootstrap", default=env("CDC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), help="Kafka bootstrap servers [CDC_KAFKA_BOOTSTRAP]")
+    p.add_argument("--topic", default=env("CDC_TOPIC", "cdc.public.users"), help="topic to read [CDC_TOPIC]")
+    p.add_argument("--topic-pattern", default=env("CDC_TOPIC_PATTERN"), help="regex of topics, instead of --topic [CDC_TOPIC_PATTERN]")
+    p.add_argument("--registry-url", default=env("CDC_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"), help="Confluent-compatible registry URL [CDC_REGISTRY_URL]")
+    p.add_argument("--cassandra-host", default=env("CDC_CASSANDRA_HOST", "127.0.0.1"), help="[CDC_CASSANDRA_HOST]")
+    p.add_argument("--cassandra-port", type=int, default=int(env("CDC_CASSANDRA_PORT", "9042")), help="[CDC_CASSANDRA_PORT]")
+    p.add_argument("--keyspace", default=env("CDC_KEYSPACE", "cdc"), help="[CDC_KEYSPACE]")
+    p.add_argument("--table", default=env("CDC_TABLE", "users"), help="[CDC_TABLE]")
+    p.add_argument("--checkpoint", default=env("CDC_CHECKPOINT", "/tmp/cdcpipe-checkpoints/users_to_cassandra"), help="checkpoint directory [CDC_CHECKPOINT]")
+    p.add_argument("--master", default=env("CDC_SPARK_MASTER"), help="Spark master; default: spark-submit's or local[2] [CDC_SPARK_MASTER]")
+    p.add_argument("--jars", default=env("CDC_SPARK_JARS", ""), help="comma-separated jars to add (Kafka source) [CDC_SPARK_JARS]")
+    p.add_argument("--trigger-seconds", type=float, default=float(env("CDC_TRIGGER_SECONDS", "1")), help="micro-batch interval [CDC_TRIGGER_SECONDS]")
+    p.add_argument("--max-offsets-per-trigger", type=int, default=int(env("CDC_MAX_OFFSETS_PER_TRIGGER", "200000")), help="[CDC_MAX_OFFSETS_PER_TRIGGER]")
+    p.add_argument("--starting-offsets", default=env("CDC_STARTING_OFFSETS", "earliest"), help="for a fresh checkpoint [CDC_STARTING_OFFSETS]")
+    p.add_argument("--progress-file", default=env("CDC_PROGRESS_FILE"), help="write the query's progress here as JSON [CDC_PROGRESS_FILE]")
+    return p.parse_args(argv)
+
+
+# --- executor side -------------------------------------------------------------------------
+# One Cassandra session and registry client per Python worker process, reused across tasks.
+_executor_state: dict[str, Any] = {}
+
+
+def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
+    key = json.dumps(conf, sort_keys=True)
+    if _executor_state.get("key") != key:
+        from cassandra.cluster import Cluster
+        from cassandra.policies import DCAwareRoundRobinPolicy
+
+        from cdcpipe.avro_reader import SchemaRegistry
+        from cdcpipe.cassandra_sink import CassandraSink
+
+        cluster = Cluster(
+            [conf["cassandra_host"]],
+            port=conf["cassandra_port"],
+            protocol_version=5,
+            load_balancing_policy=DCAwareRoundRobinPolicy(),
+            connect_timeout=10,
+        )
+        session = cluster.connect()
+        _executor_state.update(
+            key=key,
+            sink=CassandraSink(session, conf["keyspace"], conf["table"]),
+            registry=SchemaRegistry(conf["registry_url"]),
+            types={},
+        )
+    return _executor_state["sink"], _executor_state["registry"]
+
+
+def apply_partition(rows, conf: dict[str, Any], counters: dict[str, Any]) -> None:
+    """Decode, keep the newest change per key, write; dead-letter what cannot be used."""
+    from cdcpipe.avro_reader import DecodeError, decode, schema_id_of
+    from cdcpipe.cassandra_sink import DeadLetter, after_field_types
+    from cdcpipe.changes import MalformedChange, from_event, last_per_key
+
+    sink, registry = _executor(conf)
+    types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
+    raw_by_change: dict[int, Any] = {}
+    changes = []
+    dead: list[DeadLetter] = []
+    seen = 0
+    for row in rows:
+        seen += 1
+        try:
+            part = "key"
+            key = decode(row.key, registry)
+            part = "value"
+            value = decode(row.value, registry)
+            change = from_event(key, value, row.offset)
+            if change is None:
+                continue
+            if change.row is not None and not set(change.row) <= set(sink.columns):
+                schema_id = schema_id_of(row.value)
+                if schema_id not in types_by_schema:
+                    types_by_schema[schema_id] = after_field_types(registry.raw_schema(schema_id))
+                sink.ensure_columns({k: t for k, t in types_by_schema[schema_id].items() if k in change.row})
+        except (DecodeError, MalformedChange) as exc:
+            dead.append(DeadLetter(row.topic, row.partition, row.offset, row.key, row.value, f"{part}: {exc.__class__.__name__}: {exc}"))
+            continue
+        changes.append(change)
+        raw_by_change[id(change)] = row
+    latest = last_per_key(changes)
+    for change, reason in sink.apply(latest):
+        row = raw_by_change[id(change)]
+        dead.append(DeadLetter(row.topic, row.partition, row.offset, row.key, row.value, f"BadValue: {reason}"))
+    sink.dead_letter(dead)
+    counters["records"].add(seen)
+    counters["writes"].add(len(latest))
+    counters["dead"].add(len(dead))
+
+
+# --- driver side ---------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = options(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName("cdcpipe-users-to-cassandra")
+    if args.master:
+        builder = builder.master(args.master)
+    if args.jars:
+        builder = builder.config("spark.jars", args.jars)
+    spark = (
+        builder.config("spark.sql.shuffle.partitions", "2")
+        .config("spark.streaming.stopGracefullyOnShutdown", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    conf = {
+        "cassandra_host": args.cassandra_host,
+        "cassandra_port": args.cassandra_port,
+        "keyspace": args.keyspace,
+        "table": args.table,
+        "registry_url": args.registry_url,
+    }
+    sc = spark.sparkContext
+    counters = {name: sc.accumulator(0) for name in ("records", "writes", "dead")}
+    totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0}
+
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", args.bootstrap)
+        .option("startingOffsets", args.starting_offsets)
+        .option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
+        .option("failOnDataLoss", "true")  # never skip silently past lost offsets
+    )
+    reader = reader.option("subscribePattern", args.topic_pattern) if args.topic_pattern else reader.option("subscribe", args.topic)
+    stream = reader.load().select("key", "value", "topic", "partition", "offset")
+
+    def apply_batch(batch, batch_id: int) -> None:
+        batch.rdd.foreachPartition(lambda rows: apply_partition(rows, conf, counters))
+        totals.update(
+            records=counters["records"].value,
+            writes=counters["writes"].value,
+            dead=counters["dead"].value,
+            batches=totals["batches"] + 1,
+        )
+
+    query = (
+        stream.writeStream.queryName("users_to_cassandra")
+        .foreachBatch(apply_batch)
+        .option("checkpointLocation", args.checkpoint)
+        .trigger(processingTime=f"{args.trigger_seconds} seconds")
+        .start()
+    )
+    log.info("started: %s -> %s.%s, checkpoint %s", args.topic_pattern or args.topic, args.keyspace, args.table, args.checkpoint)
+
+    stopping = {"now": False}
+
+    def on_signal(signum, _frame):
+        log.info("signal %s: stopping the query after the current batch", signum)
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def write_progress(state: str) -> None:
+        if not args.progress_file:
+            return
+        report = {
+            "state": state,
+            "updated_at": time.time(),
+            "pid": os.getpid(),
+            "status": query.status,
+            "last_progress": query.lastProgress,
+            "recent": [
+                {k: p.get(k) for k in ("batchId", "numInputRows", "inputRowsPerSecond", "processedRowsPerSecond", "durationMs", "timestamp")}
+                for p in (query.recentProgress or [])[-20:]
+            ],
+            "totals": totals,
+        }
+        path = Path(args.progress_file)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, default=str))
+        tmp.replace(path)
+
+    exit_code = 0
+    try:
+        while not stopping["now"]:
+            if query.awaitTermination(2):
+                break
+            write_progress("running")
+        if query.exception() is not None:
+            log.error("query failed: %s", query.exception())
+            write_progress("failed")
+            exit_code = 1
+    finally:
+        if query.isActive:
+            query.stop()
+        if exit_code == 0:
+            write_progress("stopped")
+        spark.stop()
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
