@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 general failure; 2 bad usage or configuration; 3 a missing
 dependency; 4 a busy port; 5 a service failed to start; 6 a service is not reachable;
-7 a connector or task FAILED; 130 interrupted.
+7 a connector or task FAILED; 8 a DAG run failed; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .errors import CdcpipeError
 
 Handler = Callable[[argparse.Namespace], int]
 #: Each command group module exposes ``register(subparsers)``; listed here in help order.
-COMMAND_GROUPS: list[str] = ["connector", "topic", "spark"]
+COMMAND_GROUPS: list[str] = ["connector", "topic", "spark", "ingest", "randomuser"]
 
 
 def _human_bytes(n: int) -> str:

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import pytest
+
+# Airflow imported by tests (DagBag) must not touch ~/airflow or load example DAGs.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="cdcpipe-test-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from cdcpipe import runtime, settings
 from cdcpipe.services import Service

@@ -1,0 +1,77 @@
+"""
+### ingest_users
+
+Fetches users from the [randomuser.me](https://randomuser.me/documentation) API and upserts
+them into **PostgreSQL** `public.users` — and nowhere else: Debezium captures every change
+from the WAL, and the Spark job applies it to Cassandra.
+
+| task | does |
+|---|---|
+| `fetch` | `GET {api_url}?results=&seed=&nat=`; retries with backoff on connection errors, 429 and 5xx; the API's `{"error": …}` fails the task |
+| `transform` | validates every user and maps it to a `public.users` row; one bad user fails the batch, naming the user and the field |
+| `upsert` | one transaction through `PostgresHook` (`users_db`): `INSERT … ON CONFLICT (id) DO UPDATE … WHERE … IS DISTINCT FROM …`, so identical data writes nothing |
+
+**Params**: `results` (1–5000), `seed`, `nat` (e.g. `gb,fr`), `api_url` (default: env
+`RANDOMUSER_URL`, else the public API). Trigger with params from the UI, or
+`cdcpipe ingest --results 500`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+
+@dag(
+    dag_id="ingest_users",
+    schedule="0 * * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["cdcpipe", "ingest"],
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    params={
+        "results": Param(100, type="integer", minimum=1, maximum=5000, description="users to fetch (1-5000)"),
+        "seed": Param(None, type=["null", "string"], description="same seed, same users"),
+        "nat": Param(None, type=["null", "string"], description="nationalities, e.g. gb,fr"),
+        "api_url": Param(None, type=["null", "string"], description="default: env RANDOMUSER_URL, else https://randomuser.me/api/"),
+    },
+)
+def ingest_users():
+    @task
+    def fetch() -> dict:
+        from users_etl.api import default_api_url, fetch_users
+
+        params = get_current_context()["params"]
+        api_url = params.get("api_url") or default_api_url()
+        payload = fetch_users(api_url, int(params["results"]), params.get("seed"), params.get("nat"))
+        print(f"fetched {len(payload['results'])} users from {api_url}")
+        return payload
+
+    @task(retries=0)  # a payload that does not validate will not validate on a retry either
+    def transform(payload: dict) -> list[dict]:
+        from users_etl.transform import to_rows
+
+        return to_rows(payload)
+
+    @task
+    def upsert(rows: list[dict]) -> dict:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from users_etl.store import upsert_rows
+
+        conn = PostgresHook(postgres_conn_id="users_db").get_conn()
+        try:
+            with conn:  # one transaction: all rows or none
+                counts = upsert_rows(conn, rows)
+        finally:
+            conn.close()
+        print(f"public.users: {counts}")
+        return {**counts, "rows": len(rows)}
+
+    upsert(transform(fetch()))
+
+
+ingest_users()

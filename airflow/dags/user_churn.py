@@ -1,0 +1,92 @@
+"""
+### user_churn
+
+Makes the pipeline show updates and deletes: picks a random sample of existing users in
+**PostgreSQL** `public.users`, gives a fraction of them fresh contact and location data from
+the randomuser.me API, and deletes another fraction. It writes to PostgreSQL only.
+
+**Params**: `update_fraction` (0–1, default 0.2), `delete_fraction` (0–1, default 0.05),
+`seed`, `api_url` (default: env `RANDOMUSER_URL`, else the public API).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+#: Columns churn refreshes: contact and location, never identity.
+REFRESHED = (
+    "email", "phone", "cell", "street_number", "street_name", "city", "state", "country", "postcode",
+    "latitude", "longitude", "timezone_offset", "timezone_description",
+)
+
+
+@dag(
+    dag_id="user_churn",
+    schedule="30 3 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["cdcpipe", "churn"],
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    params={
+        "update_fraction": Param(0.2, type="number", minimum=0, maximum=1),
+        "delete_fraction": Param(0.05, type="number", minimum=0, maximum=1),
+        "seed": Param(None, type=["null", "string"]),
+        "api_url": Param(None, type=["null", "string"]),
+    },
+)
+def user_churn():
+    @task
+    def pick() -> dict:
+        import random
+
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        params = get_current_context()["params"]
+        ids = [str(r[0]) for r in PostgresHook(postgres_conn_id="users_db").get_records("SELECT id FROM public.users ORDER BY id")]
+        rng = random.Random(params.get("seed"))
+        rng.shuffle(ids)
+        n_update = round(len(ids) * float(params["update_fraction"]))
+        n_delete = min(round(len(ids) * float(params["delete_fraction"])), len(ids) - n_update)
+        return {"update": ids[:n_update], "delete": ids[n_update : n_update + n_delete]}
+
+    @task
+    def fresh_data(picked: dict) -> list[dict]:
+        from users_etl.api import default_api_url, fetch_users
+        from users_etl.transform import to_rows
+
+        params = get_current_context()["params"]
+        if not picked["update"]:
+            return []
+        payload = fetch_users(params.get("api_url") or default_api_url(), min(len(picked["update"]), 5000), params.get("seed"))
+        rows = to_rows(payload)
+        return [{**{c: row[c] for c in REFRESHED}, "id": user_id} for user_id, row in zip(picked["update"], rows)]
+
+    @task
+    def apply(picked: dict, updates: list[dict]) -> dict:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        conn = PostgresHook(postgres_conn_id="users_db").get_conn()
+        try:
+            with conn, conn.cursor() as cur:
+                for row in updates:
+                    cur.execute(
+                        f"UPDATE public.users SET {', '.join(f'{c} = %s' for c in REFRESHED)} WHERE id = %s",
+                        [row[c] for c in REFRESHED] + [row["id"]],
+                    )
+                if picked["delete"]:
+                    cur.execute("DELETE FROM public.users WHERE id = ANY(%s::uuid[])", (picked["delete"],))
+        finally:
+            conn.close()
+        counts = {"updated": len(updates), "deleted": len(picked["delete"])}
+        print(f"public.users: {counts}")
+        return counts
+
+    picked = pick()
+    apply(picked, fresh_data(picked))
+
+
+user_churn()
