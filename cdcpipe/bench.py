@@ -1,0 +1,192 @@
+"""Throughput of the Spark job: N change events in, how fast do they land in Cassandra?
+
+The events are real Debezium envelopes, Avro-encoded with the writer schemas the connector
+registered (Confluent framing), produced to a fresh topic ``bench.<run>``; the job
+(spark_jobs/users_to_cassandra.py, unchanged) applies them to ``cdc.users_bench``, so the
+read model ``cdc.users`` is untouched while the rest of the stack keeps running.
+Sustained rate = events / (end of the last batch - start of the first batch).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import struct
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import requests
+
+from . import migrations, processes, runtime, spark_job
+from .errors import CdcpipeError
+from .settings import Settings
+
+SOURCE_TOPIC = "cdc.public.users"
+
+
+def _latest(registry_url: str, subject: str) -> tuple[int, Any]:
+    response = requests.get(f"{registry_url}/subjects/{subject}/versions/latest", timeout=10)
+    if response.status_code != 200:
+        raise CdcpipeError(
+            f"no schema under {subject}: register the connector and write a row first "
+            "('cdcpipe connector register', 'cdcpipe ingest')"
+        )
+    body = response.json()
+    return body["id"], fastavro.parse_schema(json.loads(body["schema"]))
+
+
+def _frame(schema_id: int, schema: Any, record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, schema_id))
+    fastavro.schemaless_writer(out, schema, record)
+    return out.getvalue()
+
+
+def _row(rng: random.Random, user_id: str, i: int) -> dict[str, Any]:
+    return {
+        "id": user_id, "username": f"bench{i}", "email": f"bench{i}@example.com", "title": "Mx", "first_name": "Zoë",
+        "last_name": "O'Brien", "gender": "female", "dob": "1970-01-01T00:00:00.000000Z",
+        "registered_at": "2020-02-02T02:02:02.020000Z", "phone": "0", "cell": "0", "street_number": i,
+        "street_name": "New Road", "city": "Kilcoole", "state": "Waterford", "country": "Ireland", "postcode": str(i),
+        "latitude": rng.uniform(-90, 90), "longitude": rng.uniform(-180, 180), "timezone_offset": "+1:00",
+        "timezone_description": "Paris", "nationality": "IE", "picture_large": "l", "picture_medium": "m",
+        "picture_thumbnail": "t", "created_at": "2026-01-01T00:00:00.000000Z", "updated_at": "2026-01-01T00:00:00.000000Z",
+    }
+
+
+def events(n: int, keys: int, seed: int = 1) -> list[tuple[str, dict[str, Any]]]:
+    """n envelopes over ``keys`` users: first an insert per key, then updates, 5% deletes."""
+    rng = random.Random(seed)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(keys)]
+    alive: dict[str, dict[str, Any]] = {}
+    out = []
+    lsn = 10_000_000
+    for i in range(n):
+        lsn += 100
+        user_id = ids[i] if i < keys else rng.choice(ids)
+        source = {"version": "bench", "connector": "postgresql", "name": "bench", "ts_ms": 0, "snapshot": "false",
+                  "db": "users", "sequence": None, "ts_us": 0, "ts_ns": 0, "schema": "public", "table": "users",
+                  "txId": i, "lsn": lsn, "xmin": None, "origin": None, "origin_lsn": None}
+        if user_id in alive and i >= keys and rng.random() < 0.05:
+            value = {"before": alive.pop(user_id), "after": None, "source": source, "op": "d", "ts_ms": 0, "ts_us": 0, "ts_ns": 0, "transaction": None}
+        else:
+            after = _row(rng, user_id, i)
+            value = {"before": alive.get(user_id), "after": after, "source": source, "op": "u" if user_id in alive else "c",
+                     "ts_ms": 0, "ts_us": 0, "ts_ns": 0, "transaction": None}
+            alive[user_id] = after
+        out.append((user_id, value))
+    return out
+
+
+def _schema_fields(schema: Any) -> set[str]:
+    return {f["name"] for f in schema["fields"]}
+
+
+def run(settings: Settings, n: int = 200_000, keys: int = 50_000, partitions: int = 2, progress=print) -> dict[str, Any]:
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    svcs = {s.name: s for s in runtime.services(settings, ["kafka", "schema_registry", "cassandra"])}
+    registry_url = svcs["schema_registry"].url
+    key_id, key_schema = _latest(registry_url, f"{SOURCE_TOPIC}-key")
+    value_id, value_schema = _latest(registry_url, f"{SOURCE_TOPIC}-value")
+
+    session = svcs["cassandra"].session()
+    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", "cdc.users_bench")
+    for statement in migrations.cql_statements(ddl):
+        session.execute(statement, timeout=60)
+    session.execute("TRUNCATE cdc.users_bench", timeout=120)
+
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    topic = f"bench.{run_id}"
+    bootstrap = svcs["kafka"].bootstrap
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+
+    progress(f"encoding {n} events over {keys} keys ...")
+    generated = events(n, keys)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4"})
+    started = time.monotonic()
+    for user_id, value in generated:
+        key = _frame(key_id, key_schema, {"id": user_id})
+        while True:
+            try:
+                producer.produce(topic, key=key, value=_frame(value_id, value_schema, value))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(120):
+        raise CdcpipeError("producer could not deliver every bench event")
+    produce_s = time.monotonic() - started
+    progress(f"produced {n} events to {topic} in {produce_s:.1f}s ({n / produce_s:,.0f}/s)")
+
+    work = settings.service_dir("spark") / "bench" / run_id
+    work.mkdir(parents=True, exist_ok=True)
+    progress_path = work / "progress.json"
+    argv = spark_job.job_argv(settings, None, work / "checkpoint", topic=topic, table="users_bench", trigger_seconds=0.5,
+                              max_offsets_per_trigger=max(n // 4, 1))
+    argv[argv.index("--progress-file") + 1] = str(progress_path)
+    name = f"bench-{run_id}"
+    pid = processes.spawn(settings, name, argv, env=spark_job.job_env(), cwd=work)
+    try:
+        report = _wait_done(progress_path, n, pid, settings.log_file(name))
+    finally:
+        processes.stop(settings, name, timeout=60)
+    batches = [b for b in report["all"] if b.get("numInputRows")]
+    first_start = min(_epoch(b["timestamp"]) for b in batches)
+    last_end = max(_epoch(b["timestamp"]) + b["durationMs"]["triggerExecution"] / 1000 for b in batches)
+    rows = session.execute("SELECT count(*) FROM cdc.users_bench", timeout=120).one()[0]
+    session.execute("TRUNCATE cdc.users_bench", timeout=120)
+    session.cluster.shutdown()
+    admin.delete_topics([topic])[topic].result(30)
+    alive: set[str] = set()
+    for user_id, value in generated:
+        (alive.discard if value["op"] == "d" else alive.add)(user_id)
+    expected_rows = len(alive)
+    durations = sorted(b["durationMs"]["triggerExecution"] for b in batches)
+    return {
+        "events": n,
+        "keys": keys,
+        "topic_partitions": partitions,
+        "batches": len(batches),
+        "sustained_events_per_s": round(n / (last_end - first_start)),
+        "batch_ms_median": durations[len(durations) // 2],
+        "batch_ms_max": durations[-1],
+        "rows_in_cassandra": rows,
+        "rows_expected": expected_rows,
+        "correct": rows == expected_rows,
+        "produce_events_per_s": round(n / produce_s),
+    }
+
+
+def _epoch(timestamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def _wait_done(progress_path: Path, n: int, pid: int, log: Path, timeout: float = 900.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    seen: dict[int, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        if not processes.is_alive(pid):
+            raise CdcpipeError(f"bench job exited early:\n{processes.log_tail(log, 30)}")
+        try:
+            report = json.loads(progress_path.read_text())
+        except (OSError, ValueError):
+            time.sleep(1)
+            continue
+        for batch in report.get("recent") or []:
+            if batch.get("batchId") is not None:
+                seen[batch["batchId"]] = batch
+        totals = report.get("totals") or {}
+        if totals.get("records", 0) >= n and all(b.get("durationMs") for b in seen.values()):
+            return {"all": [seen[k] for k in sorted(seen)], "totals": totals}
+        time.sleep(1)
+    raise CdcpipeError(f"bench job did not finish {n} events in {timeout:.0f}s")

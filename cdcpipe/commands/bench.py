@@ -1,0 +1,29 @@
+"""`cdcpipe bench`: measure the Spark job's sustained events/s (not a test: prints figures)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import bench, settings
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    report = bench.run(settings.load(), n=args.events, keys=args.keys, partitions=args.partitions,
+                       progress=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:<26} {value}")
+    return 0 if report["correct"] else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="throughput of the Spark job on synthetic change events (prints figures)")
+    p.add_argument("--events", type=int, default=200_000, help="change events to produce (default 200000)")
+    p.add_argument("--keys", type=int, default=50_000, help="distinct users they touch (default 50000)")
+    p.add_argument("--partitions", type=int, default=2, help="partitions of the bench topic (default 2)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
