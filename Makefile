@@ -57,5 +57,12 @@ status: venv
 test: jars
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+demo: jars
+	$(CDCPIPE) demo
+
+bench: jars
+	$(CDCPIPE) up
+	$(CDCPIPE) bench
+
 clean: down
 	rm -rf build .cdcpipe

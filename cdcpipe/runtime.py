@@ -121,7 +121,17 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
 
 
 def down(settings: Settings, names: Iterable[str] | None = None, *, purge: bool = False, progress: Progress = _stderr) -> None:
-    """Stop services in reverse dependency order; ``purge`` also deletes the state dir."""
+    """Stop services in reverse dependency order; ``purge`` also deletes the state dir.
+
+    Stopping everything also stops the processes started beside the services: the Spark
+    job, the randomuser stand-in, benchmark jobs.
+    """
+    if names is None:
+        for pid_file in sorted(settings.run_dir.glob("*.pid")) if settings.run_dir.exists() else []:
+            name = pid_file.stem
+            if name not in {p for s in services(settings) for p in s.processes}:
+                if processes.stop(settings, name, timeout=60):
+                    progress(f"✓ {name:<16} stopped")
     for svc in reversed(services(settings, names, with_dependencies=False)):
         if svc.stop():
             progress(f"✓ {svc.name:<16} stopped")

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from cassandra import InvalidRequest
 from confluent_kafka import Consumer, TopicPartition
 
+from cdcpipe import verify
 from cdcpipe.avro_reader import SchemaRegistry, decode
 
 TOPIC = "cdc.public.users"
@@ -82,62 +82,6 @@ def pg_row_as_event(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _ms(value: dt.datetime) -> int:
-    value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-    return ((value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)) // 1000
-
-
-def comparable(value: Any) -> Any:
-    """One representation for both stores: uuids as text, timestamps as epoch milliseconds."""
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        return _ms(value)
-    return value
-
-
-def source_rows(pg) -> dict[str, dict[str, Any]]:
-    rows = pg.execute("SELECT * FROM public.users").fetchall()
-    return {str(r["id"]): {k: comparable(v) for k, v in r.items()} for r in rows}
-
-
-def read_model_rows(session, columns: list[str]) -> dict[str, dict[str, Any]]:
-    from cassandra.query import SimpleStatement
-
-    query = SimpleStatement(f"SELECT {', '.join(columns)} FROM cdc.users", fetch_size=5000)
-    return {str(r.id): {c: comparable(getattr(r, c)) for c in columns} for r in session.execute(query, timeout=60)}
-
-
-def differences(expected: dict, actual: dict, limit: int = 5) -> list[str]:
-    out = []
-    for key in sorted(set(expected) | set(actual)):
-        if key not in actual:
-            out.append(f"{key}: missing in Cassandra")
-        elif key not in expected:
-            out.append(f"{key}: in Cassandra but not in PostgreSQL")
-        elif expected[key] != actual[key]:
-            diff = {c: (expected[key][c], actual[key].get(c)) for c in expected[key] if expected[key][c] != actual[key].get(c)}
-            out.append(f"{key}: {diff}")
-        if len(out) >= limit:
-            break
-    return out
-
-
 def wait_until_read_model_matches(pg, session, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
     """Poll until cdc.users equals public.users column by column (ms precision)."""
-    deadline = time.monotonic() + timeout
-    diff: list[str] = []
-    while time.monotonic() < deadline:
-        expected = source_rows(pg)
-        columns = list(next(iter(expected.values())).keys()) if expected else ["id"]
-        try:
-            actual = read_model_rows(session, columns)
-        except InvalidRequest as exc:  # e.g. a column the job has not added yet
-            diff = [str(exc)]
-            time.sleep(1)
-            continue
-        diff = differences(expected, actual)
-        if not diff:
-            return actual
-        time.sleep(1)
-    raise AssertionError(f"Cassandra does not match PostgreSQL after {timeout:.0f}s: {diff}")
+    return verify.wait_until_equal(pg, session, timeout)

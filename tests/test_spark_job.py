@@ -11,7 +11,8 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
-from cdc_helpers import TOPIC, comparable, read_model_rows, source_rows, wait_until_read_model_matches
+from cdc_helpers import TOPIC, wait_until_read_model_matches
+from cdcpipe.verify import read_model_rows
 from test_capture import ROW, insert
 
 UTC = dt.timezone.utc

@@ -1,0 +1,133 @@
+"""The whole user journey, one step after the other: what `make demo` runs.
+
+up -> register the connector -> start the Spark job -> ingest_users (the real API when
+reachable, else the local stand-in, saying so) -> user_churn -> wait until cdc.users equals
+public.users -> show a cqlsh query and where to look next. The stack keeps running.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from . import processes, runtime, spark_job, verify
+from .commands.connector import DEFAULT_FILE
+from .connect_client import ConnectClient, ConnectorFile
+from .errors import CdcpipeError
+from .settings import Settings
+
+PUBLIC_API = "https://randomuser.me/api/"
+STANDIN_PROCESS = "randomuser"
+
+
+class StepFailed(CdcpipeError):
+    def __init__(self, step: str, cause: Exception):
+        self.exit_code = getattr(cause, "exit_code", 1)
+        super().__init__(f"demo step '{step}' failed: {cause}")
+
+
+def public_api_reachable(timeout: float = 5.0) -> bool:
+    try:
+        return requests.get(PUBLIC_API, params={"results": 1}, timeout=timeout).ok
+    except requests.RequestException:
+        return False
+
+
+def ensure_standin(settings: Settings) -> str:
+    """Run the local randomuser.me stand-in as a background process; its API URL."""
+    port = settings.port("randomuser")
+    url = f"http://{settings.host}:{port}/api/"
+    if processes.pid_of(settings, STANDIN_PROCESS) is None:
+        processes.spawn(settings, STANDIN_PROCESS, [sys.executable, "-m", "cdcpipe", "randomuser", "serve", "--port", str(port)])
+    for _ in range(50):
+        try:
+            if requests.get(url, params={"results": 1}, timeout=2).ok:
+                return url
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise CdcpipeError(f"the local randomuser stand-in did not answer on {url}:\n{processes.log_tail(settings.log_file(STANDIN_PROCESS))}")
+
+
+def _cli(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "cdcpipe", *args])
+    if done.returncode != 0:
+        raise CdcpipeError(f"'cdcpipe {' '.join(args)}' exited with {done.returncode}")
+
+
+def run(settings: Settings, results: int = 500, api_url: str | None = None, say: Callable[[str], None] = print) -> dict:
+    def step(name: str, action: Callable[[], object]) -> object:
+        say(f"\n==> {name}")
+        started = time.monotonic()
+        try:
+            outcome = action()
+        except CdcpipeError as exc:
+            raise StepFailed(name, exc) from None
+        say(f"    done in {time.monotonic() - started:.0f}s")
+        return outcome
+
+    stack = step("start the local runtime (cdcpipe up)", lambda: {s.name: s for s in runtime.up(settings, progress=say)})
+
+    def register() -> None:
+        client = ConnectClient(stack["connect"].url)
+        definition = ConnectorFile.load(DEFAULT_FILE)
+        client.validate(definition)
+        client.put_config(definition)
+        client.wait_for_state(definition.name, "RUNNING", timeout=120)
+        say(f"    connector {definition.name} RUNNING (Connect {stack['connect'].url})")
+
+    step("register the Debezium connector (connectors/users-cdc.json)", register)
+    step("start the Spark job", lambda: spark_job.start(settings, progress=say))
+
+    def pick_api() -> str:
+        if api_url:
+            return api_url
+        if public_api_reachable():
+            say(f"    using the public API {PUBLIC_API}")
+            return PUBLIC_API
+        url = ensure_standin(settings)
+        say(f"    {PUBLIC_API} is not reachable from here: using the local stand-in at {url}")
+        return url
+
+    url = step("choose the randomuser API", pick_api)
+    step(f"ingest {results} users with Airflow (ingest_users)", lambda: _cli("ingest", "--results", str(results), "--api-url", url))
+    step("updates and deletes with Airflow (user_churn)", lambda: _cli("churn", "--api-url", url))
+
+    def converge() -> int:
+        import psycopg
+
+        session = stack["cassandra"].session()
+        try:
+            with psycopg.connect(stack["postgres"].dsn()) as pg:
+                notes = iter(range(10**6))
+                rows = verify.wait_until_equal(
+                    pg, session, timeout=300,
+                    on_wait=lambda diff: next(notes) % 5 == 0 and say(f"    waiting: {len(diff)}+ difference(s), e.g. {diff[0][:100]}"),
+                )
+        finally:
+            session.cluster.shutdown()
+        say(f"    cdc.users equals public.users: {len(rows)} rows")
+        return len(rows)
+
+    count = step("wait until Cassandra matches PostgreSQL", converge)
+
+    cass = stack["cassandra"]
+    cqlsh = Path(sys.executable).parent / "cqlsh"
+    query = "SELECT id, first_name, last_name, email, city, country FROM cdc.users LIMIT 5"
+    say(f"\n==> {cqlsh} {cass.host} {cass.port()} -e \"{query}\"")
+    subprocess.run([str(cqlsh), cass.host, str(cass.port()), "-e", query])
+    airflow = stack["airflow"]
+    say(
+        "\nWhere to look next (the stack keeps running; 'make down' stops it):\n"
+        f"  Airflow UI        {airflow.url}  (login {airflow.info()['login']})\n"
+        f"  Connect REST      {stack['connect'].url}/connectors/users-cdc/status\n"
+        f"  Schema registry   {stack['schema_registry'].url}/subjects\n"
+        "  Change events     .venv/bin/cdcpipe topic tail --from-beginning\n"
+        "  Spark job         .venv/bin/cdcpipe spark status\n"
+        "  Everything        .venv/bin/cdcpipe status\n"
+    )
+    return {"rows": count, "api_url": url}

@@ -1,0 +1,47 @@
+"""The ordering rules of cdcpipe.changes, without services."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdcpipe.changes import STREAMING_BASE, MalformedChange, from_event, last_per_key
+
+
+def envelope(op, lsn, user_id="u1", **after):
+    image = {"id": user_id, **after}
+    return {
+        "op": op,
+        "before": image if op in ("u", "d") else None,
+        "after": None if op == "d" else image,
+        "source": {"lsn": lsn},
+    }
+
+
+def test_streamed_changes_outrank_every_snapshot_read():
+    snapshot = from_event({"id": "u1"}, envelope("r", 5_000), 0)
+    older_stream = from_event({"id": "u1"}, envelope("u", 100), 1)  # began before the snapshot
+    assert older_stream.timestamp > snapshot.timestamp
+    assert snapshot.timestamp == 5_000 and older_stream.timestamp == STREAMING_BASE + 100
+
+
+def test_last_change_per_key_wins_by_position_not_arrival():
+    events = [
+        from_event({"id": "a"}, envelope("c", 10, "a", v=1), 0),
+        from_event({"id": "a"}, envelope("u", 30, "a", v=3), 2),
+        from_event({"id": "a"}, envelope("u", 20, "a", v=2), 1),
+        from_event({"id": "b"}, envelope("c", 15, "b"), 3),
+        from_event({"id": "b"}, envelope("d", 16, "b"), 4),
+    ]
+    latest = {c.key: c for c in last_per_key(events)}
+    assert latest["a"].row == {"id": "a", "v": 3}
+    assert latest["b"].is_delete and latest["b"].row is None
+
+
+def test_tombstones_are_skipped_and_garbage_is_named():
+    assert from_event({"id": "a"}, None, 0) is None
+    with pytest.raises(MalformedChange, match="not a Debezium envelope"):
+        from_event(None, {"hello": "world"}, 0)
+    with pytest.raises(MalformedChange, match="unsupported op 't'"):
+        from_event(None, {"op": "t", "source": {"lsn": 1}}, 0)
+    with pytest.raises(MalformedChange, match="without its after image"):
+        from_event(None, {"op": "c", "after": None, "source": {"lsn": 1}}, 0)
