@@ -16,14 +16,20 @@ from typing import Any
 
 from cassandra import InvalidRequest
 from cassandra.concurrent import execute_concurrent
-from cassandra.query import UNSET_VALUE
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
 from .changes import Change
 
 log = logging.getLogger(__name__)
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-CONCURRENCY = 128
+#: Requests in flight per executor process.
+CONCURRENCY = 16
+#: Rows per UNLOGGED batch, and a size cap under Cassandra's default batch_size_fail_threshold
+#: (50 KiB). Each row is its own partition, so on one node a batch saves round trips and
+#: per-request overhead (measured: 20k rows in 1.1 s batched by 40 vs 9.7 s one by one).
+BATCH_ROWS = 40
+BATCH_BYTES = 32 * 1024
 
 
 class BadValue(ValueError):
@@ -173,6 +179,7 @@ class CassandraSink:
         self.columns: dict[str, str] = {name: col.cql_type for name, col in meta.columns.items()}
         names = list(self.columns)
         self._names = names
+        self._converters = [(name, self.columns[name]) for name in names]
         self._upsert = self.session.prepare(
             f"INSERT INTO {self.keyspace}.{self.table} ({', '.join(names)}) "
             f"VALUES ({', '.join('?' * len(names))}) USING TIMESTAMP ?"
@@ -203,22 +210,81 @@ class CassandraSink:
         if change.is_delete:
             return self._delete, (change.timestamp, to_cql(self.columns[self.key], change.key))
         row = change.row or {}
-        unknown = set(row) - set(self.columns)
-        if unknown:
+        if len(row) > len(self.columns) or not row.keys() <= self.columns.keys():
+            unknown = set(row) - set(self.columns)
             raise BadValue(f"columns not in {self.keyspace}.{self.table}: {', '.join(sorted(unknown))}")
         values = []
-        for name in self._names:
+        for name, cql_type in self._converters:
             if name in row:
+                value = row[name]
+                if value is None or (cql_type == "text" and type(value) is str):
+                    values.append(value)  # the common cases, without the generic path
+                    continue
                 try:
-                    values.append(to_cql(self.columns[name], row[name]))
+                    values.append(to_cql(cql_type, value))
                 except BadValue as exc:
                     raise BadValue(f"column {name}: {exc}") from None
             else:
                 values.append(UNSET_VALUE)  # absent from this schema version: leave as is
         return self._upsert, (*values, change.timestamp)
 
+    @staticmethod
+    def _size(params: tuple) -> int:
+        return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in params)
+
+    def _batches(self, statements: list[tuple[Any, tuple]]) -> list[list[int]]:
+        """Indexes of ``statements`` grouped into batches of bounded rows and bytes."""
+        groups: list[list[int]] = []
+        current: list[int] = []
+        size = 0
+        for i, (_, params) in enumerate(statements):
+            row_size = self._size(params)
+            if current and (len(current) >= BATCH_ROWS or size + row_size > BATCH_BYTES):
+                groups.append(current)
+                current, size = [], 0
+            current.append(i)
+            size += row_size
+        if current:
+            groups.append(current)
+        return groups
+
+    def _execute(self, statements: list[tuple[Any, tuple]]) -> list[tuple[bool, Any]]:
+        """(ok, outcome) per statement, written in UNLOGGED batches; a batch Cassandra rejects
+        is retried row by row so the one bad row is identified and the rest are written."""
+        groups = self._batches(statements)
+        requests = []
+        for group in groups:
+            if len(group) == 1:
+                requests.append(statements[group[0]])
+                continue
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for i in group:
+                batch.add(*statements[i])
+            requests.append((batch, ()))
+        outcomes: list[tuple[bool, Any]] = [(True, None)] * len(statements)
+        results = execute_concurrent(self.session, requests, concurrency=CONCURRENCY, raise_on_first_error=False)
+        retry: list[int] = []
+        for group, (ok, outcome) in zip(groups, results):
+            if ok:
+                continue
+            if not isinstance(outcome, InvalidRequest):
+                raise outcome  # Cassandra down, timeouts: retry the batch, skip nothing
+            if len(group) == 1:
+                outcomes[group[0]] = (False, outcome)
+            else:
+                retry.extend(group)
+        if retry:
+            single = execute_concurrent(
+                self.session, [statements[i] for i in retry], concurrency=CONCURRENCY, raise_on_first_error=False
+            )
+            for i, (ok, outcome) in zip(retry, single):
+                if not ok and not isinstance(outcome, InvalidRequest):
+                    raise outcome
+                outcomes[i] = (ok, outcome)
+        return outcomes
+
     def apply(self, changes: Sequence[Change]) -> list[tuple[Change, str]]:
-        """Write changes concurrently; returns (change, reason) for those Cassandra rejected.
+        """Write changes; returns (change, reason) for those Cassandra rejected.
 
         Anything else (Cassandra down, timeouts) raises: the batch must be retried, not skipped.
         """
@@ -233,14 +299,9 @@ class CassandraSink:
                 rejected.append((change, str(exc)))
         if not statements:
             return rejected
-        results = execute_concurrent(self.session, statements, concurrency=CONCURRENCY, raise_on_first_error=False)
-        for change, (ok, outcome) in zip(pending, results):
-            if ok:
-                continue
-            if isinstance(outcome, InvalidRequest):
+        for change, (ok, outcome) in zip(pending, self._execute(statements)):
+            if not ok:
                 rejected.append((change, f"Cassandra rejected the write: {outcome}"))
-            else:
-                raise outcome
         return rejected
 
     def dead_letter(self, letters: Iterable[DeadLetter]) -> int:

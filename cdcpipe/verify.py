@@ -65,8 +65,10 @@ def compare(pg, session) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """(read model rows, differences) right now."""
     from cassandra import InvalidRequest
 
+    from psycopg.rows import tuple_row
+
     expected = source_rows(pg)
-    with pg.cursor() as cur:
+    with pg.cursor(row_factory=tuple_row) as cur:
         columns = [r[0] for r in cur.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'users' ORDER BY ordinal_position"
         )]

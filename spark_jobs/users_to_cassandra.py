@@ -83,8 +83,11 @@ def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
     return _executor_state["sink"], _executor_state["registry"]
 
 
-def apply_partition(rows, conf: dict[str, Any], counters: dict[str, Any]) -> None:
-    """Decode, keep the newest change per key, write; dead-letter what cannot be used."""
+def apply_partition(rows, conf: dict[str, Any]) -> tuple[int, int, int]:
+    """Decode, keep the newest change per key, write; dead-letter what cannot be used.
+
+    ``rows`` yields (key, value, topic, partition, offset); returns (records, writes, dead).
+    """
     from cdcpipe.avro_reader import DecodeError, decode, schema_id_of
     from cdcpipe.cassandra_sink import DeadLetter, after_field_types
     from cdcpipe.changes import MalformedChange, from_event, last_per_key
@@ -96,33 +99,46 @@ def apply_partition(rows, conf: dict[str, Any], counters: dict[str, Any]) -> Non
     dead: list[DeadLetter] = []
     seen = 0
     for row in rows:
+        raw_key, raw_value, topic, partition, offset = row
         seen += 1
         try:
             part = "key"
-            key = decode(row.key, registry)
+            key = decode(raw_key, registry)
             part = "value"
-            value = decode(row.value, registry)
-            change = from_event(key, value, row.offset)
+            value = decode(raw_value, registry)
+            change = from_event(key, value, offset)
             if change is None:
                 continue
-            if change.row is not None and not set(change.row) <= set(sink.columns):
-                schema_id = schema_id_of(row.value)
+            if change.row is not None and not change.row.keys() <= sink.columns.keys():
+                schema_id = schema_id_of(raw_value)
                 if schema_id not in types_by_schema:
                     types_by_schema[schema_id] = after_field_types(registry.raw_schema(schema_id))
                 sink.ensure_columns({k: t for k, t in types_by_schema[schema_id].items() if k in change.row})
         except (DecodeError, MalformedChange) as exc:
-            dead.append(DeadLetter(row.topic, row.partition, row.offset, row.key, row.value, f"{part}: {exc.__class__.__name__}: {exc}"))
+            dead.append(DeadLetter(topic, partition, offset, raw_key, raw_value, f"{part}: {exc.__class__.__name__}: {exc}"))
             continue
         changes.append(change)
         raw_by_change[id(change)] = row
     latest = last_per_key(changes)
     for change, reason in sink.apply(latest):
-        row = raw_by_change[id(change)]
-        dead.append(DeadLetter(row.topic, row.partition, row.offset, row.key, row.value, f"BadValue: {reason}"))
+        raw_key, raw_value, topic, partition, offset = raw_by_change[id(change)]
+        dead.append(DeadLetter(topic, partition, offset, raw_key, raw_value, f"BadValue: {reason}"))
     sink.dead_letter(dead)
-    counters["records"].add(seen)
-    counters["writes"].add(len(latest))
-    counters["dead"].add(len(dead))
+    return seen, len(latest), len(dead)
+
+
+def apply_arrow(batches, conf: dict[str, Any]):
+    """mapInArrow: a partition's records arrive as Arrow batches (far cheaper than pickled
+    rows); one small batch of counts goes back."""
+    import pyarrow as pa
+
+    def rows():
+        for batch in batches:
+            columns = [batch.column(name).to_pylist() for name in ("key", "value", "topic", "partition", "offset")]
+            yield from zip(*columns)
+
+    records, writes, dead = apply_partition(rows(), conf)
+    yield pa.RecordBatch.from_pydict({"records": [records], "writes": [writes], "dead": [dead]})
 
 
 # --- driver side ---------------------------------------------------------------------------
@@ -138,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         builder = builder.config("spark.jars", args.jars)
     spark = (
         builder.config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "20000")
         .config("spark.streaming.stopGracefullyOnShutdown", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
@@ -150,8 +167,6 @@ def main(argv: list[str] | None = None) -> int:
         "table": args.table,
         "registry_url": args.registry_url,
     }
-    sc = spark.sparkContext
-    counters = {name: sc.accumulator(0) for name in ("records", "writes", "dead")}
     totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0}
 
     reader = (
@@ -165,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     stream = reader.load().select("key", "value", "topic", "partition", "offset")
 
     def apply_batch(batch, batch_id: int) -> None:
-        batch.rdd.foreachPartition(lambda rows: apply_partition(rows, conf, counters))
-        totals.update(
-            records=counters["records"].value,
-            writes=counters["writes"].value,
-            dead=counters["dead"].value,
-            batches=totals["batches"] + 1,
-        )
+        # The work happens on the executors; only one row of counts per partition returns.
+        counts = batch.mapInArrow(lambda it: apply_arrow(it, conf), "records long, writes long, dead long").collect()
+        for row in counts:
+            totals["records"] += row.records
+            totals["writes"] += row.writes
+            totals["dead"] += row.dead
+        totals["batches"] += 1
 
     query = (
         stream.writeStream.queryName("users_to_cassandra")

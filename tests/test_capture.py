@@ -263,3 +263,22 @@ def test_changes_made_while_connect_is_down_arrive_after_restart(stack, conf, pg
     mine = for_ids(events, ids)
     assert {e["key"]["id"] for e in mine if e["value"]["op"] == "c"} == ids
     assert all(e["value"]["after"]["city"] == "Cork" for e in mine if e["value"]["op"] == "u")
+
+
+def test_an_idle_table_does_not_pin_wal(stack, connector):
+    """Heartbeats let the slot advance while public.users sees no writes."""
+    with stack["postgres"].connect(dbname="users", autocommit=True) as admin:
+        def flushed() -> int:
+            return admin.execute(
+                "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'cdc_users'"
+            ).fetchone()[0]
+
+        start = admin.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0]
+        # WAL from elsewhere in the cluster, none of it in the publication.
+        admin.execute("CREATE TABLE IF NOT EXISTS public.wal_filler (n int)")
+        admin.execute("INSERT INTO public.wal_filler SELECT generate_series(1, 20000)")
+        admin.execute("DROP TABLE public.wal_filler")
+        deadline = time.monotonic() + 60
+        while flushed() <= start and time.monotonic() < deadline:
+            time.sleep(2)
+        assert flushed() > start, "the replication slot did not advance past WAL written while the table was idle"

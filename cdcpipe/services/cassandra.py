@@ -112,6 +112,10 @@ class Cassandra(Service):
             "auto_snapshot": False,
             "snapshot_before_compaction": False,
             "hinted_handoff_enabled": False,
+            # The Spark job writes UNLOGGED batches of up to 32 KiB (one row per partition).
+            "batch_size_warn_threshold": "64KiB",
+            "batch_size_fail_threshold": "128KiB",
+            "unlogged_batch_across_partitions_warn_threshold": 100,
         }
 
     def prepare(self) -> None:
