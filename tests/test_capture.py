@@ -282,3 +282,17 @@ def test_an_idle_table_does_not_pin_wal(stack, connector):
         while flushed() <= start and time.monotonic() < deadline:
             time.sleep(2)
         assert flushed() > start, "the replication slot did not advance past WAL written while the table was idle"
+
+
+def test_pause_holds_changes_and_resume_delivers_them(pg, topic_reader, connector):
+    assert _cli("connector", "pause").returncode == 0
+    try:
+        held = insert(pg, {**ROW, "username": "while-paused"})
+        time.sleep(5)
+        polled = topic_reader.read_until(lambda evs: True, timeout=5)  # whatever arrived meanwhile
+        assert for_ids(polled, {held}) == []
+    finally:
+        out = _cli("connector", "resume")
+    assert out.returncode == 0, out.stderr
+    events = topic_reader.read_until(lambda evs: bool(for_ids(evs, {held})), timeout=60)
+    assert for_ids(events, {held})[0]["value"]["op"] == "c"

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -108,7 +109,7 @@ def test_cassandra_create_and_query(stack):
 
 def test_cqlsh_works_against_cassandra(stack):
     cass = stack["cassandra"]
-    cqlsh = [sys.executable.replace("python", "cqlsh")] if False else [str(__import__("pathlib").Path(sys.executable).parent / "cqlsh")]
+    cqlsh = [str(Path(sys.executable).parent / "cqlsh")]
     out = subprocess.run(
         [*cqlsh, cass.host, str(cass.port()), "-e", "SELECT release_version FROM system.local"],
         capture_output=True, text=True, timeout=60,
@@ -127,7 +128,11 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
         producer.produce(topic, key=str(i).encode(), value=f"v{i}".encode())
     assert producer.flush(30) == 0
 
+    import logging
+
     from pyspark.sql import SparkSession
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # its shutdown chatter outlives pytest's log capture
 
     spark = (
         SparkSession.builder.master(stack["spark"].master_url)

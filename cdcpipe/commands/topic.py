@@ -35,7 +35,7 @@ def to_json(value: Any) -> Any:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from confluent_kafka import Consumer, KafkaError, KafkaException
+    from confluent_kafka import Consumer, KafkaError
 
     conf = settings.load()
     svcs = {s.name: s for s in runtime.services(conf, ["kafka", "schema_registry"])}
@@ -54,6 +54,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest" if args.from_beginning else "latest",
             "error_cb": on_error,
+            "log_level": 2,  # connection trouble is reported once, below, not per retry
         }
     )
     stop = {"now": False}
@@ -88,7 +89,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
                         print(f"waiting for topic {args.topic} to exist ...", file=sys.stderr)
                         waiting_note[0] = True
                     continue
-                raise KafkaException(msg.error())
+                print(f"error: reading {args.topic} from {bootstrap}: {msg.error().str()}", file=sys.stderr)
+                return 6
             idle_since = time.monotonic()
             line: dict[str, Any] = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
             for part, data in (("key", msg.key()), ("value", msg.value())):
