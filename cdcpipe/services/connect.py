@@ -34,6 +34,9 @@ def converter_settings(prefix: str, registry_url: str) -> dict[str, Any]:
         f"{prefix}.apicurio.registry.as-confluent": "true",
         f"{prefix}.apicurio.registry.use-id": "contentId",
         f"{prefix}.apicurio.registry.headers.enabled": "false",
+        # Cache schema lookups for an hour instead of re-registering every 30 s: a new schema
+        # is new content and still registers at once; fewer calls, fewer chances to block.
+        f"{prefix}.apicurio.registry.check-period-ms": "3600000",
         # Subjects <topic>-key / <topic>-value, as Confluent's TopicNameStrategy names them.
         f"{prefix}.apicurio.registry.artifact-resolver-strategy": "io.apicurio.registry.serde.strategy.TopicIdStrategy",
     }

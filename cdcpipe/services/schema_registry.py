@@ -49,6 +49,10 @@ class SchemaRegistry(Service):
             # Quarkus' management interface (health endpoints) defaults to 0.0.0.0:9000.
             "quarkus.management.host": self.host,
             "quarkus.management.port": self.port("schema_registry_management"),
+            # Plain HTTP/1.1: the Connect converter's JDK HttpClient tries an h2c upgrade, and
+            # one of its requests was seen to hang forever (after a 200) on the upgraded
+            # connection, silently stopping capture.
+            "quarkus.http.http2": "false",
             "apicurio.storage.kind": "sql",
             "apicurio.storage.sql.kind": "postgresql",
             "apicurio.datasource.url": f"jdbc:postgresql://{self.host}:{pg}/registry",
