@@ -13,7 +13,6 @@ import io
 import json
 import random
 import struct
-import subprocess
 import time
 import uuid
 from pathlib import Path
