@@ -82,10 +82,6 @@ def events(n: int, keys: int, seed: int = 1) -> list[tuple[str, dict[str, Any]]]
     return out
 
 
-def _schema_fields(schema: Any) -> set[str]:
-    return {f["name"] for f in schema["fields"]}
-
-
 def run(settings: Settings, n: int = 200_000, keys: int = 50_000, partitions: int = 2, progress=print) -> dict[str, Any]:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic

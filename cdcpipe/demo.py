@@ -103,11 +103,14 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
         session = stack["cassandra"].session()
         try:
             with psycopg.connect(stack["postgres"].dsn()) as pg:
-                notes = iter(range(10**6))
-                rows = verify.wait_until_equal(
-                    pg, session, timeout=300,
-                    on_wait=lambda diff: next(notes) % 5 == 0 and say(f"    waiting: {len(diff)}+ difference(s), e.g. {diff[0][:100]}"),
-                )
+                polls = [0]
+
+                def note(diff: list[str]) -> None:  # every 5th poll, about every 5 s
+                    polls[0] += 1
+                    if polls[0] % 5 == 1:
+                        say(f"    waiting: {len(diff)}+ difference(s), e.g. {diff[0][:100]}")
+
+                rows = verify.wait_until_equal(pg, session, timeout=300, on_wait=note)
         finally:
             session.cluster.shutdown()
         say(f"    cdc.users equals public.users: {len(rows)} rows")

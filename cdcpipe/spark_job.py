@@ -118,15 +118,12 @@ def _offsets(value: Any) -> dict[str, Any] | None:
     return value
 
 
-def status(settings: Settings) -> dict[str, Any]:
+def progress(settings: Settings) -> dict[str, Any]:
+    """The job's state and query progress, from its pid file and progress file only."""
     pid = processes.pid_of(settings, PROCESS)
     report = read_progress(settings) or {}
     last = report.get("last_progress") or {}
     sources = last.get("sources") or [{}]
-    try:
-        dead = dead_letter_count(settings)
-    except Exception as exc:  # Cassandra down: say so rather than fail the whole status
-        dead = f"unknown ({exc.__class__.__name__})"
     return {
         "state": "running" if pid else ("failed" if report.get("state") == "failed" else "stopped"),
         "pid": pid,
@@ -137,18 +134,27 @@ def status(settings: Settings) -> dict[str, Any]:
         "latest_offsets": _offsets(sources[0].get("latestOffset")),
         "committed_offsets": _offsets(sources[0].get("endOffset")),
         "totals": report.get("totals"),
-        "dead_letters": dead,
         "checkpoint": str(checkpoint_dir(settings)),
         "log": str(settings.log_file(PROCESS)),
         "progress_updated_at": report.get("updated_at"),
     }
 
 
+def status(settings: Settings) -> dict[str, Any]:
+    """progress() plus the dead-letter count, which asks Cassandra."""
+    report = progress(settings)
+    try:
+        report["dead_letters"] = dead_letter_count(settings)
+    except Exception as exc:  # Cassandra down: say so rather than fail the whole status
+        report["dead_letters"] = f"unknown ({exc.__class__.__name__})"
+    return report
+
+
 def wait_for_offsets(settings: Settings, end_offsets: dict[str, dict[str, int]], timeout: float = 120.0) -> None:
     """Wait until the job has committed at least ``end_offsets`` ({topic: {partition: offset}})."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        committed = (status(settings).get("committed_offsets") or {})
+        committed = progress(settings).get("committed_offsets") or {}
         if all(
             int((committed.get(topic) or {}).get(str(part), -1)) >= offset
             for topic, parts in end_offsets.items()

@@ -18,7 +18,7 @@ def _client(args: argparse.Namespace) -> ConnectClient:
     if args.connect_url:
         return ConnectClient(args.connect_url)
     conf = settings.load()
-    return ConnectClient(runtime.services(conf, ["connect"])[-1].url)
+    return ConnectClient(runtime.services(conf, ["connect"], with_dependencies=False)[0].url)
 
 
 def _print_state(status: dict, as_json: bool) -> None:

@@ -96,15 +96,13 @@ class Postgres(Service):
         return self.dir / "sock"
 
     def _chown(self, *paths: Path) -> None:
+        """Hand what we create as root to the server's account (the server creates the rest)."""
         user = _run_as()
         if user is None:
             return
         entry = pwd.getpwnam(user)
         for path in paths:
-            for root, dirs, files in os.walk(path):
-                os.chown(root, entry.pw_uid, entry.pw_gid)
-                for name in files:
-                    os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def prepare(self) -> None:
         bin_dir = find_bin_dir()
@@ -116,7 +114,7 @@ class Postgres(Service):
             fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(self.secrets["postgres"] + "\n")
-            self._chown(self.dir)
+            self._chown(self.dir, self.data_dir, pwfile)
             try:
                 done = subprocess.run(
                     [
@@ -136,7 +134,7 @@ class Postgres(Service):
                 pwfile.unlink(missing_ok=True)
             if done.returncode != 0:
                 raise ServiceFailed("postgres", f"initdb failed:\n{done.stdout}\n{done.stderr}")
-        self._chown(self.dir)
+        self._chown(self.dir, self.socket_dir)
 
     def launch(self) -> None:
         argv = [str(find_bin_dir() / "postgres"), "-D", str(self.data_dir)]
