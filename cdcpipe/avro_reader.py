@@ -2,7 +2,9 @@
 
 Writer schemas are fetched by id from a registry's Confluent-compatible API
 (``GET {url}/schemas/ids/{id}``) and cached per process, so several schema versions can be
-decoded side by side. Used by ``cdcpipe topic tail`` and the Spark job's executors.
+decoded side by side. Each writer schema gets a reader compiled for it
+(:mod:`cdcpipe.avro_compiled`; fastavro for schemas with logical types). Used by
+``cdcpipe topic tail`` and the Spark job's executors.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import fastavro
 import requests
 
+from .avro_compiled import AvroCorrupt, Reader, compile_reader
 from .errors import CdcpipeError, ServiceUnavailable
 
 MAGIC = 0
@@ -38,6 +41,7 @@ class SchemaRegistry:
         self.timeout = timeout
         self._cache: dict[int, Any] = {}
         self._raw: dict[int, dict[str, Any]] = {}
+        self._readers: dict[int, Reader] = {}
         self._lock = threading.Lock()
         self._session = requests.Session()
 
@@ -67,6 +71,24 @@ class SchemaRegistry:
             self.schema(schema_id)
         return self._raw[schema_id]
 
+    def reader(self, schema_id: int) -> Reader:
+        """``(buf, pos) -> (value, pos)`` for values written with this schema id."""
+        read = self._readers.get(schema_id)
+        if read is None:
+            parsed = self.schema(schema_id)
+            read = compile_reader(self._raw[schema_id]) or _fastavro_reader(parsed)
+            self._readers[schema_id] = read
+        return read
+
+
+def _fastavro_reader(parsed: Any) -> Reader:
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
+        body = io.BytesIO(buf)
+        body.seek(pos)
+        return fastavro.schemaless_reader(body, parsed, None), body.tell()
+
+    return read
+
 
 def schema_id_of(data: bytes) -> int:
     """The schema id in a framed record's header (raises DecodeError on a bad header)."""
@@ -83,13 +105,17 @@ def decode(data: bytes | None, registry: SchemaRegistry) -> dict[str, Any] | Non
     if data is None:
         return None
     schema_id = schema_id_of(data)
-    schema = registry.schema(schema_id)
-    body = io.BytesIO(data[HEADER.size :])
+    read = registry.reader(schema_id)
+    corrupt = f"truncated or corrupt Avro body for schema id {schema_id}"
     try:
-        record = fastavro.schemaless_reader(body, schema, None)
-    except (EOFError, StopIteration, struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"truncated or corrupt Avro body for schema id {schema_id}: {exc.__class__.__name__}: {exc}") from None
-    left = len(data) - HEADER.size - body.tell()
+        record, end = read(data, HEADER.size)
+    except (AvroCorrupt, EOFError, StopIteration, struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"{corrupt}: {exc.__class__.__name__}: {exc}") from None
+    except IndexError:
+        end = len(data) + 1  # read past the end
+    left = len(data) - end
+    if left < 0:
+        raise DecodeError(f"{corrupt}: the record needs more than its {len(data)} bytes")
     if left:
         raise DecodeError(f"{left} trailing byte(s) after the Avro body for schema id {schema_id}")
     return record

@@ -7,22 +7,30 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import struct
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from cassandra import InvalidRequest
 from cassandra.concurrent import execute_concurrent
-from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement
 
 from .changes import Change
 
 log = logging.getLogger(__name__)
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+ONE_MS = dt.timedelta(milliseconds=1)
+#: The native protocol version the sink's sessions use (values are serialized for it).
+PROTOCOL_VERSION = 5
+_int32 = struct.Struct(">i").pack
+_int64 = struct.Struct(">q").pack
+_double = struct.Struct(">d").pack
+_ABSENT = object()
 #: Requests in flight per executor process.
 CONCURRENCY = 16
 #: Rows per UNLOGGED batch, and a size cap under Cassandra's default batch_size_fail_threshold
@@ -55,11 +63,10 @@ def timestamp_ms(value: Any) -> int:
             raise BadValue(f"not an ISO 8601 timestamp: {value!r}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        micros = (parsed - EPOCH) // dt.timedelta(microseconds=1)
-        return micros // 1000
+        return (parsed - EPOCH) // ONE_MS
     if isinstance(value, dt.datetime):
         value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-        return ((value - EPOCH) // dt.timedelta(microseconds=1)) // 1000
+        return (value - EPOCH) // ONE_MS
     if isinstance(value, int):
         return value
     raise BadValue(f"cannot store {type(value).__name__} as a timestamp")
@@ -93,6 +100,35 @@ def to_cql(cql_type: str, value: Any) -> Any:
             raise
         raise BadValue(f"{value!r} does not fit a {cql_type} column: {exc}") from None
     return value
+
+
+def encoder(cql_type: str, serialize: Callable[[Any, int], bytes]) -> Callable[[Any], bytes]:
+    """value (as decoded from Avro, not None) -> the bytes Cassandra stores in a ``cql_type``
+    column. The common types are packed directly; the rest go through :func:`to_cql` and the
+    driver's serializer. Raises BadValue, or TypeError/ValueError/struct.error for values out
+    of range (the caller reports those as BadValue)."""
+
+    def generic(value: Any) -> bytes:
+        return serialize(to_cql(cql_type, value), PROTOCOL_VERSION)
+
+    if cql_type in ("text", "varchar"):
+        return lambda value: value.encode() if type(value) is str else generic(value)
+    if cql_type == "int":
+        return lambda value: _int32(value) if type(value) is int else generic(value)
+    if cql_type == "double":
+        return lambda value: _double(value) if type(value) is float else generic(value)
+    if cql_type == "timestamp":
+        return lambda value: _int64(timestamp_ms(value))
+    if cql_type == "uuid":
+        def uuid_bytes(value: Any) -> bytes:
+            if type(value) is str and len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
+                packed = bytes.fromhex(value.replace("-", ""))
+                if len(packed) == 16:
+                    return packed
+            return generic(value)
+
+        return uuid_bytes
+    return generic
 
 
 def cql_type_of(avro_type: Any) -> str:
@@ -178,8 +214,6 @@ class CassandraSink:
         meta = self.session.cluster.metadata.keyspaces[self.keyspace].tables[self.table]
         self.columns: dict[str, str] = {name: col.cql_type for name, col in meta.columns.items()}
         names = list(self.columns)
-        self._names = names
-        self._converters = [(name, self.columns[name]) for name in names]
         self._upsert = self.session.prepare(
             f"INSERT INTO {self.keyspace}.{self.table} ({', '.join(names)}) "
             f"VALUES ({', '.join('?' * len(names))}) USING TIMESTAMP ?"
@@ -187,6 +221,10 @@ class CassandraSink:
         self._delete = self.session.prepare(
             f"DELETE FROM {self.keyspace}.{self.table} USING TIMESTAMP ? WHERE {self.key} = ?"
         )
+        # Values are serialized here, once, instead of by the driver's generic bind().
+        serializers = {spec.name: spec.type.serialize for spec in self._upsert.column_metadata}
+        self._encoders = [(name, encoder(self.columns[name], serializers[name])) for name in names]
+        self._key_encoder = encoder(self.columns[self.key], serializers[self.key])
 
     def ensure_columns(self, types: Mapping[str, str]) -> list[str]:
         """Add columns the source has and the table lacks (ALTER TABLE ... ADD IF NOT EXISTS)."""
@@ -205,61 +243,81 @@ class CassandraSink:
             self._load_table()
         return missing
 
-    def statement_for(self, change: Change) -> tuple[Any, tuple]:
-        """The prepared statement and parameters applying ``change``; BadValue if it cannot."""
+    def statement_for(self, change: Change) -> tuple[BoundStatement, int]:
+        """The statement applying ``change``, its values serialized, and their size in bytes;
+        BadValue if a value cannot be stored."""
         if change.is_delete:
-            return self._delete, (change.timestamp, to_cql(self.columns[self.key], change.key))
+            values = [_int64(change.timestamp), self._encode_key(change.key)]
+            return self._bound(self._delete, values), 24
         row = change.row or {}
         if len(row) > len(self.columns) or not row.keys() <= self.columns.keys():
             unknown = set(row) - set(self.columns)
             raise BadValue(f"columns not in {self.keyspace}.{self.table}: {', '.join(sorted(unknown))}")
-        values = []
-        for name, cql_type in self._converters:
-            if name in row:
-                value = row[name]
-                if value is None or (cql_type == "text" and type(value) is str):
-                    values.append(value)  # the common cases, without the generic path
-                    continue
-                try:
-                    values.append(to_cql(cql_type, value))
-                except BadValue as exc:
-                    raise BadValue(f"column {name}: {exc}") from None
-            else:
-                values.append(UNSET_VALUE)  # absent from this schema version: leave as is
-        return self._upsert, (*values, change.timestamp)
+        get = row.get
+        values: list[Any] = []
+        append = values.append
+        size = 8
+        name = ""
+        try:
+            for name, encode in self._encoders:
+                value = get(name, _ABSENT)
+                if value is None:
+                    append(None)
+                elif value is _ABSENT:
+                    append(UNSET_VALUE)  # absent from this schema version: leave as is
+                else:
+                    data = encode(value)
+                    size += len(data)
+                    append(data)
+        except BadValue as exc:
+            raise BadValue(f"column {name}: {exc}") from None
+        except (TypeError, ValueError, OverflowError, struct.error) as exc:
+            raise BadValue(f"column {name}: {get(name)!r} does not fit: {exc}") from None
+        append(_int64(change.timestamp))
+        return self._bound(self._upsert, values), size
+
+    def _encode_key(self, key: str) -> bytes:
+        try:
+            return self._key_encoder(key)
+        except BadValue as exc:
+            raise BadValue(f"column {self.key}: {exc}") from None
+        except (TypeError, ValueError, OverflowError, struct.error) as exc:
+            raise BadValue(f"column {self.key}: {key!r} does not fit: {exc}") from None
 
     @staticmethod
-    def _size(params: tuple) -> int:
-        return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in params)
+    def _bound(prepared: Any, values: list[Any]) -> BoundStatement:
+        bound = BoundStatement(prepared)
+        bound.values = values  # already serialized: the driver sends them as they are
+        return bound
 
-    def _batches(self, statements: list[tuple[Any, tuple]]) -> list[list[int]]:
-        """Indexes of ``statements`` grouped into batches of bounded rows and bytes."""
+    @staticmethod
+    def _batches(sizes: list[int]) -> list[list[int]]:
+        """Indexes of statements grouped into batches of bounded rows and bytes."""
         groups: list[list[int]] = []
         current: list[int] = []
-        size = 0
-        for i, (_, params) in enumerate(statements):
-            row_size = self._size(params)
-            if current and (len(current) >= BATCH_ROWS or size + row_size > BATCH_BYTES):
+        total = 0
+        for i, row_size in enumerate(sizes):
+            if current and (len(current) >= BATCH_ROWS or total + row_size > BATCH_BYTES):
                 groups.append(current)
-                current, size = [], 0
+                current, total = [], 0
             current.append(i)
-            size += row_size
+            total += row_size
         if current:
             groups.append(current)
         return groups
 
-    def _execute(self, statements: list[tuple[Any, tuple]]) -> list[tuple[bool, Any]]:
+    def _execute(self, statements: list[BoundStatement], sizes: list[int]) -> list[tuple[bool, Any]]:
         """(ok, outcome) per statement, written in UNLOGGED batches; a batch Cassandra rejects
         is retried row by row so the one bad row is identified and the rest are written."""
-        groups = self._batches(statements)
+        groups = self._batches(sizes)
         requests = []
         for group in groups:
             if len(group) == 1:
-                requests.append(statements[group[0]])
+                requests.append((statements[group[0]], ()))
                 continue
             batch = BatchStatement(batch_type=BatchType.UNLOGGED)
             for i in group:
-                batch.add(*statements[i])
+                batch.add(statements[i])
             requests.append((batch, ()))
         outcomes: list[tuple[bool, Any]] = [(True, None)] * len(statements)
         results = execute_concurrent(self.session, requests, concurrency=CONCURRENCY, raise_on_first_error=False)
@@ -275,7 +333,7 @@ class CassandraSink:
                 retry.extend(group)
         if retry:
             single = execute_concurrent(
-                self.session, [statements[i] for i in retry], concurrency=CONCURRENCY, raise_on_first_error=False
+                self.session, [(statements[i], ()) for i in retry], concurrency=CONCURRENCY, raise_on_first_error=False
             )
             for i, (ok, outcome) in zip(retry, single):
                 if not ok and not isinstance(outcome, InvalidRequest):
@@ -289,17 +347,21 @@ class CassandraSink:
         Anything else (Cassandra down, timeouts) raises: the batch must be retried, not skipped.
         """
         rejected: list[tuple[Change, str]] = []
-        statements = []
+        statements: list[BoundStatement] = []
+        sizes: list[int] = []
         pending = []
         for change in changes:
             try:
-                statements.append(self.statement_for(change))
-                pending.append(change)
+                statement, size = self.statement_for(change)
             except BadValue as exc:
                 rejected.append((change, str(exc)))
+                continue
+            statements.append(statement)
+            sizes.append(size)
+            pending.append(change)
         if not statements:
             return rejected
-        for change, (ok, outcome) in zip(pending, self._execute(statements)):
+        for change, (ok, outcome) in zip(pending, self._execute(statements, sizes)):
             if not ok:
                 rejected.append((change, f"Cassandra rejected the write: {outcome}"))
         return rejected

@@ -47,6 +47,10 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jars", default=env("CDC_SPARK_JARS", ""), help="comma-separated jars to add (Kafka source) [CDC_SPARK_JARS]")
     p.add_argument("--trigger-seconds", type=float, default=float(env("CDC_TRIGGER_SECONDS", "1")), help="micro-batch interval [CDC_TRIGGER_SECONDS]")
     p.add_argument("--max-offsets-per-trigger", type=int, default=int(env("CDC_MAX_OFFSETS_PER_TRIGGER", "200000")), help="[CDC_MAX_OFFSETS_PER_TRIGGER]")
+    p.add_argument("--min-partitions", type=int, default=int(env("CDC_MIN_PARTITIONS", "2")),
+                   help="Spark tasks per micro-batch at least; a busy Kafka partition is split into offset "
+                        "ranges applied in parallel, safe because every write carries its position as "
+                        "timestamp (default 2: both cores of a small machine) [CDC_MIN_PARTITIONS]")
     p.add_argument("--starting-offsets", default=env("CDC_STARTING_OFFSETS", "earliest"), help="for a fresh checkpoint [CDC_STARTING_OFFSETS]")
     p.add_argument("--progress-file", default=env("CDC_PROGRESS_FILE"), help="write the query's progress here as JSON [CDC_PROGRESS_FILE]")
     return p.parse_args(argv)
@@ -83,6 +87,13 @@ def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
     return _executor_state["sink"], _executor_state["registry"]
 
 
+def _has_key(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
+    image = value.get("before") if value.get("op") == "d" else value.get("after")
+    return isinstance(image, dict) and image.get("id") is not None
+
+
 def apply_partition(rows, conf: dict[str, Any]) -> tuple[int, int, int]:
     """Decode, keep the newest change per key, write; dead-letter what cannot be used.
 
@@ -101,11 +112,16 @@ def apply_partition(rows, conf: dict[str, Any]) -> tuple[int, int, int]:
     for row in rows:
         raw_key, raw_value, topic, partition, offset = row
         seen += 1
+        if raw_value is None:
+            continue  # a tombstone: Kafka's compaction marker, nothing to apply
         try:
-            part = "key"
-            key = decode(raw_key, registry)
             part = "value"
             value = decode(raw_value, registry)
+            # The key is decoded only when the row image lacks the id (it never does for
+            # Debezium's PostgreSQL connector: before/after carry the primary key).
+            part = "key"
+            key = None if _has_key(value) else decode(raw_key, registry)
+            part = "value"
             change = from_event(key, value, offset)
             if change is None:
                 continue
@@ -174,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         .option("kafka.bootstrap.servers", args.bootstrap)
         .option("startingOffsets", args.starting_offsets)
         .option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
+        .option("minPartitions", str(args.min_partitions))
         .option("failOnDataLoss", "true")  # never skip silently past lost offsets
     )
     reader = reader.option("subscribePattern", args.topic_pattern) if args.topic_pattern else reader.option("subscribe", args.topic)
