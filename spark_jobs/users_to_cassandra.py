@@ -24,9 +24,13 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
+
+from pyspark.sql.streaming import StreamingQueryListener
 
 log = logging.getLogger("users_to_cassandra")
 
@@ -158,6 +162,63 @@ def apply_arrow(batches, conf: dict[str, Any]):
 
 
 # --- driver side ---------------------------------------------------------------------------
+QUERY_NAME = "users_to_cassandra"
+HEARTBEAT_SECONDS = 5
+
+
+class ProgressReport(StreamingQueryListener):
+    """The query's progress as a JSON file for ``cdcpipe spark status``, written when a batch
+    ends (a StreamingQueryListener) and as a heartbeat. Never polls ``recentProgress``: each
+    poll is hundreds of Py4J calls, which kept an idle job at most of a core."""
+
+    RECENT = 20
+    FIELDS = ("batchId", "numInputRows", "inputRowsPerSecond", "processedRowsPerSecond", "durationMs", "timestamp")
+
+    def __init__(self, path: str | None, totals: dict[str, int]):
+        self.path = Path(path) if path else None
+        self.totals = totals
+        self.last: dict[str, Any] | None = None
+        self.query: Any = None  # set once started: asked for its last progress until a batch ends
+        self.recent: deque[dict[str, Any]] = deque(maxlen=self.RECENT)
+        self.lock = threading.Lock()
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        progress = json.loads(event.progress.json)
+        if progress.get("name") != QUERY_NAME:
+            return
+        with self.lock:
+            self.last = progress
+            self.recent.append({k: progress.get(k) for k in self.FIELDS})
+        self.write("running")
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        pass
+
+    def write(self, state: str) -> None:
+        if self.path is None:
+            return
+        if self.last is None and self.query is not None:
+            self.last = self.query.lastProgress  # e.g. just restarted, nothing new to read yet
+        with self.lock:
+            report = {
+                "state": state,
+                "updated_at": time.time(),
+                "pid": os.getpid(),
+                "last_progress": self.last,
+                "recent": list(self.recent),
+                "totals": dict(self.totals),
+            }
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(report, default=str))
+            tmp.replace(self.path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = options(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -173,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "20000")
         .config("spark.streaming.stopGracefullyOnShutdown", "true")
         .config("spark.ui.showConsoleProgress", "false")
+        # The executors' Python daemon without Spark's zips on sys.path (see the module).
+        .config("spark.python.daemon.module", "cdcpipe.spark_daemon")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")
@@ -205,8 +268,10 @@ def main(argv: list[str] | None = None) -> int:
             totals["dead"] += row.dead
         totals["batches"] += 1
 
+    report = ProgressReport(args.progress_file, totals)
+    spark.streams.addListener(report)
     query = (
-        stream.writeStream.queryName("users_to_cassandra")
+        stream.writeStream.queryName(QUERY_NAME)
         .foreachBatch(apply_batch)
         .option("checkpointLocation", args.checkpoint)
         .trigger(processingTime=f"{args.trigger_seconds} seconds")
@@ -223,32 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    def write_progress(state: str) -> None:
-        if not args.progress_file:
-            return
-        report = {
-            "state": state,
-            "updated_at": time.time(),
-            "pid": os.getpid(),
-            "status": query.status,
-            "last_progress": query.lastProgress,
-            "recent": [
-                {k: p.get(k) for k in ("batchId", "numInputRows", "inputRowsPerSecond", "processedRowsPerSecond", "durationMs", "timestamp")}
-                for p in (query.recentProgress or [])[-20:]
-            ],
-            "totals": totals,
-        }
-        path = Path(args.progress_file)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, default=str))
-        tmp.replace(path)
+    report.query = query
+    write_progress = report.write
 
     exit_code = 0
     try:
         while not stopping["now"]:
-            if query.awaitTermination(2):
+            if query.awaitTermination(HEARTBEAT_SECONDS):
                 break
-            write_progress("running")
+            write_progress("running")  # a heartbeat; batches are reported as they end
         if query.exception() is not None:
             log.error("query failed: %s", query.exception())
             write_progress("failed")

@@ -10,7 +10,7 @@ from .. import bench, settings
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    report = bench.run(settings.load(), n=args.events, keys=args.keys, partitions=args.partitions,
+    report = bench.run(settings.load(), n=args.events, keys=args.keys, partitions=args.partitions, warmup=args.warmup,
                        progress=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(report, indent=2))
@@ -22,8 +22,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput of the Spark job on synthetic change events (prints figures)")
-    p.add_argument("--events", type=int, default=200_000, help="change events to produce (default 200000)")
+    p.add_argument("--events", type=int, default=200_000, help="change events to measure on (default 200000)")
     p.add_argument("--keys", type=int, default=50_000, help="distinct users they touch (default 50000)")
+    p.add_argument("--warmup", type=int, default=20_000, help="events applied before measuring (default 20000)")
     p.add_argument("--partitions", type=int, default=2, help="partitions of the bench topic (default 2)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
