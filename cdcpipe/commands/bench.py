@@ -10,14 +10,22 @@ from .. import bench, settings
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.latency:
+        report = bench.latency(settings.load(), probes=args.latency, progress=lambda m: print(m, file=sys.stderr))
+        _print(report, args.json)
+        return 0
     report = bench.run(settings.load(), n=args.events, keys=args.keys, partitions=args.partitions, warmup=args.warmup,
                        progress=lambda m: print(m, file=sys.stderr))
-    if args.json:
+    _print(report, args.json)
+    return 0 if report["correct"] else 1
+
+
+def _print(report: dict, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(report, indent=2))
     else:
         for key, value in report.items():
             print(f"{key:<26} {value}")
-    return 0 if report["correct"] else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,5 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", type=int, default=50_000, help="distinct users they touch (default 50000)")
     p.add_argument("--warmup", type=int, default=20_000, help="events applied before measuring (default 20000)")
     p.add_argument("--partitions", type=int, default=2, help="partitions of the bench topic (default 2)")
+    p.add_argument("--latency", type=int, metavar="N", default=0,
+                   help="instead: N single inserts through the running connector and job, time until each is in cdc.users")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
