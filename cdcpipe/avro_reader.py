@@ -106,16 +106,15 @@ def decode(data: bytes | None, registry: SchemaRegistry) -> dict[str, Any] | Non
         return None
     schema_id = schema_id_of(data)
     read = registry.reader(schema_id)
-    corrupt = f"truncated or corrupt Avro body for schema id {schema_id}"
     try:
         record, end = read(data, HEADER.size)
-    except (AvroCorrupt, EOFError, StopIteration, struct.error, ValueError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"{corrupt}: {exc.__class__.__name__}: {exc}") from None
     except IndexError:
-        end = len(data) + 1  # read past the end
+        end = len(data) + 1  # the schema wanted more bytes than there are
+    except (AvroCorrupt, EOFError, StopIteration, struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"truncated or corrupt Avro body for schema id {schema_id}: {exc.__class__.__name__}: {exc}") from None
     left = len(data) - end
     if left < 0:
-        raise DecodeError(f"{corrupt}: the record needs more than its {len(data)} bytes")
+        raise DecodeError(f"truncated or corrupt Avro body for schema id {schema_id}: the record needs more than its {len(data)} bytes")
     if left:
         raise DecodeError(f"{left} trailing byte(s) after the Avro body for schema id {schema_id}")
     return record

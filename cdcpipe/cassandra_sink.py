@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 ONE_MS = dt.timedelta(milliseconds=1)
-#: The native protocol version the sink's sessions use (values are serialized for it).
-PROTOCOL_VERSION = 5
 _int32 = struct.Struct(">i").pack
 _int64 = struct.Struct(">q").pack
 _double = struct.Struct(">d").pack
@@ -102,14 +100,24 @@ def to_cql(cql_type: str, value: Any) -> Any:
     return value
 
 
-def encoder(cql_type: str, serialize: Callable[[Any, int], bytes]) -> Callable[[Any], bytes]:
+#: What an encoder raises for a value that cannot be stored (all reported as BadValue).
+ENCODE_ERRORS = (BadValue, TypeError, ValueError, OverflowError, struct.error)
+
+
+def column_error(name: str, value: Any, exc: Exception) -> BadValue:
+    if isinstance(exc, BadValue):
+        return BadValue(f"column {name}: {exc}")
+    return BadValue(f"column {name}: {value!r} does not fit: {exc}")
+
+
+def encoder(cql_type: str, serialize: Callable[[Any, int], bytes], protocol_version: int) -> Callable[[Any], bytes]:
     """value (as decoded from Avro, not None) -> the bytes Cassandra stores in a ``cql_type``
     column. The common types are packed directly; the rest go through :func:`to_cql` and the
     driver's serializer. Raises BadValue, or TypeError/ValueError/struct.error for values out
     of range (the caller reports those as BadValue)."""
 
     def generic(value: Any) -> bytes:
-        return serialize(to_cql(cql_type, value), PROTOCOL_VERSION)
+        return serialize(to_cql(cql_type, value), protocol_version)
 
     if cql_type in ("text", "varchar"):
         return lambda value: value.encode() if type(value) is str else generic(value)
@@ -223,8 +231,9 @@ class CassandraSink:
         )
         # Values are serialized here, once, instead of by the driver's generic bind().
         serializers = {spec.name: spec.type.serialize for spec in self._upsert.column_metadata}
-        self._encoders = [(name, encoder(self.columns[name], serializers[name])) for name in names]
-        self._key_encoder = encoder(self.columns[self.key], serializers[self.key])
+        version = self.session.cluster.protocol_version
+        self._encoders = [(name, encoder(self.columns[name], serializers[name], version)) for name in names]
+        self._key_encoder = encoder(self.columns[self.key], serializers[self.key], version)
 
     def ensure_columns(self, types: Mapping[str, str]) -> list[str]:
         """Add columns the source has and the table lacks (ALTER TABLE ... ADD IF NOT EXISTS)."""
@@ -269,20 +278,16 @@ class CassandraSink:
                     data = encode(value)
                     size += len(data)
                     append(data)
-        except BadValue as exc:
-            raise BadValue(f"column {name}: {exc}") from None
-        except (TypeError, ValueError, OverflowError, struct.error) as exc:
-            raise BadValue(f"column {name}: {get(name)!r} does not fit: {exc}") from None
+        except ENCODE_ERRORS as exc:
+            raise column_error(name, get(name), exc) from None
         append(_int64(change.timestamp))
         return self._bound(self._upsert, values), size
 
     def _encode_key(self, key: str) -> bytes:
         try:
             return self._key_encoder(key)
-        except BadValue as exc:
-            raise BadValue(f"column {self.key}: {exc}") from None
-        except (TypeError, ValueError, OverflowError, struct.error) as exc:
-            raise BadValue(f"column {self.key}: {key!r} does not fit: {exc}") from None
+        except ENCODE_ERRORS as exc:
+            raise column_error(self.key, key, exc) from None
 
     @staticmethod
     def _bound(prepared: Any, values: list[Any]) -> BoundStatement:

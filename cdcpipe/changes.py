@@ -53,6 +53,15 @@ def write_timestamp(op: str, lsn: int) -> int:
     return lsn if op == "r" else STREAMING_BASE + lsn
 
 
+def image_key(value: Any, key_field: str = "id") -> Any:
+    """The primary key in a Debezium envelope's row image (before for deletes, else after),
+    or None when the image lacks it."""
+    if not isinstance(value, dict):
+        return None
+    image = value.get("before") if value.get("op") == "d" else value.get("after")
+    return image.get(key_field) if isinstance(image, dict) else None
+
+
 def from_event(key: dict[str, Any] | None, value: dict[str, Any] | None, offset: int, key_field: str = "id") -> Change | None:
     """The change a decoded (key, value) pair describes; None for a tombstone."""
     if value is None:
@@ -65,7 +74,7 @@ def from_event(key: dict[str, Any] | None, value: dict[str, Any] | None, offset:
     image = value.get("before") if op == "d" else value.get("after")
     if not isinstance(image, dict):
         raise MalformedChange(f"op {op} without its {'before' if op == 'd' else 'after'} image")
-    row_key = image.get(key_field)
+    row_key = image_key(value, key_field)
     if row_key is None and isinstance(key, dict):
         row_key = key.get(key_field)
     if row_key is None:

@@ -91,13 +91,6 @@ def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
     return _executor_state["sink"], _executor_state["registry"]
 
 
-def _has_key(value: Any) -> bool:
-    if not isinstance(value, dict):
-        return False
-    image = value.get("before") if value.get("op") == "d" else value.get("after")
-    return isinstance(image, dict) and image.get("id") is not None
-
-
 def apply_partition(rows, conf: dict[str, Any]) -> tuple[int, int, int]:
     """Decode, keep the newest change per key, write; dead-letter what cannot be used.
 
@@ -105,7 +98,7 @@ def apply_partition(rows, conf: dict[str, Any]) -> tuple[int, int, int]:
     """
     from cdcpipe.avro_reader import DecodeError, decode, schema_id_of
     from cdcpipe.cassandra_sink import DeadLetter, after_field_types
-    from cdcpipe.changes import MalformedChange, from_event, last_per_key
+    from cdcpipe.changes import MalformedChange, from_event, image_key, last_per_key
 
     sink, registry = _executor(conf)
     types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
@@ -124,7 +117,7 @@ def apply_partition(rows, conf: dict[str, Any]) -> tuple[int, int, int]:
             # The key is decoded only when the row image lacks the id (it never does for
             # Debezium's PostgreSQL connector: before/after carry the primary key).
             part = "key"
-            key = None if _has_key(value) else decode(raw_key, registry)
+            key = None if image_key(value) is not None else decode(raw_key, registry)
             part = "value"
             change = from_event(key, value, offset)
             if change is None:

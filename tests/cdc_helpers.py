@@ -16,6 +16,24 @@ from cdcpipe.avro_reader import SchemaRegistry, decode
 TOPIC = "cdc.public.users"
 
 
+def register_schema(registry_url: str, schema: dict[str, Any], subject: str | None = None) -> int:
+    """Register ``schema`` under a fresh (or the given) subject via the Confluent-compatible
+    API; the id it answers is the one ``/schemas/ids/{id}`` resolves."""
+    import json
+
+    import requests
+
+    subject = subject or f"test-{uuid.uuid4().hex[:8]}-value"
+    response = requests.post(
+        f"{registry_url}/subjects/{subject}/versions",
+        json={"schema": json.dumps(schema)},
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
 class TopicReader:
     """Reads one single-partition topic from the offset it had when the reader was made."""
 

@@ -7,15 +7,13 @@ Spark job reads them; real Debezium events come from the real connector.
 from __future__ import annotations
 
 import io
-import json
 import random
 import struct
-import uuid
 
 import fastavro
 import pytest
-import requests
 
+from cdc_helpers import register_schema
 from cdcpipe.avro_reader import HEADER, DecodeError, SchemaRegistry, decode
 
 EVERY_TYPE = {
@@ -76,18 +74,6 @@ def _every_value(rng: random.Random) -> dict:
     }
 
 
-def _register(registry_url: str, schema: dict) -> int:
-    subject = f"test-avro-compiled-{uuid.uuid4().hex[:8]}-value"
-    response = requests.post(
-        f"{registry_url}/subjects/{subject}/versions",
-        json={"schema": json.dumps(schema)},
-        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["id"]
-
-
 def _framed(schema_id: int, parsed, value) -> bytes:
     out = io.BytesIO()
     out.write(HEADER.pack(0, schema_id))
@@ -102,7 +88,7 @@ def _fastavro(parsed, data: bytes):
 @pytest.fixture(scope="module")
 def every(stack):
     url = stack["schema_registry"].url
-    schema_id = _register(url, EVERY_TYPE)
+    schema_id = register_schema(url, EVERY_TYPE)
     registry = SchemaRegistry(url)
     return registry, schema_id, fastavro.parse_schema(registry.raw_schema(schema_id))
 
@@ -146,7 +132,7 @@ def _string(text: str) -> bytes:
 @pytest.fixture(scope="module")
 def small(stack):
     url = stack["schema_registry"].url
-    schema_id = _register(url, SMALL)
+    schema_id = register_schema(url, SMALL)
     registry = SchemaRegistry(url)
     return registry, HEADER.pack(0, schema_id), fastavro.parse_schema(registry.raw_schema(schema_id))
 
@@ -201,7 +187,7 @@ def test_logical_types_are_left_to_fastavro(stack):
         ],
     }
     url = stack["schema_registry"].url
-    schema_id = _register(url, schema)
+    schema_id = register_schema(url, schema)
     registry = SchemaRegistry(url)
     parsed = fastavro.parse_schema(registry.raw_schema(schema_id))
     import datetime as dt

@@ -13,6 +13,7 @@ import pytest
 import requests
 from confluent_kafka import Consumer, Producer
 
+from cdc_helpers import register_schema
 from cdcpipe.services.connect import POSTGRES_CONNECTOR
 
 
@@ -66,14 +67,7 @@ def test_schema_registry_register_and_fetch_by_id(stack):
         "namespace": "test",
         "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": ["null", "int"], "default": None}],
     }
-    response = requests.post(
-        f"{url}/subjects/{subject}/versions",
-        json={"schema": json.dumps(schema)},
-        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    schema_id = response.json()["id"]
+    schema_id = register_schema(url, schema, subject)
     fetched = requests.get(f"{url}/schemas/ids/{schema_id}", timeout=10)
     assert fetched.status_code == 200, fetched.text
     assert json.loads(fetched.json()["schema"]) == schema
