@@ -78,7 +78,7 @@ class _Unsupported(Exception):
 
 class _Compiler:
     def __init__(self) -> None:
-        self.named: dict[str, Any] = {}  # full name -> schema
+        self.named: dict[str, tuple[Any, str | None]] = {}  # full name -> (schema, its namespace)
         self.functions: dict[str, str] = {}  # full name -> generated function name
         self.sources: list[str] = []
         self.constants: dict[str, Any] = {}
