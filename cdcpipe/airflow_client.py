@@ -87,5 +87,5 @@ class AirflowClient:
             last = line
             if run["state"] in FINISHED:
                 return run
-            time.sleep(2)
+            time.sleep(0.5)
         raise CdcpipeError(f"run {run_id} of {dag_id} not finished after {timeout:.0f}s: {last}")

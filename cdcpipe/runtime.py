@@ -138,6 +138,8 @@ def down(settings: Settings, names: Iterable[str] | None = None, *, purge: bool 
     if purge:
         if names is not None:
             raise CdcpipeError("--purge deletes the whole state directory; use it without service names")
+        for svc in services(settings):
+            svc.purge()
         if settings.home.exists():
             shutil.rmtree(settings.home)
             progress(f"✓ removed {settings.home}")

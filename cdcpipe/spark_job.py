@@ -78,8 +78,9 @@ def start(
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         report = read_progress(settings)
-        if report and report.get("state") == "running":
-            progress(f"spark job running (pid {pid}, master {master or settings.spark_master})")
+        if report and report.get("state") in ("running", "waiting", "retrying"):
+            state = report["state"] + (f": {report['reason']}" if report.get("reason") else "")
+            progress(f"spark job started (pid {pid}, master {master or settings.spark_master}) - {state}")
             return pid
         if not processes.is_alive(pid):
             log = settings.log_file(PROCESS)
@@ -124,8 +125,16 @@ def progress(settings: Settings) -> dict[str, Any]:
     report = read_progress(settings) or {}
     last = report.get("last_progress") or {}
     sources = last.get("sources") or [{}]
+    if pid is None:
+        state = "stopped"
+    elif report.get("pid") == pid and report.get("state") in ("waiting", "retrying"):
+        state = report["state"]
+    else:
+        state = "running" if report.get("pid") == pid else "starting"
     return {
-        "state": "running" if pid else ("failed" if report.get("state") == "failed" else "stopped"),
+        "state": state,
+        "reason": report.get("reason") if state in ("waiting", "retrying") else None,
+        "failing_since": (report.get("failure") or {}).get("since") if state == "retrying" else None,
         "pid": pid,
         "batch_id": last.get("batchId"),
         "input_rows_per_second": last.get("inputRowsPerSecond"),

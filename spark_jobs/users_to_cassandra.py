@@ -157,6 +157,9 @@ def apply_arrow(batches, conf: dict[str, Any]):
 # --- driver side ---------------------------------------------------------------------------
 QUERY_NAME = "users_to_cassandra"
 HEARTBEAT_SECONDS = 5
+#: Backoff between restarts of a failed query: 2, 4, 8, ... seconds, at most 30.
+RETRY_FIRST_SECONDS = 2.0
+RETRY_MAX_SECONDS = 30.0
 
 
 class ProgressReport(StreamingQueryListener):
@@ -173,6 +176,7 @@ class ProgressReport(StreamingQueryListener):
         self.last: dict[str, Any] | None = None
         self.query: Any = None  # set once started: asked for its last progress until a batch ends
         self.recent: deque[dict[str, Any]] = deque(maxlen=self.RECENT)
+        self.failure: dict[str, Any] | None = None  # the query failed and is being restarted
         self.lock = threading.Lock()
 
     def onQueryStarted(self, event: Any) -> None:
@@ -185,6 +189,7 @@ class ProgressReport(StreamingQueryListener):
         with self.lock:
             self.last = progress
             self.recent.append({k: progress.get(k) for k in self.FIELDS})
+            self.failure = None  # a batch completed: whatever failed before works again
         self.write("running")
 
     def onQueryIdle(self, event: Any) -> None:
@@ -193,16 +198,28 @@ class ProgressReport(StreamingQueryListener):
     def onQueryTerminated(self, event: Any) -> None:
         pass
 
-    def write(self, state: str) -> None:
+    def failed(self, reason: str) -> int:
+        """The query failed: remember why and since when (until a batch completes again);
+        returns how many times in a row it has failed."""
+        with self.lock:
+            previous = self.failure or {"since": time.time(), "attempts": 0}
+            self.failure = {"reason": reason, "since": previous["since"], "attempts": previous["attempts"] + 1}
+            return self.failure["attempts"]
+
+    def write(self, state: str, reason: str | None = None) -> None:
         if self.path is None:
             return
         if self.last is None and self.query is not None:
             self.last = self.query.lastProgress  # e.g. just restarted, nothing new to read yet
         with self.lock:
+            if state == "running" and self.failure:  # restarted, but no batch has completed yet
+                state, reason = "retrying", reason or self.failure["reason"]
             report = {
                 "state": state,
+                "reason": reason,
                 "updated_at": time.time(),
                 "pid": os.getpid(),
+                "failure": self.failure,
                 "last_progress": self.last,
                 "recent": list(self.recent),
                 "totals": dict(self.totals),
@@ -210,6 +227,38 @@ class ProgressReport(StreamingQueryListener):
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(report, default=str))
             tmp.replace(self.path)
+
+
+def wait_for_topic(args: argparse.Namespace, report: ProgressReport, stopping: dict[str, bool]) -> bool:
+    """Wait until the subscribed topic exists (False if asked to stop meanwhile).
+
+    On a fresh stack nothing may have been written yet; ``cdcpipe up`` creates the topic, but
+    another deployment may not. Subscribing to a missing topic fails the query, so the job
+    waits, and says so in its progress file (``cdcpipe spark status``). A pattern needs no
+    wait: it matches topics as they appear.
+    """
+    if args.topic_pattern:
+        return True
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": args.bootstrap, "socket.timeout.ms": 5000, "log_level": 0})
+    since, logged = time.monotonic(), 0.0
+    while not stopping["now"]:
+        try:
+            meta = admin.list_topics(timeout=5)
+            topic = meta.topics.get(args.topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                return True
+            reason = f"waiting for topic {args.topic} to exist on {args.bootstrap}"
+        except KafkaException as exc:
+            reason = f"waiting for Kafka at {args.bootstrap}: {exc}"
+        report.write("waiting", reason)
+        if time.monotonic() - logged > 30:
+            log.info("%s (%.0fs)", reason, time.monotonic() - since)
+            logged = time.monotonic()
+        time.sleep(1)
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,17 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0}
 
-    reader = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", args.bootstrap)
-        .option("startingOffsets", args.starting_offsets)
-        .option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
-        .option("minPartitions", str(args.min_partitions))
-        .option("failOnDataLoss", "true")  # never skip silently past lost offsets
-    )
-    reader = reader.option("subscribePattern", args.topic_pattern) if args.topic_pattern else reader.option("subscribe", args.topic)
-    stream = reader.load().select("key", "value", "topic", "partition", "offset")
-
     def apply_batch(batch, batch_id: int) -> None:
         # The work happens on the executors; only one row of counts per partition returns.
         counts = batch.mapInArrow(lambda it: apply_arrow(it, conf), "records long, writes long, dead long").collect()
@@ -263,14 +301,6 @@ def main(argv: list[str] | None = None) -> int:
 
     report = ProgressReport(args.progress_file, totals)
     spark.streams.addListener(report)
-    query = (
-        stream.writeStream.queryName(QUERY_NAME)
-        .foreachBatch(apply_batch)
-        .option("checkpointLocation", args.checkpoint)
-        .trigger(processingTime=f"{args.trigger_seconds} seconds")
-        .start()
-    )
-    log.info("started: %s -> %s.%s, checkpoint %s", args.topic_pattern or args.topic, args.keyspace, args.table, args.checkpoint)
 
     stopping = {"now": False}
 
@@ -281,26 +311,77 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    report.query = query
-    write_progress = report.write
+    def start_query():
+        reader = (
+            spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", args.bootstrap)
+            .option("startingOffsets", args.starting_offsets)
+            .option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
+            .option("minPartitions", str(args.min_partitions))
+            .option("failOnDataLoss", "true")  # never skip silently past lost offsets
+        )
+        reader = reader.option("subscribePattern", args.topic_pattern) if args.topic_pattern else reader.option("subscribe", args.topic)
+        stream = reader.load().select("key", "value", "topic", "partition", "offset")
+        return (
+            stream.writeStream.queryName(QUERY_NAME)
+            .foreachBatch(apply_batch)
+            .option("checkpointLocation", args.checkpoint)
+            .trigger(processingTime=f"{args.trigger_seconds} seconds")
+            .start()
+        )
 
-    exit_code = 0
+    def pause(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not stopping["now"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    # A failed query is never given up on: anything that escapes apply_partition is the
+    # system's fault (Cassandra, the registry or Kafka away; a record's own faults are
+    # dead-lettered there), so the same batch is retried, with backoff, until it succeeds.
+    # The checkpoint has not moved past it, so nothing is skipped.
+    query = None
     try:
         while not stopping["now"]:
-            if query.awaitTermination(HEARTBEAT_SECONDS):
+            if not wait_for_topic(args, report, stopping):
                 break
-            write_progress("running")  # a heartbeat; batches are reported as they end
-        if query.exception() is not None:
-            log.error("query failed: %s", query.exception())
-            write_progress("failed")
-            exit_code = 1
+            try:
+                query = start_query()
+            except Exception as exc:  # e.g. Kafka unreachable while planning
+                error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            else:
+                report.query = query
+                log.info("started: %s -> %s.%s, checkpoint %s", args.topic_pattern or args.topic, args.keyspace, args.table, args.checkpoint)
+                while not stopping["now"] and not query.awaitTermination(HEARTBEAT_SECONDS):
+                    report.write("running")  # a heartbeat; batches are reported as they end
+                if stopping["now"]:
+                    break
+                failure = query.exception()
+                if failure is None:  # stopped from outside (not by us): nothing to retry
+                    break
+                error = _first_line(failure)
+            attempts = report.failed(error)
+            delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempts - 1))
+            log.error("query failed (%d in a row): %s; restarting in %.0fs", attempts, error, delay)
+            report.write("retrying", f"{error} (attempt {attempts}, next in {delay:.0f}s)")
+            pause(delay)
     finally:
-        if query.isActive:
+        if query is not None and query.isActive:
             query.stop()
-        if exit_code == 0:
-            write_progress("stopped")
+        report.write("stopped")
         spark.stop()
-    return exit_code
+    return 0
+
+
+def _first_line(exc: Any) -> str:
+    """A StreamingQueryException in one line: its headline and, when the batch function
+    raised, the Python exception at the root (e.g. cassandra's NoHostAvailable)."""
+    import re
+
+    text = str(getattr(exc, "desc", None) or exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    head = lines[0] if lines else exc.__class__.__name__
+    causes = [line for line in lines[1:] if re.match(r"^[\w.]+(Error|Exception|Unavailable|Timeout)\b[^ ]*:? ", line)]
+    return (head + (f" <- {causes[-1]}" if causes else ""))[:600]
 
 
 if __name__ == "__main__":

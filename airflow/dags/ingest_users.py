@@ -18,15 +18,17 @@ from the WAL, and the Spark job applies it to Cassandra.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
 
 @dag(
     dag_id="ingest_users",
-    schedule="0 * * * *",
-    start_date=datetime(2026, 1, 1),
+    # every hour, from the next tick on: no start_date and run_immediately=False, so unpausing
+    # the DAG does not start a run for the tick just past (which, with max_active_runs=1,
+    # made a triggered run wait behind it: 50 s of "queued" for a 5 s run).
+    schedule=CronTriggerTimetable("0 * * * *", timezone="UTC", run_immediately=False),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,

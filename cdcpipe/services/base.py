@@ -57,6 +57,9 @@ class Service:
         """Connection details for ``status``."""
         return {}
 
+    def purge(self) -> None:
+        """Delete state kept outside the state directory (``down --purge``); most keep none."""
+
     # --- derived ---------------------------------------------------------------------
     def pids(self) -> dict[str, int | None]:
         return {proc: processes.pid_of(self.settings, proc) for proc in self.processes}

@@ -67,16 +67,36 @@ class Kafka(Service):
         config.write_text(properties(self._server_properties()))
         (self.dir / "log4j2.properties").write_text(log4j2_config())
         if not (self.dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            import subprocess
+            self._format()
 
-            done = subprocess.run(
-                self._jvm("kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config)),
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode != 0:
-                raise ServiceFailed("kafka", f"formatting the KRaft storage failed:\n{done.stdout}{done.stderr}")
+    def _format(self) -> None:
+        """Format the KRaft storage in a scratch directory and rename it into place when
+        complete, so a format killed half-way leaves nothing a later ``up`` would trust."""
+        import shutil
+        import subprocess
+
+        data, scratch = self.dir / "data", self.dir / "data.format"
+        if data.exists():
+            if any(data.iterdir()):
+                raise ServiceFailed(
+                    "kafka",
+                    f"{data} holds files but no meta.properties: not formatted storage. If it holds nothing "
+                    f"you need: rm -rf '{data}' and run 'cdcpipe up' again",
+                )
+            data.rmdir()
+        shutil.rmtree(scratch, ignore_errors=True)
+        config = self.dir / "format.properties"
+        config.write_text(properties({**self._server_properties(), "log.dirs": scratch}))
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        done = subprocess.run(
+            self._jvm("kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config)),
+            capture_output=True,
+            text=True,
+        )
+        config.unlink(missing_ok=True)
+        if done.returncode != 0:
+            raise ServiceFailed("kafka", f"formatting the KRaft storage failed:\n{done.stdout}{done.stderr}")
+        scratch.rename(data)
 
     def launch(self) -> None:
         self.spawn("kafka", self._jvm("kafka.Kafka", str(self.dir / "server.properties")))
@@ -96,6 +116,12 @@ class Kafka(Service):
             raise NotReady(str(exc)) from None
         if not meta.brokers:
             raise NotReady("no broker registered yet")
+
+    def after_ready(self) -> None:
+        """The CDC topics of connectors/topics.json, before Connect writes or Spark reads them."""
+        from .. import topics
+
+        topics.ensure(self.admin(), topics.load())
 
     def info(self) -> dict[str, Any]:
         return {"bootstrap": self.bootstrap, "data_dir": str(self.dir / "data")}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pwd
 import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +81,83 @@ def _run_as() -> str | None:
     raise MissingDependency("Running as root, but neither a 'postgres' nor a 'nobody' account exists to run PostgreSQL.")
 
 
+#: Where the cluster lives when the server's account cannot reach the state directory.
+EXTERNAL_ROOT = Path("/var/lib/cdcpipe")
+
+
+def _reachable_by(user: str, path: Path) -> bool:
+    """Can ``user`` enter ``path``? (Every directory above it needs search permission.)"""
+    return subprocess.run(["/bin/sh", "-c", 'cd "$1"', "sh", str(path)], user=user, capture_output=True).returncode == 0
+
+
 class Postgres(Service):
+    """PostgreSQL as the state directory's owner, or, under root, as the ``postgres`` account.
+
+    Under root the server must run as another account (PostgreSQL refuses root), and that
+    account must reach its data directory, its socket directory and initdb's password file.
+    A checkout in root's home (mode 0700) or in a ``mktemp -d`` directory is out of its
+    reach, so the cluster then lives in ``/var/lib/cdcpipe/postgres-<hash of the state
+    directory>`` (mode 0700, owned by that account), and ``<state>/postgres`` is a symbolic
+    link to it; ``down --purge`` removes both. Nothing above the checkout is chmod-ed.
+    """
+
     name = "postgres"
     processes = ("postgres",)
     port_names = ("postgres",)
     start_timeout = 60.0
     # SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, checkpoint, exit.
     stop_signal = signal.SIGINT
+
+    def __init__(self, settings, secrets):
+        super().__init__(settings, secrets)
+        if self.dir.is_symlink():  # placed outside the state directory by an earlier prepare()
+            self.dir = self.dir.resolve()
+
+    @property
+    def link(self) -> Path:
+        return self.settings.service_dir(self.name)
+
+    def _place(self) -> None:
+        """Decide, once per state directory, where the cluster lives (see the class doc)."""
+        user = _run_as()
+        if user is None or self.link.is_symlink():
+            return
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        if _reachable_by(user, self.settings.home):
+            return
+        if self.link.exists():
+            if (self.link / "data" / "PG_VERSION").exists():
+                raise ServiceFailed(
+                    "postgres",
+                    f"the cluster in {self.link} is no longer reachable by the '{user}' account (a directory "
+                    f"above {self.settings.home} was made private). Give that account search permission "
+                    f"again (chmod o+x on the directories above), or move the checkout",
+                )
+            shutil.rmtree(self.link)  # what an earlier, failed start left: no cluster in it
+        digest = hashlib.sha256(str(self.settings.home).encode()).hexdigest()[:12]
+        external = EXTERNAL_ROOT / f"postgres-{digest}"
+        EXTERNAL_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if external.exists():
+            # Left by an earlier state directory at this same path, since deleted: its
+            # passwords went with it, so the cluster can't be used. A new one replaces it.
+            shutil.rmtree(external)
+        external.mkdir(mode=0o700)
+        self._chown(external)
+        self.link.symlink_to(external, target_is_directory=True)
+        self.dir = external
+        print(
+            f"  postgres         {self.settings.home} is not reachable by the '{user}' account that runs "
+            f"PostgreSQL (a directory above it is private); its cluster lives in {external} instead "
+            f"({self.link} links to it; 'cdcpipe down --purge' removes it)",
+            file=sys.stderr,
+        )
+
+    def purge(self) -> None:
+        """Remove a cluster placed outside the state directory (``down --purge``)."""
+        if self.link.is_symlink():
+            target = self.link.resolve()
+            if target.parent == EXTERNAL_ROOT:
+                shutil.rmtree(target, ignore_errors=True)
 
     @property
     def data_dir(self) -> Path:
@@ -106,35 +178,55 @@ class Postgres(Service):
 
     def prepare(self) -> None:
         bin_dir = find_bin_dir()
+        self._place()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         if not (self.data_dir / "PG_VERSION").exists():
-            self.data_dir.mkdir(exist_ok=True)
-            pwfile = self.dir / "initdb.pw"
-            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(self.secrets["postgres"] + "\n")
-            self._chown(self.dir, self.data_dir, pwfile)
-            try:
-                done = subprocess.run(
-                    [
-                        str(bin_dir / "initdb"),
-                        "-D", str(self.data_dir),
-                        "-U", "postgres",
-                        f"--pwfile={pwfile}",
-                        "--auth=scram-sha-256",
-                        "--encoding=UTF8",
-                        "--no-locale",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    user=_run_as(),
-                )
-            finally:
-                pwfile.unlink(missing_ok=True)
-            if done.returncode != 0:
-                raise ServiceFailed("postgres", f"initdb failed:\n{done.stdout}\n{done.stderr}")
+            self._initdb(bin_dir)
         self._chown(self.dir, self.socket_dir)
+
+    def _initdb(self, bin_dir: Path) -> None:
+        """A new cluster, made in a scratch directory and renamed into place when complete,
+        so an initdb killed half-way leaves nothing that a later ``up`` would mistake for a
+        cluster (the scratch directory is simply made again)."""
+        if self.data_dir.exists():
+            if any(self.data_dir.iterdir()):
+                raise ServiceFailed(
+                    "postgres",
+                    f"{self.data_dir} holds files but no PG_VERSION: not a complete cluster (an interrupted "
+                    f"initdb of an older cdcpipe?). If it holds nothing you need: rm -rf '{self.data_dir}' "
+                    "and run 'cdcpipe up' again",
+                )
+            self.data_dir.rmdir()
+        scratch = self.dir / "data.initdb"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(mode=0o700)
+        pwfile = self.dir / "initdb.pw"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.secrets["postgres"] + "\n")
+        self._chown(self.dir, scratch, pwfile)
+        try:
+            done = subprocess.run(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D", str(scratch),
+                    "-U", "postgres",
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                ],
+                capture_output=True,
+                text=True,
+                user=_run_as(),
+                cwd=self.dir,  # not the caller's directory, which the server's account may not enter
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if done.returncode != 0:
+            raise ServiceFailed("postgres", f"initdb failed:\n{done.stdout}\n{done.stderr}")
+        scratch.rename(self.data_dir)
 
     def launch(self) -> None:
         argv = [str(find_bin_dir() / "postgres"), "-D", str(self.data_dir)]
@@ -147,7 +239,7 @@ class Postgres(Service):
         }
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
-        self.spawn("postgres", argv, user=_run_as())
+        self.spawn("postgres", argv, user=_run_as(), cwd=self.dir)
 
     def connect(self, dbname: str = "postgres", user: str = "postgres", **kwargs: Any):
         import psycopg
