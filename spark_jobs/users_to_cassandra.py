@@ -30,6 +30,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQueryListener
 
 log = logging.getLogger("users_to_cassandra")
@@ -351,8 +352,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 report.query = query
                 log.info("started: %s -> %s.%s, checkpoint %s", args.topic_pattern or args.topic, args.keyspace, args.table, args.checkpoint)
-                while not stopping["now"] and not query.awaitTermination(HEARTBEAT_SECONDS):
-                    report.write("running")  # a heartbeat; batches are reported as they end
+                try:
+                    while not stopping["now"] and not query.awaitTermination(HEARTBEAT_SECONDS):
+                        report.write("running")  # a heartbeat; batches are reported as they end
+                except StreamingQueryException:
+                    pass  # awaitTermination raises what failed the query; query.exception() has it
                 if stopping["now"]:
                     break
                 failure = query.exception()
@@ -373,16 +377,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _first_line(exc: Any) -> str:
-    """A StreamingQueryException in one line: its headline and, when the batch function
-    raised, the Python exception at the root (e.g. cassandra's NoHostAvailable)."""
+    """A failed query's reason in one line: Spark's error class and the exception at the root
+    (the Python one when the batch function raised, e.g. cassandra's NoHostAvailable)."""
     import re
 
-    text = str(getattr(exc, "desc", None) or exc)
+    text = str(exc)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    head = lines[0] if lines else exc.__class__.__name__
-    causes = [line for line in lines[1:] if re.match(r"^[\w.]+(Error|Exception|Unavailable|Timeout)\b[^ ]*:? ", line)]
-    return (head + (f" <- {causes[-1]}" if causes else ""))[:600]
-
+    codes = [c for c in re.findall(r"\[([A-Z][A-Z_]+)\]", text) if c != "STREAM_FAILED"]
+    causes = [
+        line for line in lines
+        if re.match(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Unavailable|Timeout|Failure)?: ", line)
+        and not line.startswith(("pyspark.", "py4j.", "org.apache.spark.", "Traceback"))
+    ]
+    parts = [codes[0]] if codes else []
+    parts.append(causes[-1] if causes else (lines[0] if lines else exc.__class__.__name__))
+    return ": ".join(parts)[:600]
 
 if __name__ == "__main__":
     sys.exit(main())
