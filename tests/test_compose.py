@@ -2,11 +2,13 @@
 long-running services have healthchecks, referenced paths and variables exist, published
 ports do not collide, and Connect's Debezium matches the local runtime's manifest. And its
 security defaults: ports on 127.0.0.1, no default secrets (preflight and
-scripts/docker-env.py run here for real), Spark RPC authentication."""
+scripts/docker-env.py run here for real), Spark RPC authentication, the connector PUT
+(against a fake Connect on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import base64
+import http.server
 import importlib.util
 import json
 import os
@@ -15,6 +17,7 @@ import shlex
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -113,6 +116,7 @@ def test_debezium_version_matches_the_local_manifest():
 # --- Security defaults (README, "Docker: security") ------------------------------------
 
 ENV_SCRIPT = REPO / "scripts" / "docker-env.py"
+REGISTER_SCRIPT = REPO / "scripts" / "register-connector.py"
 EXAMPLE = REPO / ".env.example"
 # Variables compose may fill from a default: the port switch and the optional API URL.
 OPTIONAL = {"CDCPIPE_BIND_ADDRESS": "127.0.0.1", "RANDOMUSER_URL": ""}
@@ -318,6 +322,70 @@ def test_spark_authenticates_and_keeps_the_secret_off_command_lines(compose):
     for name, svc in services.items():
         for arg in [*svc.get("command", []), *(str(v) for v in (svc.get("environment") or {}).values())]:
             assert "-Dspark.authenticate.secret" not in arg and "--conf spark.authenticate.secret" not in arg, name
+
+
+def test_connector_init_puts_the_config(compose):
+    init = compose["services"]["connector-init"]
+    assert init["command"] == ["python3", "/scripts/register-connector.py", "/connectors/users-cdc.json",
+                               "http://connect:8083"]
+    assert {"./connectors:/connectors:ro", "./scripts:/scripts:ro"} <= set(init["volumes"])
+
+
+class _FakeConnect(http.server.BaseHTTPRequestHandler):
+    answers: list[int] = []
+    requests: list[tuple[str, str, object]] = []
+
+    def do_PUT(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(("PUT", self.path, body))
+        status = type(self).answers.pop(0)
+        payload = json.dumps({"error_code": status, "message": "fake"} if status >= 300 else {"name": "x"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_POST(self):
+        type(self).requests.append(("POST", self.path, None))
+        self.send_response(405)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_connect():
+    _FakeConnect.answers, _FakeConnect.requests = [], []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeConnect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield _FakeConnect, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _register(url: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REGISTER_SCRIPT), str(REPO / "connectors" / "users-cdc.json"), url],
+                          env={**os.environ, "REGISTER_RETRY_DELAY": "0", "REGISTER_ATTEMPTS": "3"},
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("answers, ok", [([201], True), ([200], True), ([409, 200], True),
+                                         ([400], False), ([409, 409, 409], False), ([500, 500, 500], False)])
+def test_register_connector_puts_only_the_config(fake_connect, answers, ok):
+    handler, url = fake_connect
+    handler.answers = list(answers)
+    result = _register(url)
+    connector = json.loads((REPO / "connectors" / "users-cdc.json").read_text())
+    assert (result.returncode == 0) == ok, result.stderr
+    assert handler.requests and all(
+        r == ("PUT", f"/connectors/{connector['name']}/config", connector["config"]) for r in handler.requests)
+    if not ok:
+        assert "NOT registered" in result.stderr and "fake" in result.stderr
+    # 409 and 5xx are retried (3 attempts here), a 400 is not.
+    assert handler.answers == [] and len(handler.requests) == len(answers)
 
 
 def test_control_center_is_local_and_cassandra_auth_is_explained(compose):
