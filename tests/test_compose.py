@@ -3,7 +3,7 @@ long-running services have healthchecks, referenced paths and variables exist, p
 ports do not collide, and Connect's Debezium matches the local runtime's manifest. And its
 security defaults: ports on 127.0.0.1, no default secrets (preflight and
 scripts/docker-env.py run here for real), Spark RPC authentication, the connector PUT
-(against a fake Connect on 127.0.0.1)."""
+(against a fake Connect on 127.0.0.1) and the topic as connectors/topics.json says."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_every_image_is_pinned(compose):
 
 def test_long_running_services_have_healthchecks(compose):
     one_shots = {n for n, s in compose["services"].items() if s.get("restart") == "no"}
-    assert {"preflight", "postgres-setup", "connector-init", "cassandra-init", "airflow-init"} <= one_shots
+    assert {"preflight", "postgres-setup", "topics-init", "connector-init", "cassandra-init", "airflow-init"} <= one_shots
     for name, svc in compose["services"].items():
         if name not in one_shots:
             assert "healthcheck" in svc, f"{name} has no healthcheck"
@@ -322,6 +322,42 @@ def test_spark_authenticates_and_keeps_the_secret_off_command_lines(compose):
     for name, svc in services.items():
         for arg in [*svc.get("command", []), *(str(v) for v in (svc.get("environment") or {}).values())]:
             assert "-Dspark.authenticate.secret" not in arg and "--conf spark.authenticate.secret" not in arg, name
+
+
+def _topic_commands(compose) -> list[list[str]]:
+    script = "\n".join(compose["services"]["topics-init"]["command"]).replace("\\\n", " ")
+    return [shlex.split(line) for line in script.splitlines() if line.strip()]
+
+
+def test_topics_init_matches_topics_json(compose):
+    topics = json.loads((REPO / "connectors" / "topics.json").read_text())["topics"]
+    assert topics
+    commands = _topic_commands(compose)
+    creates = [c for c in commands if c[0] == "kafka-topics" and "--create" in c]
+    alters = [c for c in commands if c[0] == "kafka-configs" and "--alter" in c]
+    assert len(creates) == len(alters) == len(topics)
+
+    def opt(cmd, flag):
+        values = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == flag]
+        return values
+
+    for topic in topics:
+        create = next(c for c in creates if opt(c, "--topic") == [topic["name"]])
+        assert "--if-not-exists" in create
+        assert opt(create, "--bootstrap-server") == ["kafka:29092"]
+        assert opt(create, "--partitions") == [str(topic["partitions"])]
+        assert opt(create, "--replication-factor") == [str(topic["replication_factor"])]
+        configs = dict(kv.split("=", 1) for kv in opt(create, "--config"))
+        assert configs == {k: str(v) for k, v in topic["config"].items()}
+        alter = next(c for c in alters if opt(c, "--entity-name") == [topic["name"]])
+        assert opt(alter, "--entity-type") == ["topics"]
+        assert opt(alter, "--bootstrap-server") == ["kafka:29092"]
+        (added,) = opt(alter, "--add-config")
+        assert dict(kv.split("=", 1) for kv in added.split(",")) == configs
+    services = compose["services"]
+    assert services["topics-init"]["restart"] == "no"
+    for reader in ("connect", "connector-init", "spark-job"):
+        assert services[reader]["depends_on"]["topics-init"]["condition"] == "service_completed_successfully"
 
 
 def test_connector_init_puts_the_config(compose):
