@@ -1,10 +1,23 @@
 """docker-compose.yml, checked without a Docker engine: it parses, every image is pinned,
 long-running services have healthchecks, referenced paths and variables exist, published
-ports do not collide, and Connect's Debezium matches the local runtime's manifest."""
+ports do not collide, and Connect's Debezium matches the local runtime's manifest. And its
+security defaults: ports on 127.0.0.1, no default secrets (preflight and
+scripts/docker-env.py run here for real), Spark RPC authentication, the connector PUT
+(against a fake Connect on 127.0.0.1) and the topic as connectors/topics.json says."""
 
 from __future__ import annotations
 
+import base64
+import http.server
+import importlib.util
+import json
+import os
 import re
+import shlex
+import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,7 +57,7 @@ def test_every_image_is_pinned(compose):
 
 def test_long_running_services_have_healthchecks(compose):
     one_shots = {n for n, s in compose["services"].items() if s.get("restart") == "no"}
-    assert {"postgres-setup", "connector-init", "cassandra-init", "airflow-init"} <= one_shots
+    assert {"preflight", "postgres-setup", "topics-init", "connector-init", "cassandra-init", "airflow-init"} <= one_shots
     for name, svc in compose["services"].items():
         if name not in one_shots:
             assert "healthcheck" in svc, f"{name} has no healthcheck"
@@ -76,7 +89,7 @@ def test_referenced_paths_exist(compose):
 
 def test_pipeline_files_are_mounted_not_copied(compose):
     mounts = {v.split(":")[0] for s in compose["services"].values() for v in s.get("volumes", [])}
-    assert {"./airflow/dags", "./connectors", "./sql/postgres", "./sql/cassandra", "./spark_jobs"} <= mounts
+    assert {"./airflow/dags", "./connectors", "./sql/postgres", "./sql/cassandra", "./spark_jobs", "./scripts"} <= mounts
 
 
 def test_every_variable_is_in_env_example():
@@ -87,7 +100,7 @@ def test_every_variable_is_in_env_example():
 
 
 def test_published_ports_do_not_collide(compose):
-    published = [p.split(":")[0] for s in compose["services"].values() for p in s.get("ports", [])]
+    published = [_host_port(p) for _, p in _ports(compose)]
     assert len(published) == len(set(published)), published
     assert {"8080", "9021", "8083", "8081", "8090", "9042", "5432"} <= set(published)
 
@@ -98,3 +111,319 @@ def test_debezium_version_matches_the_local_manifest():
     spark = (REPO / "spark_jobs" / "Dockerfile").read_text()
     assert re.search(r"ARG SPARK_VERSION=(\S+)", spark).group(1) == manifest_version("spark.version")
     assert f"apache/spark:{manifest_version('spark.version')}-" in spark
+
+
+# --- Security defaults (README, "Docker: security") ------------------------------------
+
+ENV_SCRIPT = REPO / "scripts" / "docker-env.py"
+REGISTER_SCRIPT = REPO / "scripts" / "register-connector.py"
+EXAMPLE = REPO / ".env.example"
+# Variables compose may fill from a default: the port switch and the optional API URL.
+OPTIONAL = {"CDCPIPE_BIND_ADDRESS": "127.0.0.1", "RANDOMUSER_URL": ""}
+_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+
+
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def docker_env():
+    return _load_script(ENV_SCRIPT)
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?message}, enough for these tests."""
+
+    def one(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        current = env.get(name)
+        if op == ":-" and not current:
+            return arg
+        if op == ":?" and not current:
+            raise LookupError(f"{name}: {arg}")
+        return current or ""
+
+    return _VAR.sub(one, value).replace("$$", "$")
+
+
+def _host_ip(entry, env: dict[str, str]) -> str:
+    if isinstance(entry, dict):  # long syntax
+        return _interpolate(str(entry.get("host_ip", "")), env)
+    parts = _interpolate(str(entry), env).split(":")
+    # ip:host:container; host:container and a bare container port bind every address.
+    return parts[0] if len(parts) == 3 else "0.0.0.0"
+
+
+def _host_port(entry) -> str:
+    if isinstance(entry, dict):
+        return str(entry["published"])
+    parts = _interpolate(str(entry), {}).split(":")
+    return parts[-2] if len(parts) >= 2 else parts[-1]
+
+
+def _ports(compose):
+    return [(name, p) for name, svc in compose["services"].items() for p in svc.get("ports", [])]
+
+
+def _example_values() -> dict[str, str]:
+    return _load_script(ENV_SCRIPT).read_env_file(EXAMPLE)
+
+
+def _generated(docker_env, tmp_path) -> Path:
+    out = tmp_path / ".env"
+    assert docker_env.main(["--output", str(out)]) == 0
+    return out
+
+
+def _check(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """scripts/docker-env.py --check as the preflight container runs it: values in its environment."""
+    clean = {k: v for k, v in os.environ.items() if k not in _load_script(ENV_SCRIPT).GENERATED}
+    return subprocess.run([sys.executable, str(ENV_SCRIPT), "--check"], env={**clean, **env},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_ports_are_published_on_localhost_by_default(compose):
+    assert _ports(compose)
+    for name, entry in _ports(compose):
+        assert _host_ip(entry, {}) == "127.0.0.1", f"{name}: {entry} is published beyond this machine"
+        assert _host_ip(entry, {"CDCPIPE_BIND_ADDRESS": ""}) == "127.0.0.1", f"{name}: {entry}"
+        # ... and the one documented switch exposes them.
+        assert _host_ip(entry, {"CDCPIPE_BIND_ADDRESS": "0.0.0.0"}) == "0.0.0.0", f"{name}: {entry}"
+    assert "CDCPIPE_BIND_ADDRESS" in EXAMPLE.read_text()
+
+
+def test_no_variable_has_a_default_except_the_optional_ones(compose, docker_env):
+    text = COMPOSE.read_text()
+    found = list(_VAR.finditer(text))
+    assert found
+    for match in found:
+        name, op = match.group(1), match.group(2)
+        if name in OPTIONAL:
+            assert op == ":-" and match.group(3) == OPTIONAL[name], match.group(0)
+        else:
+            assert op == ":?" and match.group(3).strip(), f"{match.group(0)}: a required variable needs :?message"
+    required = {m.group(1) for m in found if m.group(2) == ":?"}
+    assert set(docker_env.GENERATED) == required, "scripts/docker-env.py and the compose file disagree on secrets"
+    # preflight sees every one of them.
+    assert set(compose["services"]["preflight"]["environment"]) == set(docker_env.GENERATED)
+
+
+def test_env_example_holds_no_secret(docker_env):
+    values = _example_values()
+    for name in docker_env.GENERATED:
+        assert name in values, f".env.example does not mention {name}"
+        assert values[name] == "", f".env.example: {name} must stay empty (compose then refuses to start)"
+
+
+def test_preflight_refuses_env_example_and_placeholders(docker_env, tmp_path):
+    example = _example_values()
+    result = _check(example)
+    assert result.returncode == 1
+    assert "refusing to start" in result.stderr and "scripts/docker-env.py" in result.stderr
+    # The old .env.example's placeholders, as a .env copied from it still holds them.
+    old = {name: f"change-me-{name.lower()}" for name in docker_env.SECRETS}
+    result = _check({**old, "KAFKA_CLUSTER_ID": "MkU3OEVBNTcwNTJENDM2Qk"})
+    assert result.returncode == 1 and "placeholder" in result.stderr
+
+    good = docker_env.read_env_file(_generated(docker_env, tmp_path))
+    assert docker_env.problems(good) == []
+    for name in docker_env.SECRETS:
+        # Each of .env.example's values is refused on its own, and so are typed placeholders.
+        for bad in (example[name], "change-me", "change-me-postgres", "CHANGEME-please-now", "short-pw", "password"):
+            found = docker_env.problems({**good, name: bad})
+            assert found and all(p.startswith(name) for p in found), (name, bad, found)
+    for name, bad in (
+        # The Fernet key an earlier .env.example shipped is public, hence refused.
+        ("AIRFLOW_FERNET_KEY", "TNnW3f0ZfkNvsp0aJHV8iqN2DT7o0ac8dVJ3OYPUCkI="),
+        ("AIRFLOW_FERNET_KEY", "not-base64-but-long-enough!"),
+        ("KAFKA_CLUSTER_ID", "too-short"),
+        ("AIRFLOW_DB_PASSWORD", "long-enough-but-has@and:"),
+    ):
+        found = docker_env.problems({**good, name: bad})
+        assert found and all(p.startswith(name) for p in found), (name, bad, found)
+
+
+def test_preflight_accepts_generated_env(docker_env, tmp_path):
+    env_file = _generated(docker_env, tmp_path)
+    result = _check(docker_env.read_env_file(env_file))
+    assert result.returncode == 0, result.stderr
+    assert docker_env.main(["--check", "--env-file", str(env_file)]) == 0
+
+
+def test_generated_env_is_complete_private_and_not_overwritten(docker_env, tmp_path):
+    env_file = _generated(docker_env, tmp_path)
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    values = docker_env.read_env_file(env_file)
+    used = {m.group(1) for m in _VAR.finditer(COMPOSE.read_text())}
+    assert used <= set(values), f"missing from the generated .env: {sorted(used - set(values))}"
+    for name in docker_env.GENERATED:
+        assert values[name], name
+    assert len(base64.urlsafe_b64decode(values["AIRFLOW_FERNET_KEY"])) == 32
+    assert len(values["KAFKA_CLUSTER_ID"]) == 22
+    assert len(base64.urlsafe_b64decode(values["KAFKA_CLUSTER_ID"] + "==")) == 16
+    assert len({values[name] for name in docker_env.SECRETS}) == len(docker_env.SECRETS), "secrets repeat"
+    # Comments of .env.example carried over, so .env documents itself.
+    assert "CDCPIPE_BIND_ADDRESS" in env_file.read_text() and values["CDCPIPE_BIND_ADDRESS"] == "127.0.0.1"
+
+    before = env_file.read_text()
+    assert docker_env.main(["--output", str(env_file)]) == 1
+    assert env_file.read_text() == before, "refused, yet changed"
+    env_file.chmod(0o644)
+    assert docker_env.main(["--output", str(env_file), "--force"]) == 0
+    assert env_file.read_text() != before
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [".env"], "temporary files left behind"
+
+
+def test_every_service_waits_for_preflight(compose):
+    services = compose["services"]
+    assert services["preflight"]["restart"] == "no"
+    assert services["preflight"]["command"][-2:] == ["/scripts/docker-env.py", "--check"]
+
+    def reaches(name: str, seen=()) -> bool:
+        deps = services[name].get("depends_on", {})
+        if deps.get("preflight", {}).get("condition") == "service_completed_successfully":
+            return True
+        return any(reaches(dep, seen + (name,)) for dep in deps if dep not in seen)
+
+    for name in services:
+        if name != "preflight":
+            assert reaches(name), f"{name} can start before preflight has passed"
+
+
+def test_postgres_uses_scram(compose):
+    env = compose["services"]["postgres"]["environment"]
+    assert env["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    assert "--auth-host=scram-sha-256" in env["POSTGRES_INITDB_ARGS"]
+
+
+def test_spark_authenticates_and_keeps_the_secret_off_command_lines(compose):
+    services = compose["services"]
+    for name, opts_var in (("spark-master", "SPARK_MASTER_OPTS"), ("spark-worker", "SPARK_WORKER_OPTS")):
+        env = services[name]["environment"]
+        opts = env[opts_var].split()
+        assert "-Dspark.authenticate=true" in opts and "-Dspark.ui.killEnabled=false" in opts, name
+        assert env["_SPARK_AUTH_SECRET"].startswith("${SPARK_AUTH_SECRET:?"), name
+    job = services["spark-job"]
+    assert job["environment"]["_SPARK_AUTH_SECRET"].startswith("${SPARK_AUTH_SECRET:?")
+    script = job["command"][-1]
+    submit = shlex.split(script[script.index("exec "):].replace("\\\n", " "))
+    confs = [submit[i + 1] for i, arg in enumerate(submit) if arg == "--conf"]
+    assert "spark.authenticate=true" in confs and "spark.ui.killEnabled=false" in confs
+    assert "--properties-file" in submit
+    # The secret reaches no command line: only printf (a bash builtin) writes it to the file.
+    for line in script.splitlines():
+        if "_SPARK_AUTH_SECRET" in line:
+            assert line.startswith("printf ") and "> /tmp/spark-auth.properties" in line, line
+    for name, svc in services.items():
+        for arg in [*svc.get("command", []), *(str(v) for v in (svc.get("environment") or {}).values())]:
+            assert "-Dspark.authenticate.secret" not in arg and "--conf spark.authenticate.secret" not in arg, name
+
+
+def _topic_commands(compose) -> list[list[str]]:
+    script = "\n".join(compose["services"]["topics-init"]["command"]).replace("\\\n", " ")
+    return [shlex.split(line) for line in script.splitlines() if line.strip()]
+
+
+def test_topics_init_matches_topics_json(compose):
+    topics = json.loads((REPO / "connectors" / "topics.json").read_text())["topics"]
+    assert topics
+    commands = _topic_commands(compose)
+    creates = [c for c in commands if c[0] == "kafka-topics" and "--create" in c]
+    alters = [c for c in commands if c[0] == "kafka-configs" and "--alter" in c]
+    assert len(creates) == len(alters) == len(topics)
+
+    def opt(cmd, flag):
+        values = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == flag]
+        return values
+
+    for topic in topics:
+        create = next(c for c in creates if opt(c, "--topic") == [topic["name"]])
+        assert "--if-not-exists" in create
+        assert opt(create, "--bootstrap-server") == ["kafka:29092"]
+        assert opt(create, "--partitions") == [str(topic["partitions"])]
+        assert opt(create, "--replication-factor") == [str(topic["replication_factor"])]
+        configs = dict(kv.split("=", 1) for kv in opt(create, "--config"))
+        assert configs == {k: str(v) for k, v in topic["config"].items()}
+        alter = next(c for c in alters if opt(c, "--entity-name") == [topic["name"]])
+        assert opt(alter, "--entity-type") == ["topics"]
+        assert opt(alter, "--bootstrap-server") == ["kafka:29092"]
+        (added,) = opt(alter, "--add-config")
+        assert dict(kv.split("=", 1) for kv in added.split(",")) == configs
+    services = compose["services"]
+    assert services["topics-init"]["restart"] == "no"
+    for reader in ("connect", "connector-init", "spark-job"):
+        assert services[reader]["depends_on"]["topics-init"]["condition"] == "service_completed_successfully"
+
+
+def test_connector_init_puts_the_config(compose):
+    init = compose["services"]["connector-init"]
+    assert init["command"] == ["python3", "/scripts/register-connector.py", "/connectors/users-cdc.json",
+                               "http://connect:8083"]
+    assert {"./connectors:/connectors:ro", "./scripts:/scripts:ro"} <= set(init["volumes"])
+
+
+class _FakeConnect(http.server.BaseHTTPRequestHandler):
+    answers: list[int] = []
+    requests: list[tuple[str, str, object]] = []
+
+    def do_PUT(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(("PUT", self.path, body))
+        status = type(self).answers.pop(0)
+        payload = json.dumps({"error_code": status, "message": "fake"} if status >= 300 else {"name": "x"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_POST(self):
+        type(self).requests.append(("POST", self.path, None))
+        self.send_response(405)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_connect():
+    _FakeConnect.answers, _FakeConnect.requests = [], []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeConnect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield _FakeConnect, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _register(url: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REGISTER_SCRIPT), str(REPO / "connectors" / "users-cdc.json"), url],
+                          env={**os.environ, "REGISTER_RETRY_DELAY": "0", "REGISTER_ATTEMPTS": "3"},
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("answers, ok", [([201], True), ([200], True), ([409, 200], True),
+                                         ([400], False), ([409, 409, 409], False), ([500, 500, 500], False)])
+def test_register_connector_puts_only_the_config(fake_connect, answers, ok):
+    handler, url = fake_connect
+    handler.answers = list(answers)
+    result = _register(url)
+    connector = json.loads((REPO / "connectors" / "users-cdc.json").read_text())
+    assert (result.returncode == 0) == ok, result.stderr
+    assert handler.requests and all(
+        r == ("PUT", f"/connectors/{connector['name']}/config", connector["config"]) for r in handler.requests)
+    if not ok:
+        assert "NOT registered" in result.stderr and "fake" in result.stderr
+    # 409 and 5xx are retried (3 attempts here), a 400 is not.
+    assert handler.answers == [] and len(handler.requests) == len(answers)
+
+
+def test_control_center_is_local_and_cassandra_auth_is_explained(compose):
+    text = COMPOSE.read_text()
+    assert "PasswordAuthenticator" in text and "delete topics" in text
