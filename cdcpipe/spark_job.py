@@ -51,6 +51,12 @@ def job_env() -> dict[str, str]:
     return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
 
 
+def wanted_file(settings: Settings) -> Path:
+    """Present while the job should run: written by start(), removed by stop(). ``cdcpipe up``
+    starts the job again when it finds this file and no job (after a crash or a reboot)."""
+    return settings.service_dir("spark") / "job-wanted.json"
+
+
 def read_progress(settings: Settings) -> dict[str, Any] | None:
     try:
         return json.loads(progress_file(settings).read_text())
@@ -67,6 +73,9 @@ def start(
     **extra: Any,
 ) -> int:
     """Start the job detached (idempotent) and wait until its streaming query runs."""
+    if checkpoint is None:  # the pipeline's own job (not a benchmark's): keep it running
+        wanted_file(settings).parent.mkdir(parents=True, exist_ok=True)
+        wanted_file(settings).write_text(json.dumps({"master": master, **extra}))
     pid = processes.pid_of(settings, PROCESS)
     if pid is not None:
         progress(f"spark job already running (pid {pid})")
@@ -90,8 +99,22 @@ def start(
 
 
 def stop(settings: Settings, timeout: float = 90.0) -> bool:
-    """Ask the job to stop after its current batch (SIGTERM); force after ``timeout``."""
+    """Ask the job to stop after its current batch (SIGTERM); force after ``timeout``.
+    ``cdcpipe up`` no longer starts it either."""
+    wanted_file(settings).unlink(missing_ok=True)
     return processes.stop(settings, PROCESS, sig=signal.SIGTERM, timeout=timeout)
+
+
+def resume_if_wanted(settings: Settings, progress=print) -> int | None:
+    """Start the job again if it should run and does not (``cdcpipe up`` calls this)."""
+    try:
+        wanted = json.loads(wanted_file(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    if processes.pid_of(settings, PROCESS) is not None:
+        return None
+    progress("  spark job        was running before: starting it again")
+    return start(settings, progress=lambda m: progress(f"✓ {m}"), **wanted)
 
 
 def kill(settings: Settings) -> bool:

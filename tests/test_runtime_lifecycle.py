@@ -95,3 +95,44 @@ def test_a_service_that_dies_is_reported_with_its_log(private_home):
     assert out.returncode == 5, out.stderr
     assert "postgres:" in out.stderr
     assert "last lines of" in out.stderr and "postgres.log" in out.stderr
+
+
+def test_postgres_in_a_private_directory_first_time(tmp_path_factory):
+    """A checkout in root's home or a `mktemp -d` directory (mode 0700), with no state: `up`
+    works the first time, whoever runs it. Under root the server runs as the postgres account,
+    which can't enter such a directory, so its cluster must be placed where it can."""
+    import stat
+    import tempfile
+
+    import psycopg
+
+    private = Path(tempfile.mkdtemp(prefix="cdcpipe-private-"))
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    home = private / "checkout" / ".cdcpipe"
+    port = _free_port()
+    env = {**os.environ, "CDCPIPE_HOME": str(home), "CDCPIPE_PORT_POSTGRES": str(port)}
+    placed = None
+    try:
+        first = cdcpipe(env, "up", "postgres")
+        assert first.returncode == 0, first.stderr
+        secrets = json.loads((home / "secrets.json").read_text())
+        with psycopg.connect(host="127.0.0.1", port=port, dbname="users", user="postgres", password=secrets["postgres"]) as conn:
+            data_dir = Path(conn.execute("SHOW data_directory").fetchone()[0])
+            assert conn.execute("SELECT count(*) FROM public.users").fetchone()[0] == 0
+        assert (data_dir / "PG_VERSION").exists()
+        if os.geteuid() == 0:
+            assert (home / "postgres").is_symlink()
+            placed = (home / "postgres").resolve()
+            assert data_dir == placed / "data"
+            assert placed.owner() == "postgres" and stat.S_IMODE(placed.stat().st_mode) == 0o700
+            assert "is not reachable by the 'postgres' account" in first.stderr and str(placed) in first.stderr
+        else:  # the same account runs the server: it stays in the state directory
+            assert data_dir == home / "postgres" / "data"
+        again = cdcpipe(env, "up", "postgres")
+        assert again.returncode == 0 and "already running" in again.stderr, again.stderr
+    finally:
+        out = cdcpipe(env, "down", "--purge")
+        shutil.rmtree(private, ignore_errors=True)
+    assert out.returncode == 0, out.stderr
+    assert not home.exists()
+    assert placed is None or not placed.exists()
