@@ -202,37 +202,3 @@ def _wait_done(progress_path: Path, n: int, pid: int, log: Path, timeout: float 
             return {"all": [seen[k] for k in sorted(seen)], "totals": totals}
         time.sleep(1)
     raise CdcpipeError(f"bench job did not finish {n} events in {timeout:.0f}s")
-
-
-def latency(settings: Settings, probes: int = 10, timeout: float = 60.0, progress=print) -> dict[str, Any]:
-    """End to end: one insert into public.users at a time, until the row is readable in
-    cdc.users (PostgreSQL -> Debezium -> Kafka -> the running Spark job -> Cassandra).
-    Needs the connector and the job running; the probe rows are deleted afterwards."""
-    import psycopg
-
-    svcs = {s.name: s for s in runtime.services(settings, ["postgres", "cassandra"])}
-    if spark_job.progress(settings)["state"] != "running":
-        raise CdcpipeError("the Spark job is not running: 'cdcpipe spark start' first")
-    session = svcs["cassandra"].session()
-    select = session.prepare("SELECT id FROM cdc.users WHERE id = ?")
-    seconds: list[float] = []
-    ids: list[uuid.UUID] = []
-    try:
-        with psycopg.connect(svcs["postgres"].dsn(), autocommit=True) as pg:
-            for n in range(probes):
-                user_id = uuid.uuid4()
-                ids.append(user_id)
-                started = time.monotonic()
-                pg.execute("INSERT INTO public.users (id, username) VALUES (%s, %s)", [user_id, f"latency-probe-{n}"])
-                while session.execute(select, [user_id]).one() is None:
-                    if time.monotonic() - started > timeout:
-                        raise CdcpipeError(f"probe {user_id} not in cdc.users after {timeout:.0f}s: is the connector running?")
-                    time.sleep(0.02)
-                seconds.append(time.monotonic() - started)
-                progress(f"probe {n + 1}/{probes}: {seconds[-1]:.2f}s")
-            pg.execute("DELETE FROM public.users WHERE id = ANY(%s)", [ids])
-    finally:
-        session.cluster.shutdown()
-    seconds.sort()
-    return {"probes": probes, "median_s": round(seconds[len(seconds) // 2], 2), "max_s": round(seconds[-1], 2),
-            "min_s": round(seconds[0], 2)}

@@ -1,0 +1,248 @@
+"""End-to-end latency: a change committed in PostgreSQL until it is readable in Cassandra.
+
+What `cdcpipe bench --latency N` measures, on the running pipeline (connector and job up):
+
+* **probes** are single-row inserts into ``public.users``, one every ~150 ms with jitter (so
+  they do not phase-lock with the job's trigger), each in its own transaction;
+* ``committed``: the wall clock when COMMIT returned to the client;
+* ``in_kafka``: the Kafka record's timestamp (CreateTime: when Connect's producer sent the
+  event), read by a consumer of ``cdc.public.users`` that decodes keys and picks the probes;
+* ``readable``: the first poll (every 5 ms) that finds the row in ``cdc.users``.
+
+commit -> Kafka is ``in_kafka - committed`` (Debezium: WAL decoding, its poll interval, the
+converter, the producer), Kafka -> Cassandra is ``readable - in_kafka`` (the job's trigger,
+the micro-batch, the write). Everything runs on one machine, one clock.
+
+The probes run twice: at idle, then under a background load that this module generates
+itself in PostgreSQL (``--load`` changes/s: 20% inserts, 70% updates of rows it inserted, 10%
+deletes, committed in small transactions every 20 ms by a thread of its own). Probe and
+load rows are deleted afterwards. A PNG shows each probe's latency over time, split in two.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import runtime, spark_job
+from .errors import CdcpipeError
+from .settings import Settings
+
+TOPIC = "cdc.public.users"
+PROBE_PREFIX = "latency-probe-"
+LOAD_PREFIX = "latency-load-"
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of ``values`` in milliseconds (nearest rank)."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered) + 0.5)) - 1))]
+
+    return {"p50_ms": round(rank(50) * 1000), "p90_ms": round(rank(90) * 1000), "p99_ms": round(rank(99) * 1000),
+            "max_ms": round(ordered[-1] * 1000), "n": len(ordered)}
+
+
+class KafkaTimes(threading.Thread):
+    """Consumes the CDC topic from its current end; remembers each probe key's record timestamp."""
+
+    def __init__(self, bootstrap: str, registry_url: str):
+        super().__init__(daemon=True)
+        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+        from .avro_reader import SchemaRegistry
+
+        self.registry = SchemaRegistry(registry_url)
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdcpipe-latency-{uuid.uuid4()}",
+                                  "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+        partitions = self.consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
+        self.consumer.assign([TopicPartition(TOPIC, p, OFFSET_END) for p in partitions])
+        self.seen: dict[str, float] = {}
+        self.wanted: set[str] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from .avro_reader import decode
+
+        while not self.stop.is_set():
+            msg = self.consumer.poll(0.05)
+            if msg is None or msg.error() or msg.value() is None:
+                continue
+            key = decode(msg.key(), self.registry)
+            user_id = str((key or {}).get("id"))
+            if user_id in self.wanted and user_id not in self.seen:
+                self.seen[user_id] = msg.timestamp()[1] / 1000.0
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(5)
+        self.consumer.close()
+
+
+class Load(threading.Thread):
+    """``rate`` changes/s into public.users until stopped: inserts, updates, deletes."""
+
+    TICK = 0.02
+
+    def __init__(self, dsn: str, rate: int, seed: int = 1):
+        super().__init__(daemon=True)
+        self.dsn, self.rate, self.rng = dsn, rate, random.Random(seed)
+        self.stop = threading.Event()
+        self.done = 0
+        self.behind = 0.0  # seconds the load fell behind its schedule at most
+        self.error: BaseException | None = None
+        self.live: list[uuid.UUID] = []
+
+    def run(self) -> None:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as pg:
+                started = time.monotonic()
+                while not self.stop.is_set():
+                    due = int((time.monotonic() - started) * self.rate) - self.done
+                    if due <= 0:
+                        time.sleep(self.TICK)
+                        continue
+                    self.behind = max(self.behind, due / self.rate)
+                    self._commit(pg, min(due, max(1, self.rate // 10)))
+        except BaseException as exc:  # reported by the caller
+            self.error = exc
+
+    def _commit(self, pg: Any, n: int) -> None:
+        inserts, updates, deletes = [], [], []
+        for _ in range(n):
+            roll = self.rng.random()
+            if roll < 0.2 or len(self.live) < 100:
+                user_id = uuid.uuid4()
+                self.live.append(user_id)
+                inserts.append((user_id, f"{LOAD_PREFIX}{self.done + len(inserts)}"))
+            elif roll < 0.9:
+                updates.append((f"load city {self.rng.random():.6f}", self.rng.choice(self.live)))
+            else:
+                deletes.append((self.live.pop(self.rng.randrange(len(self.live))),))
+        with pg.transaction(), pg.cursor() as cur:
+            if inserts:
+                cur.executemany("INSERT INTO public.users (id, username) VALUES (%s, %s)", inserts)
+            if updates:
+                cur.executemany("UPDATE public.users SET city = %s WHERE id = %s", updates)
+            if deletes:
+                cur.executemany("DELETE FROM public.users WHERE id = %s", deletes)
+        self.done += n
+
+
+def _probe_round(pg: Any, session: Any, kafka: KafkaTimes, probes: int, label: str, progress: Callable[[str], None],
+                 timeout: float, rng: random.Random) -> list[dict[str, Any]]:
+    select = session.prepare("SELECT id FROM cdc.users WHERE id = ?")
+    samples = []
+    for n in range(probes):
+        user_id = uuid.uuid4()
+        kafka.wanted.add(str(user_id))
+        pg.execute("INSERT INTO public.users (id, username) VALUES (%s, %s)", [user_id, f"{PROBE_PREFIX}{n}"])
+        committed = time.time()
+        while session.execute(select, [user_id]).one() is None:
+            if time.time() - committed > timeout:
+                raise CdcpipeError(f"probe {user_id} not in cdc.users after {timeout:.0f}s: are the connector and the job running?")
+            time.sleep(0.005)
+        readable = time.time()
+        samples.append({"id": str(user_id), "label": label, "committed": committed, "readable": readable})
+        if (n + 1) % max(1, probes // 5) == 0:
+            progress(f"  {label}: {n + 1}/{probes} probes, last {1000 * (readable - committed):.0f} ms")
+        time.sleep(rng.uniform(0.1, 0.2))
+    return samples
+
+
+def measure(settings: Settings, probes: int = 100, load: int = 2000, plot: Path | None = None,
+            timeout: float = 60.0, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Probe latency at idle and under ``load`` changes/s; percentiles and the split."""
+    import psycopg
+
+    svcs = {s.name: s for s in runtime.services(settings, ["postgres", "kafka", "schema_registry", "cassandra"])}
+    if spark_job.progress(settings)["state"] != "running":
+        raise CdcpipeError("the Spark job is not running: 'cdcpipe spark start' first")
+    kafka = KafkaTimes(svcs["kafka"].bootstrap, svcs["schema_registry"].url)
+    kafka.start()
+    session = svcs["cassandra"].session()
+    rng = random.Random(7)
+    samples: list[dict[str, Any]] = []
+    loader = None
+    load_rate = None
+    try:
+        with psycopg.connect(svcs["postgres"].dsn(), autocommit=True) as pg:
+            progress(f"idle pipeline: {probes} probes")
+            samples += _probe_round(pg, session, kafka, probes, "idle", progress, timeout, rng)
+            if load:
+                loader = Load(svcs["postgres"].dsn(), load)
+                loader.start()
+                time.sleep(3)  # let the pipeline reach its steady state under load
+                progress(f"under {load} changes/s of background writes: {probes} probes")
+                load_started, load_done = time.monotonic(), loader.done
+                samples += _probe_round(pg, session, kafka, probes, "load", progress, timeout, rng)
+                load_rate = round((loader.done - load_done) / (time.monotonic() - load_started))
+                loader.stop.set()
+                loader.join(10)
+                if loader.error:
+                    raise CdcpipeError(f"the background load failed: {loader.error}")
+            time.sleep(1)  # the last probes' Kafka timestamps
+            pg.execute("DELETE FROM public.users WHERE username LIKE %s OR username LIKE %s", [PROBE_PREFIX + "%", LOAD_PREFIX + "%"])
+    finally:
+        if loader is not None:
+            loader.stop.set()
+        kafka.close()
+        session.cluster.shutdown()
+    for s in samples:
+        s["in_kafka"] = kafka.seen.get(s["id"])
+    report: dict[str, Any] = {}
+    for label in ("idle", "load"):
+        group = [s for s in samples if s["label"] == label]
+        if not group:
+            continue
+        timed = [s for s in group if s["in_kafka"] is not None]
+        report[label] = {
+            "end_to_end": percentiles([s["readable"] - s["committed"] for s in group]),
+            "commit_to_kafka": percentiles([max(0.0, s["in_kafka"] - s["committed"]) for s in timed]),
+            "kafka_to_cassandra": percentiles([max(0.0, s["readable"] - s["in_kafka"]) for s in timed]),
+        }
+    if load:
+        report["load"]["changes_per_s"] = load_rate
+        report["load"]["load_fell_behind_s"] = round(loader.behind, 2) if loader else None
+    if plot:
+        draw(samples, plot, load)
+        report["plot"] = str(plot)
+    return report
+
+
+def draw(samples: list[dict[str, Any]], path: Path, load: int) -> None:
+    """Each probe's end-to-end latency over the run, split at the Kafka timestamp."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    start = samples[0]["committed"]
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    t = [s["committed"] - start for s in samples]
+    total = [1000 * (s["readable"] - s["committed"]) for s in samples]
+    to_kafka = [1000 * ((s["in_kafka"] or s["committed"]) - s["committed"]) for s in samples]
+    ax.bar(t, to_kafka, width=0.12, color="#4c72b0", label="commit → Kafka")
+    ax.bar(t, [a - b for a, b in zip(total, to_kafka)], bottom=to_kafka, width=0.12, color="#dd8452", label="Kafka → Cassandra")
+    loaded = [s["committed"] - start for s in samples if s["label"] == "load"]
+    if loaded:
+        ax.axvspan(min(loaded) - 0.5, max(loaded) + 0.5, color="#999999", alpha=0.15, label=f"{load} changes/s in PostgreSQL")
+    ax.set_xlabel("seconds into the run")
+    ax.set_ylabel("commit → readable in Cassandra (ms)")
+    ax.set_title("cdcpipe: end-to-end latency of single inserts (cdcpipe bench --latency)")
+    ax.legend(loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
