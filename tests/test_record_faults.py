@@ -46,7 +46,7 @@ def counting(registry: SchemaRegistry) -> list[str]:
 def test_unknown_id_on_a_healthy_registry_is_the_records_fault(stack):
     url = stack["schema_registry"].url
     register_schema(url, PROBE)  # the registry knows at least one schema
-    registry = SchemaRegistry(url)
+    registry = SchemaRegistry(url, timeout=30)
     with pytest.raises(DecodeError, match="unknown schema id 987654"):
         decode(framed(987654), registry)
 
@@ -61,7 +61,7 @@ def test_unknown_id_on_a_healthy_registry_is_the_records_fault(stack):
     ],
 )
 def test_a_wrong_registry_url_is_the_systems_fault(stack, path):
-    registry = SchemaRegistry(stack["schema_registry"].base_url + path)
+    registry = SchemaRegistry(stack["schema_registry"].base_url + path, timeout=30)
     with pytest.raises(RegistryMisconfigured) as caught:
         decode(framed(987654), registry)
     assert isinstance(caught.value, ServiceUnavailable) and not isinstance(caught.value, DecodeError)
@@ -90,7 +90,7 @@ def test_the_registry_answers_as_the_rule_expects(stack):
 def test_a_non_avro_schema_is_the_records_fault_and_cached(stack, schema, schema_type, reason):
     url = stack["schema_registry"].url
     schema_id = register(url, schema, schema_type)
-    registry = SchemaRegistry(url)
+    registry = SchemaRegistry(url, timeout=30)
     requested = counting(registry)
     for _ in range(3):
         with pytest.raises(DecodeError, match=reason):
