@@ -229,7 +229,9 @@ def _named_records(schema: Any, found: dict[str, dict[str, Any]]) -> None:
 
 
 def after_field_types(envelope_schema: Mapping[str, Any]) -> dict[str, str]:
-    """Column name -> CQL type, from a Debezium envelope's writer schema."""
+    """Column name -> CQL type, from a Debezium envelope's writer schema ({} if it is none)."""
+    if not isinstance(envelope_schema, Mapping):
+        return {}
     named: dict[str, dict[str, Any]] = {}
     _named_records(envelope_schema, named)
     for field in envelope_schema.get("fields", []):
