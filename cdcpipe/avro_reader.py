@@ -5,12 +5,45 @@ Writer schemas are fetched by id from a registry's Confluent-compatible API
 decoded side by side. Each writer schema gets a reader compiled for it
 (:mod:`cdcpipe.avro_compiled`; fastavro for schemas with logical types). Used by
 ``cdcpipe topic tail`` and the Spark job's executors.
+
+Whose fault is a failed schema lookup
+-------------------------------------
+The Spark job dead-letters a record whose failure is the record's own fault and fails the
+micro-batch (retried, nothing skipped) for anything else, so a lookup must say which it is.
+A 404 alone does not: a wrong base URL, a registry reset to empty and a truly unknown id all
+answer 404. What Apicurio 3.3's ``/apis/ccompat/v7`` answers (seen on the local runtime):
+
+* unknown id: ``404 {"message":"Schema 987654 not found.","error_code":40403}`` (Confluent's
+  code for "Schema not found"); the same for *every* id when the registry is empty;
+* a wrong path under ccompat (``/apis/ccompat/v6/...``, ``/apis/ccompat/v7/x/...``):
+  ``404`` with an empty body;
+* a wrong path elsewhere: ``404 {"detail":"NotFoundException: RESTEASY003210: Could not
+  find resource ...","status":404,...}`` or, under ``/apis/registry/v2``,
+  ``{"error_code":404,...}``; another server may answer HTML.
+
+The rule: a schema id is the record's fault (:class:`DecodeError`) only when the registry
+answered **404 with a JSON body whose error_code is 40403** *and* it knows at least one
+subject (``GET {url}/subjects`` is a non-empty JSON list). Anything else is
+:class:`RegistryMisconfigured` (a :class:`ServiceUnavailable`): a 404 without that body means
+the URL does not point at a Confluent-compatible API; an empty registry answering 40403 for
+everything is one that was reset or is not the one the producers used (Apicurio's default
+in-memory storage empties on restart), and dead-lettering every record while progress looks
+normal is the failure this rule exists to prevent. The subjects check runs only on the rare
+unknown-id path (it is not cached: a registry can be reset while the job runs). What the rule
+cannot catch: a healthy, non-empty registry that is simply a different one; those records
+are dead-lettered with their raw bytes and can be replayed.
+
+A schema the id resolves to but that cannot be used to decode Avro (registered with
+``schemaType`` JSON or PROTOBUF, or not a valid Avro schema) is the record's fault too: its
+id names a schema it cannot be decoded with. That verdict is cached per id, so a stream of
+such records costs one registry request, not one per record.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
 import threading
 from typing import Any
@@ -20,6 +53,8 @@ import requests
 
 from .avro_compiled import AvroCorrupt, Reader, compile_reader
 from .errors import CdcpipeError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
@@ -33,6 +68,16 @@ class DecodeError(CdcpipeError):
         super().__init__(reason)
 
 
+class RegistryMisconfigured(ServiceUnavailable):
+    """The registry URL does not answer like the registry the records were written with
+    (wrong path, not a Confluent-compatible API, or an empty registry): not the record's
+    fault, so the caller must retry rather than dead-letter."""
+
+
+#: Confluent's error_code for "Schema not found" (Apicurio's ccompat API uses it too).
+SCHEMA_NOT_FOUND = 40403
+
+
 class SchemaRegistry:
     """Writer schemas by id from a Confluent-compatible registry, cached (thread-safe)."""
 
@@ -42,6 +87,7 @@ class SchemaRegistry:
         self._cache: dict[int, Any] = {}
         self._raw: dict[int, dict[str, Any]] = {}
         self._readers: dict[int, Reader] = {}
+        self._unusable: dict[int, str] = {}  # id -> why its schema cannot decode Avro
         self._lock = threading.Lock()
         self._session = requests.Session()
 
@@ -49,21 +95,60 @@ class SchemaRegistry:
         cached = self._cache.get(schema_id)
         if cached is not None:
             return cached
-        try:
-            response = self._session.get(f"{self.url}/schemas/ids/{schema_id}", timeout=self.timeout)
-        except requests.RequestException as exc:
-            # Not the record's fault: the caller must retry, not dead-letter.
-            raise ServiceUnavailable(f"schema registry {self.url} unreachable fetching id {schema_id}: {exc}") from None
+        unusable = self._unusable.get(schema_id)
+        if unusable is not None:
+            raise DecodeError(unusable)
+        response = self._get(f"/schemas/ids/{schema_id}", f"fetching id {schema_id}")
         if response.status_code == 404:
-            raise DecodeError(f"unknown schema id {schema_id}")
+            self._raise_not_found(schema_id, response)
         if response.status_code != 200:
             raise ServiceUnavailable(f"schema registry answered {response.status_code} for id {schema_id}: {response.text[:200]}")
-        raw = json.loads(response.json()["schema"])
-        parsed = fastavro.parse_schema(raw)
+        body = _json(response)
+        if not isinstance(body, dict) or not isinstance(body.get("schema"), str):
+            raise RegistryMisconfigured(
+                f"schema registry {self.url} answered 200 for id {schema_id} without a schema: {response.text[:200]!r}"
+            )
+        try:
+            raw, parsed = _parse_avro(schema_id, body)
+        except DecodeError as exc:
+            with self._lock:
+                self._unusable[schema_id] = exc.reason
+            raise
         with self._lock:
             self._raw[schema_id] = raw
             self._cache[schema_id] = parsed
         return parsed
+
+    def _get(self, path: str, doing: str) -> requests.Response:
+        try:
+            return self._session.get(f"{self.url}{path}", timeout=self.timeout)
+        except requests.RequestException as exc:
+            # Not the record's fault: the caller must retry, not dead-letter.
+            raise ServiceUnavailable(f"schema registry {self.url} unreachable {doing}: {exc}") from None
+
+    def _raise_not_found(self, schema_id: int, response: requests.Response) -> None:
+        """A 404 for a schema id: DecodeError only from a healthy, non-empty registry (see
+        the module docstring); RegistryMisconfigured otherwise."""
+        body = _json(response)
+        code = body.get("error_code") if isinstance(body, dict) else None
+        if code != SCHEMA_NOT_FOUND:
+            raise RegistryMisconfigured(
+                f"schema registry {self.url} answered 404 for id {schema_id} without Confluent's "
+                f"'schema not found' (error_code {SCHEMA_NOT_FOUND}): {response.text[:200]!r}; "
+                "is the URL the Confluent-compatible API (e.g. .../apis/ccompat/v7)?"
+            )
+        subjects = self._get("/subjects", f"listing subjects after id {schema_id} was not found")
+        listed = _json(subjects) if subjects.status_code == 200 else None
+        if not isinstance(listed, list):
+            raise RegistryMisconfigured(
+                f"schema registry {self.url} answered {subjects.status_code} to GET /subjects: {subjects.text[:200]!r}"
+            )
+        if not listed:
+            raise RegistryMisconfigured(
+                f"schema registry {self.url} knows no schema at all (id {schema_id} not found): "
+                "reset, or not the registry the records were written with"
+            )
+        raise DecodeError(f"unknown schema id {schema_id}")
 
     def raw_schema(self, schema_id: int) -> dict[str, Any]:
         """The writer schema as the registry returned it (with Debezium's connect.* attributes)."""
@@ -76,9 +161,33 @@ class SchemaRegistry:
         read = self._readers.get(schema_id)
         if read is None:
             parsed = self.schema(schema_id)
-            read = compile_reader(self._raw[schema_id]) or _fastavro_reader(parsed)
+            try:
+                read = compile_reader(self._raw[schema_id])
+            except Exception:  # the compiler's limitation, not the record's: fastavro can read it
+                log.warning("schema id %s: compiled reader failed, using fastavro", schema_id, exc_info=True)
+                read = None
+            read = read or _fastavro_reader(parsed)
             self._readers[schema_id] = read
         return read
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _parse_avro(schema_id: int, body: dict[str, Any]) -> tuple[Any, Any]:
+    """(raw, parsed) for an Avro schema; DecodeError for anything else."""
+    kind = body.get("schemaType", "AVRO")
+    if kind != "AVRO":
+        raise DecodeError(f"schema id {schema_id} is a {kind} schema, not Avro")
+    try:
+        raw = json.loads(body["schema"])
+        return raw, fastavro.parse_schema(raw)
+    except Exception as exc:  # only the schema's text is involved: whatever fails is its fault
+        raise DecodeError(f"schema id {schema_id} is not a valid Avro schema: {exc.__class__.__name__}: {exc}") from None
 
 
 def _fastavro_reader(parsed: Any) -> Reader:

@@ -1,12 +1,34 @@
 """Applying changes to the Cassandra read model: prepared statements, concurrent writes,
 write timestamps from the change position (see :mod:`cdcpipe.changes`), dead letters,
 and new columns added when the source table grows one.
+
+Whose fault is an InvalidRequest
+--------------------------------
+Cassandra answers InvalidRequest both for a value it will not store and for a statement the
+table no longer matches (a dropped column or table, a missing keyspace). Dead-lettering the
+second kind would dead-letter every row of the stream, so a row is blamed only after
+(1) its batch failed and it failed again on its own, (2) the table's metadata was reloaded
+and the statements prepared again (:class:`TableUnusable` if the table, keyspace or a column
+the row carries is gone), (3) it failed a third time with the fresh statement, and (4) the
+message is one of the value-level rejections in :data:`ROW_REJECTIONS`. Anything else
+raises :class:`TableUnusable`: the batch fails and is retried, nothing is skipped, and
+``cdcpipe spark status`` shows the message. An unknown row-level rejection therefore stops
+the stream visibly rather than losing rows quietly. Messages seen from Cassandra 5.0:
+
+* row's fault: ``Key length of 70000 is longer than maximum of 65535``, ``Key may not be
+  empty``, ``CQL Message of size 17825879 bytes exceeds allowed maximum of 16777216 bytes``,
+  ``Invalid null value in condition for column id``;
+* the table's: ``Undefined column name b in table cdc.t`` (a stale prepared statement after
+  ``DROP`` of a column), ``table t does not exist``, ``keyspace k does not exist``.
+
+The recheck only runs when a write was rejected; the hot path is unchanged.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import struct
 import threading
 import uuid
@@ -20,6 +42,7 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement
 
 from .changes import Change
+from .errors import CdcpipeError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +63,24 @@ BATCH_BYTES = 32 * 1024
 
 class BadValue(ValueError):
     """A value that cannot be stored in its Cassandra column."""
+
+
+class TableUnusable(CdcpipeError):
+    """The table cannot take the writes (gone, or not the shape the statements expect): not
+    a row's fault, so it raises and the batch is retried."""
+
+
+#: InvalidRequest messages that blame the row's values, not the table (see the module doc).
+ROW_REJECTIONS = re.compile(
+    r"Key length of \d+ is longer than maximum of \d+"
+    r"|Key may not be empty"
+    r"|CQL Message of size \d+ bytes exceeds allowed maximum of \d+ bytes"
+    r"|Invalid null value in condition for column "
+)
+
+
+def is_row_rejection(exc: Exception) -> bool:
+    return isinstance(exc, InvalidRequest) and ROW_REJECTIONS.search(str(exc)) is not None
 
 
 @dataclass(frozen=True)
@@ -188,7 +229,9 @@ def _named_records(schema: Any, found: dict[str, dict[str, Any]]) -> None:
 
 
 def after_field_types(envelope_schema: Mapping[str, Any]) -> dict[str, str]:
-    """Column name -> CQL type, from a Debezium envelope's writer schema."""
+    """Column name -> CQL type, from a Debezium envelope's writer schema ({} if it is none)."""
+    if not isinstance(envelope_schema, Mapping):
+        return {}
     named: dict[str, dict[str, Any]] = {}
     _named_records(envelope_schema, named)
     for field in envelope_schema.get("fields", []):
@@ -260,8 +303,12 @@ class CassandraSink:
             return self._bound(self._delete, values), 24
         row = change.row or {}
         if len(row) > len(self.columns) or not row.keys() <= self.columns.keys():
+            # The caller adds the columns a row's writer schema declares (ensure_columns) before
+            # writing it; one still missing was dropped meanwhile: the table's problem.
             unknown = set(row) - set(self.columns)
-            raise BadValue(f"columns not in {self.keyspace}.{self.table}: {', '.join(sorted(unknown))}")
+            raise TableUnusable(f"columns not in {self.keyspace}.{self.table}: {', '.join(sorted(unknown))}")
+        if row.get(self.key) is None:  # an image without its key: the change's (from the Kafka key)
+            row = {**row, self.key: change.key}
         get = row.get
         values: list[Any] = []
         append = values.append
@@ -347,9 +394,11 @@ class CassandraSink:
         return outcomes
 
     def apply(self, changes: Sequence[Change]) -> list[tuple[Change, str]]:
-        """Write changes; returns (change, reason) for those Cassandra rejected.
+        """Write changes; returns (change, reason) for those whose values cannot be stored
+        (BadValue, or a value-level rejection by Cassandra).
 
-        Anything else (Cassandra down, timeouts) raises: the batch must be retried, not skipped.
+        Anything else (Cassandra down, timeouts, a table that is gone or changed: TableUnusable)
+        raises: the batch must be retried, not skipped.
         """
         rejected: list[tuple[Change, str]] = []
         statements: list[BoundStatement] = []
@@ -366,9 +415,42 @@ class CassandraSink:
             pending.append(change)
         if not statements:
             return rejected
-        for change, (ok, outcome) in zip(pending, self._execute(statements, sizes)):
-            if not ok:
-                rejected.append((change, f"Cassandra rejected the write: {outcome}"))
+        failed = [change for change, (ok, _) in zip(pending, self._execute(statements, sizes)) if not ok]
+        if failed:
+            rejected.extend(self._recheck(failed))
+        return rejected
+
+    def _recheck(self, changes: Sequence[Change]) -> list[tuple[Change, str]]:
+        """Rows Cassandra rejected one by one: theirs or the table's fault? Reload the table
+        and prepare again, write them once more, and blame a row only for a value-level
+        rejection (see the module docstring); raise TableUnusable for anything else."""
+        with self._lock:
+            try:
+                self._load_table()
+            except (KeyError, InvalidRequest) as exc:
+                raise TableUnusable(f"{self.keyspace}.{self.table} cannot be written: {exc.__class__.__name__}: {exc}") from None
+        rejected: list[tuple[Change, str]] = []
+        pending, statements = [], []
+        for change in changes:
+            try:
+                statement, _ = self.statement_for(change)
+            except BadValue as exc:  # not expected (it encoded before), but a value's all the same
+                rejected.append((change, str(exc)))
+                continue
+            pending.append(change)
+            statements.append((statement, ()))
+        results = execute_concurrent(self.session, statements, concurrency=CONCURRENCY, raise_on_first_error=False)
+        for change, (ok, outcome) in zip(pending, results):
+            if ok:
+                continue
+            if not isinstance(outcome, InvalidRequest):
+                raise outcome
+            if not is_row_rejection(outcome):
+                raise TableUnusable(
+                    f"{self.keyspace}.{self.table} rejected a write after its statements were prepared again, "
+                    f"not for a known value-level reason: {outcome}"
+                ) from outcome
+            rejected.append((change, f"Cassandra rejected the write: {outcome}"))
         return rejected
 
     def dead_letter(self, letters: Iterable[DeadLetter]) -> int:

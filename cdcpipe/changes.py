@@ -30,6 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 STREAMING_BASE = 1 << 52
+#: Cassandra write timestamps are signed 64-bit; positions must stay below this.
+TIMESTAMP_LIMIT = 1 << 63
+#: The largest LSN whose position fits (a streamed change adds STREAMING_BASE). PostgreSQL
+#: LSNs are unsigned 64-bit, but reaching 2**63 - 2**52 takes 8 EiB of WAL.
+MAX_LSN = TIMESTAMP_LIMIT - 1 - STREAMING_BASE
 
 
 class MalformedChange(ValueError):
@@ -79,9 +84,14 @@ def from_event(key: dict[str, Any] | None, value: dict[str, Any] | None, offset:
         row_key = key.get(key_field)
     if row_key is None:
         raise MalformedChange(f"no {key_field} in the event")
-    lsn = value["source"].get("lsn")
-    if not isinstance(lsn, int):
-        raise MalformedChange("source.lsn missing")
+    source = value["source"]
+    if not isinstance(source, dict):
+        raise MalformedChange(f"source is a {type(source).__name__}, not a record")
+    lsn = source.get("lsn")
+    if type(lsn) is not int:  # bool is an int subclass; True is no LSN
+        raise MalformedChange("source.lsn missing" if lsn is None else f"source.lsn is a {type(lsn).__name__}, not an integer")
+    if not 0 <= lsn <= MAX_LSN:
+        raise MalformedChange(f"source.lsn {lsn} out of range: its write timestamp must fit a signed 64-bit integer (LSN 0..{MAX_LSN})")
     return Change(
         key=str(row_key),
         op=op,

@@ -128,17 +128,44 @@ def apply_partition(rows, conf: dict[str, Any]) -> tuple[int, int, int]:
                 if schema_id not in types_by_schema:
                     types_by_schema[schema_id] = after_field_types(registry.raw_schema(schema_id))
                 sink.ensure_columns({k: t for k, t in types_by_schema[schema_id].items() if k in change.row})
+                undeclared = change.row.keys() - sink.columns.keys()
+                if undeclared:  # the writer schema gives them no type: the record's fault
+                    raise MalformedChange(f"columns its writer schema (id {schema_id}) does not type: {', '.join(sorted(undeclared))}")
         except (DecodeError, MalformedChange) as exc:
             dead.append(DeadLetter(topic, partition, offset, raw_key, raw_value, f"{part}: {exc.__class__.__name__}: {exc}"))
             continue
         changes.append(change)
         raw_by_change[id(change)] = row
-    latest = last_per_key(changes)
-    for change, reason in sink.apply(latest):
-        raw_key, raw_value, topic, partition, offset = raw_by_change[id(change)]
-        dead.append(DeadLetter(topic, partition, offset, raw_key, raw_value, f"BadValue: {reason}"))
+    # Only the newest change of a key is written. If the sink rejects it (a value that cannot
+    # be stored), it is dead-lettered and the key's newest remaining change is written instead,
+    # and so on: no change is dropped without either being applied, superseded by an applied
+    # one, or dead-lettered. The fallback costs nothing unless something is rejected.
+    pending = last_per_key(changes)
+    writes = 0
+    older: dict[str, list] | None = None  # per rejected key, its other changes, oldest first
+    while pending:
+        rejected = sink.apply(pending)
+        writes += len(pending) - len(rejected)
+        if not rejected:
+            break
+        if older is None:
+            keys = {change.key for change, _ in rejected}
+            newest = {id(change) for change in pending}
+            older = {}
+            for change in changes:
+                if change.key in keys and id(change) not in newest:
+                    older.setdefault(change.key, []).append(change)
+            for backlog in older.values():
+                backlog.sort(key=lambda c: (c.timestamp, c.offset))
+        pending = []
+        for change, reason in rejected:
+            raw_key, raw_value, topic, partition, offset = raw_by_change[id(change)]
+            dead.append(DeadLetter(topic, partition, offset, raw_key, raw_value, f"BadValue: {reason}"))
+            backlog = older.get(change.key)
+            if backlog:
+                pending.append(backlog.pop())
     sink.dead_letter(dead)
-    return seen, len(latest), len(dead)
+    return seen, writes, len(dead)
 
 
 def apply_arrow(batches, conf: dict[str, Any]):

@@ -2,6 +2,11 @@
 
 If the stack was already running, the session leaves it running; if the session started
 it, it stops it again at the end when running in CI (CI=true).
+
+``CDCPIPE_TEST_SERVICES`` (comma-separated service names, e.g.
+``postgres,kafka,schema_registry,cassandra``) limits the ``stack`` fixture to those services
+and what they depend on, for a partial run on a small machine: only tests whose fixtures need
+nothing else can pass then (no ``connector`` or ``spark_job``). Unset: the whole stack.
 """
 
 from __future__ import annotations
@@ -29,20 +34,26 @@ def conf() -> settings.Settings:
     return settings.load()
 
 
+def _test_services() -> list[str] | None:
+    names = [n.strip() for n in os.environ.get("CDCPIPE_TEST_SERVICES", "").split(",") if n.strip()]
+    return names or None
+
+
 @pytest.fixture(scope="session")
 def stack(conf) -> dict[str, Service]:
-    """Every service of the local runtime, up and ready, by name."""
-    was_running = all(svc.running() for svc in runtime.services(conf))
+    """Every service of the local runtime (or those of CDCPIPE_TEST_SERVICES), up and ready, by name."""
+    names = _test_services()
+    was_running = all(svc.running() for svc in runtime.services(conf, names))
     stop_after = not was_running and bool(os.environ.get("CI"))
     try:
-        services = runtime.up(conf, progress=_progress)
+        services = runtime.up(conf, names, progress=_progress)
     except Exception:
         if stop_after:  # leave nothing behind in CI, even when start-up failed
-            runtime.down(conf, progress=_progress)
+            runtime.down(conf, names, progress=_progress)
         raise
     yield {svc.name: svc for svc in services}
     if stop_after:
-        runtime.down(conf, progress=_progress)
+        runtime.down(conf, names, progress=_progress)
 
 
 @pytest.fixture(scope="session")

@@ -84,3 +84,94 @@ def test_positions_decide_and_absent_columns_are_left_alone(sink, cassandra):
     sink.apply([_change({"id": user_id}, 22, op="d")])
     sink.apply([_change(_row(user_id), 21)])  # an older change replayed after the delete
     assert cassandra.execute(f"SELECT id FROM cdc.{TABLE} WHERE id = %s", key).one() is None
+
+
+# --- whose fault is an InvalidRequest: the row's or the table's (cdcpipe/cassandra_sink.py) ---
+
+
+@pytest.fixture
+def own_table(cassandra):
+    """A copy of cdc.users under a name of its own, dropped afterwards."""
+    name = f"users_fault_{uuid.uuid4().hex[:8]}"
+    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{name}")
+    for statement in migrations.cql_statements(ddl):
+        if name in statement:
+            cassandra.execute(statement, timeout=60)
+    yield name
+    cassandra.execute(f"DROP TABLE IF EXISTS cdc.{name}", timeout=60)
+
+
+def test_a_dropped_column_is_the_tables_fault_and_comes_back(own_table, cassandra):
+    from cdcpipe.cassandra_sink import TableUnusable
+
+    sink = CassandraSink(cassandra, "cdc", own_table)
+    rows = [_row(str(uuid.uuid4()), city=f"city {i}") for i in range(3)]
+    cassandra.execute(f"ALTER TABLE cdc.{own_table} DROP city", timeout=60)  # the sink's statements go stale
+    with pytest.raises(TableUnusable, match=f"columns not in cdc.{own_table}: city"):
+        sink.apply([_change(row, 30 + i) for i, row in enumerate(rows)])
+    # The retry (the job's next attempt) adds the column back first, then every row is written.
+    sink.ensure_columns({"city": "text"})
+    assert sink.apply([_change(row, 30 + i) for i, row in enumerate(rows)]) == []
+    got = {str(r.id): r.city for r in cassandra.execute(f"SELECT id, city FROM cdc.{own_table}")}
+    assert got == {row["id"]: row["city"] for row in rows}
+
+
+def test_a_dropped_table_is_the_systems_fault(own_table, cassandra):
+    from cdcpipe.cassandra_sink import TableUnusable
+
+    sink = CassandraSink(cassandra, "cdc", own_table)
+    cassandra.execute(f"DROP TABLE cdc.{own_table}", timeout=60)
+    with pytest.raises(TableUnusable, match=f"cdc.{own_table} cannot be written"):
+        sink.apply([_change(_row(str(uuid.uuid4())), i) for i in range(5)])
+
+
+@pytest.fixture
+def text_key_sink(cassandra):
+    name = f"text_key_{uuid.uuid4().hex[:8]}"
+    cassandra.execute(f"CREATE TABLE cdc.{name} (id text PRIMARY KEY, v text)", timeout=60)
+    yield CassandraSink(cassandra, "cdc", name)
+    cassandra.execute(f"DROP TABLE IF EXISTS cdc.{name}", timeout=60)
+
+
+def test_value_level_rejections_are_still_the_rows(text_key_sink, cassandra):
+    """The value-level messages the sink blames on a row (ROW_REJECTIONS), from the real
+    Cassandra; the other rows of the batch are written."""
+    long_key, empty_key = "k" * 70_000, ""
+    huge = {"id": "huge", "v": "x" * (17 * 1024 * 1024)}
+    rejected = text_key_sink.apply([
+        _change({"id": "good", "v": "ok"}, 1),
+        _change({"id": long_key, "v": "too long a key"}, 2),
+        _change({"id": empty_key, "v": "no key"}, 3),
+        _change(huge, 4),
+        _change({"id": "good2", "v": "ok"}, 5),
+    ])
+    reasons = {change.key: reason for change, reason in rejected}
+    assert set(reasons) == {long_key, empty_key, "huge"}
+    assert "Key length of 70000 is longer than maximum of 65535" in reasons[long_key]
+    assert "Key may not be empty" in reasons[empty_key]
+    assert "exceeds allowed maximum of 16777216 bytes" in reasons["huge"]
+    table = text_key_sink.table
+    assert {r.id for r in cassandra.execute(f"SELECT id FROM cdc.{table}")} == {"good", "good2"}
+
+
+def test_a_row_image_without_its_key_is_written_under_the_changes_key(text_key_sink, cassandra):
+    """The key may come from the Kafka key alone; an unset key column would fail in the driver."""
+    change = Change(key="from-kafka-key", op="c", row={"v": "no id in the image"}, timestamp=STREAMING_BASE + 1, offset=1)
+    assert text_key_sink.apply([change]) == []
+    assert cassandra.execute(f"SELECT v FROM cdc.{text_key_sink.table} WHERE id = 'from-kafka-key'").one().v == "no id in the image"
+
+
+def test_table_level_messages_are_never_taken_for_a_rows(own_table, cassandra):
+    from cassandra import InvalidRequest
+
+    from cdcpipe.cassandra_sink import is_row_rejection
+
+    statements = [
+        f"INSERT INTO cdc.{own_table} (id, no_such_column) VALUES (uuid(), 1)",  # Undefined column name
+        f"INSERT INTO cdc.no_such_table_{own_table} (id) VALUES (uuid())",  # table ... does not exist
+        "INSERT INTO no_such_keyspace.t (id) VALUES (uuid())",  # keyspace ... does not exist
+    ]
+    for cql in statements:
+        with pytest.raises(InvalidRequest) as caught:
+            cassandra.execute(cql)
+        assert not is_row_rejection(caught.value), str(caught.value)

@@ -45,3 +45,57 @@ def test_tombstones_are_skipped_and_garbage_is_named():
         from_event(None, {"op": "t", "source": {"lsn": 1}}, 0)
     with pytest.raises(MalformedChange, match="without its after image"):
         from_event(None, {"op": "c", "after": None, "source": {"lsn": 1}}, 0)
+
+
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        ("postgres", "source is a str, not a record"),
+        (None, "source is a NoneType, not a record"),
+        ([{"lsn": 1}], "source is a list, not a record"),
+        ({}, "source.lsn missing"),
+        ({"lsn": None}, "source.lsn missing"),
+        ({"lsn": "123"}, "source.lsn is a str, not an integer"),
+        ({"lsn": 1.5}, "source.lsn is a float, not an integer"),
+        ({"lsn": True}, "source.lsn is a bool, not an integer"),
+        ({"lsn": -1}, "source.lsn -1 out of range"),
+        ({"lsn": 2**63 - 1}, "out of range"),  # Avro's largest long
+        ({"lsn": 2**63 - 2**52}, "out of range"),  # the first whose streamed position overflows
+    ],
+)
+def test_a_weird_source_is_malformed_not_a_crash(source, reason):
+    event = {**envelope("u", 1), "source": source}
+    with pytest.raises(MalformedChange, match=reason):
+        from_event({"id": "u1"}, event, 0)
+
+
+def test_the_largest_lsn_still_fits_a_signed_64_bit_timestamp():
+    from cdcpipe.changes import MAX_LSN
+
+    assert from_event({"id": "u1"}, envelope("u", MAX_LSN), 0).timestamp == 2**63 - 1
+    assert from_event({"id": "u1"}, envelope("r", MAX_LSN), 0).timestamp == MAX_LSN
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"op": 1, "source": {"lsn": 1}},
+        {"op": None, "source": {"lsn": 1}},
+        {"op": b"c", "source": {"lsn": 1}},
+        {"op": ["c"], "source": {"lsn": 1}},
+        {"op": {"c": 1}, "source": {"lsn": 1}},
+        {"op": "c", "after": "a string", "source": {"lsn": 1}},
+        {"op": "d", "before": [1, 2], "source": {"lsn": 1}},
+        {"op": "c", "after": {"id": None}, "source": {"lsn": 1}},
+        ["op", "source"],
+        "a string",
+        42,
+    ],
+)
+def test_every_other_weird_but_decodable_value_is_malformed(value):
+    """Whatever a decoded Avro value can be, from_event raises MalformedChange or nothing."""
+    for key in (None, {"id": None}, "not a record", {"id": "k"}):
+        try:
+            from_event(key, value, 0)
+        except MalformedChange:
+            pass

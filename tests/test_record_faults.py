@@ -1,0 +1,236 @@
+"""Whose fault is it: a record's (dead-letter it, go on) or the system's (raise, the batch is
+retried, nothing skipped)? Against the real registry and Cassandra; needs only postgres,
+kafka, schema_registry and cassandra (CDCPIPE_TEST_SERVICES)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+
+import pytest
+import requests
+
+from cdc_helpers import register_schema
+from cdcpipe.avro_reader import DecodeError, RegistryMisconfigured, SchemaRegistry, decode
+from cdcpipe.errors import ServiceUnavailable
+
+PROBE = {"type": "record", "name": "Probe", "fields": [{"name": "a", "type": "int"}]}
+
+
+def framed(schema_id: int, body: bytes = b"\x02") -> bytes:
+    return b"\x00" + struct.pack(">I", schema_id) + body
+
+
+def register(registry_url: str, schema: str, schema_type: str) -> int:
+    response = requests.post(
+        f"{registry_url}/subjects/test-{uuid.uuid4().hex[:8]}-value/versions",
+        json={"schema": schema, "schemaType": schema_type},
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def counting(registry: SchemaRegistry) -> list[str]:
+    """The URLs the registry client requests from now on."""
+    seen: list[str] = []
+    registry._session.hooks["response"].append(lambda r, *a, **k: seen.append(r.url))
+    return seen
+
+
+# --- 1. a 404 is the record's fault only from a healthy registry ----------------------------
+
+
+def test_unknown_id_on_a_healthy_registry_is_the_records_fault(stack):
+    url = stack["schema_registry"].url
+    register_schema(url, PROBE)  # the registry knows at least one schema
+    registry = SchemaRegistry(url, timeout=30)
+    with pytest.raises(DecodeError, match="unknown schema id 987654"):
+        decode(framed(987654), registry)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/apis/ccompat/v6",  # Apicurio: 404, empty body
+        "/apis/ccompat/v7/extra",  # Apicurio: 404, empty body
+        "",  # Quarkus: 404 {"detail": "NotFoundException: RESTEASY003210: ...", "status": 404}
+        "/apis/registry/v2",  # Apicurio's native API: 404 {"error_code": 404, ...}
+    ],
+)
+def test_a_wrong_registry_url_is_the_systems_fault(stack, path):
+    registry = SchemaRegistry(stack["schema_registry"].base_url + path, timeout=30)
+    with pytest.raises(RegistryMisconfigured) as caught:
+        decode(framed(987654), registry)
+    assert isinstance(caught.value, ServiceUnavailable) and not isinstance(caught.value, DecodeError)
+    assert "987654" in str(caught.value)
+
+
+def test_the_registry_answers_as_the_rule_expects(stack):
+    """The answers the rule in cdcpipe/avro_reader.py is built on (Apicurio 3.3)."""
+    base = stack["schema_registry"].base_url
+    unknown = requests.get(f"{base}/apis/ccompat/v7/schemas/ids/987654", timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["error_code"] == 40403
+    wrong = requests.get(f"{base}/apis/ccompat/v6/schemas/ids/987654", timeout=30)
+    assert wrong.status_code == 404 and wrong.text == ""
+
+
+# --- 2. a non-Avro schema is the record's fault, and asked for once -------------------------
+
+
+@pytest.mark.parametrize(
+    "schema, schema_type, reason",
+    [
+        (json.dumps({"type": "object", "properties": {"a": {"type": "integer"}}}), "JSON", "is a JSON schema, not Avro"),
+        ('syntax = "proto3";\nmessage P { int32 a = 1; }\n', "PROTOBUF", "is a PROTOBUF schema, not Avro"),
+    ],
+)
+def test_a_non_avro_schema_is_the_records_fault_and_cached(stack, schema, schema_type, reason):
+    url = stack["schema_registry"].url
+    schema_id = register(url, schema, schema_type)
+    registry = SchemaRegistry(url, timeout=30)
+    requested = counting(registry)
+    for _ in range(3):
+        with pytest.raises(DecodeError, match=reason):
+            decode(framed(schema_id), registry)
+    assert len(requested) == 1, requested
+
+
+
+# --- the partition logic of the Spark job, called directly (no Spark) -----------------------
+
+import importlib.util  # noqa: E402
+import io  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import fastavro  # noqa: E402
+
+from cdcpipe import migrations  # noqa: E402
+
+ROW_SCHEMA = {
+    "type": "record",
+    "name": "Value",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "username", "type": ["null", "string"], "default": None},
+        {"name": "street_number", "type": ["null", "long"], "default": None},  # an int column in Cassandra
+    ],
+}
+ENVELOPE = {
+    "type": "record",
+    "name": "Envelope",
+    "namespace": "test.faults",
+    "fields": [
+        {"name": "before", "type": ["null", ROW_SCHEMA], "default": None},
+        {"name": "after", "type": ["null", "Value"], "default": None},
+        {"name": "source", "type": ["null", "string", {"type": "record", "name": "Source", "fields": [{"name": "lsn", "type": ["null", "long"]}]}]},
+        {"name": "op", "type": "string"},
+    ],
+}
+
+
+def _job():
+    path = Path(__file__).resolve().parent.parent / "spark_jobs" / "users_to_cassandra.py"
+    spec = importlib.util.spec_from_file_location("users_to_cassandra_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def envelope_id(stack):
+    return register_schema(stack["schema_registry"].url, ENVELOPE)
+
+
+@pytest.fixture
+def job_table(cassandra):
+    name = f"users_job_{uuid.uuid4().hex[:8]}"
+    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{name}")
+    for statement in migrations.cql_statements(ddl):
+        if name in statement:
+            cassandra.execute(statement, timeout=60)
+    yield name
+    cassandra.execute(f"DROP TABLE IF EXISTS cdc.{name}", timeout=60)
+
+
+def _conf(stack, table, registry_url=None):
+    return {
+        "cassandra_host": stack["cassandra"].host,
+        "cassandra_port": stack["cassandra"].port(),
+        "keyspace": "cdc",
+        "table": table,
+        "registry_url": registry_url or stack["schema_registry"].url,
+    }
+
+
+def _record(schema_id, op, user_id, lsn, source=None, **after):
+    image = {"id": user_id, "username": None, "street_number": None, **after}
+    value = {
+        "before": image if op == "d" else None,
+        "after": None if op == "d" else image,
+        "source": {"lsn": lsn} if source is None else source,
+        "op": op,
+    }
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(ENVELOPE), value)
+    return framed(schema_id, body.getvalue())
+
+
+def _dead_letters(cassandra, topic):
+    return {
+        r.kafka_offset: r
+        for r in cassandra.execute(
+            "SELECT kafka_offset, record_value, error FROM cdc.dead_letters WHERE topic = %s AND kafka_partition = 0", (topic,)
+        )
+    }
+
+
+def test_a_rejected_newest_change_falls_back_to_the_keys_newest_valid_one(stack, cassandra, envelope_id, job_table):
+    job = _job()
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    too_big = 2**40  # does not fit the int column: BadValue
+    values = [
+        _record(envelope_id, "c", a, 10, username="a-valid", street_number=1),  # 0
+        _record(envelope_id, "u", a, 20, username="a-rejected", street_number=too_big),  # 1
+        _record(envelope_id, "c", b, 11, username="b-oldest", street_number=2),  # 2
+        _record(envelope_id, "u", b, 21, username="b-middle", street_number=too_big),  # 3
+        _record(envelope_id, "u", b, 31, username="b-newest", street_number=too_big),  # 4
+        _record(envelope_id, "c", c, 12, username="c-only", street_number=too_big),  # 5
+        _record(envelope_id, "u", a, 15, username="a-superseded", street_number=3),  # 6
+    ]
+    topic = f"test.faults.{uuid.uuid4().hex[:8]}"
+    rows = [(None, value, topic, 0, offset) for offset, value in enumerate(values)]
+    records, writes, dead = job.apply_partition(rows, _conf(stack, job_table))
+    assert (records, writes, dead) == (7, 2, 4)
+    got = {str(r.id): (r.username, r.street_number) for r in cassandra.execute(f"SELECT id, username, street_number FROM cdc.{job_table}")}
+    assert got == {a: ("a-superseded", 3), b: ("b-oldest", 2)}  # a: lsn 15 is a's newest valid change
+    letters = _dead_letters(cassandra, topic)
+    assert set(letters) == {1, 3, 4, 5}
+    for offset, letter in letters.items():
+        assert letter.record_value == values[offset]
+        assert letter.error.startswith("BadValue: column street_number: 1099511627776 does not fit")
+
+
+def test_a_weird_source_is_dead_lettered_and_a_wrong_registry_fails_the_batch(stack, cassandra, envelope_id, job_table):
+    job = _job()
+    good = str(uuid.uuid4())
+    values = [
+        _record(envelope_id, "c", str(uuid.uuid4()), 10, source="not a record", username="x"),
+        _record(envelope_id, "c", str(uuid.uuid4()), 0, source={"lsn": 2**63 - 1}, username="x"),
+        _record(envelope_id, "c", good, 12, username="good"),
+    ]
+    topic = f"test.faults.{uuid.uuid4().hex[:8]}"
+    rows = [(None, value, topic, 0, offset) for offset, value in enumerate(values)]
+    assert job.apply_partition(rows, _conf(stack, job_table)) == (3, 1, 2)
+    letters = _dead_letters(cassandra, topic)
+    assert letters[0].error == "value: MalformedChange: source is a str, not a record"
+    assert letters[1].error.startswith("value: MalformedChange: source.lsn 9223372036854775807 out of range")
+
+    # The same records against a wrong registry URL: the batch fails, nothing is dead-lettered.
+    other = f"test.faults.{uuid.uuid4().hex[:8]}"
+    wrong = _conf(stack, job_table, stack["schema_registry"].base_url + "/apis/ccompat/v6")
+    with pytest.raises(ServiceUnavailable):
+        job.apply_partition([(None, framed(987654), other, 0, 0)], wrong)
+    assert _dead_letters(cassandra, other) == {}
