@@ -205,6 +205,7 @@ class ProgressReport(StreamingQueryListener):
         self.query: Any = None  # set once started: asked for its last progress until a batch ends
         self.recent: deque[dict[str, Any]] = deque(maxlen=self.RECENT)
         self.failure: dict[str, Any] | None = None  # the query failed and is being restarted
+        self.cause: str | None = None  # why the last batch failed, as the batch function saw it
         self.lock = threading.Lock()
 
     def onQueryStarted(self, event: Any) -> None:
@@ -320,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def apply_batch(batch, batch_id: int) -> None:
         # The work happens on the executors; only one row of counts per partition returns.
-        counts = batch.mapInArrow(lambda it: apply_arrow(it, conf), "records long, writes long, dead long").collect()
+        try:
+            counts = batch.mapInArrow(lambda it: apply_arrow(it, conf), "records long, writes long, dead long").collect()
+        except Exception as exc:  # the executors' Python traceback is in this one, not in the query's
+            report.cause = _first_line(exc)
+            raise
         for row in counts:
             totals["records"] += row.records
             totals["writes"] += row.writes
@@ -389,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                 failure = query.exception()
                 if failure is None:  # stopped from outside (not by us): nothing to retry
                     break
-                error = _first_line(failure)
+                error, report.cause = report.cause or _first_line(failure), None
             attempts = report.failed(error)
             delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempts - 1))
             log.error("query failed (%d in a row): %s; restarting in %.0fs", attempts, error, delay)
@@ -413,7 +418,7 @@ def _first_line(exc: Any) -> str:
     codes = [c for c in re.findall(r"\[([A-Z][A-Z_]+)\]", text) if c != "STREAM_FAILED"]
     causes = [
         line for line in lines
-        if re.match(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Unavailable|Timeout|Failure)?: ", line)
+        if re.match(r"^(?:(?:[A-Za-z_]\w*\.)+[A-Z]\w*|[A-Z]\w*(?:Error|Exception|Unavailable|Timeout|Failure)): ", line)
         and not line.startswith(("pyspark.", "py4j.", "org.apache.spark.", "Traceback"))
     ]
     parts = [codes[0]] if codes else []

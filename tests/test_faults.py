@@ -7,7 +7,7 @@ import signal
 import time
 import uuid
 
-from cdc_helpers import wait_until_read_model_matches
+from cdc_helpers import TOPIC, wait_until_read_model_matches
 from cdcpipe import processes, runtime
 from test_capture import ROW, insert
 
@@ -17,6 +17,16 @@ def kill(conf, service: str) -> None:
     for svc in runtime.services(conf, [service], with_dependencies=False):
         for proc in svc.processes:
             processes.stop(conf, proc, sig=signal.SIGKILL, timeout=5)
+
+
+def _end_offset(bootstrap: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=10)[1]
+    finally:
+        consumer.close()
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -37,17 +47,18 @@ def test_cassandra_killed_right_after_a_batch_commits_loses_nothing(conf, stack,
     Then, with Cassandra down, the job retries (it does not exit), and once `cdcpipe up`
     brings Cassandra back it applies what arrived meanwhile.
     """
-    before = spark_job.progress(conf)["batch_id"] or 0
     acknowledged = [insert(pg, {**ROW, "city": f"acked-{i}"}) for i in range(40)]
-    # The batch that carries them has completed: its offsets are committed.
-    wait_for(lambda: (spark_job.progress(conf)["batch_id"] or 0) > before
-             and spark_job.progress(conf)["totals"]["records"] > 0, 60, "a batch after the inserts")
     session = stack["cassandra"].session()
     try:
-        wait_for(lambda: session.execute("SELECT count(*) FROM cdc.users WHERE id IN %s", (tuple(uuid.UUID(i) for i in acknowledged),)).one()[0] == 40,
-                 60, "the acknowledged rows readable in Cassandra")
+        select = session.prepare("SELECT id FROM cdc.users WHERE id = ?")
+        wait_for(lambda: all(session.execute(select, [uuid.UUID(i)]).one() for i in acknowledged),
+                 180, "the acknowledged rows readable in Cassandra")
     finally:
         session.cluster.shutdown()
+    # ... and the batch that wrote them has committed its offsets: the checkpoint is past them.
+    end = _end_offset(stack["kafka"].bootstrap)
+    wait_for(lambda: int(((spark_job.progress(conf)["committed_offsets"] or {}).get(TOPIC) or {}).get("0", -1)) >= end,
+             60, f"the job's committed offset at the topic's end ({end})")
     kill(conf, "cassandra")
     killed_at = time.monotonic()
 

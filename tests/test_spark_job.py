@@ -119,10 +119,13 @@ def test_poison_records_go_to_dead_letters_and_the_stream_goes_on(stack, conf, p
     }
     delivered: list = []
     producer = Producer({"bootstrap.servers": stack["kafka"].bootstrap})
-    for value in poison:
-        producer.produce(TOPIC, key=None, value=value, on_delivery=lambda err, msg: delivered.append(msg))
+    for n, value in enumerate(poison):
+        # With a key: the topic is compacted, and Kafka refuses key-less records on it.
+        producer.produce(TOPIC, key=f"poison-{n}".encode(), value=value,
+                         on_delivery=lambda err, msg: delivered.append((err, msg)))
     assert producer.flush(30) == 0
-    offsets = {msg.offset(): msg.value() for msg in delivered}
+    assert [err for err, _ in delivered if err is not None] == []
+    offsets = {msg.offset(): msg.value() for _, msg in delivered}
 
     after = insert(pg, {**ROW, "username": "after-poison"})  # a good change behind them
     model = wait_until_read_model_matches(pg, cassandra)
