@@ -74,6 +74,24 @@ class Settings:
         return self.logs_dir / f"{process}.log"
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) as 0700, and tighten it to 0700 if it exists.
+
+    The state directory and everything the runtime creates in it hold data and passwords of
+    services that have no authentication of their own: only the account running ``cdcpipe``
+    may enter them.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def secure_home(settings: Settings) -> Path:
+    """The state directory, created or tightened to 0700 (every ``up`` calls this)."""
+    return private_dir(settings.home)
+
+
 def _port_from_env(env: Mapping[str, str], name: str, default: int) -> int:
     var = f"CDCPIPE_PORT_{name.upper()}"
     raw = env.get(var)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import requests
 
 from ..errors import MissingDependency, ServiceFailed
+from ..settings import private_dir
 from .base import NotReady, Service
 
 ADMIN_USER = "admin"
@@ -83,7 +84,7 @@ class Airflow(Service):
         return self.dir / "passwords.json"
 
     def prepare(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         # The simple auth manager generates passwords only for users missing from this file.
         fd = os.open(self.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -11,6 +11,7 @@ from typing import Any
 import requests
 
 from .. import java
+from ..settings import private_dir
 from .base import NotReady, Service
 
 HEAP_MB = 256
@@ -65,7 +66,7 @@ class SchemaRegistry(Service):
             "apicurio.auth.enabled": "false",
             "quarkus.log.console.format": "%d{HH:mm:ss} %-5p [%c{2.}] %s%e%n",
         }
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         argv = [
             java.java_bin(JAVA_VERSION),
             *java.heap(HEAP_MB, 128),

@@ -16,6 +16,7 @@ import requests
 
 from .. import java
 from ..errors import MissingDependency
+from ..settings import private_dir
 from .base import NotReady, Service
 
 DAEMON_HEAP_MB = 256
@@ -76,8 +77,9 @@ class Spark(Service):
         ]
 
     def prepare(self) -> None:
+        private_dir(self.dir)
         for sub in ("work", "tmp"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(self.dir / sub)
 
     def launch(self) -> None:
         self.spawn(
