@@ -36,6 +36,15 @@ SERVER_SETTINGS = {
 
 #: Databases and their owners; each owner gets a password from credentials.
 DATABASES = {"users": "cdcpipe", "airflow": "airflow", "registry": "registry"}
+#: Client authentication: passwords (SCRAM) only, loopback only, no physical replication.
+PG_HBA = """# Written by cdcpipe on every 'up'; edit cdcpipe/services/postgres.py, not this file.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
+
+#: Databases only their owner (and the superuser) may connect to: all but users.
+PRIVATE_DATABASES = ("airflow", "registry", "postgres", "template1")
 
 
 def find_bin_dir() -> Path:
@@ -203,7 +212,22 @@ class Postgres(Service):
         self.socket_dir.mkdir(exist_ok=True)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bin_dir)
+        self._write_hba()
         self._chown(self.dir, self.socket_dir)
+
+    def _write_hba(self) -> None:
+        """pg_hba.conf without initdb's ``replication`` lines.
+
+        Those admit *physical* replication connections (pg_basebackup, a WAL stream of the
+        whole cluster), for which database CONNECT privileges are not checked: the
+        replication role could copy the airflow and registry databases. Debezium's logical
+        replication connection names its database and matches the ``all`` lines.
+        """
+        path = self.data_dir / "pg_hba.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(PG_HBA)
+        self._chown(path)
 
     def _initdb(self, bin_dir: Path) -> None:
         """A new cluster, made in a scratch directory and renamed into place when complete,
@@ -299,6 +323,14 @@ class Postgres(Service):
             for db, owner in DATABASES.items():
                 if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
                     conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(owner)))
+            # Every role may connect to every database by default (PUBLIC has CONNECT). The
+            # replication role's password sits in Connect's environment: it gets the users
+            # database and nothing else. Owners (and the superuser) keep theirs explicitly.
+            for db in PRIVATE_DATABASES:
+                conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db)))
+                owner = DATABASES.get(db)
+                if owner:
+                    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(db), sql.Identifier(owner)))
         with self.connect(dbname="users", autocommit=True) as conn:
             migrations.apply_postgres(conn)
             # The migrations create the replication role without a password (they are shared
@@ -307,6 +339,22 @@ class Postgres(Service):
                 sql.SQL("ALTER ROLE debezium WITH PASSWORD {}").format(sql.Literal(self.secrets["debezium"]))
             )
             conn.execute("GRANT users_writer TO cdcpipe")
+            self._check_debezium(conn)
+
+    @staticmethod
+    def _check_debezium(conn) -> None:
+        """The replication role reads public.users and writes nothing but its heartbeats."""
+        row = conn.execute(
+            "SELECT has_table_privilege('debezium', 'public.users', 'SELECT'),"
+            " has_table_privilege('debezium', 'public.users', 'INSERT, UPDATE, DELETE, TRUNCATE'),"
+            " (SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls FROM pg_roles WHERE rolname = 'debezium')"
+        ).fetchone()
+        if row != (True, False, False):
+            raise ServiceFailed(
+                "postgres",
+                "the replication role 'debezium' must be able to SELECT public.users and nothing more "
+                f"(select, write, superuser/createrole/createdb/bypassrls = {row}); see sql/postgres/002_cdc.sql",
+            )
 
     def dsn(self, user: str = "cdcpipe", dbname: str = "users") -> str:
         from urllib.parse import quote
