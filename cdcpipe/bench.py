@@ -137,7 +137,7 @@ def run(settings: Settings, n: int = 200_000, keys: int = 50_000, partitions: in
     name = f"bench-{run_id}"
     produce(frames[:warmup])
     progress(f"starting the job; warming up on {warmup} events ...")
-    pid = processes.spawn(settings, name, argv, env=spark_job.job_env(), cwd=work)
+    pid = processes.spawn(settings, name, argv, env=spark_job.job_env(settings), cwd=work)
     try:
         warm = _wait_done(progress_path, warmup, pid, settings.log_file(name))
         progress(f"warm; producing {n} events at once ...")

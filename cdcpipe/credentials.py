@@ -10,7 +10,7 @@ import json
 import os
 import secrets
 
-from .settings import Settings
+from .settings import Settings, secure_home
 
 #: Accounts of the local runtime; each gets a random password on first use.
 ACCOUNTS = (
@@ -21,6 +21,7 @@ ACCOUNTS = (
     "registry",  # owner of Apicurio Registry's storage database
     "airflow_admin",  # Airflow UI / REST API login
     "airflow_jwt",  # Airflow's JWT signing secret, shared by its processes
+    "spark_auth",  # Spark RPC shared secret (spark.authenticate) of master, worker and jobs
 )
 
 
@@ -30,11 +31,13 @@ def load(settings: Settings) -> dict[str, str]:
     current: dict[str, str] = {}
     if path.exists():
         current = json.loads(path.read_text())
+        if path.stat().st_mode & 0o077:  # written by hand, or copied with a loose umask
+            path.chmod(0o600)
     missing = [name for name in ACCOUNTS if name not in current]
     if missing:
         for name in missing:
             current[name] = secrets.token_urlsafe(18)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        secure_home(settings)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -3,6 +3,12 @@
 Each process runs in a session of its own (so its children share its process group),
 writes stdout and stderr to ``<home>/logs/<name>.log``, and is remembered by a pid file
 holding its pid and kernel start time, so a recycled pid is never mistaken for it.
+
+Privacy: every process starts with umask 0o077, so the data and log files it creates are
+its owner's only; log and pid files are 0600 and their directories 0700. Command lines are
+visible to every account (``ps``), and are copied into the log header and the pid file:
+secrets go to a process through its environment (``/proc/PID/environ`` is owner-only) or a
+0600 file, never through ``argv``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .settings import Settings
+from .settings import Settings, private_dir
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -42,6 +48,18 @@ def _pid_file(settings: Settings, name: str) -> Path:
     return settings.run_dir / f"{name}.pid"
 
 
+#: The umask of every process the runtime starts: files it creates are private.
+UMASK = 0o077
+
+
+def _private_file(path: Path, flags: int) -> int:
+    """Open ``path`` with ``flags``, created 0600 (and tightened to 0600 if it exists)."""
+    fd = os.open(path, flags | os.O_CREAT, 0o600)
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, 0o600)
+    return fd
+
+
 def spawn(
     settings: Settings,
     name: str,
@@ -52,10 +70,10 @@ def spawn(
     user: str | None = None,
 ) -> int:
     """Start ``argv`` detached, logging to the process's log file; return its pid."""
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.run_dir)
+    private_dir(settings.logs_dir)
     log_path = settings.log_file(name)
-    with open(log_path, "ab") as log:
+    with os.fdopen(_private_file(log_path, os.O_WRONLY | os.O_APPEND), "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}: {' '.join(argv)}\n".encode())
         log.flush()
         proc = subprocess.Popen(
@@ -67,10 +85,12 @@ def spawn(
             env=dict(env) if env is not None else None,
             start_new_session=True,
             user=user,
+            umask=UMASK,
             close_fds=True,
         )
     ticks = _start_ticks(proc.pid)
-    _pid_file(settings, name).write_text(json.dumps({"pid": proc.pid, "start": ticks, "argv": list(argv)}))
+    with os.fdopen(_private_file(_pid_file(settings, name), os.O_WRONLY | os.O_TRUNC), "w") as fh:
+        fh.write(json.dumps({"pid": proc.pid, "start": ticks, "argv": list(argv)}))
     # The Popen object is dropped on purpose: the process outlives this CLI call.
     # Mark it as reaped-by-someone-else so Python does not warn about it.
     proc.returncode = 0

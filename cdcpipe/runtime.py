@@ -17,7 +17,7 @@ from . import credentials, jars, processes
 from .errors import CdcpipeError, PortInUse, ServiceFailed
 from .services import SERVICES, Service
 from .services.base import NotReady
-from .settings import Settings
+from .settings import Settings, secure_home
 
 Progress = Callable[[str], None]
 
@@ -70,7 +70,7 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
     """Start the services (idempotent) and wait until each answers real queries."""
     jars.require(settings)
     todo = services(settings, names)
-    settings.home.mkdir(parents=True, exist_ok=True)
+    secure_home(settings)  # 0700, also when an older cdcpipe left it 0755
     ready: set[str] = set()
     started: dict[str, float] = {}
     last_note: dict[str, float] = {}

@@ -36,6 +36,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "spark_master_ui": 8090,
     "spark_worker_ui": 8091,
     "airflow": 8080,
+    "airflow_log_server": 8793,  # Airflow's task log server (cdcpipe.airflow_log_server)
     "randomuser": 8089,  # the local randomuser.me stand-in (cdcpipe randomuser serve)
 }
 
@@ -72,6 +73,24 @@ class Settings:
 
     def log_file(self, process: str) -> Path:
         return self.logs_dir / f"{process}.log"
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) as 0700, and tighten it to 0700 if it exists.
+
+    The state directory and everything the runtime creates in it hold data and passwords of
+    services that have no authentication of their own: only the account running ``cdcpipe``
+    may enter them.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def secure_home(settings: Settings) -> Path:
+    """The state directory, created or tightened to 0700 (every ``up`` calls this)."""
+    return private_dir(settings.home)
 
 
 def _port_from_env(env: Mapping[str, str], name: str, default: int) -> int:

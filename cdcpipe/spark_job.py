@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import processes, runtime
+from . import credentials, processes, runtime
 from .errors import CdcpipeError, ServiceFailed
 from .services.spark import job_jars
 from .settings import Settings
@@ -47,8 +47,15 @@ def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | N
     return argv
 
 
-def job_env() -> dict[str, str]:
-    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+def job_env(settings: Settings) -> dict[str, str]:
+    """The job's environment; the Spark RPC secret goes here, never on its command line."""
+    return {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": settings.host,
+        "CDC_SPARK_AUTH_SECRET": credentials.load(settings)["spark_auth"],
+    }
 
 
 def wanted_file(settings: Settings) -> Path:
@@ -83,7 +90,7 @@ def start(
     checkpoint_dir(settings).parent.mkdir(parents=True, exist_ok=True)
     progress_file(settings).unlink(missing_ok=True)
     argv = job_argv(settings, master, checkpoint, **extra)
-    pid = processes.spawn(settings, PROCESS, argv, env=job_env(), cwd=settings.service_dir("spark"))
+    pid = processes.spawn(settings, PROCESS, argv, env=job_env(settings), cwd=settings.service_dir("spark"))
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         report = read_progress(settings)

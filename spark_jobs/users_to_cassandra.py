@@ -290,6 +290,38 @@ def wait_for_topic(args: argparse.Namespace, report: ProgressReport, stopping: d
     return False
 
 
+#: The Spark RPC secret (spark.authenticate) of a standalone cluster, if it has one.
+AUTH_SECRET_ENV = "CDC_SPARK_AUTH_SECRET"
+
+
+def authenticated(builder, secret: str | None):
+    """``builder`` with ``spark.authenticate`` and its secret, the secret kept off every command line.
+
+    A spark:// master whose cluster runs with ``spark.authenticate=true`` refuses a driver
+    without the shared secret, and the driver reads it only from its SparkConf. But pyspark
+    starts the driver JVM as ``spark-submit --conf key=value ...`` with every builder option,
+    visible to every account in ``ps``. So the JVM is started first with the other options,
+    and the secret is set afterwards in the JVM's own SparkConf (SparkContext below). On a
+    local[N] master the setting is harmless.
+    """
+    if not secret:
+        return builder
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    options = dict(builder._options)  # noqa: SLF001 - pyspark has no public getter
+    if SparkContext._gateway is None:  # noqa: SLF001
+        launch_conf = SparkConf(loadDefaults=False).setAll(list(options.items()))
+        gateway = launch_gateway(launch_conf)  # the command line: no secret in launch_conf
+    else:
+        gateway = SparkContext._gateway  # noqa: SLF001
+    conf = SparkConf(_jvm=gateway.jvm).setAll(list(options.items()))
+    conf.set("spark.authenticate", "true").set("spark.authenticate.secret", secret)
+    if SparkContext._active_spark_context is None:  # noqa: SLF001
+        SparkContext(conf=conf, gateway=gateway)  # getOrCreate() below takes this context
+    return builder
+
+
 def main(argv: list[str] | None = None) -> int:
     args = options(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -300,15 +332,16 @@ def main(argv: list[str] | None = None) -> int:
         builder = builder.master(args.master)
     if args.jars:
         builder = builder.config("spark.jars", args.jars)
-    spark = (
+    builder = (
         builder.config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "20000")
         .config("spark.streaming.stopGracefullyOnShutdown", "true")
         .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.killEnabled", "false")
         # The executors' Python daemon without Spark's zips on sys.path (see the module).
         .config("spark.python.daemon.module", "cdcpipe.spark_daemon")
-        .getOrCreate()
     )
+    spark = authenticated(builder, os.environ.get(AUTH_SECRET_ENV)).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     conf = {
         "cassandra_host": args.cassandra_host,

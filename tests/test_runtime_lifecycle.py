@@ -125,7 +125,7 @@ def test_postgres_in_a_private_directory_first_time(tmp_path_factory):
             placed = (home / "postgres").resolve()
             assert data_dir == placed / "data"
             assert placed.owner() == "postgres" and stat.S_IMODE(placed.stat().st_mode) == 0o700
-            assert "is not reachable by the 'postgres' account" in first.stderr and str(placed) in first.stderr
+            assert "PostgreSQL runs as the 'postgres' account, which can't enter it" in first.stderr and str(placed) in first.stderr
         else:  # the same account runs the server: it stays in the state directory
             assert data_dir == home / "postgres" / "data"
         again = cdcpipe(env, "up", "postgres")

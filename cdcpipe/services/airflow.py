@@ -19,6 +19,7 @@ from urllib.parse import quote
 import requests
 
 from ..errors import MissingDependency, ServiceFailed
+from ..settings import private_dir
 from .base import NotReady, Service
 
 ADMIN_USER = "admin"
@@ -34,8 +35,8 @@ def airflow_bin() -> str:
 class Airflow(Service):
     name = "airflow"
     depends_on = ("postgres",)
-    processes = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor")
-    port_names = ("airflow",)
+    processes = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-log-server")
+    port_names = ("airflow", "airflow_log_server")
     start_timeout = 240.0
 
     @property
@@ -73,6 +74,11 @@ class Airflow(Service):
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.dir / "logs"),
+            # Task logs are served by cdcpipe.airflow_log_server on 127.0.0.1 (the scheduler's
+            # own log server would listen on every interface), and the api-server asks for
+            # them at 127.0.0.1, not at the machine's name.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port("airflow_log_server")),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "cdcpipe.airflow_log_server.loopback_hostname",
             # The pipeline's database, for the DAGs (PostgresHook conn id users_db).
             "AIRFLOW_CONN_USERS_DB": f"postgresql://cdcpipe:{pw('cdcpipe')}@{pg_host}:{pg_port}/users",
         }
@@ -83,7 +89,7 @@ class Airflow(Service):
         return self.dir / "passwords.json"
 
     def prepare(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         # The simple auth manager generates passwords only for users missing from this file.
         fd = os.open(self.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -97,8 +103,9 @@ class Airflow(Service):
     def launch(self) -> None:
         env = self.env()
         self.spawn("airflow-api-server", [airflow_bin(), "api-server"], env=env, cwd=self.dir)
-        self.spawn("airflow-scheduler", [airflow_bin(), "scheduler"], env=env, cwd=self.dir)
+        self.spawn("airflow-scheduler", [airflow_bin(), "scheduler", "--skip-serve-logs"], env=env, cwd=self.dir)
         self.spawn("airflow-dag-processor", [airflow_bin(), "dag-processor"], env=env, cwd=self.dir)
+        self.spawn("airflow-log-server", [sys.executable, "-m", "cdcpipe.airflow_log_server"], env=env, cwd=self.dir)
 
     def health(self) -> dict[str, Any]:
         return requests.get(self.url + "/api/v2/monitor/health", timeout=5).json()
@@ -112,6 +119,11 @@ class Airflow(Service):
             status = (health.get(part) or {}).get("status")
             if status != "healthy":
                 raise NotReady(f"{part} is {status or 'not reporting'}")
+        log_server = f"http://{self.host}:{self.port('airflow_log_server')}/log/"
+        try:
+            requests.get(log_server, timeout=5)  # any answer will do: it wants a signed token
+        except requests.RequestException as exc:
+            raise NotReady(f"task log server not answering on {log_server}: {exc.__class__.__name__}") from None
 
     def token(self) -> str:
         """A JWT for the REST API, for the admin login."""

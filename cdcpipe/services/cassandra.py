@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import java, migrations
 from ..errors import MissingDependency
+from ..settings import private_dir
 from .base import NotReady, Service
 
 HEAP_MB = 1024
@@ -131,8 +132,9 @@ class Cassandra(Service):
         }
 
     def prepare(self) -> None:
-        (self.dir / "conf").mkdir(parents=True, exist_ok=True)
-        (self.dir / "data").mkdir(exist_ok=True)
+        private_dir(self.dir)
+        private_dir(self.dir / "conf")
+        private_dir(self.dir / "data")
         # JSON is valid YAML: no YAML writer needed.
         (self.dir / "conf" / "cassandra.yaml").write_text(json.dumps(self._yaml(), indent=2))
         (self.dir / "conf" / "logback.xml").write_text(LOGBACK)

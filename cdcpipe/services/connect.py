@@ -14,6 +14,7 @@ from typing import Any
 import requests
 
 from .. import java
+from ..settings import private_dir
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
 
@@ -88,7 +89,7 @@ class Connect(Service):
         }
 
     def prepare(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         (self.dir / "connect-distributed.properties").write_text(properties(self.worker_properties()))
         (self.dir / "log4j2.properties").write_text(log4j2_config())
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import java
 from ..errors import ServiceFailed
+from ..settings import private_dir
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
 
@@ -62,7 +63,7 @@ class Kafka(Service):
         ]
 
     def prepare(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         config = self.dir / "server.properties"
         config.write_text(properties(self._server_properties()))
         (self.dir / "log4j2.properties").write_text(log4j2_config())
@@ -92,6 +93,7 @@ class Kafka(Service):
             self._jvm("kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config)),
             capture_output=True,
             text=True,
+            umask=0o077,  # the storage it creates is private, like everything the broker writes
         )
         config.unlink(missing_ok=True)
         if done.returncode != 0:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import migrations
 from ..errors import ConfigError, MissingDependency, ServiceFailed
+from ..settings import private_dir
 from .base import NotReady, Service
 
 MIN_VERSION = 15
@@ -35,6 +36,15 @@ SERVER_SETTINGS = {
 
 #: Databases and their owners; each owner gets a password from credentials.
 DATABASES = {"users": "cdcpipe", "airflow": "airflow", "registry": "registry"}
+#: Client authentication: passwords (SCRAM) only, loopback only, no physical replication.
+PG_HBA = """# Written by cdcpipe on every 'up'; edit cdcpipe/services/postgres.py, not this file.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
+
+#: Databases only their owner (and the superuser) may connect to: all but users.
+PRIVATE_DATABASES = ("airflow", "registry", "postgres", "template1")
 
 
 def find_bin_dir() -> Path:
@@ -81,13 +91,8 @@ def _run_as() -> str | None:
     raise MissingDependency("Running as root, but neither a 'postgres' nor a 'nobody' account exists to run PostgreSQL.")
 
 
-#: Where the cluster lives when the server's account cannot reach the state directory.
+#: Where the cluster lives when the server runs as another account (under root).
 EXTERNAL_ROOT = Path("/var/lib/cdcpipe")
-
-
-def _reachable_by(user: str, path: Path) -> bool:
-    """Can ``user`` enter ``path``? (Every directory above it needs search permission.)"""
-    return subprocess.run(["/bin/sh", "-c", 'cd "$1"', "sh", str(path)], user=user, capture_output=True).returncode == 0
 
 
 class Postgres(Service):
@@ -95,10 +100,22 @@ class Postgres(Service):
 
     Under root the server must run as another account (PostgreSQL refuses root), and that
     account must reach its data directory, its socket directory and initdb's password file.
-    A checkout in root's home (mode 0700) or in a ``mktemp -d`` directory is out of its
-    reach, so the cluster then lives in ``/var/lib/cdcpipe/postgres-<hash of the state
-    directory>`` (mode 0700, owned by that account), and ``<state>/postgres`` is a symbolic
-    link to it; ``down --purge`` removes both. Nothing above the checkout is chmod-ed.
+    The state directory is mode 0700 and owned by root (see ``settings.secure_home``), so
+    nothing inside it is reachable by that account, wherever the checkout is. Hence the rule,
+    one and unconditional: **under root the cluster always lives in
+    ``/var/lib/cdcpipe/postgres-<hash of the state directory>``** (mode 0700, owned by that
+    account), and ``<state>/postgres`` is a symbolic link to it; ``down --purge`` removes both.
+    Nothing above the checkout is chmod-ed, and the state directory is never loosened.
+
+    Alternatives rejected: deciding the placement by probing reachability *before*
+    tightening the state directory gives a cluster that the tightening then locks out;
+    a 0711 state directory would let every account traverse into it (only file modes would
+    then protect it). Without root the server runs as the state directory's owner, which
+    can always reach it, so the cluster stays in ``<state>/postgres``.
+
+    A cluster that an older cdcpipe put inside the state directory (when the directory was
+    still 0755) is moved out once, while the server is stopped, by ``prepare``. The server's
+    log file is opened by cdcpipe and handed over as stdout, so it stays in ``<state>/logs``.
     """
 
     name = "postgres"
@@ -118,22 +135,10 @@ class Postgres(Service):
         return self.settings.service_dir(self.name)
 
     def _place(self) -> None:
-        """Decide, once per state directory, where the cluster lives (see the class doc)."""
+        """Under root, put the cluster outside the 0700 state directory (see the class doc)."""
         user = _run_as()
         if user is None or self.link.is_symlink():
             return
-        self.settings.home.mkdir(parents=True, exist_ok=True)
-        if _reachable_by(user, self.settings.home):
-            return
-        if self.link.exists():
-            if (self.link / "data" / "PG_VERSION").exists():
-                raise ServiceFailed(
-                    "postgres",
-                    f"the cluster in {self.link} is no longer reachable by the '{user}' account (a directory "
-                    f"above {self.settings.home} was made private). Give that account search permission "
-                    f"again (chmod o+x on the directories above), or move the checkout",
-                )
-            shutil.rmtree(self.link)  # what an earlier, failed start left: no cluster in it
         digest = hashlib.sha256(str(self.settings.home).encode()).hexdigest()[:12]
         external = EXTERNAL_ROOT / f"postgres-{digest}"
         EXTERNAL_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -141,16 +146,40 @@ class Postgres(Service):
             # Left by an earlier state directory at this same path, since deleted: its
             # passwords went with it, so the cluster can't be used. A new one replaces it.
             shutil.rmtree(external)
-        external.mkdir(mode=0o700)
-        self._chown(external)
+        legacy = self.link.exists() and (self.link / "data" / "PG_VERSION").exists()
+        if legacy:
+            self._move_out(external)
+        else:
+            if self.link.exists():
+                shutil.rmtree(self.link)  # what an earlier, failed start left: no cluster in it
+            external.mkdir(mode=0o700)
+            self._chown(external)
         self.link.symlink_to(external, target_is_directory=True)
         self.dir = external
+        what = f"its cluster moved from {self.link} to {external}" if legacy else f"its cluster lives in {external}"
         print(
-            f"  postgres         {self.settings.home} is not reachable by the '{user}' account that runs "
-            f"PostgreSQL (a directory above it is private); its cluster lives in {external} instead "
-            f"({self.link} links to it; 'cdcpipe down --purge' removes it)",
+            f"  postgres         {self.settings.home} is private (0700) and PostgreSQL runs as the '{user}' "
+            f"account, which can't enter it: {what} ({self.link} links to it; "
+            f"'cdcpipe down --purge' removes it)",
             file=sys.stderr,
         )
+
+    def _move_out(self, external: Path) -> None:
+        """Move a stopped cluster from ``<state>/postgres`` to ``external``, owners and modes kept."""
+        if self.running():
+            raise ServiceFailed("postgres", f"cannot move the cluster in {self.link} while its server runs: cdcpipe down postgres first")
+        try:
+            os.rename(self.link, external)  # same file system
+        except OSError:
+            scratch = external.with_name(external.name + ".moving")
+            shutil.rmtree(scratch, ignore_errors=True)
+            done = subprocess.run(["cp", "-a", str(self.link), str(scratch)], capture_output=True, text=True)
+            if done.returncode != 0:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise ServiceFailed("postgres", f"copying the cluster {self.link} to {scratch} failed:\n{done.stderr}")
+            scratch.rename(external)
+            shutil.rmtree(self.link)
+        external.chmod(0o700)
 
     def purge(self) -> None:
         """Remove a cluster placed outside the state directory (``down --purge``)."""
@@ -179,11 +208,26 @@ class Postgres(Service):
     def prepare(self) -> None:
         bin_dir = find_bin_dir()
         self._place()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         self.socket_dir.mkdir(exist_ok=True)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bin_dir)
+        self._write_hba()
         self._chown(self.dir, self.socket_dir)
+
+    def _write_hba(self) -> None:
+        """pg_hba.conf without initdb's ``replication`` lines.
+
+        Those admit *physical* replication connections (pg_basebackup, a WAL stream of the
+        whole cluster), for which database CONNECT privileges are not checked: the
+        replication role could copy the airflow and registry databases. Debezium's logical
+        replication connection names its database and matches the ``all`` lines.
+        """
+        path = self.data_dir / "pg_hba.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(PG_HBA)
+        self._chown(path)
 
     def _initdb(self, bin_dir: Path) -> None:
         """A new cluster, made in a scratch directory and renamed into place when complete,
@@ -279,6 +323,14 @@ class Postgres(Service):
             for db, owner in DATABASES.items():
                 if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
                     conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(owner)))
+            # Every role may connect to every database by default (PUBLIC has CONNECT). The
+            # replication role's password sits in Connect's environment: it gets the users
+            # database and nothing else. Owners (and the superuser) keep theirs explicitly.
+            for db in PRIVATE_DATABASES:
+                conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db)))
+                owner = DATABASES.get(db)
+                if owner:
+                    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(db), sql.Identifier(owner)))
         with self.connect(dbname="users", autocommit=True) as conn:
             migrations.apply_postgres(conn)
             # The migrations create the replication role without a password (they are shared
@@ -287,6 +339,22 @@ class Postgres(Service):
                 sql.SQL("ALTER ROLE debezium WITH PASSWORD {}").format(sql.Literal(self.secrets["debezium"]))
             )
             conn.execute("GRANT users_writer TO cdcpipe")
+            self._check_debezium(conn)
+
+    @staticmethod
+    def _check_debezium(conn) -> None:
+        """The replication role reads public.users and writes nothing but its heartbeats."""
+        row = conn.execute(
+            "SELECT has_table_privilege('debezium', 'public.users', 'SELECT'),"
+            " has_table_privilege('debezium', 'public.users', 'INSERT, UPDATE, DELETE, TRUNCATE'),"
+            " (SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls FROM pg_roles WHERE rolname = 'debezium')"
+        ).fetchone()
+        if row != (True, False, False):
+            raise ServiceFailed(
+                "postgres",
+                "the replication role 'debezium' must be able to SELECT public.users and nothing more "
+                f"(select, write, superuser/createrole/createdb/bypassrls = {row}); see sql/postgres/002_cdc.sql",
+            )
 
     def dsn(self, user: str = "cdcpipe", dbname: str = "users") -> str:
         from urllib.parse import quote

@@ -6,11 +6,13 @@ Confluent-compatible API (``/apis/ccompat/v7``); the Connect converter uses its 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import requests
 
 from .. import java
+from ..settings import private_dir
 from .base import NotReady, Service
 
 HEAP_MB = 256
@@ -57,7 +59,8 @@ class SchemaRegistry(Service):
             "apicurio.storage.sql.kind": "postgresql",
             "apicurio.datasource.url": f"jdbc:postgresql://{self.host}:{pg}/registry",
             "apicurio.datasource.username": "registry",
-            "apicurio.datasource.password": self.secrets["registry"],
+            # The password is not here: system properties are on the command line (ps, the
+            # log header, the pid file). It comes from the environment (below).
             "apicurio.datasource.jdbc.initial-size": 2,
             "apicurio.datasource.jdbc.min-size": 2,
             "apicurio.datasource.jdbc.max-size": 10,
@@ -65,7 +68,7 @@ class SchemaRegistry(Service):
             "apicurio.auth.enabled": "false",
             "quarkus.log.console.format": "%d{HH:mm:ss} %-5p [%c{2.}] %s%e%n",
         }
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         argv = [
             java.java_bin(JAVA_VERSION),
             *java.heap(HEAP_MB, 128),
@@ -74,7 +77,11 @@ class SchemaRegistry(Service):
             "-jar",
             str(home / "quarkus-run.jar"),
         ]
-        self.spawn("schema_registry", argv, cwd=self.dir)
+        self.spawn("schema_registry", argv, cwd=self.dir, env=self.env())
+
+    def env(self) -> dict[str, str]:
+        """Quarkus reads apicurio.datasource.password from APICURIO_DATASOURCE_PASSWORD."""
+        return {**os.environ, "APICURIO_DATASOURCE_PASSWORD": self.secrets["registry"]}
 
     def probe(self) -> None:
         try:

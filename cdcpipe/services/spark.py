@@ -16,9 +16,18 @@ import requests
 
 from .. import java
 from ..errors import MissingDependency
+from ..settings import private_dir
 from .base import NotReady, Service
 
 DAEMON_HEAP_MB = 256
+#: Settings of master and worker. Applications (drivers, and the executors the worker starts
+#: for them) must present the shared secret; the UIs cannot kill anything; no REST
+#: submission server (an unauthenticated way to run code on the cluster).
+DAEMON_CONF = {
+    "spark.authenticate": "true",
+    "spark.ui.killEnabled": "false",
+    "spark.master.rest.enabled": "false",
+}
 #: Memory and cores the worker offers to executors.
 WORKER_MEMORY = "2g"
 WORKER_CORES = 2
@@ -62,6 +71,9 @@ class Spark(Service):
             "SPARK_SCALA_VERSION": "2.13",
             "SPARK_LOCAL_DIRS": str(self.dir / "tmp"),
             "PYSPARK_PYTHON": sys.executable,
+            # The RPC secret (spark.authenticate): daemons read it from this variable, which
+            # the worker also hands to the executors it starts. Never a -D option (ps).
+            "_SPARK_AUTH_SECRET": self.secrets["spark_auth"],
         }
 
     def _daemon(self, main: str, *args: str) -> list[str]:
@@ -69,6 +81,7 @@ class Spark(Service):
             java.java_bin(),
             *java.heap(DAEMON_HEAP_MB, 128),
             *java.COMMON_FLAGS,
+            *(f"-D{key}={value}" for key, value in DAEMON_CONF.items()),
             "-cp",
             java.classpath(spark_home() / "jars"),
             main,
@@ -76,8 +89,9 @@ class Spark(Service):
         ]
 
     def prepare(self) -> None:
+        private_dir(self.dir)
         for sub in ("work", "tmp"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(self.dir / sub)
 
     def launch(self) -> None:
         self.spawn(

@@ -1,0 +1,218 @@
+"""Security of the local runtime, checked on the running stack.
+
+Listeners on loopback only; no secret in command lines, logs or pid files; a private state
+directory; the replication role confined to the users database; Spark RPC authentication.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cdcpipe import processes
+
+LOOPBACK = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"), ipaddress.ip_address("::ffff:127.0.0.1")}
+
+
+def stack_pids(conf, stack) -> set[int]:
+    """Every process of the stack: each service's process trees, plus whatever else `up`,
+    the demo or the Spark job started (every live pid file: spark-job, randomuser, ...)."""
+    roots = {pid for svc in stack.values() for pid in svc.pids().values() if pid is not None}
+    roots |= {pid for f in conf.run_dir.glob("*.pid") if (pid := processes.pid_of(conf, f.stem)) is not None}
+    return {member for root in roots for member in processes.tree(root)}
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def _address(hex_addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = bytes.fromhex(hex_addr)
+    # /proc/net/tcp{,6} print the address as 32-bit words in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(words)
+
+
+def listening_sockets() -> dict[str, tuple[ipaddress._BaseAddress, int]]:
+    """inode -> (address, port) of every listening TCP socket, IPv4 and IPv6."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A":  # TCP_LISTEN
+                continue
+            addr, port = local.rsplit(":", 1)
+            found[inode] = (_address(addr), int(port, 16))
+    return found
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback(conf, stack):
+    sockets = listening_sockets()
+    pids = stack_pids(conf, stack)
+    listeners = {}  # (address, port) -> pid
+    for pid in pids:
+        for inode in _socket_inodes(pid) & sockets.keys():
+            listeners[sockets[inode]] = pid
+    ports = {port for _, port in listeners}
+    # The mapping works: every configured port of every service is among the listeners found.
+    expected = {svc.port(name) for svc in stack.values() for name in svc.port_names}
+    assert expected <= ports, f"configured ports not found listening: {sorted(expected - ports)}"
+    exposed = {
+        f"{addr}:{port} ({Path(f'/proc/{pid}/comm').read_text().strip()}, pid {pid})"
+        for (addr, port), pid in listeners.items()
+        if addr not in LOOPBACK
+    }
+    assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
+
+
+def _secrets(conf) -> dict[str, str]:
+    values = json.loads(conf.secrets_file.read_text())
+    assert "spark_auth" in values and all(len(v) >= 16 for v in values.values())
+    return values
+
+
+def test_no_secret_in_command_lines_logs_or_pid_files(conf, stack):
+    secrets = _secrets(conf)
+    leaks = []
+    pids = stack_pids(conf, stack)
+    assert len(pids) >= len(stack)
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace")
+        except OSError:
+            continue
+        leaks += [f"{name} in the command line of pid {pid}" for name, value in secrets.items() if value in cmdline]
+    files = [p for d in (conf.logs_dir, conf.run_dir) for p in d.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".pid" for p in files) and any(p.suffix == ".log" for p in files)
+    for path in files:
+        text = path.read_bytes().decode("utf-8", "replace")
+        leaks += [f"{name} in {path}" for name, value in secrets.items() if value in text]
+    assert not leaks
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_state_directory_and_files_are_private(conf, stack):
+    assert _mode(conf.home) == 0o700
+    assert _mode(conf.secrets_file) == 0o600
+    assert _mode(conf.logs_dir) == 0o700 and _mode(conf.run_dir) == 0o700
+    loose = [f"{p} {oct(_mode(p))}" for d in (conf.logs_dir, conf.run_dir) for p in d.rglob("*") if _mode(p) & 0o077]
+    # Data of the two services the state directory holds most of; all new files are private.
+    for data in (stack["kafka"].dir / "data", stack["cassandra"].dir / "data"):
+        assert data.is_dir()
+        loose += [f"{p} {oct(_mode(p))}" for p in [data, *data.rglob("*")] if not p.is_symlink() and _mode(p) & 0o077]
+    assert not loose
+
+
+@pytest.mark.parametrize("dbname", ["airflow", "registry", "postgres"])
+def test_replication_role_cannot_connect_to_other_databases(stack, conf, dbname):
+    pg = stack["postgres"]
+    password = _secrets(conf)["debezium"]
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        psycopg.connect(host=pg.host, port=pg.port(), dbname=dbname, user="debezium", password=password, connect_timeout=5)
+    # ... while each owner still can.
+    owner = {"airflow": "airflow", "registry": "registry", "postgres": "postgres"}[dbname]
+    with pg.connect(dbname=dbname, user=owner) as conn:
+        assert conn.execute("SELECT current_database()").fetchone()[0] == dbname
+
+
+def test_replication_role_reads_users_but_cannot_write_it(stack, conf):
+    pg = stack["postgres"]
+    password = _secrets(conf)["debezium"]
+    with psycopg.connect(host=pg.host, port=pg.port(), dbname="users", user="debezium", password=password, connect_timeout=5) as conn:
+        conn.execute("SELECT count(*) FROM public.users").fetchone()
+        conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table users"):
+            conn.execute("INSERT INTO public.users (first_name) VALUES ('intruder')")
+
+
+# --- Spark ----------------------------------------------------------------------------------
+APP = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, sys.argv[2])
+    from users_to_cassandra import authenticated  # the job's own way of presenting the secret
+    from pyspark.sql import SparkSession
+
+    builder = (SparkSession.builder.master(sys.argv[1]).appName("cdcpipe-security-check")
+               .config("spark.executor.memory", "512m").config("spark.cores.max", "1")
+               .config("spark.ui.enabled", "false"))
+    spark = authenticated(builder, os.environ.get("CDC_SPARK_AUTH_SECRET")).getOrCreate()
+    print("RESULT", spark.sparkContext.parallelize(range(10), 1).sum(), flush=True)
+    spark.stop()
+    """
+)
+
+
+def _run_app(conf, stack, tmp_path, secret: str | None, timeout: float, stop_at: str | None = None):
+    """Run a small application on the standalone master; return (output, command lines seen)."""
+    script = tmp_path / "app.py"
+    script.write_text(APP)
+    env = {k: v for k, v in os.environ.items() if k != "CDC_SPARK_AUTH_SECRET"}
+    env.update(SPARK_LOCAL_IP=conf.host, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    if secret:
+        env["CDC_SPARK_AUTH_SECRET"] = secret
+    log = tmp_path / "app.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), stack["spark"].master_url, str(conf.repo / "spark_jobs")],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    cmdlines = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            for member in processes.tree(proc.pid):
+                try:
+                    cmdlines.add(Path(f"/proc/{member}/cmdline").read_bytes().decode("utf-8", "replace"))
+                except OSError:
+                    pass
+            if stop_at and stop_at in log.read_text(errors="replace"):
+                break
+            time.sleep(1)
+    finally:
+        for member in processes.tree(proc.pid):
+            try:
+                os.kill(member, 9)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=10)
+    return log.read_text(errors="replace"), cmdlines
+
+
+def test_spark_master_refuses_an_application_without_the_secret(conf, stack, tmp_path):
+    output, _ = _run_app(conf, stack, tmp_path, None, timeout=60, stop_at="SASL")
+    assert "RESULT" not in output
+    assert "Expected SaslMessage" in output or "SASL" in output, output[-3000:]
+
+
+def test_spark_master_runs_an_application_with_the_secret(conf, stack, tmp_path):
+    secret = _secrets(conf)["spark_auth"]
+    output, cmdlines = _run_app(conf, stack, tmp_path, secret, timeout=120)
+    assert "RESULT 45" in output, output[-3000:]
+    assert any("SparkSubmit" in c or "spark-submit" in c for c in cmdlines), "the driver JVM was not seen"
+    assert not [c for c in cmdlines if secret in c], "the secret is on a command line"
