@@ -273,6 +273,11 @@ class Postgres(Service):
         scratch.rename(self.data_dir)
 
     def launch(self) -> None:
+        # The socket directory is ours alone and no server of ours runs (launch is only called
+        # then): a lock file in it is stale. PostgreSQL trusts it while the pid it names is
+        # alive, and pids are reused, so an `up` right after a crash could be refused.
+        for lock in self.socket_dir.glob(".s.PGSQL.*.lock"):
+            lock.unlink(missing_ok=True)
         argv = [str(find_bin_dir() / "postgres"), "-D", str(self.data_dir)]
         settings = {
             **SERVER_SETTINGS,
