@@ -55,9 +55,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"{entry.get('host')}:{entry.get('port')}" if entry.get("port") else ""
             )
             print(f"{name:<16} {entry['state']:<8} {_human_bytes(entry['rss_bytes']):>10}  {address}")
-            for key in ("login", "confluent_url", "master_url", "ui_url"):
+            for key in ("login", "confluent_url", "master_url", "ui_url", "capture"):
                 if entry.get(key):
                     print(f"{'':<16} {'':<8} {'':>10}  {key}: {entry[key]}")
+            if entry.get("capture") not in (None, "moving"):
+                print(f"{'':<16} {'':<8} {'':>10}  why: {entry.get('capture_reason')}")
         print(f"{'total':<16} {'':<8} {_human_bytes(report['total_rss_bytes']):>10}")
     states = {entry["state"] for entry in report["services"].values()}
     return 0 if states == {"running"} else 1

@@ -113,3 +113,190 @@ def test_spark_stop_means_up_leaves_the_job_stopped(conf, stack, spark_job):
         assert not any("spark job" in line for line in said)
     finally:
         spark_job.start(conf, progress=lambda _m: None)
+
+
+def test_a_stuck_connector_is_restarted_by_the_watchdog(conf, stack, pg, spark_job, connector):
+    """RUNNING but not moving: Debezium's heartbeat query blocks on a lock held by someone
+    else, so its streaming loop stops while Connect still says RUNNING. The watchdog sees no
+    heartbeat while the slot falls behind, restarts the connector, and once the lock is gone
+    every change arrives. (Thresholds shortened for the test: 20 s, checks every 5 s.)"""
+    import os
+
+    import psycopg
+
+    from cdcpipe import credentials, watchdog
+
+    def restart_watchdog(env: dict[str, str]) -> None:
+        runtime.down(conf, ["watchdog"], progress=lambda _m: None)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            runtime.up(conf, ["watchdog"], progress=lambda _m: None)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+    restart_watchdog({"CDCPIPE_WATCHDOG_STUCK_AFTER": "20", "CDCPIPE_WATCHDOG_INTERVAL": "5"})
+    secrets = credentials.load(conf)
+    locker = psycopg.connect(host=conf.host, port=conf.port("postgres"), dbname="users", user="postgres", password=secrets["postgres"])
+    try:
+        locker.execute("LOCK TABLE public.cdc_heartbeat IN EXCLUSIVE MODE")  # writes wait, reads don't
+        stuck_at = time.monotonic()
+        ids = []
+
+        def restarted():
+            ids.append(insert(pg, {**ROW, "city": "while-stuck"}))
+            state = watchdog.read_state(conf) or {}
+            return state.get("restarts") and state
+
+        state = wait_for(restarted, 120, "the watchdog restarting a stuck connector")
+        assert "no heartbeat" in state["restarts"][-1]["why"], state
+        print(f"\nstuck connector: restarted by the watchdog {time.monotonic() - stuck_at:.0f}s after it stopped moving")
+    finally:
+        locker.rollback()
+        locker.close()
+        restart_watchdog({})
+    session = stack["cassandra"].session()
+    try:
+        model = wait_until_read_model_matches(pg, session, timeout=180)
+    finally:
+        session.cluster.shutdown()
+    assert all(i in model for i in ids)
+    wait_for(lambda: (watchdog.read_state(conf) or {}).get("state") == "moving", 120, "capture moving again")
+    assert runtime.status(conf)["services"]["watchdog"]["capture"] == "moving"
+
+
+class SteadyWriter:
+    """Mixed inserts, updates and deletes at about ``rate`` changes/s, in small transactions,
+    reconnecting while PostgreSQL is away (what it committed is whatever PostgreSQL has)."""
+
+    def __init__(self, dsn: str, rate: int = 300):
+        import random
+        import threading
+
+        self.dsn, self.rate, self.rng = dsn, rate, random.Random(3)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.live: list[uuid.UUID] = []
+        self.done = self.reconnects = 0
+
+    def run(self) -> None:
+        import psycopg
+
+        conn = None
+        started = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
+                if self.done >= (time.monotonic() - started) * self.rate:
+                    time.sleep(0.02)
+                    continue
+                with conn.transaction():
+                    for _ in range(10):
+                        roll = self.rng.random()
+                        if roll < 0.3 or len(self.live) < 50:
+                            user_id = uuid.uuid4()
+                            conn.execute("INSERT INTO public.users (id, username, city) VALUES (%s, 'chaos', 'new')", (user_id,))
+                            self.live.append(user_id)
+                        elif roll < 0.85:
+                            conn.execute("UPDATE public.users SET city = %s WHERE id = %s",
+                                         (f"c{self.rng.random():.6f}", self.rng.choice(self.live)))
+                        else:
+                            conn.execute("DELETE FROM public.users WHERE id = %s", (self.live.pop(self.rng.randrange(len(self.live))),))
+                self.done += 10
+            except psycopg.Error:
+                self.reconnects += 1
+                try:
+                    if conn is not None:
+                        conn.close()
+                except psycopg.Error:
+                    pass
+                conn = None
+                time.sleep(0.5)
+        if conn is not None:
+            conn.close()
+
+
+def _healed(conf, stack, started: float, timeout: float = 240.0) -> float:
+    """Seconds from ``started`` until a row written now is readable in Cassandra."""
+    import psycopg
+
+    user_id = None
+    deadline = time.monotonic() + timeout
+    while user_id is None:
+        try:
+            with psycopg.connect(stack["postgres"].dsn(), autocommit=True, connect_timeout=3) as conn:
+                user_id = insert(conn, {**ROW, "city": "probe"})
+        except psycopg.Error:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    while time.monotonic() < deadline:
+        try:
+            session = stack["cassandra"].session()
+        except Exception:
+            time.sleep(1)
+            continue
+        try:
+            select = session.prepare("SELECT id FROM cdc.users WHERE id = ?")
+            while time.monotonic() < deadline:
+                if session.execute(select, [uuid.UUID(user_id)]).one():
+                    return time.monotonic() - started
+                time.sleep(0.25)
+        except Exception:
+            time.sleep(1)
+        finally:
+            session.cluster.shutdown()
+    raise AssertionError(f"the pipeline did not heal within {timeout:.0f}s")
+
+
+def test_every_service_killed_under_load_then_a_freeze(conf, stack, spark_job, connector):
+    """The promise, under a steady ~300 changes/s: each of postgres, kafka, connect,
+    schema_registry, cassandra and the Spark job in turn is SIGKILLed (whole process trees)
+    and brought back with `cdcpipe up` alone; then Kafka is frozen (SIGSTOP) for 30 s. After
+    the writes stop, Cassandra equals PostgreSQL row by row within 5 minutes. Prints the time
+    from each fault until a new change is readable in Cassandra again."""
+    import os
+
+    writer = SteadyWriter(stack["postgres"].dsn(), rate=300)
+    writer.thread.start()
+    recovery: dict[str, float] = {}
+    try:
+        time.sleep(5)
+        for victim in ("postgres", "kafka", "connect", "schema_registry", "cassandra", "spark job"):
+            started = time.monotonic()
+            if victim == "spark job":
+                spark_job.kill(conf)
+            else:
+                kill(conf, victim)
+            time.sleep(2)  # under load, with the service gone
+            runtime.up(conf, progress=lambda _m: None)
+            recovery[victim] = _healed(conf, stack, started)
+            print(f"\n  {victim:<16} SIGKILL -> a new change readable again after {recovery[victim]:.1f}s")
+        kafka_pid = runtime.services(conf, ["kafka"], with_dependencies=False)[0].pids()["kafka"]
+        members = processes.tree(kafka_pid)
+        started = time.monotonic()
+        for pid in members:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(30)
+        finally:
+            for pid in members:
+                os.kill(pid, signal.SIGCONT)
+        recovery["kafka frozen 30 s"] = _healed(conf, stack, started)
+        print(f"  {'kafka SIGSTOP 30s':<16} -> a new change readable again after {recovery['kafka frozen 30 s']:.1f}s")
+    finally:
+        writer.stop.set()
+        writer.thread.join(10)
+    assert writer.done > 1000, writer.done
+    import psycopg
+
+    session = stack["cassandra"].session()
+    try:  # a new connection: the fixture's died with PostgreSQL
+        with psycopg.connect(stack["postgres"].dsn(), autocommit=True) as fresh:
+            model = wait_until_read_model_matches(fresh, session, timeout=300)
+    finally:
+        session.cluster.shutdown()
+    print(f"  {writer.done} changes written ({writer.reconnects} reconnects); read model equal: {len(model)} rows")
+    assert spark_job.status(conf)["state"] == "running"

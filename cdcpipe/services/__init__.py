@@ -10,7 +10,8 @@ from .kafka import Kafka
 from .postgres import Postgres
 from .schema_registry import SchemaRegistry
 from .spark import Spark
+from .watchdog import Watchdog
 
-SERVICES: tuple[type[Service], ...] = (Postgres, Kafka, SchemaRegistry, Connect, Cassandra, Spark, Airflow)
+SERVICES: tuple[type[Service], ...] = (Postgres, Kafka, SchemaRegistry, Connect, Cassandra, Spark, Airflow, Watchdog)
 
 __all__ = ["SERVICES", "NotReady", "Service"]

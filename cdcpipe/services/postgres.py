@@ -344,6 +344,8 @@ class Postgres(Service):
                 sql.SQL("ALTER ROLE debezium WITH PASSWORD {}").format(sql.Literal(self.secrets["debezium"]))
             )
             conn.execute("GRANT users_writer TO cdcpipe")
+            # The capture watchdog (cdcpipe.liveness) reads the heartbeat as cdcpipe.
+            conn.execute("GRANT SELECT ON public.cdc_heartbeat TO cdcpipe")
             self._check_debezium(conn)
 
     @staticmethod

@@ -1,0 +1,114 @@
+"""The capture watchdog: ``python -m cdcpipe.watchdog``, a process of the local runtime.
+
+Every ``CDCPIPE_WATCHDOG_INTERVAL`` seconds (default 15) it judges the connector's liveness
+(:mod:`cdcpipe.liveness`) and, when the connector is **stuck** (RUNNING without heartbeats
+while WAL waits) or **FAILED**, restarts it and its tasks through Connect's REST API, at
+most once per backoff period (60 s, doubling to 10 min while it keeps failing). Nothing is
+lost by a restart: the task resumes from its last committed offset and the slot has kept
+the WAL since. A paused connector is left alone (someone paused it). What it saw and did
+is written to ``<state>/watchdog/state.json`` for ``cdcpipe status``; it stops cleanly on
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import credentials, liveness, settings
+from .connect_client import ConnectClient, ConnectorFile
+from .errors import CdcpipeError
+
+log = logging.getLogger("cdcpipe.watchdog")
+
+INTERVAL = float(os.environ.get("CDCPIPE_WATCHDOG_INTERVAL", "15"))
+BACKOFF_FIRST, BACKOFF_MAX = 60.0, 600.0
+CONNECTOR_FILE = settings.REPO / "connectors" / "users-cdc.json"
+
+
+def state_file(conf: settings.Settings) -> Path:
+    return conf.service_dir("watchdog") / "state.json"
+
+
+def read_state(conf: settings.Settings) -> dict[str, Any] | None:
+    try:
+        return json.loads(state_file(conf).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write(path: Path, report: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, default=str))
+    tmp.replace(path)
+
+
+def check_once(conf: settings.Settings, client: ConnectClient, name: str) -> liveness.Liveness:
+    import psycopg
+
+    secrets = credentials.load(conf)
+    try:
+        status = client.status(name)
+    except CdcpipeError as exc:
+        if "no connector named" in str(exc):
+            status = None
+        else:
+            return liveness.Liveness("unknown", f"Connect: {exc}", None, None, None, None)
+    try:
+        with psycopg.connect(host=conf.host, port=conf.port("postgres"), dbname="users", user="cdcpipe",
+                             password=secrets["cdcpipe"], connect_timeout=5,
+                             options="-c statement_timeout=5000") as pg:  # never hang the watchdog
+            age, lag, active = liveness.capture_facts(pg)
+    except psycopg.Error as exc:
+        return liveness.Liveness("unknown", f"PostgreSQL: {str(exc).strip()[:200]}", None, None, None, None)
+    return liveness.judge(status, age, lag, active)
+
+
+def run(conf: settings.Settings, stop: threading.Event) -> None:
+    client = ConnectClient(f"http://{conf.host}:{conf.port('connect')}", timeout=10)
+    name = ConnectorFile.load(CONNECTOR_FILE).name
+    path = state_file(conf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    restarts: list[dict[str, Any]] = []
+    backoff, next_allowed = BACKOFF_FIRST, 0.0
+    while not stop.is_set():
+        verdict = check_once(conf, client, name)
+        action = None
+        if verdict.state in ("stuck", "failed"):
+            if time.monotonic() >= next_allowed:
+                try:
+                    client.restart(name)
+                    action = f"restarted {name}: {verdict.reason}"
+                    log.warning(action)
+                    restarts.append({"at": time.time(), "why": verdict.reason})
+                    del restarts[:-20]
+                except CdcpipeError as exc:
+                    action = f"restart of {name} failed: {exc}"
+                    log.error(action)
+                next_allowed = time.monotonic() + backoff
+                backoff = min(BACKOFF_MAX, backoff * 2)
+        elif verdict.state == "moving":
+            backoff = BACKOFF_FIRST
+        _write(path, {"checked_at": time.time(), "pid": os.getpid(), "connector": name, **verdict.as_dict(),
+                      "last_action": action, "restarts": restarts})
+        stop.wait(INTERVAL)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    conf = settings.load()
+    log.info("watching connector liveness every %.0fs (stuck after %.0fs without heartbeats)", INTERVAL, liveness.STUCK_AFTER)
+    run(conf, stop)
+
+
+if __name__ == "__main__":
+    main()
