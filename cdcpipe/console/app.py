@@ -189,9 +189,9 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
     def schemas_page(request: Request) -> Response:
         subjects, error = attempt("schema registry", monitor.subjects)
         subjects = subjects or []
-        subject = request.query_params.get("subject") or next(
-            (s["subject"] for s in subjects if s["subject"].endswith("-value")), subjects[0]["subject"] if subjects else None
-        )
+        names = [s["subject"] for s in subjects]
+        preferred = [f"{topic}-value" for topic in monitor.cdc_topics]  # the pipeline's own first
+        subject = request.query_params.get("subject") or next((n for n in preferred if n in names), names[0] if names else None)
         versions = next((s["versions"] for s in subjects if s["subject"] == subject), [])
         a = request.query_params.get("a") or (str(versions[-2]) if len(versions) > 1 else str(versions[0]) if versions else None)
         b = request.query_params.get("b") or (str(versions[-1]) if versions else None)
@@ -204,7 +204,8 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
                 text = lambda v: json.dumps(json.loads(v["schema"]), indent=2).splitlines()  # noqa: E731
                 diff = difflib.HtmlDiff(wrapcolumn=70).make_table(
                     text(left), text(right), f"version {a} (id {left.get('id')})", f"version {b} (id {right.get('id')})",
-                    context=request.query_params.get("full") != "1", numlines=4,
+                    # One version only (or the same twice): show it whole rather than "no differences".
+                    context=request.query_params.get("full") != "1" and a != b, numlines=4,
                 )
         return page(request, "schemas.html", subjects=subjects, subject=subject, versions=versions, a=a, b=b, diff=diff, error=error)
 
