@@ -7,9 +7,11 @@ PYTHON ?= python3.11
 VENV := .venv
 CDCPIPE := $(VENV)/bin/cdcpipe
 VENV_STAMP := $(VENV)/.installed
+CONSOLE_ASSETS := build/console
+CONSOLE_STAMP := $(CONSOLE_ASSETS)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv jars up down status test demo bench clean
+.PHONY: help system-deps venv jars console-assets up down status test demo bench clean
 
 help:
 	@echo "make demo     the whole pipeline end to end, stack left running (make down stops it)"
@@ -23,6 +25,8 @@ system-deps:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || [ -n "$$CDCPIPE_PG_BIN" ] || missing="$$missing postgresql"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
@@ -45,7 +49,18 @@ venv: $(VENV_STAMP)
 jars: venv system-deps
 	$(CDCPIPE) jars
 
-up: jars
+# The console's browser assets (htmx, its SSE extension, Chart.js): npm packages pinned by
+# cdcpipe/console/package-lock.json (with integrity hashes), installed into build/console and
+# served by the console itself, so its pages need no network at run time.
+$(CONSOLE_STAMP): cdcpipe/console/package.json cdcpipe/console/package-lock.json | system-deps
+	mkdir -p $(CONSOLE_ASSETS)
+	cp cdcpipe/console/package.json cdcpipe/console/package-lock.json $(CONSOLE_ASSETS)/
+	cd $(CONSOLE_ASSETS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+console-assets: $(CONSOLE_STAMP)
+
+up: jars console-assets
 	$(CDCPIPE) up
 
 down:
@@ -54,13 +69,13 @@ down:
 status: venv
 	$(CDCPIPE) status
 
-test: jars
+test: jars console-assets
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-demo: jars
+demo: jars console-assets
 	$(CDCPIPE) demo
 
-bench: jars
+bench: jars console-assets
 	$(CDCPIPE) up
 	$(CDCPIPE) bench
 

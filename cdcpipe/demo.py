@@ -123,7 +123,7 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
     query = "SELECT id, first_name, last_name, email, city, country FROM cdc.users LIMIT 5"
     say(f"\n==> {cqlsh} {cass.host} {cass.port()} -e \"{query}\"")
     subprocess.run([str(cqlsh), cass.host, str(cass.port()), "-e", query])
-    airflow = stack["airflow"]
+    airflow, console = stack["airflow"], stack["console"]
     say(
         "\nWhere to look next (the stack keeps running; 'make down' stops it):\n"
         f"  Airflow UI        {airflow.url}  (login {airflow.info()['login']})\n"
@@ -132,5 +132,6 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
         "  Change events     .venv/bin/cdcpipe topic tail --from-beginning\n"
         "  Spark job         .venv/bin/cdcpipe spark status\n"
         "  Everything        .venv/bin/cdcpipe status\n"
+        f"\nWatch the pipeline in the console: {console.url}  (login {console.info()['login']})\n"
     )
     return {"rows": count, "api_url": url}

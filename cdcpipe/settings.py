@@ -9,6 +9,7 @@ agree on addresses without any of them hard-coding one.
 | CDCPIPE_JARS          | <checkout>/build/jars       |
 | CDCPIPE_PORT_<NAME>   | see DEFAULT_PORTS           |
 | CDCPIPE_SPARK_MASTER  | local[2]                    |
+| CDCPIPE_CONSOLE_ASSETS| <checkout>/build/console    |
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "airflow": 8080,
     "airflow_log_server": 8793,  # Airflow's task log server (cdcpipe.airflow_log_server)
     "randomuser": 8089,  # the local randomuser.me stand-in (cdcpipe randomuser serve)
+    "console": 8070,  # the browser console (cdcpipe console)
 }
 
 
@@ -51,6 +53,8 @@ class Settings:
     ports: dict[str, int] = field(default_factory=dict)
     spark_master: str = "local[2]"
     host: str = HOST
+    #: The console's browser assets (htmx, Chart.js), installed by 'make console-assets'.
+    console_assets: Path = REPO / "build" / "console"
 
     def port(self, name: str) -> int:
         return self.ports[name]
@@ -118,4 +122,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         jars=jars,
         ports=ports,
         spark_master=env.get("CDCPIPE_SPARK_MASTER") or "local[2]",
+        console_assets=Path(env.get("CDCPIPE_CONSOLE_ASSETS") or REPO / "build" / "console").resolve(),
     )

@@ -19,6 +19,8 @@ def test_demo_journey_ends_with_an_equal_read_model(stack):
     assert "is not reachable from here: using the local stand-in" in out.stdout
     assert "cdc.users equals public.users" in out.stdout
     assert "first_name" in out.stdout  # the cqlsh query ran
+    # It ends with the console's address and login.
+    assert out.stdout.rstrip().splitlines()[-1].startswith("Watch the pipeline in the console: http://127.0.0.1:")
     session = stack["cassandra"].session()
     try:
         with psycopg.connect(stack["postgres"].dsn()) as pg:

@@ -169,7 +169,7 @@ def test_status_json_reports_every_service(stack):
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)["services"]
-    assert set(report) == {"postgres", "kafka", "schema_registry", "connect", "cassandra", "spark", "airflow"}
+    assert set(report) == {"postgres", "kafka", "schema_registry", "connect", "cassandra", "spark", "airflow", "watchdog", "console"}
     assert all(entry["state"] == "running" for entry in report.values()), report
     assert all(entry["rss_bytes"] > 0 for entry in report.values())
     assert report["postgres"]["dsn"].startswith("postgresql://cdcpipe:")
@@ -182,3 +182,6 @@ def test_status_json_reports_every_service(stack):
     assert report["cassandra"]["host"] == "127.0.0.1" and report["cassandra"]["port"] == stack["cassandra"].port()
     assert report["airflow"]["url"].startswith("http://127.0.0.1:")
     assert report["airflow"]["username"] and report["airflow"]["password"]
+    assert report["console"]["url"] == stack["console"].url
+    assert report["console"]["username"] == "admin" and report["console"]["password"]
+    assert report["watchdog"]["capture"] in ("moving", "unknown"), report["watchdog"]

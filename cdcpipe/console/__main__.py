@@ -1,0 +1,5 @@
+"""``python -m cdcpipe.console``: what the runtime's console service runs."""
+
+from cdcpipe.console import serve
+
+serve()

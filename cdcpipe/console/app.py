@@ -1,0 +1,305 @@
+"""The console's web application: Starlette routes, Jinja2 templates, htmx in the browser.
+
+Pages are rendered on the server; htmx refreshes their panels every few seconds and the
+live tail arrives as Server-Sent Events (htmx's sse extension). htmx and Chart.js are
+served from ``settings.console_assets`` (npm packages pinned by ``package-lock.json`` and
+installed by ``make console-assets``), never from a CDN.
+
+Every request, static files and the event stream included, needs HTTP Basic credentials:
+user ``admin`` and the ``console`` password of ``secrets.json``. Requests that change
+something (POST) must also carry htmx's ``HX-Request`` header, which a page of another
+origin cannot send without a CORS preflight this application never grants: the browser's
+cached Basic credentials cannot be used for cross-site request forgery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import difflib
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from .. import changes, spark_job
+from ..cli import _human_bytes
+from ..settings import Settings
+from .monitor import Monitor, _error
+
+HERE = Path(__file__).resolve().parent
+USERNAME = "admin"
+#: URL name -> file under the installed npm packages (build/console/node_modules/...).
+VENDOR = {
+    "htmx.min.js": "htmx.org/dist/htmx.min.js",
+    "sse.min.js": "htmx-ext-sse/dist/sse.min.js",
+    "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
+}
+ACTIONS = ("pause", "resume", "restart")
+
+
+class BasicAuth:
+    """ASGI middleware: 401 without the console's credentials; 403 for a POST without HX-Request."""
+
+    def __init__(self, app: Any, username: str, password: str):
+        self.app = app
+        self.expected = (username.encode(), password.encode())
+
+    def _authorized(self, header: bytes) -> bool:
+        if header[:6].lower() != b"basic ":
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:], validate=True).partition(b":")
+        except ValueError:
+            return False
+        return secrets.compare_digest(user, self.expected[0]) & secrets.compare_digest(password, self.expected[1])
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if not self._authorized(headers.get(b"authorization", b"")):
+            response: Response = PlainTextResponse(
+                "the cdcpipe console needs its login: 'cdcpipe status' prints it",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="cdcpipe console", charset="UTF-8"'},
+            )
+        elif scope["method"] not in ("GET", "HEAD") and headers.get(b"hx-request") != b"true":
+            response = PlainTextResponse("actions are taken from the console's own pages", status_code=403)
+        else:
+            return await self.app(scope, receive, send)
+        await response(scope, receive, send)
+
+
+def _when(epoch: Any) -> str:
+    if not epoch:
+        return "–"
+    if isinstance(epoch, str):
+        return epoch
+    return dt.datetime.fromtimestamp(float(epoch)).strftime("%H:%M:%S")
+
+
+def _number(value: Any, digits: int = 0) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, (int, float)):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def create_app(settings: Settings, password: str, monitor: Monitor | None = None) -> Starlette:
+    monitor = monitor or Monitor(settings)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters.update(human_bytes=_human_bytes, when=_when, number=_number)
+    assets = settings.console_assets / "node_modules"
+    missing_assets = [name for name, rel in VENDOR.items() if not (assets / rel).is_file()]
+
+    def page(request: Request, name: str, **context: Any) -> Response:
+        context.update(request=request, page=name.removesuffix(".html"), missing_assets=missing_assets)
+        return templates.TemplateResponse(request, name, context)
+
+    def attempt(what: str, fn: Any, *args: Any) -> tuple[Any, str | None]:
+        try:
+            return fn(*args), None
+        except Exception as exc:  # noqa: BLE001 - a service that is down is shown as such
+            return None, f"{what}: {_error(exc)}"
+
+    # --- overview --------------------------------------------------------------------
+    def overview_context() -> dict[str, Any]:
+        status = monitor.status
+        job = spark_job.progress(settings)
+        connector, connector_error = attempt("Connect", monitor.connect.status, monitor.connector_name())
+        services = (status or {}).get("services", {})
+        history = list(monitor.history)
+        return {
+            "status": status,
+            "status_error": monitor.status_error,
+            "services": services,
+            "running": sum(1 for s in services.values() if s["state"] == "running"),
+            "job": job,
+            "connector": connector,
+            "connector_error": connector_error,
+            "lag": history[-1]["lag"] if history else None,
+            "kafka_error": getattr(monitor, "kafka_error", None),
+        }
+
+    def overview(request: Request) -> Response:
+        return page(request, "overview.html", **overview_context())
+
+    def overview_panel(request: Request) -> Response:
+        return templates.TemplateResponse(request, "_overview.html", {"request": request, **overview_context()})
+
+    def lag_history(request: Request) -> Response:
+        return JSONResponse([{"t": h["t"], "lag": h["lag"]} for h in monitor.history])
+
+    def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "samples": len(monitor.history)})
+
+    # --- topics ----------------------------------------------------------------------
+    def topics_context() -> dict[str, Any]:
+        rows, error = attempt("Kafka", monitor.topics_overview)
+        return {"topics": rows or [], "topics_error": error, "tail_error": monitor.tail_error}
+
+    def topics_page(request: Request) -> Response:
+        key, op = request.query_params.get("key", ""), request.query_params.get("op", "")
+        return page(request, "topics.html", key=key, op=op, **topics_context())
+
+    def topics_panel(request: Request) -> Response:
+        return templates.TemplateResponse(request, "_topics.html", {"request": request, **topics_context()})
+
+    def tail_table(request: Request) -> Response:
+        key, op = request.query_params.get("key", ""), request.query_params.get("op", "")
+        return templates.TemplateResponse(request, "_tail.html", {"request": request, "key": key, "op": op})
+
+    async def tail_stream(request: Request) -> Response:
+        key, op = request.query_params.get("key", "").strip(), request.query_params.get("op", "").strip()
+        row = templates.get_template("_event.html")
+
+        def message(event: dict[str, Any]) -> str:
+            html = row.render(e=event).replace("\n", " ")
+            return f"event: change\nid: {event['seq']}\ndata: {html}\n\n"
+
+        async def events():
+            recent = monitor.tail_since(0, key, op)[-50:]
+            seq = monitor.tail_seq
+            for event in recent:
+                yield message(event)
+            last_ping = time.monotonic()
+            while not await request.is_disconnected():
+                new = monitor.tail_since(seq, key, op)
+                seq = max([seq, *(e["seq"] for e in new)]) if new else max(seq, monitor.tail_seq)
+                for event in new:
+                    yield message(event)
+                if time.monotonic() - last_ping > 15:
+                    yield ": ping\n\n"
+                    last_ping = time.monotonic()
+                await asyncio.sleep(0.5)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    # --- schemas ---------------------------------------------------------------------
+    def schemas_page(request: Request) -> Response:
+        subjects, error = attempt("schema registry", monitor.subjects)
+        subjects = subjects or []
+        names = [s["subject"] for s in subjects]
+        preferred = [f"{topic}-value" for topic in monitor.cdc_topics]  # the pipeline's own first
+        subject = request.query_params.get("subject") or next((n for n in preferred if n in names), names[0] if names else None)
+        versions = next((s["versions"] for s in subjects if s["subject"] == subject), [])
+        a = request.query_params.get("a") or (str(versions[-2]) if len(versions) > 1 else str(versions[0]) if versions else None)
+        b = request.query_params.get("b") or (str(versions[-1]) if versions else None)
+        diff = None
+        if subject and a and b:
+            left, error_a = attempt("schema registry", monitor.schema_version, subject, a)
+            right, error_b = attempt("schema registry", monitor.schema_version, subject, b)
+            error = error or error_a or error_b
+            if left and right:
+                text = lambda v: json.dumps(json.loads(v["schema"]), indent=2).splitlines()  # noqa: E731
+                diff = difflib.HtmlDiff(wrapcolumn=70).make_table(
+                    text(left), text(right), f"version {a} (id {left.get('id')})", f"version {b} (id {right.get('id')})",
+                    # One version only (or the same twice): show it whole rather than "no differences".
+                    context=request.query_params.get("full") != "1" and a != b, numlines=4,
+                )
+        return page(request, "schemas.html", subjects=subjects, subject=subject, versions=versions, a=a, b=b, diff=diff, error=error)
+
+    # --- connector -------------------------------------------------------------------
+    def connector_context() -> dict[str, Any]:
+        names, error = attempt("Connect", monitor.connect.list)
+        connectors = []
+        for name in names or []:
+            status, status_error = attempt("Connect", monitor.connect.status, name)
+            connectors.append({"name": name, "status": status, "error": status_error})
+        return {"connectors": connectors, "error": error, "connect_url": monitor.connect.url, "actions": ACTIONS}
+
+    def connector_page(request: Request) -> Response:
+        return page(request, "connector.html", **connector_context())
+
+    def connector_panel(request: Request) -> Response:
+        return templates.TemplateResponse(request, "_connector.html", {"request": request, **connector_context()})
+
+    def connector_action(request: Request) -> Response:
+        name, action = request.path_params["name"], request.path_params["action"]
+        if action not in ACTIONS:
+            return PlainTextResponse(f"unknown action {action}", status_code=404)
+        _, error = attempt(f"{action} {name}", getattr(monitor.connect, action), name)
+        context = connector_context()
+        context["action_note"] = error or f"{action} sent to {name}"
+        return templates.TemplateResponse(request, "_connector.html", {"request": request, **context})
+
+    # --- spark -----------------------------------------------------------------------
+    def spark_context() -> dict[str, Any]:
+        report = spark_job.read_progress(settings) or {}
+        count, count_error = attempt("Cassandra", lambda: monitor.cql("SELECT count(*) FROM cdc.dead_letters")[0][0])
+        letters, letters_error = attempt("Cassandra", monitor.dead_letters)
+        return {
+            "job": spark_job.progress(settings),
+            "recent": list(reversed(report.get("recent") or [])),
+            "dead_letter_count": count,
+            "dead_letters": letters or [],
+            "cassandra_error": count_error or letters_error,
+        }
+
+    def spark_page(request: Request) -> Response:
+        return page(request, "spark.html", **spark_context())
+
+    def spark_panel(request: Request) -> Response:
+        return templates.TemplateResponse(request, "_spark.html", {"request": request, **spark_context()})
+
+    # --- cassandra -------------------------------------------------------------------
+    def cassandra_page(request: Request) -> Response:
+        count, error = attempt("Cassandra", lambda: monitor.cql("SELECT count(*) FROM cdc.users", timeout=60)[0][0])
+        user_id = (request.query_params.get("id") or "").strip()
+        user, lookup_error = None, None
+        if user_id:
+            user, lookup_error = attempt("lookup", monitor.user, user_id)
+            if user is None and not lookup_error:
+                lookup_error = f"no row with id {user_id} in cdc.users"
+        return page(
+            request, "cassandra.html", count=count, error=error, user_id=user_id, user=user, lookup_error=lookup_error,
+            streaming_base=changes.STREAMING_BASE,
+        )
+
+    # --- static ----------------------------------------------------------------------
+    def vendor(request: Request) -> Response:
+        rel = VENDOR.get(request.path_params["name"])
+        if rel is None or not (assets / rel).is_file():
+            return PlainTextResponse("not found (run 'make console-assets')", status_code=404)
+        return FileResponse(assets / rel, headers={"Cache-Control": "max-age=3600"})
+
+    def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        path = HERE / "static" / name
+        if "/" in name or not path.is_file():
+            return PlainTextResponse("not found", status_code=404)
+        return FileResponse(path)
+
+    routes = [
+        Route("/", overview),
+        Route("/panel/overview", overview_panel),
+        Route("/api/lag", lag_history),
+        Route("/api/health", health),
+        Route("/topics", topics_page),
+        Route("/panel/topics", topics_panel),
+        Route("/topics/tail", tail_table),
+        Route("/topics/stream", tail_stream),
+        Route("/schemas", schemas_page),
+        Route("/connector", connector_page),
+        Route("/panel/connector", connector_panel),
+        Route("/connector/{name}/{action}", connector_action, methods=["POST"]),
+        Route("/spark", spark_page),
+        Route("/panel/spark", spark_panel),
+        Route("/cassandra", cassandra_page),
+        Route("/vendor/{name}", vendor),
+        Route("/static/{name}", static),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(BasicAuth, username=USERNAME, password=password)
+    app.state.monitor = monitor
+    return app
