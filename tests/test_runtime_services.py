@@ -128,7 +128,9 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
 
     logging.getLogger("py4j").setLevel(logging.WARNING)  # its shutdown chatter outlives pytest's log capture
 
-    spark = (
+    from test_topics import _job_module
+
+    builder = (
         SparkSession.builder.master(stack["spark"].master_url)
         .appName("cdcpipe-test-kafka-read")
         .config("spark.jars", ",".join(job_jars(stack["spark"].settings.jars)))
@@ -136,8 +138,9 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
         .config("spark.cores.max", "1")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.ui.enabled", "false")
-        .getOrCreate()
     )
+    # The cluster requires its shared secret (spark.authenticate), as the job does.
+    spark = _job_module().authenticated(builder, stack["spark"].secrets["spark_auth"]).getOrCreate()
     try:
         frame = (
             spark.read.format("kafka")
