@@ -58,9 +58,9 @@ class KafkaTimes(threading.Thread):
         super().__init__(daemon=True)
         from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-        from .avro_reader import SchemaRegistry
+        from .pipeline.avro_reader import SchemaCache
 
-        self.registry = SchemaRegistry(registry_url)
+        self.registry = SchemaCache(registry_url)
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdcpipe-latency-{uuid.uuid4()}",
                                   "enable.auto.commit": False, "fetch.wait.max.ms": 10})
         partitions = self.consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
@@ -70,7 +70,7 @@ class KafkaTimes(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from .avro_reader import decode
+        from .pipeline.avro_reader import decode
 
         while not self.stop.is_set():
             msg = self.consumer.poll(0.05)

@@ -1,10 +1,11 @@
 """Spark Structured Streaming: Debezium change events on Kafka -> the Cassandra read model.
 
+This file is the driver side only; what the executors run is :mod:`cdcpipe.pipeline.apply`.
 Each micro-batch is applied on the executors, partition by partition: every record is
 decoded with its own writer schema (Confluent framing, schemas from the registry), only the
 newest change per key is kept, and the writes go to Cassandra concurrently with prepared
 statements and ``USING TIMESTAMP`` = the change's position, so replays and restarts are
-harmless (see cdcpipe/changes.py). Records that cannot be decoded or applied go to
+harmless (see cdcpipe/pipeline/changes.py). Records that cannot be decoded or applied go to
 ``cdc.dead_letters`` with their raw bytes; the stream goes on.
 
 Run it with ``cdcpipe spark start`` (local runtime), or submit it yourself:
@@ -33,6 +34,8 @@ from typing import Any
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQueryListener
 
+from cdcpipe.pipeline.apply import apply_arrow
+
 log = logging.getLogger("users_to_cassandra")
 
 
@@ -50,7 +53,9 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=env("CDC_CHECKPOINT", "/tmp/cdcpipe-checkpoints/users_to_cassandra"), help="checkpoint directory [CDC_CHECKPOINT]")
     p.add_argument("--master", default=env("CDC_SPARK_MASTER"), help="Spark master; default: spark-submit's or local[2] [CDC_SPARK_MASTER]")
     p.add_argument("--jars", default=env("CDC_SPARK_JARS", ""), help="comma-separated jars to add (Kafka source) [CDC_SPARK_JARS]")
-    p.add_argument("--trigger-seconds", type=float, default=float(env("CDC_TRIGGER_SECONDS", "1")), help="micro-batch interval [CDC_TRIGGER_SECONDS]")
+    p.add_argument("--trigger-seconds", type=float, default=float(env("CDC_TRIGGER_SECONDS", "0.25")),
+                   help="micro-batch interval (default 0.25: a change waits at most that long for its batch; "
+                        "a busy job runs batches back to back anyway) [CDC_TRIGGER_SECONDS]")
     p.add_argument("--max-offsets-per-trigger", type=int, default=int(env("CDC_MAX_OFFSETS_PER_TRIGGER", "200000")), help="[CDC_MAX_OFFSETS_PER_TRIGGER]")
     p.add_argument("--min-partitions", type=int, default=int(env("CDC_MIN_PARTITIONS", "2")),
                    help="Spark tasks per micro-batch at least; a busy Kafka partition is split into offset "
@@ -59,127 +64,6 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--starting-offsets", default=env("CDC_STARTING_OFFSETS", "earliest"), help="for a fresh checkpoint [CDC_STARTING_OFFSETS]")
     p.add_argument("--progress-file", default=env("CDC_PROGRESS_FILE"), help="write the query's progress here as JSON [CDC_PROGRESS_FILE]")
     return p.parse_args(argv)
-
-
-# --- executor side -------------------------------------------------------------------------
-# One Cassandra session and registry client per Python worker process, reused across tasks.
-_executor_state: dict[str, Any] = {}
-
-
-def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
-    key = json.dumps(conf, sort_keys=True)
-    if _executor_state.get("key") != key:
-        from cassandra.cluster import Cluster
-        from cassandra.policies import DCAwareRoundRobinPolicy
-
-        from cdcpipe.avro_reader import SchemaRegistry
-        from cdcpipe.cassandra_sink import CassandraSink
-
-        cluster = Cluster(
-            [conf["cassandra_host"]],
-            port=conf["cassandra_port"],
-            protocol_version=5,
-            load_balancing_policy=DCAwareRoundRobinPolicy(),
-            connect_timeout=10,
-        )
-        session = cluster.connect()
-        _executor_state.update(
-            key=key,
-            sink=CassandraSink(session, conf["keyspace"], conf["table"]),
-            registry=SchemaRegistry(conf["registry_url"]),
-            types={},
-        )
-    return _executor_state["sink"], _executor_state["registry"]
-
-
-def apply_partition(rows, conf: dict[str, Any]) -> tuple[int, int, int]:
-    """Decode, keep the newest change per key, write; dead-letter what cannot be used.
-
-    ``rows`` yields (key, value, topic, partition, offset); returns (records, writes, dead).
-    """
-    from cdcpipe.avro_reader import DecodeError, decode, schema_id_of
-    from cdcpipe.cassandra_sink import DeadLetter, after_field_types
-    from cdcpipe.changes import MalformedChange, from_event, image_key, last_per_key
-
-    sink, registry = _executor(conf)
-    types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
-    raw_by_change: dict[int, Any] = {}
-    changes = []
-    dead: list[DeadLetter] = []
-    seen = 0
-    for row in rows:
-        raw_key, raw_value, topic, partition, offset = row
-        seen += 1
-        if raw_value is None:
-            continue  # a tombstone: Kafka's compaction marker, nothing to apply
-        try:
-            part = "value"
-            value = decode(raw_value, registry)
-            # The key is decoded only when the row image lacks the id (it never does for
-            # Debezium's PostgreSQL connector: before/after carry the primary key).
-            part = "key"
-            key = None if image_key(value) is not None else decode(raw_key, registry)
-            part = "value"
-            change = from_event(key, value, offset)
-            if change is None:
-                continue
-            if change.row is not None and not change.row.keys() <= sink.columns.keys():
-                schema_id = schema_id_of(raw_value)
-                if schema_id not in types_by_schema:
-                    types_by_schema[schema_id] = after_field_types(registry.raw_schema(schema_id))
-                sink.ensure_columns({k: t for k, t in types_by_schema[schema_id].items() if k in change.row})
-                undeclared = change.row.keys() - sink.columns.keys()
-                if undeclared:  # the writer schema gives them no type: the record's fault
-                    raise MalformedChange(f"columns its writer schema (id {schema_id}) does not type: {', '.join(sorted(undeclared))}")
-        except (DecodeError, MalformedChange) as exc:
-            dead.append(DeadLetter(topic, partition, offset, raw_key, raw_value, f"{part}: {exc.__class__.__name__}: {exc}"))
-            continue
-        changes.append(change)
-        raw_by_change[id(change)] = row
-    # Only the newest change of a key is written. If the sink rejects it (a value that cannot
-    # be stored), it is dead-lettered and the key's newest remaining change is written instead,
-    # and so on: no change is dropped without either being applied, superseded by an applied
-    # one, or dead-lettered. The fallback costs nothing unless something is rejected.
-    pending = last_per_key(changes)
-    writes = 0
-    older: dict[str, list] | None = None  # per rejected key, its other changes, oldest first
-    while pending:
-        rejected = sink.apply(pending)
-        writes += len(pending) - len(rejected)
-        if not rejected:
-            break
-        if older is None:
-            keys = {change.key for change, _ in rejected}
-            newest = {id(change) for change in pending}
-            older = {}
-            for change in changes:
-                if change.key in keys and id(change) not in newest:
-                    older.setdefault(change.key, []).append(change)
-            for backlog in older.values():
-                backlog.sort(key=lambda c: (c.timestamp, c.offset))
-        pending = []
-        for change, reason in rejected:
-            raw_key, raw_value, topic, partition, offset = raw_by_change[id(change)]
-            dead.append(DeadLetter(topic, partition, offset, raw_key, raw_value, f"BadValue: {reason}"))
-            backlog = older.get(change.key)
-            if backlog:
-                pending.append(backlog.pop())
-    sink.dead_letter(dead)
-    return seen, writes, len(dead)
-
-
-def apply_arrow(batches, conf: dict[str, Any]):
-    """mapInArrow: a partition's records arrive as Arrow batches (far cheaper than pickled
-    rows); one small batch of counts goes back."""
-    import pyarrow as pa
-
-    def rows():
-        for batch in batches:
-            columns = [batch.column(name).to_pylist() for name in ("key", "value", "topic", "partition", "offset")]
-            yield from zip(*columns)
-
-    records, writes, dead = apply_partition(rows(), conf)
-    yield pa.RecordBatch.from_pydict({"records": [records], "writes": [writes], "dead": [dead]})
 
 
 # --- driver side ---------------------------------------------------------------------------
@@ -339,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.ui.killEnabled", "false")
         # The executors' Python daemon without Spark's zips on sys.path (see the module).
-        .config("spark.python.daemon.module", "cdcpipe.spark_daemon")
+        .config("spark.python.daemon.module", "cdcpipe.pipeline.spark_daemon")
     )
     spark = authenticated(builder, os.environ.get(AUTH_SECRET_ENV)).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
@@ -385,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             .option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
             .option("minPartitions", str(args.min_partitions))
             .option("failOnDataLoss", "true")  # never skip silently past lost offsets
+            # A task reads up to the partition's end; the broker then held each fetch for the
+            # default 500 ms waiting for more. Measured: a one-record batch 800 -> 300 ms.
+            .option("kafka.fetch.max.wait.ms", "10")
         )
         reader = reader.option("subscribePattern", args.topic_pattern) if args.topic_pattern else reader.option("subscribe", args.topic)
         stream = reader.load().select("key", "value", "topic", "partition", "offset")

@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from cdcpipe import verify
-from cdcpipe.avro_reader import SchemaRegistry, decode
+from cdcpipe.pipeline.avro_reader import SchemaCache, decode
 
 TOPIC = "cdc.public.users"
 
@@ -39,7 +39,7 @@ class TopicReader:
 
     def __init__(self, bootstrap: str, registry_url: str, topic: str = TOPIC):
         self.topic = topic
-        self.registry = SchemaRegistry(registry_url)
+        self.registry = SchemaCache(registry_url)
         self.consumer = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}
         )

@@ -1,4 +1,4 @@
-"""The compiled Avro readers (cdcpipe/avro_compiled.py) against fastavro, on the same bytes.
+"""The compiled Avro readers (cdcpipe/pipeline/avro_compiled.py) against fastavro, on the same bytes.
 
 Schemas are registered in the real registry and read through ``avro_reader.decode``, as the
 Spark job reads them; real Debezium events come from the real connector.
@@ -14,7 +14,7 @@ import fastavro
 import pytest
 
 from cdc_helpers import register_schema
-from cdcpipe.avro_reader import HEADER, DecodeError, SchemaRegistry, decode
+from cdcpipe.pipeline.avro_reader import HEADER, DecodeError, SchemaCache, decode
 
 EVERY_TYPE = {
     "type": "record",
@@ -89,7 +89,7 @@ def _fastavro(parsed, data: bytes):
 def every(stack):
     url = stack["schema_registry"].url
     schema_id = register_schema(url, EVERY_TYPE)
-    registry = SchemaRegistry(url)
+    registry = SchemaCache(url)
     return registry, schema_id, fastavro.parse_schema(registry.raw_schema(schema_id))
 
 
@@ -133,7 +133,7 @@ def _string(text: str) -> bytes:
 def small(stack):
     url = stack["schema_registry"].url
     schema_id = register_schema(url, SMALL)
-    registry = SchemaRegistry(url)
+    registry = SchemaCache(url)
     return registry, HEADER.pack(0, schema_id), fastavro.parse_schema(registry.raw_schema(schema_id))
 
 
@@ -188,7 +188,7 @@ def test_logical_types_are_left_to_fastavro(stack):
     }
     url = stack["schema_registry"].url
     schema_id = register_schema(url, schema)
-    registry = SchemaRegistry(url)
+    registry = SchemaCache(url)
     parsed = fastavro.parse_schema(registry.raw_schema(schema_id))
     import datetime as dt
     from decimal import Decimal

@@ -16,7 +16,7 @@ import requests
 
 from cdc_helpers import TOPIC, TopicReader, for_ids, pg_row_as_event, replay
 from cdcpipe import runtime
-from cdcpipe.avro_reader import HEADER, SchemaRegistry, schema_id_of
+from cdcpipe.pipeline.avro_reader import HEADER, SchemaCache, schema_id_of
 from cdcpipe.commands.connector import DEFAULT_FILE
 from cdcpipe.connect_client import ConnectClient, ConnectorFile
 

@@ -1,4 +1,4 @@
-"""The sink's own serialization (cdcpipe/cassandra_sink.py) against the real Cassandra: what
+"""The sink's own serialization (cdcpipe/pipeline/cassandra_sink.py) against the real Cassandra: what
 it writes reads back exactly, a value that cannot be stored is rejected with its column named
 while the rest of the batch is written, and positions decide between old and new writes."""
 
@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from cdcpipe import migrations
-from cdcpipe.cassandra_sink import CassandraSink
-from cdcpipe.changes import STREAMING_BASE, Change
+from cdcpipe.pipeline.cassandra_sink import CassandraSink
+from cdcpipe.pipeline.changes import STREAMING_BASE, Change
 
 TABLE = "users_sink_test"
 
@@ -86,7 +86,7 @@ def test_positions_decide_and_absent_columns_are_left_alone(sink, cassandra):
     assert cassandra.execute(f"SELECT id FROM cdc.{TABLE} WHERE id = %s", key).one() is None
 
 
-# --- whose fault is an InvalidRequest: the row's or the table's (cdcpipe/cassandra_sink.py) ---
+# --- whose fault is an InvalidRequest: the row's or the table's (cdcpipe/pipeline/cassandra_sink.py) ---
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def own_table(cassandra):
 
 
 def test_a_dropped_column_is_the_tables_fault_and_comes_back(own_table, cassandra):
-    from cdcpipe.cassandra_sink import TableUnusable
+    from cdcpipe.pipeline.cassandra_sink import TableUnusable
 
     sink = CassandraSink(cassandra, "cdc", own_table)
     rows = [_row(str(uuid.uuid4()), city=f"city {i}") for i in range(3)]
@@ -117,7 +117,7 @@ def test_a_dropped_column_is_the_tables_fault_and_comes_back(own_table, cassandr
 
 
 def test_a_dropped_table_is_the_systems_fault(own_table, cassandra):
-    from cdcpipe.cassandra_sink import TableUnusable
+    from cdcpipe.pipeline.cassandra_sink import TableUnusable
 
     sink = CassandraSink(cassandra, "cdc", own_table)
     cassandra.execute(f"DROP TABLE cdc.{own_table}", timeout=60)
@@ -164,7 +164,7 @@ def test_a_row_image_without_its_key_is_written_under_the_changes_key(text_key_s
 def test_table_level_messages_are_never_taken_for_a_rows(own_table, cassandra):
     from cassandra import InvalidRequest
 
-    from cdcpipe.cassandra_sink import is_row_rejection
+    from cdcpipe.pipeline.cassandra_sink import is_row_rejection
 
     statements = [
         f"INSERT INTO cdc.{own_table} (id, no_such_column) VALUES (uuid(), 1)",  # Undefined column name

@@ -1,10 +1,10 @@
-"""The ordering rules of cdcpipe.changes, without services."""
+"""The ordering rules of cdcpipe.pipeline.changes, without services."""
 
 from __future__ import annotations
 
 import pytest
 
-from cdcpipe.changes import STREAMING_BASE, MalformedChange, from_event, last_per_key
+from cdcpipe.pipeline.changes import STREAMING_BASE, MalformedChange, from_event, last_per_key
 
 
 def envelope(op, lsn, user_id="u1", **after):
@@ -70,7 +70,7 @@ def test_a_weird_source_is_malformed_not_a_crash(source, reason):
 
 
 def test_the_largest_lsn_still_fits_a_signed_64_bit_timestamp():
-    from cdcpipe.changes import MAX_LSN
+    from cdcpipe.pipeline.changes import MAX_LSN
 
     assert from_event({"id": "u1"}, envelope("u", MAX_LSN), 0).timestamp == 2**63 - 1
     assert from_event({"id": "u1"}, envelope("r", MAX_LSN), 0).timestamp == MAX_LSN

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from cdc_helpers import register_schema
-from cdcpipe.avro_reader import DecodeError, RegistryMisconfigured, SchemaRegistry, decode
+from cdcpipe.pipeline.avro_reader import DecodeError, RegistryMisconfigured, SchemaCache, decode
 from cdcpipe.errors import ServiceUnavailable
 
 PROBE = {"type": "record", "name": "Probe", "fields": [{"name": "a", "type": "int"}]}
@@ -33,7 +33,7 @@ def register(registry_url: str, schema: str, schema_type: str) -> int:
     return response.json()["id"]
 
 
-def counting(registry: SchemaRegistry) -> list[str]:
+def counting(registry: SchemaCache) -> list[str]:
     """The URLs the registry client requests from now on."""
     seen: list[str] = []
     registry._session.hooks["response"].append(lambda r, *a, **k: seen.append(r.url))
@@ -46,7 +46,7 @@ def counting(registry: SchemaRegistry) -> list[str]:
 def test_unknown_id_on_a_healthy_registry_is_the_records_fault(stack):
     url = stack["schema_registry"].url
     register_schema(url, PROBE)  # the registry knows at least one schema
-    registry = SchemaRegistry(url, timeout=30)
+    registry = SchemaCache(url, timeout=30)
     with pytest.raises(DecodeError, match="unknown schema id 987654"):
         decode(framed(987654), registry)
 
@@ -61,7 +61,7 @@ def test_unknown_id_on_a_healthy_registry_is_the_records_fault(stack):
     ],
 )
 def test_a_wrong_registry_url_is_the_systems_fault(stack, path):
-    registry = SchemaRegistry(stack["schema_registry"].base_url + path, timeout=30)
+    registry = SchemaCache(stack["schema_registry"].base_url + path, timeout=30)
     with pytest.raises(RegistryMisconfigured) as caught:
         decode(framed(987654), registry)
     assert isinstance(caught.value, ServiceUnavailable) and not isinstance(caught.value, DecodeError)
@@ -69,7 +69,7 @@ def test_a_wrong_registry_url_is_the_systems_fault(stack, path):
 
 
 def test_the_registry_answers_as_the_rule_expects(stack):
-    """The answers the rule in cdcpipe/avro_reader.py is built on (Apicurio 3.3)."""
+    """The answers the rule in cdcpipe/pipeline/avro_reader.py is built on (Apicurio 3.3)."""
     base = stack["schema_registry"].base_url
     unknown = requests.get(f"{base}/apis/ccompat/v7/schemas/ids/987654", timeout=30)
     assert unknown.status_code == 404 and unknown.json()["error_code"] == 40403
@@ -90,7 +90,7 @@ def test_the_registry_answers_as_the_rule_expects(stack):
 def test_a_non_avro_schema_is_the_records_fault_and_cached(stack, schema, schema_type, reason):
     url = stack["schema_registry"].url
     schema_id = register(url, schema, schema_type)
-    registry = SchemaRegistry(url, timeout=30)
+    registry = SchemaCache(url, timeout=30)
     requested = counting(registry)
     for _ in range(3):
         with pytest.raises(DecodeError, match=reason):
@@ -101,9 +101,7 @@ def test_a_non_avro_schema_is_the_records_fault_and_cached(stack, schema, schema
 
 # --- the partition logic of the Spark job, called directly (no Spark) -----------------------
 
-import importlib.util  # noqa: E402
 import io  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import fastavro  # noqa: E402
 
@@ -132,11 +130,10 @@ ENVELOPE = {
 
 
 def _job():
-    path = Path(__file__).resolve().parent.parent / "spark_jobs" / "users_to_cassandra.py"
-    spec = importlib.util.spec_from_file_location("users_to_cassandra_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The executors' partition logic (what mapInArrow calls), without Spark."""
+    from cdcpipe.pipeline import apply
+
+    return apply
 
 
 @pytest.fixture(scope="module")

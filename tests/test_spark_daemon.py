@@ -1,4 +1,4 @@
-"""cdcpipe.spark_daemon: which sys.path the executors' Python workers import from."""
+"""cdcpipe.pipeline.spark_daemon: which sys.path the executors' Python workers import from."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyspark
 
-from cdcpipe.spark_daemon import installed_path
+from cdcpipe.pipeline.spark_daemon import installed_path
 
 LIB = Path(pyspark.__file__).parent / "python" / "lib"
 ZIPS = [str(LIB / "pyspark.zip"), *map(str, LIB.glob("py4j-*-src.zip"))]
@@ -26,11 +26,11 @@ def test_nothing_changes_where_only_the_archives_have_pyspark():
 
 
 def test_the_daemon_imports_pyspark_from_site_packages():
-    """Spark runs `python -m cdcpipe.spark_daemon` with the archives first on PYTHONPATH and
+    """Spark runs `python -m cdcpipe.pipeline.spark_daemon` with the archives first on PYTHONPATH and
     tells the daemon to exit by closing its stdin (it then signals its own process group,
     hence a session of its own)."""
     env = {"PYTHONPATH": ":".join(ZIPS), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-v", "-m", "cdcpipe.spark_daemon"], env=env, stdin=subprocess.DEVNULL,
+    out = subprocess.run([sys.executable, "-v", "-m", "cdcpipe.pipeline.spark_daemon"], env=env, stdin=subprocess.DEVNULL,
                          capture_output=True, timeout=60, start_new_session=True)  # stdout: its port, binary
     log = out.stderr.decode("utf-8", "replace")
     assert "import 'pyspark.daemon'" in log, log[-2000:]

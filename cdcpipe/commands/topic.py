@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import runtime, settings
-from ..avro_reader import DecodeError, SchemaRegistry, decode
+from ..pipeline.avro_reader import DecodeError, SchemaCache, decode
 
 DEFAULT_TOPIC = "cdc.public.users"
 
@@ -40,7 +40,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     conf = settings.load()
     svcs = {s.name: s for s in runtime.services(conf, ["kafka", "schema_registry"])}
     bootstrap = args.bootstrap or svcs["kafka"].bootstrap
-    registry = SchemaRegistry(args.registry_url or svcs["schema_registry"].url)
+    registry = SchemaCache(args.registry_url or svcs["schema_registry"].url)
     errors: list[str] = []
 
     def on_error(err: KafkaError) -> None:

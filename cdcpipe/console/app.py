@@ -30,7 +30,8 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .. import changes, spark_job
+from .. import spark_job
+from ..pipeline import changes
 from ..cli import _human_bytes
 from ..settings import Settings
 from .monitor import Monitor, _error

@@ -3,7 +3,7 @@
 Nothing here re-implements the CLI: service states come from :func:`cdcpipe.runtime.status`,
 the job's progress from :func:`cdcpipe.spark_job.progress`, connector actions from
 :class:`cdcpipe.connect_client.ConnectClient`, change events are decoded by
-:func:`cdcpipe.avro_reader.decode` and made JSON by the tail command's ``to_json``.
+:func:`cdcpipe.pipeline.avro_reader.decode` and made JSON by the tail command's ``to_json``.
 
 Two background threads keep what a page should not wait for:
 
@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 from .. import runtime, spark_job, topics
-from ..avro_reader import DecodeError, SchemaRegistry, decode
+from ..pipeline.avro_reader import DecodeError, SchemaCache, decode
 from ..commands.connector import DEFAULT_FILE
 from ..commands.topic import to_json
 from ..connect_client import ConnectClient, ConnectorFile
@@ -57,7 +57,7 @@ class Monitor:
         self.services = {s.name: s for s in runtime.services(settings)}
         self.connect = ConnectClient(self.services["connect"].url, timeout=10)
         self.registry_url = self.services["schema_registry"].url
-        self.registry = SchemaRegistry(self.registry_url)
+        self.registry = SchemaCache(self.registry_url)
         self.cdc_topics = [spec.name for spec in topics.load()]
         self._admin: Any = None
         self._cassandra: Any = None

@@ -7,7 +7,7 @@ whole archive directory: profiled with py-spy on ``cdcpipe bench``, 12% of the w
 Where pyspark and py4j are installed as packages (the local runtime's virtualenv), this
 daemon drops the archives from ``sys.path`` first; where they only exist as the archives (the
 official Spark image), it changes nothing. The job selects it with
-``spark.python.daemon.module=cdcpipe.spark_daemon``.
+``spark.python.daemon.module=cdcpipe.pipeline.spark_daemon``.
 """
 
 from __future__ import annotations

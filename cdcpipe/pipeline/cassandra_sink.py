@@ -1,5 +1,5 @@
 """Applying changes to the Cassandra read model: prepared statements, concurrent writes,
-write timestamps from the change position (see :mod:`cdcpipe.changes`), dead letters,
+write timestamps from the change position (see :mod:`cdcpipe.pipeline.changes`), dead letters,
 and new columns added when the source table grows one.
 
 Whose fault is an InvalidRequest
@@ -42,7 +42,7 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement
 
 from .changes import Change
-from .errors import CdcpipeError
+from ..errors import CdcpipeError
 
 log = logging.getLogger(__name__)
 

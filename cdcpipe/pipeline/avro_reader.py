@@ -3,7 +3,7 @@
 Writer schemas are fetched by id from a registry's Confluent-compatible API
 (``GET {url}/schemas/ids/{id}``) and cached per process, so several schema versions can be
 decoded side by side. Each writer schema gets a reader compiled for it
-(:mod:`cdcpipe.avro_compiled`; fastavro for schemas with logical types). Used by
+(:mod:`cdcpipe.pipeline.avro_compiled`; fastavro for schemas with logical types). Used by
 ``cdcpipe topic tail`` and the Spark job's executors.
 
 Whose fault is a failed schema lookup
@@ -52,7 +52,7 @@ import fastavro
 import requests
 
 from .avro_compiled import AvroCorrupt, Reader, compile_reader
-from .errors import CdcpipeError, ServiceUnavailable
+from ..errors import CdcpipeError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class RegistryMisconfigured(ServiceUnavailable):
 SCHEMA_NOT_FOUND = 40403
 
 
-class SchemaRegistry:
+class SchemaCache:
     """Writer schemas by id from a Confluent-compatible registry, cached (thread-safe)."""
 
     def __init__(self, url: str, timeout: float = 10.0):
@@ -209,7 +209,7 @@ def schema_id_of(data: bytes) -> int:
     return schema_id
 
 
-def decode(data: bytes | None, registry: SchemaRegistry) -> dict[str, Any] | None:
+def decode(data: bytes | None, registry: SchemaCache) -> dict[str, Any] | None:
     """Decode one framed record; None for a null value (a tombstone)."""
     if data is None:
         return None
