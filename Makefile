@@ -11,11 +11,13 @@ CONSOLE_ASSETS := build/console
 CONSOLE_STAMP := $(CONSOLE_ASSETS)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv jars console-assets up down status test demo bench clean
+.PHONY: help system-deps venv jars console-assets up down status check unit test demo bench clean
 
 help:
 	@echo "make demo     the whole pipeline end to end, stack left running (make down stops it)"
 	@echo "make test     every test against the real local stack"
+	@echo "make check    ruff lint and format check (no stack)"
+	@echo "make unit     the tests that need no service and no jars (under a minute)"
 	@echo "make up|down|status   the local runtime"
 
 # PostgreSQL server binaries, Java 17 and Maven. Installed with apt-get when running as
@@ -68,6 +70,13 @@ down:
 
 status: venv
 	$(CDCPIPE) status
+
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: venv
+	$(VENV)/bin/python -m pytest -m "not stack" $(PYTEST_ARGS)
 
 test: jars console-assets
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -33,8 +33,7 @@ def _latest(registry_url: str, subject: str) -> tuple[int, Any]:
     response = requests.get(f"{registry_url}/subjects/{subject}/versions/latest", timeout=10)
     if response.status_code != 200:
         raise CdcpipeError(
-            f"no schema under {subject}: register the connector and write a row first "
-            "('cdcpipe connector register', 'cdcpipe ingest')"
+            f"no schema under {subject}: register the connector and write a row first ('cdcpipe connector register', 'cdcpipe ingest')"
         )
     body = response.json()
     return body["id"], fastavro.parse_schema(json.loads(body["schema"]))
@@ -49,13 +48,33 @@ def _frame(schema_id: int, schema: Any, record: dict[str, Any]) -> bytes:
 
 def _row(rng: random.Random, user_id: str, i: int) -> dict[str, Any]:
     return {
-        "id": user_id, "username": f"bench{i}", "email": f"bench{i}@example.com", "title": "Mx", "first_name": "Zoë",
-        "last_name": "O'Brien", "gender": "female", "dob": "1970-01-01T00:00:00.000000Z",
-        "registered_at": "2020-02-02T02:02:02.020000Z", "phone": "0", "cell": "0", "street_number": i,
-        "street_name": "New Road", "city": "Kilcoole", "state": "Waterford", "country": "Ireland", "postcode": str(i),
-        "latitude": rng.uniform(-90, 90), "longitude": rng.uniform(-180, 180), "timezone_offset": "+1:00",
-        "timezone_description": "Paris", "nationality": "IE", "picture_large": "l", "picture_medium": "m",
-        "picture_thumbnail": "t", "created_at": "2026-01-01T00:00:00.000000Z", "updated_at": "2026-01-01T00:00:00.000000Z",
+        "id": user_id,
+        "username": f"bench{i}",
+        "email": f"bench{i}@example.com",
+        "title": "Mx",
+        "first_name": "Zoë",
+        "last_name": "O'Brien",
+        "gender": "female",
+        "dob": "1970-01-01T00:00:00.000000Z",
+        "registered_at": "2020-02-02T02:02:02.020000Z",
+        "phone": "0",
+        "cell": "0",
+        "street_number": i,
+        "street_name": "New Road",
+        "city": "Kilcoole",
+        "state": "Waterford",
+        "country": "Ireland",
+        "postcode": str(i),
+        "latitude": rng.uniform(-90, 90),
+        "longitude": rng.uniform(-180, 180),
+        "timezone_offset": "+1:00",
+        "timezone_description": "Paris",
+        "nationality": "IE",
+        "picture_large": "l",
+        "picture_medium": "m",
+        "picture_thumbnail": "t",
+        "created_at": "2026-01-01T00:00:00.000000Z",
+        "updated_at": "2026-01-01T00:00:00.000000Z",
     }
 
 
@@ -69,22 +88,55 @@ def events(n: int, keys: int, seed: int = 1) -> list[tuple[str, dict[str, Any]]]
     for i in range(n):
         lsn += 100
         user_id = ids[i] if i < keys else rng.choice(ids)
-        source = {"version": "bench", "connector": "postgresql", "name": "bench", "ts_ms": 0, "snapshot": "false",
-                  "db": "users", "sequence": None, "ts_us": 0, "ts_ns": 0, "schema": "public", "table": "users",
-                  "txId": i, "lsn": lsn, "xmin": None, "origin": None, "origin_lsn": None}
+        source = {
+            "version": "bench",
+            "connector": "postgresql",
+            "name": "bench",
+            "ts_ms": 0,
+            "snapshot": "false",
+            "db": "users",
+            "sequence": None,
+            "ts_us": 0,
+            "ts_ns": 0,
+            "schema": "public",
+            "table": "users",
+            "txId": i,
+            "lsn": lsn,
+            "xmin": None,
+            "origin": None,
+            "origin_lsn": None,
+        }
         if user_id in alive and i >= keys and rng.random() < 0.05:
-            value = {"before": alive.pop(user_id), "after": None, "source": source, "op": "d", "ts_ms": 0, "ts_us": 0, "ts_ns": 0, "transaction": None}
+            value = {
+                "before": alive.pop(user_id),
+                "after": None,
+                "source": source,
+                "op": "d",
+                "ts_ms": 0,
+                "ts_us": 0,
+                "ts_ns": 0,
+                "transaction": None,
+            }
         else:
             after = _row(rng, user_id, i)
-            value = {"before": alive.get(user_id), "after": after, "source": source, "op": "u" if user_id in alive else "c",
-                     "ts_ms": 0, "ts_us": 0, "ts_ns": 0, "transaction": None}
+            value = {
+                "before": alive.get(user_id),
+                "after": after,
+                "source": source,
+                "op": "u" if user_id in alive else "c",
+                "ts_ms": 0,
+                "ts_us": 0,
+                "ts_ns": 0,
+                "transaction": None,
+            }
             alive[user_id] = after
         out.append((user_id, value))
     return out
 
 
-def run(settings: Settings, n: int = 200_000, keys: int = 50_000, partitions: int = 2, warmup: int = 20_000,
-        progress=print) -> dict[str, Any]:
+def run(
+    settings: Settings, n: int = 200_000, keys: int = 50_000, partitions: int = 2, warmup: int = 20_000, progress=print
+) -> dict[str, Any]:
     """Warm the job up on ``warmup`` events, then measure how fast it works off ``n`` more
     that arrive at once (pre-encoded, produced in a few seconds): a backlog, the case where
     throughput matters. Start-up (JVM, Python workers, sessions) is reported apart."""
@@ -131,8 +183,9 @@ def run(settings: Settings, n: int = 200_000, keys: int = 50_000, partitions: in
     work = settings.service_dir("spark") / "bench" / run_id
     work.mkdir(parents=True, exist_ok=True)
     progress_path = work / "progress.json"
-    argv = spark_job.job_argv(settings, None, work / "checkpoint", topic=topic, table="users_bench", trigger_seconds=0.5,
-                              max_offsets_per_trigger=max(n // 4, 1))
+    argv = spark_job.job_argv(
+        settings, None, work / "checkpoint", topic=topic, table="users_bench", trigger_seconds=0.5, max_offsets_per_trigger=max(n // 4, 1)
+    )
     argv[argv.index("--progress-file") + 1] = str(progress_path)
     name = f"bench-{run_id}"
     produce(frames[:warmup])

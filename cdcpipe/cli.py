@@ -51,8 +51,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"state directory: {report['home']}")
         print(f"{'SERVICE':<16} {'STATE':<8} {'RSS':>10}  ADDRESS")
         for name, entry in report["services"].items():
-            address = entry.get("url") or entry.get("bootstrap") or (
-                f"{entry.get('host')}:{entry.get('port')}" if entry.get("port") else ""
+            address = (
+                entry.get("url") or entry.get("bootstrap") or (f"{entry.get('host')}:{entry.get('port')}" if entry.get("port") else "")
             )
             print(f"{name:<16} {entry['state']:<8} {_human_bytes(entry['rss_bytes']):>10}  {address}")
             for key in ("login", "confluent_url", "master_url", "ui_url", "capture"):

@@ -66,9 +66,7 @@ class ConnectClient:
         try:
             return requests.request(method, self.url + path, timeout=self.timeout, **kwargs)
         except requests.ConnectionError:
-            raise ServiceUnavailable(
-                f"Kafka Connect is not reachable at {self.url}. Is the stack up? ('.venv/bin/cdcpipe up')"
-            ) from None
+            raise ServiceUnavailable(f"Kafka Connect is not reachable at {self.url}. Is the stack up? ('.venv/bin/cdcpipe up')") from None
         except requests.Timeout:
             raise ServiceUnavailable(f"Kafka Connect at {self.url} did not answer {method} {path} in {self.timeout:.0f}s") from None
 
@@ -86,9 +84,7 @@ class ConnectClient:
     def validate(self, connector: ConnectorFile) -> None:
         """Raise ConnectorInvalid listing every field Connect's validation rejects."""
         plugin = connector.config["connector.class"].rsplit(".", 1)[-1]
-        result = self._json(
-            "PUT", f"/connector-plugins/{plugin}/config/validate", json={**connector.config, "name": connector.name}
-        )
+        result = self._json("PUT", f"/connector-plugins/{plugin}/config/validate", json={**connector.config, "name": connector.name})
         errors: dict[str, list[str]] = {}
         for entry in result.get("configs", []):
             value = entry.get("value", {})

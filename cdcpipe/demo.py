@@ -121,7 +121,7 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
     cass = stack["cassandra"]
     cqlsh = Path(sys.executable).parent / "cqlsh"
     query = "SELECT id, first_name, last_name, email, city, country FROM cdc.users LIMIT 5"
-    say(f"\n==> {cqlsh} {cass.host} {cass.port()} -e \"{query}\"")
+    say(f'\n==> {cqlsh} {cass.host} {cass.port()} -e "{query}"')
     subprocess.run([str(cqlsh), cass.host, str(cass.port()), "-e", query])
     airflow, console = stack["airflow"], stack["console"]
     say(

@@ -67,8 +67,7 @@ def resolve(settings: Settings, *, force: bool = False, quiet: bool = False) -> 
     mvn = shutil.which("mvn")
     if mvn is None:
         raise MissingDependency(
-            "Maven ('mvn') is needed once to fetch the JVM artifacts. "
-            "Install it (Debian/Ubuntu: apt-get install maven) and run again."
+            "Maven ('mvn') is needed once to fetch the JVM artifacts. Install it (Debian/Ubuntu: apt-get install maven) and run again."
         )
     if settings.jars.exists():
         shutil.rmtree(settings.jars)

@@ -21,6 +21,7 @@ load rows are deleted afterwards. A PNG shows each probe's latency over time, sp
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -44,11 +45,16 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {}
     ordered = sorted(values)
 
-    def rank(p: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered) + 0.5)) - 1))]
+    def rank(p: float) -> float:  # nearest rank: the smallest value with p% of them at or below it
+        return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
-    return {"p50_ms": round(rank(50) * 1000), "p90_ms": round(rank(90) * 1000), "p99_ms": round(rank(99) * 1000),
-            "max_ms": round(ordered[-1] * 1000), "n": len(ordered)}
+    return {
+        "p50_ms": round(rank(50) * 1000),
+        "p90_ms": round(rank(90) * 1000),
+        "p99_ms": round(rank(99) * 1000),
+        "max_ms": round(ordered[-1] * 1000),
+        "n": len(ordered),
+    }
 
 
 class KafkaTimes(threading.Thread):
@@ -61,8 +67,14 @@ class KafkaTimes(threading.Thread):
         from .pipeline.avro_reader import SchemaCache
 
         self.registry = SchemaCache(registry_url)
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdcpipe-latency-{uuid.uuid4()}",
-                                  "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"cdcpipe-latency-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
         partitions = self.consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
         self.consumer.assign([TopicPartition(TOPIC, p, OFFSET_END) for p in partitions])
         self.seen: dict[str, float] = {}
@@ -139,8 +151,9 @@ class Load(threading.Thread):
         self.done += n
 
 
-def _probe_round(pg: Any, session: Any, kafka: KafkaTimes, probes: int, label: str, progress: Callable[[str], None],
-                 timeout: float, rng: random.Random) -> list[dict[str, Any]]:
+def _probe_round(
+    pg: Any, session: Any, kafka: KafkaTimes, probes: int, label: str, progress: Callable[[str], None], timeout: float, rng: random.Random
+) -> list[dict[str, Any]]:
     select = session.prepare("SELECT id FROM cdc.users WHERE id = ?")
     samples = []
     for n in range(probes):
@@ -160,8 +173,14 @@ def _probe_round(pg: Any, session: Any, kafka: KafkaTimes, probes: int, label: s
     return samples
 
 
-def measure(settings: Settings, probes: int = 100, load: int = 2000, plot: Path | None = None,
-            timeout: float = 60.0, progress: Callable[[str], None] = print) -> dict[str, Any]:
+def measure(
+    settings: Settings,
+    probes: int = 100,
+    load: int = 2000,
+    plot: Path | None = None,
+    timeout: float = 60.0,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Probe latency at idle and under ``load`` changes/s; percentiles and the split."""
     import psycopg
 

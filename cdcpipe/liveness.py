@@ -46,8 +46,7 @@ def capture_facts(pg: Any, slot: str = "cdc_users") -> tuple[float | None, int |
     row = pg.execute("SELECT extract(epoch FROM now() - beat_at) FROM public.cdc_heartbeat WHERE id = 1").fetchone()
     age = float(row[0]) if row else None
     slot_row = pg.execute(
-        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
-        "FROM pg_replication_slots WHERE slot_name = %s",
+        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = %s",
         (slot,),
     ).fetchone()
     if slot_row is None:
@@ -55,8 +54,13 @@ def capture_facts(pg: Any, slot: str = "cdc_users") -> tuple[float | None, int |
     return age, int(slot_row[1]) if slot_row[1] is not None else None, bool(slot_row[0])
 
 
-def judge(status: dict[str, Any] | None, heartbeat_age: float | None, slot_lag: int | None, slot_active: bool | None,
-          stuck_after: float = STUCK_AFTER) -> Liveness:
+def judge(
+    status: dict[str, Any] | None,
+    heartbeat_age: float | None,
+    slot_lag: int | None,
+    slot_active: bool | None,
+    stuck_after: float = STUCK_AFTER,
+) -> Liveness:
     """The verdict from Connect's status and PostgreSQL's facts (pure; see the module doc)."""
     if status is None:
         return Liveness("absent", "no such connector in Connect", None, heartbeat_age, slot_lag, slot_active)
@@ -70,6 +74,7 @@ def judge(status: dict[str, Any] | None, heartbeat_age: float | None, slot_lag: 
     if connector != "RUNNING" or not tasks or any(t.get("state") != "RUNNING" for t in tasks):
         return Liveness("unknown", f"connector {connector}, tasks {[t.get('state') for t in tasks]}", *facts)
     if heartbeat_age is not None and heartbeat_age > stuck_after and (slot_lag or 0) > 0:
-        return Liveness("stuck", f"RUNNING, but no heartbeat for {heartbeat_age:.0f}s while the slot is "
-                                 f"{slot_lag} bytes behind the WAL", *facts)
+        return Liveness(
+            "stuck", f"RUNNING, but no heartbeat for {heartbeat_age:.0f}s while the slot is {slot_lag} bytes behind the WAL", *facts
+        )
     return Liveness("moving", "heartbeats arrive and the slot follows the WAL", *facts)

@@ -19,7 +19,7 @@ import json
 import random
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -31,45 +31,126 @@ FIELDS = ("gender", "name", "location", "email", "login", "registered", "dob", "
 
 # nat -> (first names by gender, last names, cities/states, country, postcode style, id name, phone pattern)
 NATS: dict[str, dict[str, Any]] = {
-    "AU": {"male": ["Jack", "Noah", "Liam"], "female": ["Chloe", "Mia", "Zoe"], "last": ["Smith", "Wilson", "Taylor"],
-           "places": [("Mackay", "New South Wales"), ("Darwin", "Northern Territory")], "country": "Australia",
-           "postcode": "int4", "id": "TFN", "phone": "0#-####-####"},
-    "BR": {"male": ["João", "Otávio", "Caetano"], "female": ["Lívia", "Luíza", "Ângela"], "last": ["Araújo", "Gonçalves", "Peixoto"],
-           "places": [("São Luís", "Maranhão"), ("Itaboraí", "Goiás")], "country": "Brazil",
-           "postcode": "int5", "id": "CPF", "phone": "(##) ####-####"},
-    "CA": {"male": ["Liam", "Logan", "Félix"], "female": ["Léa", "Charlotte", "Maëlle"], "last": ["Roy", "Gagnon", "Côté"],
-           "places": [("Trout Lake", "Québec"), ("Delta", "British Columbia")], "country": "Canada",
-           "postcode": "ca", "id": "SIN", "phone": "Q##-###-####"},
-    "DE": {"male": ["Jürgen", "Lutz", "Bernd"], "female": ["Jördis", "Ilse", "Käthe"], "last": ["Müller", "Schäfer", "Groß"],
-           "places": [("Görlitz", "Sachsen"), ("Köln", "Nordrhein-Westfalen")], "country": "Germany",
-           "postcode": "int5", "id": "SVNR", "phone": "0###-#######"},
-    "FR": {"male": ["Noé", "Élouan", "Maël"], "female": ["Anaïs", "Océane", "Zoé"], "last": ["Lefèvre", "Mercier", "D'Amour"],
-           "places": [("Saint-Étienne", "Loire"), ("Orléans", "Loiret")], "country": "France",
-           "postcode": "int5", "id": "INSEE", "phone": "0#-##-##-##-##"},
-    "GB": {"male": ["Oliver", "Harry", "Dylan"], "female": ["Amelia", "Isla", "Ella"], "last": ["O'Connor", "Jones", "Evans"],
-           "places": [("Stoke-on-Trent", "Staffordshire"), ("Wells", "Somerset")], "country": "United Kingdom",
-           "postcode": "gb", "id": "NINO", "phone": "0####-######"},
-    "IE": {"male": ["Seán", "Dónal", "Cian"], "female": ["Saoirse", "Aoife", "Niamh"], "last": ["Ó Briain", "Murphy", "O'Sullivan"],
-           "places": [("Kilcoole", "Waterford"), ("Tralee", "Kerry")], "country": "Ireland",
-           "postcode": "ie", "id": "PPS", "phone": "0#-###-####"},
-    "IN": {"male": ["Arjun", "Vihaan", "Ishaan"], "female": ["Ananya", "Diya", "Saanvi"], "last": ["Sharma", "Iyer", "Reddy"],
-           "places": [("Jalandhar", "Punjab"), ("Nashik", "Maharashtra")], "country": "India",
-           "postcode": "int6", "id": "UIDAI", "phone": "#########"},
-    "NL": {"male": ["Daan", "Sem", "Bram"], "female": ["Tess", "Fleur", "Noë"], "last": ["de Vries", "van den Berg", "Bakker"],
-           "places": [("'s-Hertogenbosch", "Noord-Brabant"), ("IJmuiden", "Noord-Holland")], "country": "Netherlands",
-           "postcode": "nl", "id": "BSN", "phone": "(0###) ######"},
-    "US": {"male": ["Brandon", "Wyatt", "Ray"], "female": ["Jessica", "Kylie", "Dolores"], "last": ["Reyes", "Hughes", "Lawson"],
-           "places": [("Fort Worth", "Idaho"), ("Toledo", "Arkansas")], "country": "United States",
-           "postcode": "int5", "id": "SSN", "phone": "(###) ###-####"},
-    "UA": {"male": ["Bogdan", "Yaroslav", "Ostap"], "female": ["Oksana", "Zlata", "Yevgeniya"], "last": ["Kravchenko", "Bondarenko", "Shevchuk"],
-           "places": [("Vinnicja", "Vinnicka"), ("Lviv", "Lvivska")], "country": "Ukraine",
-           "postcode": "int5", "id": "", "phone": "(0##) ###-####"},
+    "AU": {
+        "male": ["Jack", "Noah", "Liam"],
+        "female": ["Chloe", "Mia", "Zoe"],
+        "last": ["Smith", "Wilson", "Taylor"],
+        "places": [("Mackay", "New South Wales"), ("Darwin", "Northern Territory")],
+        "country": "Australia",
+        "postcode": "int4",
+        "id": "TFN",
+        "phone": "0#-####-####",
+    },
+    "BR": {
+        "male": ["João", "Otávio", "Caetano"],
+        "female": ["Lívia", "Luíza", "Ângela"],
+        "last": ["Araújo", "Gonçalves", "Peixoto"],
+        "places": [("São Luís", "Maranhão"), ("Itaboraí", "Goiás")],
+        "country": "Brazil",
+        "postcode": "int5",
+        "id": "CPF",
+        "phone": "(##) ####-####",
+    },
+    "CA": {
+        "male": ["Liam", "Logan", "Félix"],
+        "female": ["Léa", "Charlotte", "Maëlle"],
+        "last": ["Roy", "Gagnon", "Côté"],
+        "places": [("Trout Lake", "Québec"), ("Delta", "British Columbia")],
+        "country": "Canada",
+        "postcode": "ca",
+        "id": "SIN",
+        "phone": "Q##-###-####",
+    },
+    "DE": {
+        "male": ["Jürgen", "Lutz", "Bernd"],
+        "female": ["Jördis", "Ilse", "Käthe"],
+        "last": ["Müller", "Schäfer", "Groß"],
+        "places": [("Görlitz", "Sachsen"), ("Köln", "Nordrhein-Westfalen")],
+        "country": "Germany",
+        "postcode": "int5",
+        "id": "SVNR",
+        "phone": "0###-#######",
+    },
+    "FR": {
+        "male": ["Noé", "Élouan", "Maël"],
+        "female": ["Anaïs", "Océane", "Zoé"],
+        "last": ["Lefèvre", "Mercier", "D'Amour"],
+        "places": [("Saint-Étienne", "Loire"), ("Orléans", "Loiret")],
+        "country": "France",
+        "postcode": "int5",
+        "id": "INSEE",
+        "phone": "0#-##-##-##-##",
+    },
+    "GB": {
+        "male": ["Oliver", "Harry", "Dylan"],
+        "female": ["Amelia", "Isla", "Ella"],
+        "last": ["O'Connor", "Jones", "Evans"],
+        "places": [("Stoke-on-Trent", "Staffordshire"), ("Wells", "Somerset")],
+        "country": "United Kingdom",
+        "postcode": "gb",
+        "id": "NINO",
+        "phone": "0####-######",
+    },
+    "IE": {
+        "male": ["Seán", "Dónal", "Cian"],
+        "female": ["Saoirse", "Aoife", "Niamh"],
+        "last": ["Ó Briain", "Murphy", "O'Sullivan"],
+        "places": [("Kilcoole", "Waterford"), ("Tralee", "Kerry")],
+        "country": "Ireland",
+        "postcode": "ie",
+        "id": "PPS",
+        "phone": "0#-###-####",
+    },
+    "IN": {
+        "male": ["Arjun", "Vihaan", "Ishaan"],
+        "female": ["Ananya", "Diya", "Saanvi"],
+        "last": ["Sharma", "Iyer", "Reddy"],
+        "places": [("Jalandhar", "Punjab"), ("Nashik", "Maharashtra")],
+        "country": "India",
+        "postcode": "int6",
+        "id": "UIDAI",
+        "phone": "#########",
+    },
+    "NL": {
+        "male": ["Daan", "Sem", "Bram"],
+        "female": ["Tess", "Fleur", "Noë"],
+        "last": ["de Vries", "van den Berg", "Bakker"],
+        "places": [("'s-Hertogenbosch", "Noord-Brabant"), ("IJmuiden", "Noord-Holland")],
+        "country": "Netherlands",
+        "postcode": "nl",
+        "id": "BSN",
+        "phone": "(0###) ######",
+    },
+    "US": {
+        "male": ["Brandon", "Wyatt", "Ray"],
+        "female": ["Jessica", "Kylie", "Dolores"],
+        "last": ["Reyes", "Hughes", "Lawson"],
+        "places": [("Fort Worth", "Idaho"), ("Toledo", "Arkansas")],
+        "country": "United States",
+        "postcode": "int5",
+        "id": "SSN",
+        "phone": "(###) ###-####",
+    },
+    "UA": {
+        "male": ["Bogdan", "Yaroslav", "Ostap"],
+        "female": ["Oksana", "Zlata", "Yevgeniya"],
+        "last": ["Kravchenko", "Bondarenko", "Shevchuk"],
+        "places": [("Vinnicja", "Vinnicka"), ("Lviv", "Lvivska")],
+        "country": "Ukraine",
+        "postcode": "int5",
+        "id": "",
+        "phone": "(0##) ###-####",
+    },
 }
 STREETS = ["New Road", "Rue de L'Abbé-Grégoire", "Königsweg", "Main St", "O'Connell Street", "Avenida Brasil"]
 TITLES = {"male": ["Mr"], "female": ["Ms", "Mrs", "Miss"]}
 TIMEZONES = [
-    ("-12:00", "Eniwetok, Kwajalein"), ("-5:00", "Eastern Time (US & Canada), Bogota, Lima"), ("0:00", "Western Europe Time, London, Lisbon, Casablanca"),
-    ("+1:00", "Brussels, Copenhagen, Madrid, Paris"), ("+5:30", "Bombay, Calcutta, Madras, New Delhi"), ("+9:30", "Adelaide, Darwin"),
+    ("-12:00", "Eniwetok, Kwajalein"),
+    ("-5:00", "Eastern Time (US & Canada), Bogota, Lima"),
+    ("0:00", "Western Europe Time, London, Lisbon, Casablanca"),
+    ("+1:00", "Brussels, Copenhagen, Madrid, Paris"),
+    ("+5:30", "Bombay, Calcutta, Madras, New Delhi"),
+    ("+9:30", "Adelaide, Darwin"),
 ]
 
 
@@ -130,7 +211,10 @@ def make_user(rng: random.Random, nat: str, gender: str | None, now: datetime) -
         "email": f"{first}.{last}@example.com".lower().replace(" ", "").replace("'", ""),
         "login": {
             "uuid": str(user_id),
-            "username": f"{rng.choice(['happy', 'silver', 'purple', 'tiny', 'lazy'])}{rng.choice(['cat', 'fish', 'owl', 'duck'])}{rng.randint(100, 999)}",
+            "username": (
+                f"{rng.choice(['happy', 'silver', 'purple', 'tiny', 'lazy'])}{rng.choice(['cat', 'fish', 'owl', 'duck'])}"
+                f"{rng.randint(100, 999)}"
+            ),
             "password": password,
             "salt": salt,
             "md5": hashlib.md5(salted).hexdigest(),
@@ -176,7 +260,7 @@ def generate(query: dict[str, str], now: datetime | None = None) -> dict[str, An
         gender = None
     seed = query.get("seed") or uuid.uuid4().hex[:16]
     rng = random.Random(f"{seed}:{page}:{','.join(nats)}:{gender}")
-    anchor = now or datetime(2026, 1, 1, tzinfo=timezone.utc)
+    anchor = now or datetime(2026, 1, 1, tzinfo=UTC)
     users = [make_user(rng, rng.choice(nats), gender, anchor) for _ in range(results)]
     inc, exc = _fields(query.get("inc")), _fields(query.get("exc"))
     if inc:

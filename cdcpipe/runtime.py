@@ -26,9 +26,7 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def services(
-    settings: Settings, names: Iterable[str] | None = None, *, with_dependencies: bool = True
-) -> list[Service]:
+def services(settings: Settings, names: Iterable[str] | None = None, *, with_dependencies: bool = True) -> list[Service]:
     """Service objects in start order: all, or ``names`` (and, by default, what they depend on)."""
     secrets = credentials.load(settings)
     all_services = {cls.name: cls(settings, secrets) for cls in SERVICES}

@@ -32,14 +32,22 @@ def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | N
     argv = [
         sys.executable,
         str(JOB),
-        "--bootstrap", svcs["kafka"].bootstrap,
-        "--registry-url", svcs["schema_registry"].url,
-        "--cassandra-host", settings.host,
-        "--cassandra-port", str(settings.port("cassandra")),
-        "--checkpoint", str(checkpoint or checkpoint_dir(settings)),
-        "--master", master or settings.spark_master,
-        "--jars", ",".join(job_jars(settings.jars)),
-        "--progress-file", str(progress_file(settings)),
+        "--bootstrap",
+        svcs["kafka"].bootstrap,
+        "--registry-url",
+        svcs["schema_registry"].url,
+        "--cassandra-host",
+        settings.host,
+        "--cassandra-port",
+        str(settings.port("cassandra")),
+        "--checkpoint",
+        str(checkpoint or checkpoint_dir(settings)),
+        "--master",
+        master or settings.spark_master,
+        "--jars",
+        ",".join(job_jars(settings.jars)),
+        "--progress-file",
+        str(progress_file(settings)),
     ]
     for key, value in extra.items():
         if value is not None:
@@ -102,7 +110,12 @@ def start(
             log = settings.log_file(PROCESS)
             raise ServiceFailed("spark job", "exited during start-up", processes.log_tail(log, 60), str(log))
         time.sleep(1)
-    raise ServiceFailed("spark job", f"query not running after {timeout:.0f}s", processes.log_tail(settings.log_file(PROCESS)), str(settings.log_file(PROCESS)))
+    raise ServiceFailed(
+        "spark job",
+        f"query not running after {timeout:.0f}s",
+        processes.log_tail(settings.log_file(PROCESS)),
+        str(settings.log_file(PROCESS)),
+    )
 
 
 def stop(settings: Settings, timeout: float = 90.0) -> bool:

@@ -58,7 +58,9 @@ def load(path: Path = TOPICS_FILE) -> list[TopicSpec]:
         config = entry.get("config", {})
         if not isinstance(config, dict):
             raise ConfigError(f"{where} ({entry['name']}): 'config' must be an object of topic settings")
-        specs.append(TopicSpec(entry["name"], entry["partitions"], entry["replication_factor"], {str(k): str(v) for k, v in config.items()}))
+        specs.append(
+            TopicSpec(entry["name"], entry["partitions"], entry["replication_factor"], {str(k): str(v) for k, v in config.items()})
+        )
     return specs
 
 
@@ -76,8 +78,12 @@ def ensure(admin: Any, specs: list[TopicSpec], progress: Callable[[str], None] =
             return future.result(timeout=timeout)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() in (KafkaError.INVALID_CONFIG, KafkaError.INVALID_REPLICATION_FACTOR,
-                                                                   KafkaError.INVALID_PARTITIONS, KafkaError.POLICY_VIOLATION):
+            if isinstance(error, KafkaError) and error.code() in (
+                KafkaError.INVALID_CONFIG,
+                KafkaError.INVALID_REPLICATION_FACTOR,
+                KafkaError.INVALID_PARTITIONS,
+                KafkaError.POLICY_VIOLATION,
+            ):
                 raise ConfigError(f"{TOPICS_FILE.name}: Kafka refused {what}: {error.str()}") from None
             raise ServiceUnavailable(f"Kafka did not complete {what}: {exc}") from None
 

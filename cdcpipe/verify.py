@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import CdcpipeError
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class Mismatch(CdcpipeError):
@@ -25,7 +25,7 @@ def comparable(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dt.datetime):
-        value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
         return ((value - EPOCH) // dt.timedelta(microseconds=1)) // 1000
     return value
 
@@ -64,14 +64,17 @@ def differences(expected: dict, actual: dict, limit: int = 5) -> list[str]:
 def compare(pg, session) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """(read model rows, differences) right now."""
     from cassandra import InvalidRequest
-
     from psycopg.rows import tuple_row
 
     expected = source_rows(pg)
     with pg.cursor(row_factory=tuple_row) as cur:
-        columns = [r[0] for r in cur.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'users' ORDER BY ordinal_position"
-        )]
+        columns = [
+            r[0]
+            for r in cur.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = 'users' ORDER BY ordinal_position"
+            )
+        ]
     try:
         actual = read_model_rows(session, columns)
     except InvalidRequest as exc:  # e.g. a new column the job has not added yet

@@ -61,9 +61,15 @@ def check_once(conf: settings.Settings, client: ConnectClient, name: str) -> liv
         else:
             return liveness.Liveness("unknown", f"Connect: {exc}", None, None, None, None)
     try:
-        with psycopg.connect(host=conf.host, port=conf.port("postgres"), dbname="users", user="cdcpipe",
-                             password=secrets["cdcpipe"], connect_timeout=5,
-                             options="-c statement_timeout=5000") as pg:  # never hang the watchdog
+        with psycopg.connect(
+            host=conf.host,
+            port=conf.port("postgres"),
+            dbname="users",
+            user="cdcpipe",
+            password=secrets["cdcpipe"],
+            connect_timeout=5,
+            options="-c statement_timeout=5000",
+        ) as pg:  # never hang the watchdog
             age, lag, active = liveness.capture_facts(pg)
     except psycopg.Error as exc:
         return liveness.Liveness("unknown", f"PostgreSQL: {str(exc).strip()[:200]}", None, None, None, None)
@@ -95,8 +101,17 @@ def run(conf: settings.Settings, stop: threading.Event) -> None:
                 backoff = min(BACKOFF_MAX, backoff * 2)
         elif verdict.state == "moving":
             backoff = BACKOFF_FIRST
-        _write(path, {"checked_at": time.time(), "pid": os.getpid(), "connector": name, **verdict.as_dict(),
-                      "last_action": action, "restarts": restarts})
+        _write(
+            path,
+            {
+                "checked_at": time.time(),
+                "pid": os.getpid(),
+                "connector": name,
+                **verdict.as_dict(),
+                "last_action": action,
+                "restarts": restarts,
+            },
+        )
         stop.wait(INTERVAL)
 
 

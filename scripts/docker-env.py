@@ -63,9 +63,24 @@ GENERATED = {**SECRETS, "KAFKA_CLUSTER_ID": _cluster_id}
 # Values that were ever shipped or are typed by habit. Compared case-insensitively;
 # anything starting with "change-me"/"changeme" is refused as well.
 PLACEHOLDERS = {
-    "", "admin", "airflow", "cassandra", "cdcpipe", "debezium", "postgres", "spark",
-    "password", "passw0rd", "secret", "changeit", "example", "placeholder", "test", "xxx",
-    "your-secret-here", "change-me-to-a-long-random-string",
+    "",
+    "admin",
+    "airflow",
+    "cassandra",
+    "cdcpipe",
+    "debezium",
+    "postgres",
+    "spark",
+    "password",
+    "passw0rd",
+    "secret",
+    "changeit",
+    "example",
+    "placeholder",
+    "test",
+    "xxx",
+    "your-secret-here",
+    "change-me-to-a-long-random-string",
     # The Fernet key an earlier .env.example carried: public, so worthless as a key.
     "tnnw3f0zfknvsp0ajhv8iqn2dt7o0ac8dvj3oypucki=",
 }
@@ -151,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=REPO / ".env", help="where to write (default: .env)")
     parser.add_argument("--template", type=Path, default=EXAMPLE, help="default: .env.example")
     parser.add_argument("--force", action="store_true", help="replace an existing file")
-    parser.add_argument("--check", action="store_true",
-                        help="check values instead of writing them (from --env-file, else the environment)")
+    parser.add_argument("--check", action="store_true", help="check values instead of writing them (from --env-file, else the environment)")
     parser.add_argument("--env-file", type=Path, help="with --check: read values from this file")
     args = parser.parse_args(argv)
 
@@ -163,15 +177,16 @@ def main(argv: list[str] | None = None) -> int:
             print("preflight: refusing to start the stack:", file=sys.stderr)
             for problem in found:
                 print(f"  - {problem}", file=sys.stderr)
-            print("write fresh secrets with `python3 scripts/docker-env.py` "
-                  "(or --force to replace .env), then `docker compose up -d` again", file=sys.stderr)
+            print(
+                "write fresh secrets with `python3 scripts/docker-env.py` (or --force to replace .env), then `docker compose up -d` again",
+                file=sys.stderr,
+            )
             return 1
         print("preflight: secrets look usable")
         return 0
 
     if args.output.exists() and not args.force:
-        print(f"{args.output} exists; not overwriting it (--force replaces it, and every secret in it)",
-              file=sys.stderr)
+        print(f"{args.output} exists; not overwriting it (--force replaces it, and every secret in it)", file=sys.stderr)
         return 1
     try:
         write(args.output, render(args.template.read_text()), args.force)

@@ -36,14 +36,14 @@ def main(argv: list[str]) -> int:
         connector = json.load(f)
     name, config = connector["name"], connector["config"]
     if not isinstance(config, dict) or not name:
-        print(f"{path}: expected {{\"name\": ..., \"config\": {{...}}}}", file=sys.stderr)
+        print(f'{path}: expected {{"name": ..., "config": {{...}}}}', file=sys.stderr)
         return 1
     url = f"{connect_url.rstrip('/')}/connectors/{urllib.parse.quote(name, safe='')}/config"
     body = json.dumps(config).encode()
     for attempt in range(1, ATTEMPTS + 1):
         request = urllib.request.Request(
-            url, data=body, method="PUT",
-            headers={"Content-Type": "application/json", "Accept": "application/json"})
+            url, data=body, method="PUT", headers={"Content-Type": "application/json", "Accept": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 status, answer = response.status, response.read().decode(errors="replace")

@@ -42,26 +42,51 @@ log = logging.getLogger("users_to_cassandra")
 def options(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bootstrap", default=env("CDC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), help="Kafka bootstrap servers [CDC_KAFKA_BOOTSTRAP]")
+    p.add_argument(
+        "--bootstrap", default=env("CDC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), help="Kafka bootstrap servers [CDC_KAFKA_BOOTSTRAP]"
+    )
     p.add_argument("--topic", default=env("CDC_TOPIC", "cdc.public.users"), help="topic to read [CDC_TOPIC]")
     p.add_argument("--topic-pattern", default=env("CDC_TOPIC_PATTERN"), help="regex of topics, instead of --topic [CDC_TOPIC_PATTERN]")
-    p.add_argument("--registry-url", default=env("CDC_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"), help="Confluent-compatible registry URL [CDC_REGISTRY_URL]")
+    p.add_argument(
+        "--registry-url",
+        default=env("CDC_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
+        help="Confluent-compatible registry URL [CDC_REGISTRY_URL]",
+    )
     p.add_argument("--cassandra-host", default=env("CDC_CASSANDRA_HOST", "127.0.0.1"), help="[CDC_CASSANDRA_HOST]")
     p.add_argument("--cassandra-port", type=int, default=int(env("CDC_CASSANDRA_PORT", "9042")), help="[CDC_CASSANDRA_PORT]")
     p.add_argument("--keyspace", default=env("CDC_KEYSPACE", "cdc"), help="[CDC_KEYSPACE]")
     p.add_argument("--table", default=env("CDC_TABLE", "users"), help="[CDC_TABLE]")
-    p.add_argument("--checkpoint", default=env("CDC_CHECKPOINT", "/tmp/cdcpipe-checkpoints/users_to_cassandra"), help="checkpoint directory [CDC_CHECKPOINT]")
+    p.add_argument(
+        "--checkpoint",
+        default=env("CDC_CHECKPOINT", "/tmp/cdcpipe-checkpoints/users_to_cassandra"),
+        help="checkpoint directory [CDC_CHECKPOINT]",
+    )
     p.add_argument("--master", default=env("CDC_SPARK_MASTER"), help="Spark master; default: spark-submit's or local[2] [CDC_SPARK_MASTER]")
     p.add_argument("--jars", default=env("CDC_SPARK_JARS", ""), help="comma-separated jars to add (Kafka source) [CDC_SPARK_JARS]")
-    p.add_argument("--trigger-seconds", type=float, default=float(env("CDC_TRIGGER_SECONDS", "0.25")),
-                   help="micro-batch interval (default 0.25: a change waits at most that long for its batch; "
-                        "a busy job runs batches back to back anyway) [CDC_TRIGGER_SECONDS]")
-    p.add_argument("--max-offsets-per-trigger", type=int, default=int(env("CDC_MAX_OFFSETS_PER_TRIGGER", "200000")), help="[CDC_MAX_OFFSETS_PER_TRIGGER]")
-    p.add_argument("--min-partitions", type=int, default=int(env("CDC_MIN_PARTITIONS", "2")),
-                   help="Spark tasks per micro-batch at least; a busy Kafka partition is split into offset "
-                        "ranges applied in parallel, safe because every write carries its position as "
-                        "timestamp (default 2: both cores of a small machine) [CDC_MIN_PARTITIONS]")
-    p.add_argument("--starting-offsets", default=env("CDC_STARTING_OFFSETS", "earliest"), help="for a fresh checkpoint [CDC_STARTING_OFFSETS]")
+    p.add_argument(
+        "--trigger-seconds",
+        type=float,
+        default=float(env("CDC_TRIGGER_SECONDS", "0.25")),
+        help="micro-batch interval (default 0.25: a change waits at most that long for its batch; "
+        "a busy job runs batches back to back anyway) [CDC_TRIGGER_SECONDS]",
+    )
+    p.add_argument(
+        "--max-offsets-per-trigger",
+        type=int,
+        default=int(env("CDC_MAX_OFFSETS_PER_TRIGGER", "200000")),
+        help="[CDC_MAX_OFFSETS_PER_TRIGGER]",
+    )
+    p.add_argument(
+        "--min-partitions",
+        type=int,
+        default=int(env("CDC_MIN_PARTITIONS", "2")),
+        help="Spark tasks per micro-batch at least; a busy Kafka partition is split into offset "
+        "ranges applied in parallel, safe because every write carries its position as "
+        "timestamp (default 2: both cores of a small machine) [CDC_MIN_PARTITIONS]",
+    )
+    p.add_argument(
+        "--starting-offsets", default=env("CDC_STARTING_OFFSETS", "earliest"), help="for a fresh checkpoint [CDC_STARTING_OFFSETS]"
+    )
     p.add_argument("--progress-file", default=env("CDC_PROGRESS_FILE"), help="write the query's progress here as JSON [CDC_PROGRESS_FILE]")
     return p.parse_args(argv)
 
@@ -303,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                 error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             else:
                 report.query = query
-                log.info("started: %s -> %s.%s, checkpoint %s", args.topic_pattern or args.topic, args.keyspace, args.table, args.checkpoint)
+                log.info(
+                    "started: %s -> %s.%s, checkpoint %s", args.topic_pattern or args.topic, args.keyspace, args.table, args.checkpoint
+                )
                 try:
                     while not stopping["now"] and not query.awaitTermination(HEARTBEAT_SECONDS):
                         report.write("running")  # a heartbeat; batches are reported as they end
@@ -337,13 +364,15 @@ def _first_line(exc: Any) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     codes = [c for c in re.findall(r"\[([A-Z][A-Z_]+)\]", text) if c != "STREAM_FAILED"]
     causes = [
-        line for line in lines
+        line
+        for line in lines
         if re.match(r"^(?:(?:[A-Za-z_]\w*\.)+[A-Z]\w*|[A-Z]\w*(?:Error|Exception|Unavailable|Timeout|Failure)): ", line)
         and not line.startswith(("pyspark.", "py4j.", "org.apache.spark.", "Traceback"))
     ]
     parts = [codes[0]] if codes else []
     parts.append(causes[-1] if causes else (lines[0] if lines else exc.__class__.__name__))
     return ": ".join(parts)[:600]
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,9 +40,7 @@ class TopicReader:
     def __init__(self, bootstrap: str, registry_url: str, topic: str = TOPIC):
         self.topic = topic
         self.registry = SchemaCache(registry_url)
-        self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}
-        )
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False})
         try:
             _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
         except Exception:
@@ -95,7 +93,7 @@ def pg_row_as_event(row: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, uuid.UUID):
             value = str(value)
         elif isinstance(value, dt.datetime):
-            value = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            value = value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         out[key] = value
     return out
 

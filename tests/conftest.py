@@ -25,6 +25,14 @@ from cdcpipe import runtime, settings
 from cdcpipe.services import Service
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that need the running stack (the `stack` fixture, directly or not) are marked
+    `stack`; `make unit` runs the others (`-m "not stack"`): no service, no jars."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -59,8 +67,8 @@ def stack(conf) -> dict[str, Service]:
 @pytest.fixture(scope="session")
 def connector(stack):
     """The users-cdc connector, registered from connectors/users-cdc.json and RUNNING."""
-    from cdcpipe.connect_client import ConnectClient, ConnectorFile
     from cdcpipe.commands.connector import DEFAULT_FILE
+    from cdcpipe.connect_client import ConnectClient, ConnectorFile
 
     client = ConnectClient(stack["connect"].url)
     definition = ConnectorFile.load(DEFAULT_FILE)

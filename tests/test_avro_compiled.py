@@ -12,8 +12,8 @@ import struct
 
 import fastavro
 import pytest
-
 from cdc_helpers import register_schema
+
 from cdcpipe.pipeline.avro_reader import HEADER, DecodeError, SchemaCache, decode
 
 EVERY_TYPE = {
@@ -37,8 +37,13 @@ EVERY_TYPE = {
         {"name": "arr", "type": {"type": "array", "items": ["null", "string", "Inner"]}},
         {"name": "m", "type": {"type": "map", "values": "double"}},
         {"name": "u", "type": ["null", "int", "string", "Four", {"type": "array", "items": "long"}]},
-        {"name": "chain", "type": ["null", {"type": "record", "name": "Node", "fields": [
-            {"name": "v", "type": "int"}, {"name": "next", "type": ["null", "Node"]}]}]},
+        {
+            "name": "chain",
+            "type": [
+                "null",
+                {"type": "record", "name": "Node", "fields": [{"name": "v", "type": "int"}, {"name": "next", "type": ["null", "Node"]}]},
+            ],
+        },
     ],
 }
 

@@ -182,8 +182,7 @@ def _generated(docker_env, tmp_path) -> Path:
 def _check(env: dict[str, str]) -> subprocess.CompletedProcess:
     """scripts/docker-env.py --check as the preflight container runs it: values in its environment."""
     clean = {k: v for k, v in os.environ.items() if k not in _load_script(ENV_SCRIPT).GENERATED}
-    return subprocess.run([sys.executable, str(ENV_SCRIPT), "--check"], env={**clean, **env},
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run([sys.executable, str(ENV_SCRIPT), "--check"], env={**clean, **env}, capture_output=True, text=True, timeout=30)
 
 
 def test_ports_are_published_on_localhost_by_default(compose):
@@ -311,7 +310,7 @@ def test_spark_authenticates_and_keeps_the_secret_off_command_lines(compose):
     job = services["spark-job"]
     assert job["environment"]["_SPARK_AUTH_SECRET"].startswith("${SPARK_AUTH_SECRET:?")
     script = job["command"][-1]
-    submit = shlex.split(script[script.index("exec "):].replace("\\\n", " "))
+    submit = shlex.split(script[script.index("exec ") :].replace("\\\n", " "))
     confs = [submit[i + 1] for i, arg in enumerate(submit) if arg == "--conf"]
     assert "spark.authenticate=true" in confs and "spark.ui.killEnabled=false" in confs
     assert "--properties-file" in submit
@@ -362,8 +361,7 @@ def test_topics_init_matches_topics_json(compose):
 
 def test_connector_init_puts_the_config(compose):
     init = compose["services"]["connector-init"]
-    assert init["command"] == ["python3", "/scripts/register-connector.py", "/connectors/users-cdc.json",
-                               "http://connect:8083"]
+    assert init["command"] == ["python3", "/scripts/register-connector.py", "/connectors/users-cdc.json", "http://connect:8083"]
     assert {"./connectors:/connectors:ro", "./scripts:/scripts:ro"} <= set(init["volumes"])
 
 
@@ -403,21 +401,25 @@ def fake_connect():
 
 
 def _register(url: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REGISTER_SCRIPT), str(REPO / "connectors" / "users-cdc.json"), url],
-                          env={**os.environ, "REGISTER_RETRY_DELAY": "0", "REGISTER_ATTEMPTS": "3"},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(REGISTER_SCRIPT), str(REPO / "connectors" / "users-cdc.json"), url],
+        env={**os.environ, "REGISTER_RETRY_DELAY": "0", "REGISTER_ATTEMPTS": "3"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("answers, ok", [([201], True), ([200], True), ([409, 200], True),
-                                         ([400], False), ([409, 409, 409], False), ([500, 500, 500], False)])
+@pytest.mark.parametrize(
+    "answers, ok", [([201], True), ([200], True), ([409, 200], True), ([400], False), ([409, 409, 409], False), ([500, 500, 500], False)]
+)
 def test_register_connector_puts_only_the_config(fake_connect, answers, ok):
     handler, url = fake_connect
     handler.answers = list(answers)
     result = _register(url)
     connector = json.loads((REPO / "connectors" / "users-cdc.json").read_text())
     assert (result.returncode == 0) == ok, result.stderr
-    assert handler.requests and all(
-        r == ("PUT", f"/connectors/{connector['name']}/config", connector["config"]) for r in handler.requests)
+    assert handler.requests and all(r == ("PUT", f"/connectors/{connector['name']}/config", connector["config"]) for r in handler.requests)
     if not ok:
         assert "NOT registered" in result.stderr and "fake" in result.stderr
     # 409 and 5xx are retried (3 attempts here), a 400 is not.

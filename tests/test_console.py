@@ -80,8 +80,17 @@ def insert_user(pg, first_name: str) -> str:
 
 
 def test_a_request_without_the_credentials_is_refused(console, browser, stack, connector):
-    for path in ("/", "/topics", "/topics/stream", "/api/lag", "/api/health", "/panel/spark", "/vendor/htmx.min.js",
-                 "/static/console.css", "/cassandra?id=00000000-0000-0000-0000-000000000000"):
+    for path in (
+        "/",
+        "/topics",
+        "/topics/stream",
+        "/api/lag",
+        "/api/health",
+        "/panel/spark",
+        "/vendor/htmx.min.js",
+        "/static/console.css",
+        "/cassandra?id=00000000-0000-0000-0000-000000000000",
+    ):
         assert requests.get(console.url + path, timeout=10, stream=True).status_code == 401, path
         assert requests.get(console.url + path, auth=("admin", "not-the-password"), timeout=10, stream=True).status_code == 401, path
     # The right login, but an action not sent by the console's own pages (no HX-Request header):
@@ -187,8 +196,12 @@ def test_a_poison_record_shows_up_on_the_dead_letter_page(page, stack, spark_job
     delivered = []
     producer = Producer({"bootstrap.servers": stack["kafka"].bootstrap})
     # Keyed: the topic is compacted and Kafka refuses key-less records on it.
-    producer.produce(TOPIC, key=f"console-poison-{uuid.uuid4()}".encode(), value=b"\x01\x00\x00\x00\x07console poison",
-                     on_delivery=lambda err, msg: delivered.append((err, msg)))
+    producer.produce(
+        TOPIC,
+        key=f"console-poison-{uuid.uuid4()}".encode(),
+        value=b"\x01\x00\x00\x00\x07console poison",
+        on_delivery=lambda err, msg: delivered.append((err, msg)),
+    )
     assert producer.flush(30) == 0 and delivered and delivered[0][0] is None
     offset = delivered[0][1].offset()
     page.goto("/spark")
@@ -246,4 +259,3 @@ def test_every_page_renders_while_the_services_are_away(tmp_path):
             response = client.get(path)
             assert response.status_code == 200, path
             assert 'class="error"' in response.text, path
-

@@ -11,9 +11,7 @@ from cdcpipe import verify
 
 
 def test_demo_journey_ends_with_an_equal_read_model(stack):
-    out = subprocess.run(
-        [sys.executable, "-m", "cdcpipe", "demo", "--results", "50"], capture_output=True, text=True, timeout=1500
-    )
+    out = subprocess.run([sys.executable, "-m", "cdcpipe", "demo", "--results", "50"], capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     # This machine cannot reach randomuser.me: the demo must say so and use the stand-in.
     assert "is not reachable from here: using the local stand-in" in out.stdout

@@ -8,8 +8,9 @@ import time
 import uuid
 
 from cdc_helpers import TOPIC, wait_until_read_model_matches
-from cdcpipe import processes, runtime
 from test_capture import ROW, insert
+
+from cdcpipe import processes, runtime
 
 
 def kill(conf, service: str) -> None:
@@ -51,14 +52,20 @@ def test_cassandra_killed_right_after_a_batch_commits_loses_nothing(conf, stack,
     session = stack["cassandra"].session()
     try:
         select = session.prepare("SELECT id FROM cdc.users WHERE id = ?")
-        wait_for(lambda: all(session.execute(select, [uuid.UUID(i)]).one() for i in acknowledged),
-                 180, "the acknowledged rows readable in Cassandra")
+        wait_for(
+            lambda: all(session.execute(select, [uuid.UUID(i)]).one() for i in acknowledged),
+            180,
+            "the acknowledged rows readable in Cassandra",
+        )
     finally:
         session.cluster.shutdown()
     # ... and the batch that wrote them has committed its offsets: the checkpoint is past them.
     end = _end_offset(stack["kafka"].bootstrap)
-    wait_for(lambda: int(((spark_job.progress(conf)["committed_offsets"] or {}).get(TOPIC) or {}).get("0", -1)) >= end,
-             60, f"the job's committed offset at the topic's end ({end})")
+    wait_for(
+        lambda: int(((spark_job.progress(conf)["committed_offsets"] or {}).get(TOPIC) or {}).get("0", -1)) >= end,
+        60,
+        f"the job's committed offset at the topic's end ({end})",
+    )
     kill(conf, "cassandra")
     killed_at = time.monotonic()
 
@@ -200,8 +207,9 @@ class SteadyWriter:
                             conn.execute("INSERT INTO public.users (id, username, city) VALUES (%s, 'chaos', 'new')", (user_id,))
                             self.live.append(user_id)
                         elif roll < 0.85:
-                            conn.execute("UPDATE public.users SET city = %s WHERE id = %s",
-                                         (f"c{self.rng.random():.6f}", self.rng.choice(self.live)))
+                            conn.execute(
+                                "UPDATE public.users SET city = %s WHERE id = %s", (f"c{self.rng.random():.6f}", self.rng.choice(self.live))
+                            )
                         else:
                             conn.execute("DELETE FROM public.users WHERE id = %s", (self.live.pop(self.rng.randrange(len(self.live))),))
                 self.done += 10

@@ -110,9 +110,7 @@ def test_5000_results_transform():
 
 # --- through Airflow -------------------------------------------------------------------------
 def ingest(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "cdcpipe", "ingest", "--json", *args], capture_output=True, text=True, timeout=900
-    )
+    return subprocess.run([sys.executable, "-m", "cdcpipe", "ingest", "--json", *args], capture_output=True, text=True, timeout=900)
 
 
 def rows_for(pg, ids):
@@ -189,9 +187,24 @@ def test_churn_updates_and_deletes_through_airflow(pg, api, stack):
     url, _ = api
     before = {str(r["id"]) for r in pg.execute("SELECT id FROM public.users")}
     out = subprocess.run(
-        [sys.executable, "-m", "cdcpipe", "churn", "--json", "--update-fraction", "0.1", "--delete-fraction", "0.05",
-         "--seed", "churn", "--api-url", url],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "cdcpipe",
+            "churn",
+            "--json",
+            "--update-fraction",
+            "0.1",
+            "--delete-fraction",
+            "0.05",
+            "--seed",
+            "churn",
+            "--api-url",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)["result"]

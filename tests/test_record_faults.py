@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 import requests
-
 from cdc_helpers import register_schema
-from cdcpipe.pipeline.avro_reader import DecodeError, RegistryMisconfigured, SchemaCache, decode
+
 from cdcpipe.errors import ServiceUnavailable
+from cdcpipe.pipeline.avro_reader import DecodeError, RegistryMisconfigured, SchemaCache, decode
 
 PROBE = {"type": "record", "name": "Probe", "fields": [{"name": "a", "type": "int"}]}
 
@@ -98,7 +98,6 @@ def test_a_non_avro_schema_is_the_records_fault_and_cached(stack, schema, schema
     assert len(requested) == 1, requested
 
 
-
 # --- the partition logic of the Spark job, called directly (no Spark) -----------------------
 
 import io  # noqa: E402
@@ -123,7 +122,10 @@ ENVELOPE = {
     "fields": [
         {"name": "before", "type": ["null", ROW_SCHEMA], "default": None},
         {"name": "after", "type": ["null", "Value"], "default": None},
-        {"name": "source", "type": ["null", "string", {"type": "record", "name": "Source", "fields": [{"name": "lsn", "type": ["null", "long"]}]}]},
+        {
+            "name": "source",
+            "type": ["null", "string", {"type": "record", "name": "Source", "fields": [{"name": "lsn", "type": ["null", "long"]}]}],
+        },
         {"name": "op", "type": "string"},
     ],
 }

@@ -9,11 +9,10 @@ import uuid
 from pathlib import Path
 
 import psycopg
-import pytest
 import requests
+from cdc_helpers import register_schema
 from confluent_kafka import Consumer, Producer
 
-from cdc_helpers import register_schema
 from cdcpipe.services.connect import POSTGRES_CONNECTOR
 
 
@@ -39,9 +38,7 @@ def test_kafka_produce_then_consume(stack):
     for i, payload in enumerate(payloads):
         producer.produce(topic, key=str(i).encode(), value=payload)
     assert producer.flush(30) == 0
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
-    )
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     received = []
     try:
@@ -93,9 +90,10 @@ def test_cassandra_create_and_query(stack):
         row = session.execute("SELECT name FROM cdcpipe_test.probe WHERE id = %s", (key,)).one()
         assert row.name == "Zoë 🐘"
         # The pipeline's read model exists, created by `up` from sql/cassandra.
-        columns = {r.column_name for r in session.execute(
-            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = 'cdc' AND table_name = 'users'"
-        )}
+        columns = {
+            r.column_name
+            for r in session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = 'cdc' AND table_name = 'users'")
+        }
         assert {"id", "email", "latitude", "dob", "updated_at"} <= columns
     finally:
         session.cluster.shutdown()
@@ -106,7 +104,9 @@ def test_cqlsh_works_against_cassandra(stack):
     cqlsh = [str(Path(sys.executable).parent / "cqlsh")]
     out = subprocess.run(
         [*cqlsh, cass.host, str(cass.port()), "-e", "SELECT release_version FROM system.local"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert "5.0." in out.stdout
@@ -167,9 +167,7 @@ def test_airflow_health_and_login(stack):
 
 
 def test_status_json_reports_every_service(stack):
-    out = subprocess.run(
-        [sys.executable, "-m", "cdcpipe", "status", "--json"], capture_output=True, text=True, timeout=120
-    )
+    out = subprocess.run([sys.executable, "-m", "cdcpipe", "status", "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)["services"]
     assert set(report) == {"postgres", "kafka", "schema_registry", "connect", "cassandra", "spark", "airflow", "watchdog", "console"}

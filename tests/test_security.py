@@ -180,7 +180,10 @@ def _run_app(conf, stack, tmp_path, secret: str | None, timeout: float, stop_at:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, str(script), stack["spark"].master_url, str(conf.repo / "spark_jobs")],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
     cmdlines = set()
     deadline = time.monotonic() + timeout

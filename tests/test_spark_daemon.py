@@ -30,8 +30,14 @@ def test_the_daemon_imports_pyspark_from_site_packages():
     tells the daemon to exit by closing its stdin (it then signals its own process group,
     hence a session of its own)."""
     env = {"PYTHONPATH": ":".join(ZIPS), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-v", "-m", "cdcpipe.pipeline.spark_daemon"], env=env, stdin=subprocess.DEVNULL,
-                         capture_output=True, timeout=60, start_new_session=True)  # stdout: its port, binary
+    out = subprocess.run(
+        [sys.executable, "-v", "-m", "cdcpipe.pipeline.spark_daemon"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        start_new_session=True,
+    )  # stdout: its port, binary
     log = out.stderr.decode("utf-8", "replace")
     assert "import 'pyspark.daemon'" in log, log[-2000:]
     loaded = [line for line in log.splitlines() if "pyspark" in line and "daemon.py" in line]

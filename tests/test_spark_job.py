@@ -8,14 +8,13 @@ import random
 import struct
 import uuid
 
-import pytest
-from confluent_kafka import Producer
-
 from cdc_helpers import TOPIC, wait_until_read_model_matches
-from cdcpipe.verify import read_model_rows
+from confluent_kafka import Producer
 from test_capture import ROW, insert
 
-UTC = dt.timezone.utc
+from cdcpipe.verify import read_model_rows
+
+UTC = dt.UTC
 
 
 def hard_row(i: int) -> dict:
@@ -121,8 +120,7 @@ def test_poison_records_go_to_dead_letters_and_the_stream_goes_on(stack, conf, p
     producer = Producer({"bootstrap.servers": stack["kafka"].bootstrap})
     for n, value in enumerate(poison):
         # With a key: the topic is compacted, and Kafka refuses key-less records on it.
-        producer.produce(TOPIC, key=f"poison-{n}".encode(), value=value,
-                         on_delivery=lambda err, msg: delivered.append((err, msg)))
+        producer.produce(TOPIC, key=f"poison-{n}".encode(), value=value, on_delivery=lambda err, msg: delivered.append((err, msg)))
     assert producer.flush(30) == 0
     assert [err for err, _ in delivered if err is not None] == []
     offsets = {msg.offset(): msg.value() for _, msg in delivered}

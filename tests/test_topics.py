@@ -9,10 +9,7 @@ import threading
 import time
 import uuid
 
-import pytest
-
 from cdcpipe import topics
-from cdcpipe.errors import ConfigError
 from cdcpipe.settings import REPO
 
 
@@ -48,16 +45,6 @@ def test_ensure_creates_and_repairs_a_topic(stack):
     assert described["partitions"] == 3
     assert described["config"]["cleanup.policy"] == "compact" and described["config"]["delete.retention.ms"] == "123456"
     admin.delete_topics([name])[name].result(timeout=30)
-
-
-def test_a_bad_topics_file_is_named(tmp_path):
-    bad = tmp_path / "topics.json"
-    bad.write_text('{"topics": [{"name": "x", "partitions": 0, "replication_factor": 1}]}')
-    with pytest.raises(ConfigError, match=r"topics\[0\] \(x\): 'partitions' must be a whole number of at least 1, not 0"):
-        topics.load(bad)
-    bad.write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
-        topics.load(bad)
 
 
 class _Report:

@@ -44,6 +44,8 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, t
 def ingest_users():
     @task
     def fetch() -> dict:
+        """Fetch `results` users from the randomuser.me API (`api_url`), retrying connection
+        errors, 429 and 5xx with backoff; the API's own `{"error": …}` fails the task."""
         from users_etl.api import default_api_url, fetch_users
 
         params = get_current_context()["params"]
@@ -54,14 +56,17 @@ def ingest_users():
 
     @task(retries=0)  # a payload that does not validate will not validate on a retry either
     def transform(payload: dict) -> list[dict]:
+        """Validate every user and map it to a `public.users` row; one invalid user fails the
+        batch with a message naming the user and the field, before anything is written."""
         from users_etl.transform import to_rows
 
         return to_rows(payload)
 
     @task
     def upsert(rows: list[dict]) -> dict:
+        """Upsert the rows into `public.users` in one transaction; rows whose values did not
+        change are skipped, so a rerun writes no WAL and makes no change events."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
-
         from users_etl.store import upsert_rows
 
         conn = PostgresHook(postgres_conn_id="users_db").get_conn()

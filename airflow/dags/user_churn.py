@@ -17,8 +17,19 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, t
 
 #: Columns churn refreshes: contact and location, never identity.
 REFRESHED = (
-    "email", "phone", "cell", "street_number", "street_name", "city", "state", "country", "postcode",
-    "latitude", "longitude", "timezone_offset", "timezone_description",
+    "email",
+    "phone",
+    "cell",
+    "street_number",
+    "street_name",
+    "city",
+    "state",
+    "country",
+    "postcode",
+    "latitude",
+    "longitude",
+    "timezone_offset",
+    "timezone_description",
 )
 
 
@@ -43,6 +54,8 @@ REFRESHED = (
 def user_churn():
     @task
     def pick() -> dict:
+        """Choose which users to refresh (`update_fraction`) and which to delete
+        (`delete_fraction`), reproducibly for a given `seed`."""
         import random
 
         from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -57,6 +70,7 @@ def user_churn():
 
     @task
     def fresh_data(picked: dict) -> list[dict]:
+        """Fetch new contact and location data for the users picked for an update."""
         from users_etl.api import default_api_url, fetch_users
         from users_etl.transform import to_rows
 
@@ -69,6 +83,7 @@ def user_churn():
 
     @task
     def apply(picked: dict, updates: list[dict]) -> dict:
+        """Update and delete the picked users in one transaction; Debezium captures both."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
         conn = PostgresHook(postgres_conn_id="users_db").get_conn()

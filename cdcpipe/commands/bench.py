@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
 from pathlib import Path
 
 from .. import bench, latency, settings
@@ -13,12 +12,23 @@ from .. import bench, latency, settings
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.latency:
-        report = latency.measure(settings.load(), probes=args.latency, load=args.load,
-                                 plot=Path(args.plot) if args.plot else None, progress=lambda m: print(m, file=sys.stderr))
+        report = latency.measure(
+            settings.load(),
+            probes=args.latency,
+            load=args.load,
+            plot=Path(args.plot) if args.plot else None,
+            progress=lambda m: print(m, file=sys.stderr),
+        )
         _print(report, args.json)
         return 0
-    report = bench.run(settings.load(), n=args.events, keys=args.keys, partitions=args.partitions, warmup=args.warmup,
-                       progress=lambda m: print(m, file=sys.stderr))
+    report = bench.run(
+        settings.load(),
+        n=args.events,
+        keys=args.keys,
+        partitions=args.partitions,
+        warmup=args.warmup,
+        progress=lambda m: print(m, file=sys.stderr),
+    )
     _print(report, args.json)
     return 0 if report["correct"] else 1
 
@@ -37,11 +47,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", type=int, default=50_000, help="distinct users they touch (default 50000)")
     p.add_argument("--warmup", type=int, default=20_000, help="events applied before measuring (default 20000)")
     p.add_argument("--partitions", type=int, default=2, help="partitions of the bench topic (default 2)")
-    p.add_argument("--latency", type=int, metavar="N", default=0,
-                   help="instead: N single inserts at idle, then N under --load, through the running connector and job; "
-                        "p50/p90/p99/max of commit -> readable in cdc.users, split at Kafka")
-    p.add_argument("--load", type=int, default=2000, metavar="CHANGES_PER_S",
-                   help="with --latency: background writes to PostgreSQL during the second round (default 2000; 0: none)")
+    p.add_argument(
+        "--latency",
+        type=int,
+        metavar="N",
+        default=0,
+        help="instead: N single inserts at idle, then N under --load, through the running connector and job; "
+        "p50/p90/p99/max of commit -> readable in cdc.users, split at Kafka",
+    )
+    p.add_argument(
+        "--load",
+        type=int,
+        default=2000,
+        metavar="CHANGES_PER_S",
+        help="with --latency: background writes to PostgreSQL during the second round (default 2000; 0: none)",
+    )
     p.add_argument("--plot", metavar="PNG", help="with --latency: draw each probe's latency over the run into this PNG")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)

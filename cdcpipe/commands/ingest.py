@@ -29,7 +29,11 @@ def run_dag(dag_id: str, run_conf: dict, timeout: float, result_task: str, as_js
     seconds = round(time.monotonic() - started, 1)
     result = api.xcom(dag_id, run_id, result_task) if final["state"] == "success" else None
     report = {"dag_id": dag_id, "run_id": run_id, "state": final["state"], "seconds": seconds, "result": result}
-    print(json.dumps(report) if as_json else f"{dag_id} {run_id}: {final['state']} in {seconds}s (trigger to end) {json.dumps(result) if result else ''}")
+    print(
+        json.dumps(report)
+        if as_json
+        else f"{dag_id} {run_id}: {final['state']} in {seconds}s (trigger to end) {json.dumps(result) if result else ''}"
+    )
     if final["state"] != "success":
         failed = [t["task_id"] for t in api.task_instances(dag_id, run_id) if t.get("state") == "failed"]
         raise DagRunFailed(f"{dag_id} run {run_id} failed (tasks: {', '.join(failed) or '?'}); see the task logs in the Airflow UI")

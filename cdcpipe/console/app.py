@@ -31,8 +31,8 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from .. import spark_job
-from ..pipeline import changes
 from ..cli import _human_bytes
+from ..pipeline import changes
 from ..settings import Settings
 from .monitor import Monitor, _error
 
@@ -204,9 +204,13 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
             if left and right:
                 text = lambda v: json.dumps(json.loads(v["schema"]), indent=2).splitlines()  # noqa: E731
                 diff = difflib.HtmlDiff(wrapcolumn=70).make_table(
-                    text(left), text(right), f"version {a} (id {left.get('id')})", f"version {b} (id {right.get('id')})",
+                    text(left),
+                    text(right),
+                    f"version {a} (id {left.get('id')})",
+                    f"version {b} (id {right.get('id')})",
                     # One version only (or the same twice): show it whole rather than "no differences".
-                    context=request.query_params.get("full") != "1" and a != b, numlines=4,
+                    context=request.query_params.get("full") != "1" and a != b,
+                    numlines=4,
                 )
         return page(request, "schemas.html", subjects=subjects, subject=subject, versions=versions, a=a, b=b, diff=diff, error=error)
 
@@ -263,7 +267,13 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
             if user is None and not lookup_error:
                 lookup_error = f"no row with id {user_id} in cdc.users"
         return page(
-            request, "cassandra.html", count=count, error=error, user_id=user_id, user=user, lookup_error=lookup_error,
+            request,
+            "cassandra.html",
+            count=count,
+            error=error,
+            user_id=user_id,
+            user=user,
+            lookup_error=lookup_error,
             streaming_base=changes.STREAMING_BASE,
         )
 

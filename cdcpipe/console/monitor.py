@@ -29,10 +29,10 @@ from typing import Any
 import requests
 
 from .. import runtime, spark_job, topics
-from ..pipeline.avro_reader import DecodeError, SchemaCache, decode
 from ..commands.connector import DEFAULT_FILE
 from ..commands.topic import to_json
 from ..connect_client import ConnectClient, ConnectorFile
+from ..pipeline.avro_reader import DecodeError, SchemaCache, decode
 from ..settings import Settings
 
 SAMPLE_SECONDS = 5.0
@@ -244,7 +244,7 @@ class Monitor:
             before=value.get("before"),
             after=value.get("after"),
             lsn=source.get("lsn"),
-            commit_time=dt.datetime.fromtimestamp(ts_ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds") if ts_ms else None,
+            commit_time=dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC).isoformat(timespec="milliseconds") if ts_ms else None,
             key_text=json.dumps(event.get("key"), ensure_ascii=False),
         )
         self._decoded_cache[seq] = event
@@ -306,9 +306,7 @@ class Monitor:
         values = list(row)
         return {
             "id": str(values[0]),
-            "columns": [
-                {"name": c, "value": values[1 + i], "writetime": values[1 + len(columns) + i]} for i, c in enumerate(columns)
-            ],
+            "columns": [{"name": c, "value": values[1 + i], "writetime": values[1 + len(columns) + i]} for i, c in enumerate(columns)],
         }
 
     def dead_letters(self, limit: int = 100) -> list[Any]:

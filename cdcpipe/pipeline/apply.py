@@ -45,14 +45,18 @@ def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
     return _executor_state["sink"], _executor_state["registry"]
 
 
-def apply_partition(rows, conf: dict[str, Any]) -> tuple[int, int, int]:
+def apply_partition(rows, conf: dict[str, Any], sink: Any = None, registry: Any = None) -> tuple[int, int, int]:
     """Decode, keep the newest change per key, write; dead-letter what cannot be used.
 
     ``rows`` yields (key, value, topic, partition, offset); returns (records, writes, dead).
+    ``sink`` and ``registry`` default to this worker's own (from ``conf``); tests pass stand-ins
+    with the same methods (``tests/test_apply.py``).
     """
-
-    sink, registry = _executor(conf)
-    types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
+    if sink is None or registry is None:
+        sink, registry = _executor(conf)
+        types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
+    else:
+        types_by_schema = {}
     raw_by_change: dict[int, Any] = {}
     changes = []
     dead: list[DeadLetter] = []

@@ -51,8 +51,8 @@ from typing import Any
 import fastavro
 import requests
 
-from .avro_compiled import AvroCorrupt, Reader, compile_reader
 from ..errors import CdcpipeError, ServiceUnavailable
+from .avro_compiled import AvroCorrupt, Reader, compile_reader
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ def connect(host: str, port: int, keyspace: str | None = None, connect_timeout: 
     from cassandra.cluster import Cluster
     from cassandra.policies import DCAwareRoundRobinPolicy
 
-    cluster = Cluster([host], port=port, connect_timeout=connect_timeout, protocol_version=5,
-                      load_balancing_policy=DCAwareRoundRobinPolicy())
+    cluster = Cluster(
+        [host], port=port, connect_timeout=connect_timeout, protocol_version=5, load_balancing_policy=DCAwareRoundRobinPolicy()
+    )
     try:
         return cluster.connect(keyspace)
     except Exception:

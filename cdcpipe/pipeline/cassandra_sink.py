@@ -41,12 +41,12 @@ from cassandra import InvalidRequest
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement
 
-from .changes import Change
 from ..errors import CdcpipeError
+from .changes import Change
 
 log = logging.getLogger(__name__)
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 ONE_MS = dt.timedelta(milliseconds=1)
 _int32 = struct.Struct(">i").pack
 _int64 = struct.Struct(">q").pack
@@ -101,10 +101,10 @@ def timestamp_ms(value: Any) -> int:
         except ValueError:
             raise BadValue(f"not an ISO 8601 timestamp: {value!r}") from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+            parsed = parsed.replace(tzinfo=dt.UTC)
         return (parsed - EPOCH) // ONE_MS
     if isinstance(value, dt.datetime):
-        value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
         return (value - EPOCH) // ONE_MS
     if isinstance(value, int):
         return value
@@ -169,6 +169,7 @@ def encoder(cql_type: str, serialize: Callable[[Any, int], bytes], protocol_vers
     if cql_type == "timestamp":
         return lambda value: _int64(timestamp_ms(value))
     if cql_type == "uuid":
+
         def uuid_bytes(value: Any) -> bytes:
             if type(value) is str and len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
                 packed = bytes.fromhex(value.replace("-", ""))
@@ -189,10 +190,15 @@ def cql_type_of(avro_type: Any) -> str:
         connect = avro_type.get("connect.name", "")
         logical = avro_type.get("logicalType", "")
         base = avro_type.get("type")
-        if connect == "io.debezium.time.ZonedTimestamp" or connect in (
-            "io.debezium.time.Timestamp",
-            "org.apache.kafka.connect.data.Timestamp",
-        ) or logical in ("timestamp-millis",):
+        if (
+            connect == "io.debezium.time.ZonedTimestamp"
+            or connect
+            in (
+                "io.debezium.time.Timestamp",
+                "org.apache.kafka.connect.data.Timestamp",
+            )
+            or logical in ("timestamp-millis",)
+        ):
             return "timestamp"
         if connect == "io.debezium.data.Uuid" or logical == "uuid":
             return "uuid"
@@ -266,12 +272,9 @@ class CassandraSink:
         self.columns: dict[str, str] = {name: col.cql_type for name, col in meta.columns.items()}
         names = list(self.columns)
         self._upsert = self.session.prepare(
-            f"INSERT INTO {self.keyspace}.{self.table} ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' * len(names))}) USING TIMESTAMP ?"
+            f"INSERT INTO {self.keyspace}.{self.table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) USING TIMESTAMP ?"
         )
-        self._delete = self.session.prepare(
-            f"DELETE FROM {self.keyspace}.{self.table} USING TIMESTAMP ? WHERE {self.key} = ?"
-        )
+        self._delete = self.session.prepare(f"DELETE FROM {self.keyspace}.{self.table} USING TIMESTAMP ? WHERE {self.key} = ?")
         # Values are serialized here, once, instead of by the driver's generic bind().
         serializers = {spec.name: spec.type.serialize for spec in self._upsert.column_metadata}
         version = self.session.cluster.protocol_version
@@ -288,9 +291,7 @@ class CassandraSink:
                 if name in self.columns:
                     continue
                 log.warning("adding column %s %s to %s.%s", name, types[name], self.keyspace, self.table)
-                self.session.execute(
-                    f'ALTER TABLE {self.keyspace}.{self.table} ADD IF NOT EXISTS "{name}" {types[name]}', timeout=60
-                )
+                self.session.execute(f'ALTER TABLE {self.keyspace}.{self.table} ADD IF NOT EXISTS "{name}" {types[name]}', timeout=60)
             self.session.cluster.control_connection.wait_for_schema_agreement()
             self._load_table()
         return missing

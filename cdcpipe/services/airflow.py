@@ -94,9 +94,7 @@ class Airflow(Service):
         fd = os.open(self.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump({ADMIN_USER: self.secrets["airflow_admin"]}, fh)
-        done = subprocess.run(
-            [airflow_bin(), "db", "migrate"], env=self.env(), capture_output=True, text=True, cwd=self.dir
-        )
+        done = subprocess.run([airflow_bin(), "db", "migrate"], env=self.env(), capture_output=True, text=True, cwd=self.dir)
         if done.returncode != 0:
             raise ServiceFailed("airflow", "'airflow db migrate' failed", (done.stdout + done.stderr)[-4000:], "airflow db migrate")
 

@@ -113,9 +113,13 @@ class Cassandra(Service):
             "concurrent_compactors": 1,
             # Trie memtables off heap (what Cassandra 5.0's cassandra_latest.yaml selects):
             # measured ~10-20% less Cassandra CPU per row than the skip list on the bench.
-            "memtable": {"configurations": {"skiplist": {"class_name": "SkipListMemtable"},
-                                            "trie": {"class_name": "TrieMemtable"},
-                                            "default": {"inherits": "trie"}}},
+            "memtable": {
+                "configurations": {
+                    "skiplist": {"class_name": "SkipListMemtable"},
+                    "trie": {"class_name": "TrieMemtable"},
+                    "default": {"inherits": "trie"},
+                }
+            },
             "memtable_allocation_type": "offheap_objects",
             "memtable_heap_space": "128MiB",
             "memtable_offheap_space": "512MiB",

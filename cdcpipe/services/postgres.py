@@ -176,7 +176,7 @@ class Postgres(Service):
             done = subprocess.run(["cp", "-a", str(self.link), str(scratch)], capture_output=True, text=True)
             if done.returncode != 0:
                 shutil.rmtree(scratch, ignore_errors=True)
-                raise ServiceFailed("postgres", f"copying the cluster {self.link} to {scratch} failed:\n{done.stderr}")
+                raise ServiceFailed("postgres", f"copying the cluster {self.link} to {scratch} failed:\n{done.stderr}") from None
             scratch.rename(external)
             shutil.rmtree(self.link)
         external.chmod(0o700)
@@ -254,8 +254,10 @@ class Postgres(Service):
             done = subprocess.run(
                 [
                     str(bin_dir / "initdb"),
-                    "-D", str(scratch),
-                    "-U", "postgres",
+                    "-D",
+                    str(scratch),
+                    "-U",
+                    "postgres",
                     f"--pwfile={pwfile}",
                     "--auth=scram-sha-256",
                     "--encoding=UTF8",
@@ -321,9 +323,7 @@ class Postgres(Service):
                 exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone()
                 verb = "ALTER" if exists else "CREATE"
                 conn.execute(
-                    sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(
-                        sql.Identifier(owner), sql.Literal(self.secrets[owner])
-                    )
+                    sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(sql.Identifier(owner), sql.Literal(self.secrets[owner]))
                 )
             for db, owner in DATABASES.items():
                 if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
@@ -340,9 +340,7 @@ class Postgres(Service):
             migrations.apply_postgres(conn)
             # The migrations create the replication role without a password (they are shared
             # with the Docker stack); the local runtime sets its generated one.
-            conn.execute(
-                sql.SQL("ALTER ROLE debezium WITH PASSWORD {}").format(sql.Literal(self.secrets["debezium"]))
-            )
+            conn.execute(sql.SQL("ALTER ROLE debezium WITH PASSWORD {}").format(sql.Literal(self.secrets["debezium"])))
             conn.execute("GRANT users_writer TO cdcpipe")
             # The capture watchdog (cdcpipe.liveness) reads the heartbeat as cdcpipe.
             conn.execute("GRANT SELECT ON public.cdc_heartbeat TO cdcpipe")

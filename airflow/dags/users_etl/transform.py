@@ -13,10 +13,31 @@ from typing import Any
 
 #: public.users columns the DAG writes (created_at/updated_at belong to the database).
 COLUMNS = (
-    "id", "username", "email", "title", "first_name", "last_name", "gender", "dob", "registered_at",
-    "phone", "cell", "street_number", "street_name", "city", "state", "country", "postcode",
-    "latitude", "longitude", "timezone_offset", "timezone_description", "nationality",
-    "picture_large", "picture_medium", "picture_thumbnail",
+    "id",
+    "username",
+    "email",
+    "title",
+    "first_name",
+    "last_name",
+    "gender",
+    "dob",
+    "registered_at",
+    "phone",
+    "cell",
+    "street_number",
+    "street_name",
+    "city",
+    "state",
+    "country",
+    "postcode",
+    "latitude",
+    "longitude",
+    "timezone_offset",
+    "timezone_description",
+    "nationality",
+    "picture_large",
+    "picture_medium",
+    "picture_thumbnail",
 )
 
 

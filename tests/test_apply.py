@@ -1,0 +1,126 @@
+"""The executors' partition logic (cdcpipe.pipeline.apply) without Spark or services: real
+Confluent-framed Avro bytes, a schema cache fed locally, a sink that records what it is given.
+
+What must hold: the newest change per key is written, tombstones are skipped, records that
+cannot be decoded are dead-lettered with their raw bytes, a rejected newest change falls back
+to the key's newest valid one, and a failure of the sink itself (the system's fault)
+propagates instead of being dead-lettered.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Any
+
+import fastavro
+import pytest
+
+from cdcpipe.pipeline import apply
+from cdcpipe.pipeline.changes import STREAMING_BASE
+
+ROW = {"type": "record", "name": "Value", "fields": [{"name": "id", "type": "string"}, {"name": "city", "type": ["null", "string"]}]}
+ENVELOPE = {
+    "type": "record",
+    "name": "Envelope",
+    "namespace": "unit",
+    "fields": [
+        {"name": "before", "type": ["null", ROW]},
+        {"name": "after", "type": ["null", "Value"]},
+        {"name": "source", "type": {"type": "record", "name": "Source", "fields": [{"name": "lsn", "type": ["null", "long"]}]}},
+        {"name": "op", "type": "string"},
+    ],
+}
+SCHEMA_ID = 7
+
+
+class LocalSchemas:
+    """The two methods of SchemaCache that apply_partition uses, from a schema held here."""
+
+    def __init__(self):
+        self.parsed = fastavro.parse_schema(ENVELOPE)
+
+    def reader(self, schema_id: int):
+        if schema_id != SCHEMA_ID:
+            from cdcpipe.pipeline.avro_reader import DecodeError
+
+            raise DecodeError(f"unknown schema id {schema_id}")
+
+        def read(buf: bytes, pos: int):
+            body = io.BytesIO(buf)
+            body.seek(pos)
+            return fastavro.schemaless_reader(body, self.parsed, None), body.tell()
+
+        return read
+
+    def raw_schema(self, schema_id: int) -> dict[str, Any]:
+        return ENVELOPE
+
+
+class RecordingSink:
+    columns = {"id": "uuid", "city": "text"}
+
+    def __init__(self, reject: set[str] = frozenset(), fail: Exception | None = None):
+        self.reject, self.fail = reject, fail
+        self.applied: list = []
+        self.dead: list = []
+
+    def ensure_columns(self, types):
+        return []
+
+    def apply(self, changes):
+        if self.fail:
+            raise self.fail
+        rejected = [(c, "bad value") for c in changes if c.row and c.row.get("city") in self.reject]
+        self.applied += [c for c in changes if (c, "bad value") not in rejected]
+        return rejected
+
+    def dead_letter(self, letters):
+        self.dead += list(letters)
+        return len(self.dead)
+
+
+def framed(op: str, user: str, city: str | None, lsn: int) -> bytes:
+    image = {"id": user, "city": city}
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, SCHEMA_ID))
+    record = {"before": image if op == "d" else None, "after": None if op == "d" else image, "source": {"lsn": lsn}, "op": op}
+    fastavro.schemaless_writer(out, fastavro.parse_schema(ENVELOPE), record)
+    return out.getvalue()
+
+
+def rows(*records: bytes | None):
+    return [(b"k", value, "cdc.public.users", 0, offset) for offset, value in enumerate(records)]
+
+
+def test_newest_change_per_key_is_written_and_tombstones_skipped():
+    sink = RecordingSink()
+    batch = rows(framed("c", "a", "one", 10), framed("u", "a", "two", 20), framed("c", "b", "x", 15), framed("d", "b", None, 30), None)
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas()) == (5, 2, 0)
+    by_key = {c.key: c for c in sink.applied}
+    assert by_key["a"].row == {"id": "a", "city": "two"} and by_key["a"].timestamp == STREAMING_BASE + 20
+    assert by_key["b"].is_delete and by_key["b"].timestamp == STREAMING_BASE + 30
+
+
+def test_undecodable_records_are_dead_lettered_with_their_bytes():
+    sink = RecordingSink()
+    bad_magic, unknown_id = b"\x01\x00\x00\x00\x07xx", b"\x00\x00\x00\x00\x63\x02"
+    good = framed("c", "a", "one", 10)
+    assert apply.apply_partition(rows(bad_magic, unknown_id, good, good[:-3]), {}, sink, LocalSchemas()) == (4, 1, 3)
+    assert [d.value for d in sink.dead] == [bad_magic, unknown_id, good[:-3]]
+    assert "bad magic byte" in sink.dead[0].error and "unknown schema id 99" in sink.dead[1].error
+
+
+def test_a_rejected_newest_change_falls_back_to_the_keys_newest_valid_one():
+    sink = RecordingSink(reject={"poison"})
+    batch = rows(framed("c", "a", "first", 10), framed("u", "a", "second", 20), framed("u", "a", "poison", 30))
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas()) == (3, 1, 1)
+    assert [c.row["city"] for c in sink.applied] == ["second"]
+    assert sink.dead[0].offset == 2 and "BadValue" in sink.dead[0].error
+
+
+def test_a_failing_sink_fails_the_batch_instead_of_dead_lettering():
+    sink = RecordingSink(fail=ConnectionError("Cassandra went away"))
+    with pytest.raises(ConnectionError):
+        apply.apply_partition(rows(framed("c", "a", "one", 10)), {}, sink, LocalSchemas())
+    assert sink.dead == []

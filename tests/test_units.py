@@ -1,0 +1,51 @@
+"""Pure pieces that need no service: the liveness verdict, latency percentiles, topics.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cdcpipe import latency, liveness, topics
+from cdcpipe.errors import ConfigError
+
+RUNNING = {"connector": {"state": "RUNNING"}, "tasks": [{"id": 0, "state": "RUNNING"}]}
+
+
+@pytest.mark.parametrize(
+    ("status", "age", "lag", "verdict"),
+    [
+        (RUNNING, 5.0, 1000, "moving"),
+        (RUNNING, 90.0, 0, "moving"),  # no heartbeat, but nothing to capture either
+        (RUNNING, 90.0, 4096, "stuck"),
+        ({"connector": {"state": "RUNNING"}, "tasks": [{"id": 0, "state": "FAILED"}]}, 1.0, 0, "failed"),
+        ({"connector": {"state": "PAUSED"}, "tasks": [{"id": 0, "state": "PAUSED"}]}, 90.0, 4096, "paused"),
+        (None, None, None, "absent"),
+        ({"connector": {"state": "RUNNING"}, "tasks": []}, 1.0, 0, "unknown"),
+    ],
+)
+def test_liveness_verdicts(status, age, lag, verdict):
+    assert liveness.judge(status, age, lag, True, stuck_after=60).state == verdict
+
+
+def test_percentiles_by_nearest_rank():
+    values = [i / 1000 for i in range(1, 101)]  # 1..100 ms
+    assert latency.percentiles(values) == {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "max_ms": 100, "n": 100}
+    assert latency.percentiles([0.25]) == {"p50_ms": 250, "p90_ms": 250, "p99_ms": 250, "max_ms": 250, "n": 1}
+    assert latency.percentiles([]) == {}
+
+
+def test_the_shipped_topics_file_is_valid_and_compacted():
+    spec = {s.name: s for s in topics.load()}["cdc.public.users"]
+    assert spec.config["cleanup.policy"] == "compact" and spec.partitions >= 1
+    assert set(json.loads(topics.TOPICS_FILE.read_text())["topics"][0]["why"]) >= {"cleanup.policy", "partitions"}
+
+
+def test_a_bad_topics_file_is_named(tmp_path):
+    bad = tmp_path / "topics.json"
+    bad.write_text('{"topics": [{"name": "x", "partitions": 0, "replication_factor": 1}]}')
+    with pytest.raises(ConfigError, match=r"topics\[0\] \(x\): 'partitions' must be a whole number of at least 1, not 0"):
+        topics.load(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        topics.load(bad)
