@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any
 
 import requests
 
+from . import jsonfile
 from .errors import CdcpipeError, ConfigError, ServiceUnavailable
 
 
@@ -39,12 +39,7 @@ class ConnectorFile:
 
     @classmethod
     def load(cls, path: Path) -> ConnectorFile:
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+        data = jsonfile.read(path)
         if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not isinstance(data.get("config"), dict):
             raise ConfigError(f'{path}: expected {{"name": "...", "config": {{...}}}}')
         config = {str(k): str(v) for k, v in data["config"].items()}

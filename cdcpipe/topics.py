@@ -15,12 +15,12 @@ starts first (the Spark job on a fresh stack with an empty table) finds no topic
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import jsonfile
 from .errors import ConfigError, ServiceUnavailable
 from .settings import REPO
 
@@ -37,12 +37,7 @@ class TopicSpec:
 
 def load(path: Path = TOPICS_FILE) -> list[TopicSpec]:
     """The topics of ``path``; a ConfigError names the file and what is wrong in it."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    data = jsonfile.read(path)
     entries = data.get("topics") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f'{path}: expected {{"topics": [{{"name", "partitions", "replication_factor", "config"}}, ...]}}')

@@ -115,3 +115,19 @@ def cassandra(stack):
     session = stack["cassandra"].session()
     yield session
     session.cluster.shutdown()
+
+
+@pytest.fixture
+def scratch_users_table(cassandra):
+    """A copy of cdc.users under a name of its own (from sql/cassandra), dropped afterwards."""
+    import uuid
+
+    from cdcpipe import migrations
+
+    name = f"users_scratch_{uuid.uuid4().hex[:8]}"
+    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{name}")
+    for statement in migrations.cql_statements(ddl):
+        if name in statement:
+            cassandra.execute(statement, timeout=60)
+    yield name
+    cassandra.execute(f"DROP TABLE IF EXISTS cdc.{name}", timeout=60)

@@ -102,15 +102,8 @@ def test_positions_decide_and_absent_columns_are_left_alone(sink, cassandra):
 
 
 @pytest.fixture
-def own_table(cassandra):
-    """A copy of cdc.users under a name of its own, dropped afterwards."""
-    name = f"users_fault_{uuid.uuid4().hex[:8]}"
-    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{name}")
-    for statement in migrations.cql_statements(ddl):
-        if name in statement:
-            cassandra.execute(statement, timeout=60)
-    yield name
-    cassandra.execute(f"DROP TABLE IF EXISTS cdc.{name}", timeout=60)
+def own_table(scratch_users_table):
+    return scratch_users_table
 
 
 def test_a_dropped_column_is_the_tables_fault_and_comes_back(own_table, cassandra):

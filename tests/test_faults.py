@@ -30,6 +30,16 @@ def _end_offset(bootstrap: str) -> int:
         consumer.close()
 
 
+def read_model_equal(stack, pg, timeout: float) -> dict:
+    """Wait until cdc.users equals public.users, on a Cassandra session of its own (the
+    fixture's may predate a Cassandra restart)."""
+    session = stack["cassandra"].session()
+    try:
+        return wait_until_read_model_matches(pg, session, timeout=timeout)
+    finally:
+        session.cluster.shutdown()
+
+
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,11 +87,7 @@ def test_cassandra_killed_right_after_a_batch_commits_loses_nothing(conf, stack,
     assert status["pid"] is not None  # the job process lives on
 
     runtime.up(conf, ["cassandra"], progress=lambda _m: None)
-    session = stack["cassandra"].session()
-    try:
-        model = wait_until_read_model_matches(pg, session, timeout=180)
-    finally:
-        session.cluster.shutdown()
+    model = read_model_equal(stack, pg, timeout=180)
     print(f"\ncassandra SIGKILL: read model equal again {time.monotonic() - killed_at:.1f}s after the kill")
     assert all(i in model for i in during)
     assert {model[i]["city"] for i in acknowledged[:10]} == {"updated-during"}
@@ -101,11 +107,7 @@ def test_up_starts_again_a_job_that_was_killed(conf, stack, pg, spark_job):
     runtime.up(conf, progress=said.append)
     assert any("spark job" in line and "again" in line for line in said), said
     assert spark_job.status(conf)["pid"] is not None
-    session = stack["cassandra"].session()
-    try:
-        model = wait_until_read_model_matches(pg, session, timeout=120)
-    finally:
-        session.cluster.shutdown()
+    model = read_model_equal(stack, pg, timeout=120)
     print(f"\nspark job SIGKILL: read model equal again {time.monotonic() - killed_at:.1f}s after the kill (cdcpipe up)")
     assert all(i in model for i in ids)
 
@@ -163,11 +165,7 @@ def test_a_stuck_connector_is_restarted_by_the_watchdog(conf, stack, pg, spark_j
         locker.rollback()
         locker.close()
         restart_watchdog({})
-    session = stack["cassandra"].session()
-    try:
-        model = wait_until_read_model_matches(pg, session, timeout=180)
-    finally:
-        session.cluster.shutdown()
+    model = read_model_equal(stack, pg, timeout=180)
     assert all(i in model for i in ids)
     wait_for(lambda: (watchdog.read_state(conf) or {}).get("state") == "moving", 120, "capture moving again")
     assert runtime.status(conf)["services"]["watchdog"]["capture"] == "moving"

@@ -104,8 +104,6 @@ import io  # noqa: E402
 
 import fastavro  # noqa: E402
 
-from cdcpipe import migrations  # noqa: E402
-
 ROW_SCHEMA = {
     "type": "record",
     "name": "Value",
@@ -144,14 +142,8 @@ def envelope_id(stack):
 
 
 @pytest.fixture
-def job_table(cassandra):
-    name = f"users_job_{uuid.uuid4().hex[:8]}"
-    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{name}")
-    for statement in migrations.cql_statements(ddl):
-        if name in statement:
-            cassandra.execute(statement, timeout=60)
-    yield name
-    cassandra.execute(f"DROP TABLE IF EXISTS cdc.{name}", timeout=60)
+def job_table(scratch_users_table):
+    return scratch_users_table
 
 
 def _conf(stack, table, registry_url=None):
