@@ -18,6 +18,10 @@ import pytest
 
 from cdcpipe import processes
 
+# Each test starts PostgreSQL of a private state directory through `cdcpipe up`, which needs
+# the resolved JVM artifacts: not part of `make unit`.
+pytestmark = pytest.mark.stack
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
