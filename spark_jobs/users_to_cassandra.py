@@ -34,7 +34,7 @@ from typing import Any
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQueryListener
 
-from cdcpipe.pipeline.apply import apply_arrow
+from cdcpipe.pipeline.apply import apply_arrow, consistency
 
 log = logging.getLogger("users_to_cassandra")
 
@@ -56,6 +56,13 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cassandra-port", type=int, default=int(env("CDC_CASSANDRA_PORT", "9042")), help="[CDC_CASSANDRA_PORT]")
     p.add_argument("--keyspace", default=env("CDC_KEYSPACE", "cdc"), help="[CDC_KEYSPACE]")
     p.add_argument("--table", default=env("CDC_TABLE", "users"), help="[CDC_TABLE]")
+    p.add_argument(
+        "--write-consistency",
+        default=env("CDC_WRITE_CONSISTENCY", "LOCAL_ONE"),
+        help="consistency level of every write; a batch's offsets are committed once its writes are acknowledged "
+        "at this level (default LOCAL_ONE: the one local node; on a cluster with RF 3 use LOCAL_QUORUM) "
+        "[CDC_WRITE_CONSISTENCY]",
+    )
     p.add_argument(
         "--checkpoint",
         default=env("CDC_CHECKPOINT", "/tmp/cdcpipe-checkpoints/users_to_cassandra"),
@@ -233,6 +240,7 @@ def authenticated(builder, secret: str | None):
 
 def main(argv: list[str] | None = None) -> int:
     args = options(argv)
+    consistency(args.write_consistency)  # a misspelt level fails here, not on every batch
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from pyspark.sql import SparkSession
 
@@ -258,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "keyspace": args.keyspace,
         "table": args.table,
         "registry_url": args.registry_url,
+        "write_consistency": args.write_consistency,
     }
     totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0}
 

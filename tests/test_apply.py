@@ -124,3 +124,11 @@ def test_a_failing_sink_fails_the_batch_instead_of_dead_lettering():
     with pytest.raises(ConnectionError):
         apply.apply_partition(rows(framed("c", "a", "one", 10)), {}, sink, LocalSchemas())
     assert sink.dead == []
+
+
+def test_write_consistency_by_name():
+    from cassandra import ConsistencyLevel
+
+    assert apply.consistency("local_quorum") == ConsistencyLevel.LOCAL_QUORUM
+    with pytest.raises(ValueError, match="write consistency 'MOST': not one of"):
+        apply.consistency("MOST")

@@ -36,6 +36,7 @@ def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
         if _executor_state.get("sink") is not None:  # settings changed: drop the old session
             _executor_state["sink"].session.cluster.shutdown()
         session = connect(conf["cassandra_host"], conf["cassandra_port"], connect_timeout=10)
+        session.default_consistency_level = consistency(conf.get("write_consistency", "LOCAL_ONE"))
         _executor_state.update(
             key=key,
             sink=CassandraSink(session, conf["keyspace"], conf["table"]),
@@ -43,6 +44,16 @@ def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
             types={},
         )
     return _executor_state["sink"], _executor_state["registry"]
+
+
+def consistency(name: str) -> int:
+    """A Cassandra consistency level by name (ONE, LOCAL_ONE, LOCAL_QUORUM, QUORUM, ALL, ...)."""
+    from cassandra import ConsistencyLevel
+
+    try:
+        return ConsistencyLevel.name_to_value[name.upper()]
+    except KeyError:
+        raise ValueError(f"write consistency {name!r}: not one of {', '.join(sorted(ConsistencyLevel.name_to_value))}") from None
 
 
 def apply_partition(rows, conf: dict[str, Any], sink: Any = None, registry: Any = None) -> tuple[int, int, int]:
