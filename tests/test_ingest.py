@@ -53,6 +53,31 @@ def test_dagbag_imports_both_dags_without_io(monkeypatch):
     ingest = bag.dags["ingest_users"]
     assert ingest.params["results"] == 100
     assert list(ingest.task_dict) == ["fetch", "transform", "upsert"]
+    for dag_id in bag.dag_ids:  # every task documents itself in the UI
+        assert all(task.doc_md or task.doc for task in bag.dags[dag_id].tasks), dag_id
+
+
+def test_unpausing_a_dag_never_starts_a_run_for_a_tick_just_past(monkeypatch):
+    """`cdcpipe ingest` unpauses the DAG before triggering it. A scheduled run for the tick
+    just past would run first (max_active_runs=1) against the default API and hold the
+    triggered run in 'queued' (seen: 50 s). Checked on the timetables as the scheduler sees
+    them, for an unpause 1 minute after each DAG's tick."""
+    import datetime as dt
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables import trigger
+    from airflow.timetables.base import TimeRestriction
+
+    bag = DagBag(dag_folder=str(DAGS))
+    for dag_id, tick in (
+        ("ingest_users", dt.datetime(2026, 5, 1, 7, 0, tzinfo=dt.UTC)),
+        ("user_churn", dt.datetime(2026, 5, 1, 3, 30, tzinfo=dt.UTC)),
+    ):
+        timetable = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags[dag_id])).timetable
+        monkeypatch.setattr(trigger, "utcnow", lambda at=tick + dt.timedelta(minutes=1): at)
+        first = timetable.next_dagrun_info_v2(last_dagrun_info=None, restriction=TimeRestriction(earliest=None, latest=None, catchup=False))
+        assert first.run_after > tick, (dag_id, first.run_after)
 
 
 # --- transform -------------------------------------------------------------------------------

@@ -25,10 +25,12 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, t
 
 @dag(
     dag_id="ingest_users",
-    # every hour, from the next tick on: no start_date and run_immediately=False, so unpausing
+    # every hour, from the next tick on: no start_date and run_immediately=timedelta(0), so unpausing
     # the DAG does not start a run for the tick just past (which, with max_active_runs=1,
-    # made a triggered run wait behind it: 50 s of "queued" for a 5 s run).
-    schedule=CronTriggerTimetable("0 * * * *", timezone="UTC", run_immediately=False),
+    # made a triggered run wait behind it: 50 s of "queued" for a 5 s run). Not
+    # run_immediately=False: Airflow 3.3 treats False like None, and still runs the tick just
+    # past when it is within 10% of the period (seen: a daily run at 03:30, unpaused at 03:48).
+    schedule=CronTriggerTimetable("0 * * * *", timezone="UTC", run_immediately=timedelta(0)),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
