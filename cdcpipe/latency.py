@@ -100,7 +100,11 @@ class KafkaTimes(threading.Thread):
 
 
 class Load(threading.Thread):
-    """``rate`` changes/s into public.users until stopped: inserts, updates, deletes."""
+    """``rate`` changes/s into public.users until stopped: inserts, updates, deletes.
+
+    It reconnects while PostgreSQL is away (``reconnects`` counts it), then catches up with
+    its schedule; what it committed is whatever PostgreSQL has. The fault tests use it too.
+    """
 
     TICK = 0.02
 
@@ -108,7 +112,7 @@ class Load(threading.Thread):
         super().__init__(daemon=True)
         self.dsn, self.rate, self.rng = dsn, rate, random.Random(seed)
         self.stop = threading.Event()
-        self.done = 0
+        self.done = self.reconnects = 0
         self.behind = 0.0  # seconds the load fell behind its schedule at most
         self.error: BaseException | None = None
         self.live: list[uuid.UUID] = []
@@ -116,18 +120,29 @@ class Load(threading.Thread):
     def run(self) -> None:
         import psycopg
 
+        pg = None
+        started = time.monotonic()
         try:
-            with psycopg.connect(self.dsn, autocommit=True) as pg:
-                started = time.monotonic()
-                while not self.stop.is_set():
-                    due = int((time.monotonic() - started) * self.rate) - self.done
-                    if due <= 0:
-                        time.sleep(self.TICK)
-                        continue
-                    self.behind = max(self.behind, due / self.rate)
+            while not self.stop.is_set():
+                due = int((time.monotonic() - started) * self.rate) - self.done
+                if due <= 0:
+                    time.sleep(self.TICK)
+                    continue
+                self.behind = max(self.behind, due / self.rate)
+                try:
+                    pg = pg or psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
                     self._commit(pg, min(due, max(1, self.rate // 10)))
+                except (psycopg.OperationalError, psycopg.InterfaceError):  # PostgreSQL away: connect again
+                    self.reconnects += 1
+                    if pg is not None:
+                        pg.close()
+                    pg = None
+                    time.sleep(0.5)
         except BaseException as exc:  # reported by the caller
             self.error = exc
+        finally:
+            if pg is not None:
+                pg.close()
 
     def _commit(self, pg: Any, n: int) -> None:
         inserts, updates, deletes = [], [], []

@@ -11,6 +11,7 @@ from cdc_helpers import TOPIC, wait_until_read_model_matches
 from test_capture import ROW, insert
 
 from cdcpipe import processes, runtime
+from cdcpipe.latency import Load
 
 
 def kill(conf, service: str) -> None:
@@ -171,59 +172,6 @@ def test_a_stuck_connector_is_restarted_by_the_watchdog(conf, stack, pg, spark_j
     assert runtime.status(conf)["services"]["watchdog"]["capture"] == "moving"
 
 
-class SteadyWriter:
-    """Mixed inserts, updates and deletes at about ``rate`` changes/s, in small transactions,
-    reconnecting while PostgreSQL is away (what it committed is whatever PostgreSQL has)."""
-
-    def __init__(self, dsn: str, rate: int = 300):
-        import random
-        import threading
-
-        self.dsn, self.rate, self.rng = dsn, rate, random.Random(3)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.live: list[uuid.UUID] = []
-        self.done = self.reconnects = 0
-
-    def run(self) -> None:
-        import psycopg
-
-        conn = None
-        started = time.monotonic()
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
-                if self.done >= (time.monotonic() - started) * self.rate:
-                    time.sleep(0.02)
-                    continue
-                with conn.transaction():
-                    for _ in range(10):
-                        roll = self.rng.random()
-                        if roll < 0.3 or len(self.live) < 50:
-                            user_id = uuid.uuid4()
-                            conn.execute("INSERT INTO public.users (id, username, city) VALUES (%s, 'chaos', 'new')", (user_id,))
-                            self.live.append(user_id)
-                        elif roll < 0.85:
-                            conn.execute(
-                                "UPDATE public.users SET city = %s WHERE id = %s", (f"c{self.rng.random():.6f}", self.rng.choice(self.live))
-                            )
-                        else:
-                            conn.execute("DELETE FROM public.users WHERE id = %s", (self.live.pop(self.rng.randrange(len(self.live))),))
-                self.done += 10
-            except psycopg.Error:
-                self.reconnects += 1
-                try:
-                    if conn is not None:
-                        conn.close()
-                except psycopg.Error:
-                    pass
-                conn = None
-                time.sleep(0.5)
-        if conn is not None:
-            conn.close()
-
-
 def _healed(conf, stack, started: float, timeout: float = 240.0) -> float:
     """Seconds from ``started`` until a row written now is readable in Cassandra."""
     import psycopg
@@ -265,8 +213,8 @@ def test_every_service_killed_under_load_then_a_freeze(conf, stack, spark_job, c
     from each fault until a new change is readable in Cassandra again."""
     import os
 
-    writer = SteadyWriter(stack["postgres"].dsn(), rate=300)
-    writer.thread.start()
+    writer = Load(stack["postgres"].dsn(), rate=300, seed=3)  # what bench --latency writes, reconnecting
+    writer.start()
     recovery: dict[str, float] = {}
     try:
         time.sleep(5)
@@ -294,7 +242,8 @@ def test_every_service_killed_under_load_then_a_freeze(conf, stack, spark_job, c
         print(f"  {'kafka SIGSTOP 30s':<16} -> a new change readable again after {recovery['kafka frozen 30 s']:.1f}s")
     finally:
         writer.stop.set()
-        writer.thread.join(10)
+        writer.join(10)
+    assert writer.error is None, writer.error
     assert writer.done > 1000, writer.done
     import psycopg
 
