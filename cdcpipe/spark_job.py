@@ -143,13 +143,9 @@ def kill(settings: Settings) -> bool:
 
 
 def dead_letter_count(settings: Settings) -> int:
-    cassandra = runtime.services(settings, ["cassandra"], with_dependencies=False)[0]
-    session = cassandra.session()
-    try:
+    with runtime.service(settings, "cassandra").connected() as session:
         # Few rows by design; a full count is fine and exact.
         return session.execute("SELECT count(*) FROM cdc.dead_letters", timeout=30).one()[0]
-    finally:
-        session.cluster.shutdown()
 
 
 def _offsets(value: Any) -> dict[str, Any] | None:

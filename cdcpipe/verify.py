@@ -12,13 +12,9 @@ import time
 import uuid
 from typing import Any
 
-from .errors import CdcpipeError
+from .errors import Mismatch
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-class Mismatch(CdcpipeError):
-    exit_code = 1
 
 
 def comparable(value: Any) -> Any:

@@ -67,14 +67,10 @@ def stack(conf) -> dict[str, Service]:
 @pytest.fixture(scope="session")
 def connector(stack):
     """The users-cdc connector, registered from connectors/users-cdc.json and RUNNING."""
-    from cdcpipe.commands.connector import DEFAULT_FILE
-    from cdcpipe.connect_client import ConnectClient, ConnectorFile
+    from cdcpipe.connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile, register_and_wait
 
-    client = ConnectClient(stack["connect"].url)
     definition = ConnectorFile.load(DEFAULT_FILE)
-    client.validate(definition)
-    client.put_config(definition)
-    client.wait_for_state(definition.name, "RUNNING", timeout=120)
+    register_and_wait(ConnectClient(stack["connect"].url), definition, timeout=120, progress=_progress)
     return definition
 
 
@@ -112,9 +108,8 @@ def spark_job(conf, stack, connector):
 
 @pytest.fixture
 def cassandra(stack):
-    session = stack["cassandra"].session()
-    yield session
-    session.cluster.shutdown()
+    with stack["cassandra"].connected() as session:
+        yield session
 
 
 @pytest.fixture

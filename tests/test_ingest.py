@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 import threading
 
 import pytest
 import requests
+from cdc_helpers import run_cli
 
 from cdcpipe.randomuser import generate, make_server
 from cdcpipe.settings import REPO
@@ -135,7 +135,7 @@ def test_5000_results_transform():
 
 # --- through Airflow -------------------------------------------------------------------------
 def ingest(*args):
-    return subprocess.run([sys.executable, "-m", "cdcpipe", "ingest", "--json", *args], capture_output=True, text=True, timeout=900)
+    return run_cli("ingest", "--json", *args, timeout=900)
 
 
 def rows_for(pg, ids):
@@ -211,25 +211,8 @@ def test_the_api_error_answer_fails_the_run_and_writes_nothing(pg, api, stack):
 def test_churn_updates_and_deletes_through_airflow(pg, api, stack):
     url, _ = api
     before = {str(r["id"]) for r in pg.execute("SELECT id FROM public.users")}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cdcpipe",
-            "churn",
-            "--json",
-            "--update-fraction",
-            "0.1",
-            "--delete-fraction",
-            "0.05",
-            "--seed",
-            "churn",
-            "--api-url",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
+    out = run_cli(
+        "churn", "--json", "--update-fraction", "0.1", "--delete-fraction", "0.05", "--seed", "churn", "--api-url", url, timeout=900
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)["result"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import requests
-from cdc_helpers import register_schema
+from cdc_helpers import register_schema, run_cli
 from confluent_kafka import Consumer, Producer
 
 from cdcpipe.services.connect import POSTGRES_CONNECTOR
@@ -167,7 +167,7 @@ def test_airflow_health_and_login(stack):
 
 
 def test_status_json_reports_every_service(stack):
-    out = subprocess.run([sys.executable, "-m", "cdcpipe", "status", "--json"], capture_output=True, text=True, timeout=120)
+    out = run_cli("status", "--json", timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)["services"]
     assert set(report) == {"postgres", "kafka", "schema_registry", "connect", "cassandra", "spark", "airflow", "watchdog", "console"}

@@ -29,9 +29,8 @@ from typing import Any
 import requests
 
 from .. import runtime, spark_job, topics
-from ..commands.connector import DEFAULT_FILE
 from ..commands.topic import to_json
-from ..connect_client import ConnectClient, ConnectorFile
+from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
 from ..pipeline.avro_reader import DecodeError, SchemaCache, decode
 from ..settings import Settings
 

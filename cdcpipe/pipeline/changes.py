@@ -29,16 +29,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import MalformedChange
+
 STREAMING_BASE = 1 << 52
 #: Cassandra write timestamps are signed 64-bit; positions must stay below this.
 TIMESTAMP_LIMIT = 1 << 63
 #: The largest LSN whose position fits (a streamed change adds STREAMING_BASE). PostgreSQL
 #: LSNs are unsigned 64-bit, but reaching 2**63 - 2**52 takes 8 EiB of WAL.
 MAX_LSN = TIMESTAMP_LIMIT - 1 - STREAMING_BASE
-
-
-class MalformedChange(ValueError):
-    """A decoded record that is not a Debezium change event we can apply."""
 
 
 @dataclass(frozen=True)
