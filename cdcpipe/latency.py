@@ -190,6 +190,20 @@ class Load(threading.Thread):
         self.done += n
 
 
+def until_readable(session: Any, select: Any, user_id: uuid.UUID, timeout: float, present: bool = True) -> float:
+    """Poll cdc.users every 5 ms (``select``: SELECT id ... WHERE id = ?) until the row is
+    there (or gone: ``present=False``); seconds waited."""
+    started = time.time()
+    while (session.execute(select, [user_id]).one() is None) == present:
+        if time.time() - started > timeout:
+            raise CdcpipeError(
+                f"row {user_id} still {'missing from' if present else 'in'} cdc.users after {timeout:.0f}s: "
+                "are the connector and the job running? ('cdcpipe connector status', 'cdcpipe spark status')"
+            )
+        time.sleep(0.005)
+    return time.time() - started
+
+
 def _probe_round(
     pg: Any, session: Any, kafka: KafkaTimes, probes: int, label: str, progress: Callable[[str], None], timeout: float, rng: random.Random
 ) -> list[dict[str, Any]]:
@@ -200,11 +214,7 @@ def _probe_round(
         kafka.wanted.add(str(user_id))
         pg.execute("INSERT INTO public.users (id, username) VALUES (%s, %s)", [user_id, f"{PROBE_PREFIX}{n}"])
         committed = time.time()
-        while session.execute(select, [user_id]).one() is None:
-            if time.time() - committed > timeout:
-                raise CdcpipeError(f"probe {user_id} not in cdc.users after {timeout:.0f}s: are the connector and the job running?")
-            time.sleep(0.005)
-        readable = time.time()
+        readable = committed + until_readable(session, select, user_id, timeout)
         samples.append({"id": str(user_id), "label": label, "committed": committed, "readable": readable})
         if (n + 1) % max(1, probes // 5) == 0:
             progress(f"  {label}: {n + 1}/{probes} probes, last {1000 * (readable - committed):.0f} ms")
