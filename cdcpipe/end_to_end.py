@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import change_mix, runtime, sink_ceiling, spark_job, verify
+from . import change_mix, processes, runtime, sink_ceiling, spark_job, verify
 from .bench import _epoch
 from .errors import CdcpipeError
 from .latency import KafkaTimes, TopicRecord, percentiles, until_readable
@@ -299,6 +299,7 @@ def run(
                 f"writing {n:,} changes ({counts['inserts']:,} inserts, {counts['updates']:,} updates, {counts['deletes']:,} deletes) "
                 f"in {len(the_plan.transactions):,} transactions of {transaction_size:,} ..."
             )
+            cpu_before = cpu_snapshot(settings)
             write_start = time.time()
             commits = change_mix.write(
                 pg,
@@ -337,6 +338,7 @@ def run(
                 stall_timeout,
                 tick,
             )
+            cpu_after, cpu_window = cpu_snapshot(settings), time.time() - write_start
             job.close()
             progress(f"applied; comparing {len(touched):,} keys between PostgreSQL and Cassandra ...")
             exact_at, check_s, differences = _until_exact(pg, session, touched, stall_timeout, progress)
@@ -361,12 +363,38 @@ def run(
     report = _report(
         n, transaction_size, counts, touched, the_plan, write_start, commits, records, job, exact_at, check_s, differences, ceiling_report
     )
+    report["cpu_cores"] = cpu_cores(cpu_before, cpu_after, cpu_window)
     report["warmup_s"] = round(warmup_s, 2)
     report["cleanup_s"] = round(cleanup_s, 1)
     if plot:
         draw(report, sequence, commits, records, job, plot)
         report["plot"] = str(plot)
     return report
+
+
+def cpu_snapshot(settings: Settings) -> dict[str, float]:
+    """CPU seconds so far of every process of the stack, the job, this command and the machine."""
+    out: dict[str, float] = {}
+    for svc in runtime.services(settings):
+        for name, pid in svc.pids().items():
+            if pid is not None:
+                out[name] = processes.cpu_seconds(pid)
+    job = processes.pid_of(settings, spark_job.PROCESS)
+    if job is not None:
+        out["spark job"] = processes.cpu_seconds(job)
+    out["this command"] = processes.cpu_seconds(os.getpid())
+    out["machine"] = processes.machine_busy_seconds()
+    return out
+
+
+def cpu_cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Average cores each process used between two snapshots, busiest first; ``other`` is the
+    machine's busy time that none of them accounts for (other stacks, the kernel)."""
+    used = {name: after[name] - before.get(name, 0.0) for name in after if name != "machine"}
+    cores = {name: round(value / seconds, 2) for name, value in sorted(used.items(), key=lambda kv: -kv[1]) if value > 0}
+    if "machine" in after and "machine" in before:
+        cores["other"] = round(max(0.0, after["machine"] - before["machine"] - sum(used.values())) / seconds, 2)
+    return cores
 
 
 def _warm_up(dsn: str, session: Any, username: str, timeout: float) -> float:
@@ -395,13 +423,14 @@ def _offsets_text(job: JobBatches, last: dict[int, int]) -> str:
 
 
 def _until_exact(pg: Any, session: Any, keys: list[str], timeout: float, progress: Callable[[str], None]) -> tuple[float, float, list[str]]:
-    """Compare the keys until equal; (when it was, how long the last comparison took, [])."""
+    """Compare the keys until equal; (when the comparison that found them equal started, how
+    long it took, [])."""
     deadline = time.monotonic() + timeout
     while True:
         started = time.time()
         _, differences = verify.compare(pg, session, keys)
-        if not differences:
-            return time.time(), time.time() - started, []
+        if not differences:  # it started after the job had applied everything: exact by then
+            return started, time.time() - started, []
         if time.monotonic() > deadline:
             raise verify.Mismatch(
                 f"{len(keys):,} keys: cdc.users still differs from public.users after {timeout:.0f}s: " + "; ".join(differences)
@@ -505,6 +534,11 @@ def summary(report: dict[str, Any]) -> str:
             f"{'exact' if ceiling['exact'] else 'NOT exact'}, {'dropped' if ceiling['table_dropped'] else 'NOT dropped'})"
         )
         lines.append(f"ratio            {report['ratio']:.0%} of the ceiling (pipeline rows/s ÷ ceiling rows/s; target ≥ 80 %)")
+    if report.get("cpu_cores"):
+        lines.append(
+            "CPU (cores)      from the first write until applied, on average: "
+            + ", ".join(f"{name} {cores}" for name, cores in report["cpu_cores"].items())
+        )
     lines.append(f"cleanup          {report['cleanup_s']} s (the run's rows deleted, and gone from Cassandra)")
     if report.get("plot"):
         lines.append(f"plot             {report['plot']}")
