@@ -149,9 +149,7 @@ def run(
     value_id, value_schema = _latest(registry_url, f"{SOURCE_TOPIC}-value")
 
     session = svcs["cassandra"].session()
-    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", "cdc.users_bench")
-    for statement in migrations.cql_statements(ddl):
-        session.execute(statement, timeout=60)
+    migrations.create_users_copy(session, "users_bench")
     session.execute("TRUNCATE cdc.users_bench", timeout=120)
 
     run_id = time.strftime("%Y%m%d%H%M%S")

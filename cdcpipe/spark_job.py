@@ -188,6 +188,15 @@ def progress(settings: Settings) -> dict[str, Any]:
     }
 
 
+def require_running(settings: Settings) -> dict[str, Any]:
+    """progress(), or CdcpipeError unless the job is running (benchmarks need it in the loop)."""
+    report = progress(settings)
+    if report["state"] != "running":
+        reason = f" ({report['reason']})" if report.get("reason") else ""
+        raise CdcpipeError(f"the Spark job is {report['state']}{reason}: 'cdcpipe spark start' first, 'cdcpipe spark status' for details")
+    return report
+
+
 def status(settings: Settings) -> dict[str, Any]:
     """progress() plus the dead-letter count, which asks Cassandra."""
     report = progress(settings)

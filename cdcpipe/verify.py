@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from .errors import Mismatch
@@ -26,20 +27,36 @@ def comparable(value: Any) -> Any:
     return value
 
 
-def source_rows(pg) -> dict[str, dict[str, Any]]:
-    """public.users through a psycopg connection with a dict row factory."""
+def source_rows(pg, keys: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+    """public.users (only ``keys`` if given) through a psycopg connection."""
     from psycopg.rows import dict_row
 
     with pg.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT * FROM public.users").fetchall()
+        if keys is None:
+            rows = cur.execute("SELECT * FROM public.users").fetchall()
+        else:
+            rows = cur.execute("SELECT * FROM public.users WHERE id = ANY(%s::uuid[])", [[uuid.UUID(k) for k in keys]]).fetchall()
     return {str(r["id"]): {k: comparable(v) for k, v in r.items()} for r in rows}
 
 
-def read_model_rows(session, columns: list[str]) -> dict[str, dict[str, Any]]:
+def read_model_rows(session, columns: list[str], keys: Collection[str] | None = None, table: str = "users") -> dict[str, dict[str, Any]]:
+    """cdc.<table> (only ``keys`` if given: IN queries of 100 keys, 16 in flight)."""
+    from cassandra.concurrent import execute_concurrent_with_args
     from cassandra.query import SimpleStatement
 
-    query = SimpleStatement(f"SELECT {', '.join(columns)} FROM cdc.users", fetch_size=5000)
-    return {str(r.id): {c: comparable(getattr(r, c)) for c in columns} for r in session.execute(query, timeout=60)}
+    if keys is None:
+        query = SimpleStatement(f"SELECT {', '.join(columns)} FROM cdc.{table}", fetch_size=5000)
+        rows = session.execute(query, timeout=60)
+    else:
+        select = session.prepare(f"SELECT {', '.join(columns)} FROM cdc.{table} WHERE id IN ?")
+        ordered = [uuid.UUID(k) for k in keys]
+        chunks = [(ordered[i : i + 100],) for i in range(0, len(ordered), 100)]
+        rows = []
+        for ok, result in execute_concurrent_with_args(session, select, chunks, concurrency=16, raise_on_first_error=False):
+            if not ok:
+                raise result
+            rows.extend(result)
+    return {str(r.id): {c: comparable(getattr(r, c)) for c in columns} for r in rows}
 
 
 def differences(expected: dict, actual: dict, limit: int = 5) -> list[str]:
@@ -57,12 +74,12 @@ def differences(expected: dict, actual: dict, limit: int = 5) -> list[str]:
     return out
 
 
-def compare(pg, session) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """(read model rows, differences) right now."""
+def compare(pg, session, keys: Collection[str] | None = None, table: str = "users") -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(read model rows, differences) right now: every row, or only ``keys``, of cdc.<table>."""
     from cassandra import InvalidRequest
     from psycopg.rows import tuple_row
 
-    expected = source_rows(pg)
+    expected = source_rows(pg, keys)
     with pg.cursor(row_factory=tuple_row) as cur:
         columns = [
             r[0]
@@ -72,7 +89,7 @@ def compare(pg, session) -> tuple[dict[str, dict[str, Any]], list[str]]:
             )
         ]
     try:
-        actual = read_model_rows(session, columns)
+        actual = read_model_rows(session, columns, keys, table)
     except InvalidRequest as exc:  # e.g. a new column the job has not added yet
         return {}, [str(exc)]
     return actual, differences(expected, actual)

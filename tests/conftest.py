@@ -120,9 +120,6 @@ def scratch_users_table(cassandra):
     from cdcpipe import migrations
 
     name = f"users_scratch_{uuid.uuid4().hex[:8]}"
-    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{name}")
-    for statement in migrations.cql_statements(ddl):
-        if name in statement:
-            cassandra.execute(statement, timeout=60)
+    migrations.create_users_copy(cassandra, name)
     yield name
     cassandra.execute(f"DROP TABLE IF EXISTS cdc.{name}", timeout=60)

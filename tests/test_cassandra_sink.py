@@ -18,9 +18,7 @@ TABLE = "users_sink_test"
 
 @pytest.fixture
 def sink(cassandra):
-    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{TABLE}")
-    for statement in migrations.cql_statements(ddl):
-        cassandra.execute(statement, timeout=60)
+    migrations.create_users_copy(cassandra, TABLE)
     cassandra.execute(f"TRUNCATE cdc.{TABLE}", timeout=60)
     return CassandraSink(cassandra, "cdc", TABLE)
 

@@ -26,7 +26,9 @@ from .changes import MalformedChange, from_event, image_key, last_per_key
 _executor_state: dict[str, Any] = {}
 
 
-def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
+def executor_sink(conf: dict[str, Any]) -> tuple[Any, Any]:
+    """This process's (CassandraSink, SchemaCache) for ``conf``, made on first use and kept:
+    what every task of a Python worker writes with (and the sink-ceiling benchmark too)."""
     key = json.dumps(conf, sort_keys=True)
     if _executor_state.get("key") != key:
         from .avro_reader import SchemaCache
@@ -44,6 +46,14 @@ def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
             types={},
         )
     return _executor_state["sink"], _executor_state["registry"]
+
+
+def shutdown_executor() -> None:
+    """Close this process's session, if it has one."""
+    sink = _executor_state.get("sink")
+    _executor_state.clear()
+    if sink is not None:
+        sink.session.cluster.shutdown()
 
 
 def consistency(name: str) -> int:
@@ -64,7 +74,7 @@ def apply_partition(rows, conf: dict[str, Any], sink: Any = None, registry: Any 
     with the same methods (``tests/test_apply.py``).
     """
     if sink is None or registry is None:
-        sink, registry = _executor(conf)
+        sink, registry = executor_sink(conf)
         types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
     else:
         types_by_schema = {}
