@@ -143,7 +143,7 @@ def run(
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    svcs = {s.name: s for s in runtime.services(settings, ["kafka", "schema_registry", "cassandra"])}
+    svcs = runtime.by_name(settings, ["kafka", "schema_registry", "cassandra"])
     registry_url = svcs["schema_registry"].url
     key_id, key_schema = _latest(registry_url, f"{SOURCE_TOPIC}-key")
     value_id, value_schema = _latest(registry_url, f"{SOURCE_TOPIC}-value")

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CdcpipeError
+from .errors import WriteConflict
 from .randomuser import NATS, STREETS, TIMEZONES, TITLES
 
 #: Column -> PostgreSQL array type, for the unnest() statements (public.users minus created_at
@@ -74,10 +74,6 @@ UPDATE_COLUMNS: dict[str, str] = {
     "latitude": "double precision",
     "longitude": "double precision",
 }
-
-
-class WriteConflict(CdcpipeError):
-    """An update or delete of the plan found no row: something else changed the bench's rows."""
 
 
 @dataclass(frozen=True)

@@ -58,15 +58,11 @@ from typing import Any
 
 from . import change_mix, processes, runtime, sink_ceiling, spark_job, verify
 from .bench import _epoch
-from .errors import CdcpipeError
+from .errors import PipelineStalled
 from .latency import KafkaTimes, TopicRecord, percentiles, until_readable
 from .settings import Settings
 
 TOPIC = "cdc.public.users"
-
-
-class PipelineStalled(CdcpipeError):
-    """A stage of the pipeline made no progress for too long during the benchmark."""
 
 
 @dataclass(frozen=True)
@@ -283,7 +279,7 @@ def run(
     measure the sink's ceiling on the same rows, clean up; the report (and a PNG)."""
     import psycopg
 
-    svcs = {s.name: s for s in runtime.services(settings, ["postgres", "kafka", "schema_registry", "cassandra"])}
+    svcs = runtime.by_name(settings, ["postgres", "kafka", "schema_registry", "cassandra"])
     spark_job.require_running(settings)
     seed = seed if seed is not None else int(time.time())
     progress(f"planning {n:,} changes (seed {seed}) ...")

@@ -21,6 +21,9 @@ Two families. What stops a command or the runtime::
     ├── StepFailed            (cause) a step of ``cdcpipe demo`` failed
     ├── Mismatch                 9  cdc.users does not equal public.users
     ├── TableUnusable            1  the Cassandra table cannot take writes: the job retries
+    ├── PipelineStalled          1  a benchmark saw a stage make no progress for too long
+    ├── WriteConflict            1  a benchmark's planned update or delete found no row
+    ├── CeilingFailed            1  a writer process of the sink-ceiling measurement failed
     └── RecordError                 one change event's own fault: the job dead-letters it
         ├── DecodeError               not Confluent-framed Avro the registry's schema reads
         ├── MalformedChange           decoded, but not a Debezium change event we can apply
@@ -175,6 +178,18 @@ class Mismatch(CdcpipeError):
 class TableUnusable(CdcpipeError):
     """The table cannot take the writes (gone, or not the shape the statements expect): not
     a row's fault, so it raises and the batch is retried."""
+
+
+class PipelineStalled(CdcpipeError):
+    """A stage of the pipeline made no progress for too long during the benchmark."""
+
+
+class WriteConflict(CdcpipeError):
+    """An update or delete of the benchmark's plan found no row: something else changed its rows."""
+
+
+class CeilingFailed(CdcpipeError):
+    """A writer process of the sink-ceiling measurement failed; the message carries its error."""
 
 
 class RecordError(CdcpipeError):

@@ -233,7 +233,7 @@ def measure(
     """Probe latency at idle and under ``load`` changes/s; percentiles and the split."""
     import psycopg
 
-    svcs = {s.name: s for s in runtime.services(settings, ["postgres", "kafka", "schema_registry", "cassandra"])}
+    svcs = runtime.by_name(settings, ["postgres", "kafka", "schema_registry", "cassandra"])
     spark_job.require_running(settings)
     kafka = KafkaTimes(svcs["kafka"].bootstrap, svcs["schema_registry"].url)
     kafka.start()

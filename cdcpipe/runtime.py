@@ -51,6 +51,11 @@ def services(settings: Settings, names: Iterable[str] | None = None, *, with_dep
     return [svc for name, svc in all_services.items() if name in wanted]
 
 
+def by_name(settings: Settings, names: Iterable[str]) -> dict[str, Service]:
+    """``names`` (and what they depend on) as a dict by name: ``by_name(s, ["kafka"])["kafka"]``."""
+    return {svc.name: svc for svc in services(settings, names)}
+
+
 def service(settings: Settings, name: str) -> Service:
     """The one service called ``name`` (``kafka``, ``connect``, ...), for its address and secrets."""
     return services(settings, [name], with_dependencies=False)[0]

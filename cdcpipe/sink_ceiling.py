@@ -29,14 +29,10 @@ from collections.abc import Callable
 from typing import Any
 
 from . import migrations, verify
-from .errors import CdcpipeError
+from .errors import CeilingFailed
 
 #: Raw records as KafkaTimes keeps them: (key bytes, value bytes, partition, offset).
 RawRecord = tuple[bytes, bytes, int, int]
-
-
-class CeilingFailed(CdcpipeError):
-    """A writer process of the ceiling measurement failed; the message carries its error."""
 
 
 def _writer(conf: dict[str, Any], records: list[RawRecord], ready: Any, results: Any) -> None:

@@ -28,7 +28,7 @@ def progress_file(settings: Settings) -> Path:
 
 
 def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | None = None, **extra: Any) -> list[str]:
-    svcs = {s.name: s for s in runtime.services(settings, ["kafka", "schema_registry", "cassandra"])}
+    svcs = runtime.by_name(settings, ["kafka", "schema_registry", "cassandra"])
     argv = [
         sys.executable,
         str(JOB),

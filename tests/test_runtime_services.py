@@ -79,8 +79,7 @@ def test_connect_lists_debezium_postgres_plugin(stack):
 
 
 def test_cassandra_create_and_query(stack):
-    session = stack["cassandra"].session()
-    try:
+    with stack["cassandra"].connected() as session:
         session.execute(
             "CREATE KEYSPACE IF NOT EXISTS cdcpipe_test WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
         )
@@ -95,8 +94,6 @@ def test_cassandra_create_and_query(stack):
             for r in session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = 'cdc' AND table_name = 'users'")
         }
         assert {"id", "email", "latitude", "dob", "updated_at"} <= columns
-    finally:
-        session.cluster.shutdown()
 
 
 def test_cqlsh_works_against_cassandra(stack):
