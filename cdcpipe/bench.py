@@ -22,7 +22,7 @@ from typing import Any
 import fastavro
 import requests
 
-from . import migrations, processes, runtime, spark_job
+from . import migrations, processes, runtime, streaming_job
 from .errors import CdcpipeError
 from .settings import Settings
 
@@ -181,14 +181,14 @@ def run(
     work = settings.service_dir("spark") / "bench" / run_id
     work.mkdir(parents=True, exist_ok=True)
     progress_path = work / "progress.json"
-    argv = spark_job.job_argv(
+    argv = streaming_job.job_argv(
         settings, None, work / "checkpoint", topic=topic, table="users_bench", trigger_seconds=0.5, max_offsets_per_trigger=max(n // 4, 1)
     )
     argv[argv.index("--progress-file") + 1] = str(progress_path)
     name = f"bench-{run_id}"
     produce(frames[:warmup])
     progress(f"starting the job; warming up on {warmup} events ...")
-    pid = processes.spawn(settings, name, argv, env=spark_job.job_env(settings), cwd=work)
+    pid = processes.spawn(settings, name, argv, env=streaming_job.job_env(settings), cwd=work)
     try:
         warm = _wait_done(progress_path, warmup, pid, settings.log_file(name))
         progress(f"warm; producing {n} events at once ...")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from . import processes, runtime, spark_job, verify
+from . import processes, runtime, streaming_job, verify
 from .airflow_client import AirflowClient, run_dag
 from .connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile, register_and_wait
 from .errors import CdcpipeError, StepFailed
@@ -66,7 +66,7 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
         say(f"    connector {definition.name} RUNNING (Connect {stack['connect'].url})")
 
     step("register the Debezium connector (connectors/users-cdc.json)", register)
-    step("start the Spark job", lambda: spark_job.start(settings, progress=say))
+    step("start the Spark job", lambda: streaming_job.start(settings, progress=say))
 
     def pick_api() -> str:
         if api_url:

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import change_mix, processes, runtime, sink_ceiling, spark_job, verify
+from . import change_mix, processes, runtime, sink_ceiling, streaming_job, verify
 from .bench import _epoch
 from .errors import PipelineStalled
 from .latency import KafkaTimes, TopicRecord, percentiles, until_readable
@@ -90,12 +90,12 @@ class JobBatches(threading.Thread):
         self.last_id = first.batch_id if first else -1
 
     def sample(self) -> Batch | None:
-        report = spark_job.read_progress(self.settings) or {}
+        report = streaming_job.read_progress(self.settings) or {}
         last = report.get("last_progress") or {}
         if last.get("batchId") is None or not last.get("durationMs"):
             return None
         sources = last.get("sources") or [{}]
-        offsets = spark_job._offsets(sources[0].get("endOffset")) or {}
+        offsets = streaming_job._offsets(sources[0].get("endOffset")) or {}
         start = _epoch(last["timestamp"])
         return Batch(
             batch_id=last["batchId"],
@@ -218,7 +218,7 @@ def job_writer_conf(settings: Settings, registry_url: str) -> tuple[dict[str, An
     """The running job's executor configuration and task count, as ``cdcpipe spark start`` and
     the job's defaults give them (for the ceiling: the same consistency and parallelism)."""
     try:
-        wanted = json.loads(spark_job.wanted_file(settings).read_text())
+        wanted = json.loads(streaming_job.wanted_file(settings).read_text())
     except (OSError, ValueError):
         wanted = {}
     conf = {
@@ -280,7 +280,7 @@ def run(
     import psycopg
 
     svcs = runtime.by_name(settings, ["postgres", "kafka", "schema_registry", "cassandra"])
-    spark_job.require_running(settings)
+    streaming_job.require_running(settings)
     seed = seed if seed is not None else int(time.time())
     progress(f"planning {n:,} changes (seed {seed}) ...")
     the_plan = change_mix.plan(n, seed=seed, transaction_size=transaction_size, prefix=f"bench-pg-{seed}-")
@@ -386,7 +386,7 @@ def cpu_snapshot(settings: Settings) -> dict[str, float]:
         for name, pid in svc.pids().items():
             if pid is not None:
                 out[name] = processes.cpu_seconds(pid)
-    job = processes.pid_of(settings, spark_job.PROCESS)
+    job = processes.pid_of(settings, streaming_job.PROCESS)
     if job is not None:
         out["spark job"] = processes.cpu_seconds(job)
     out["this command"] = processes.cpu_seconds(os.getpid())

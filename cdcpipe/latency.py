@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import runtime, spark_job
+from . import runtime, streaming_job
 from .errors import CdcpipeError
 from .settings import Settings
 
@@ -234,7 +234,7 @@ def measure(
     import psycopg
 
     svcs = runtime.by_name(settings, ["postgres", "kafka", "schema_registry", "cassandra"])
-    spark_job.require_running(settings)
+    streaming_job.require_running(settings)
     kafka = KafkaTimes(svcs["kafka"].bootstrap, svcs["schema_registry"].url)
     kafka.start()
     session = svcs["cassandra"].session()

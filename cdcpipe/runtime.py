@@ -126,9 +126,9 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
             progress(f"✓ {svc.name:<16} ready ({elapsed:.1f}s)")
         time.sleep(0.5)
     if names is None:  # the whole stack: the Spark job too, if it ran before a crash
-        from . import spark_job
+        from . import streaming_job
 
-        spark_job.resume_if_wanted(settings, progress)
+        streaming_job.resume_if_wanted(settings, progress)
     return todo
 
 

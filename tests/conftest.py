@@ -97,7 +97,7 @@ def topic_reader(stack, connector):
 @pytest.fixture(scope="session")
 def spark_job(conf, stack, connector):
     """The streaming job, running on the local runtime for the whole session."""
-    from cdcpipe import spark_job as job
+    from cdcpipe import streaming_job as job
 
     was_running = job.status(conf)["state"] == "running"
     job.start(conf, progress=_progress)
