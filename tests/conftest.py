@@ -6,8 +6,8 @@ it, it stops it again at the end when running in CI (CI=true).
 ``CDCPIPE_TEST_SERVICES`` (comma-separated service names, e.g.
 ``postgres,kafka,schema_registry,cassandra``) limits the ``stack`` fixture to those services
 and what they depend on, for a partial run on a small machine: only tests whose fixtures need
-nothing else can pass then (``connector`` needs ``connect``; ``spark_job`` needs ``spark`` and
-``connect``). Unset: the whole stack.
+nothing else can pass then (``connector`` and ``spark_job`` need ``connect``; the job runs on
+``local[2]`` unless CDCPIPE_SPARK_MASTER names a master). Unset: the whole stack.
 """
 
 from __future__ import annotations
