@@ -138,3 +138,10 @@ def test_every_other_weird_but_decodable_value_is_malformed(value):
             from_event(key, value, 0)
         except MalformedChange:
             pass
+
+
+def test_an_incremental_read_takes_its_position_from_the_sequence():
+    event = {**envelope("r", None), "source": {"lsn": None, "snapshot": "incremental", "sequence": '["36165552","36165560"]'}}
+    assert from_event(None, event, 0, epoch=1).timestamp == 2**53 + 36165560
+    with pytest.raises(MalformedChange, match="source.lsn missing"):
+        from_event(None, {**event, "source": {"lsn": None, "snapshot": "incremental", "sequence": None}}, 0)

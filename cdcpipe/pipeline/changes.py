@@ -196,7 +196,7 @@ def from_event(key: dict[str, Any] | None, value: dict[str, Any] | None, offset:
         row_key = key.get(key_field)
     if row_key is None:
         raise MalformedChange(f"no {key_field} in the event")
-    lsn = _lsn(value["source"])
+    lsn = _lsn(value["source"], incremental_read=op == "r")
     return Change(
         key=str(row_key),
         op=op,
@@ -207,15 +207,29 @@ def from_event(key: dict[str, Any] | None, value: dict[str, Any] | None, offset:
     )
 
 
-def _lsn(source: Any) -> int:
+def _lsn(source: Any, incremental_read: bool = False) -> int:
     if not isinstance(source, dict):
         raise MalformedChange(f"source is a {type(source).__name__}, not a record")
     lsn = source.get("lsn")
+    if lsn is None and incremental_read and source.get("snapshot") == "incremental":
+        # Debezium 3.7 leaves lsn null on incremental snapshot reads; source.sequence
+        # ["last commit LSN", "LSN"] holds the stream position when the chunk was emitted.
+        lsn = _sequence_lsn(source.get("sequence"))
     if type(lsn) is not int:  # bool is an int subclass; True is no LSN
         raise MalformedChange("source.lsn missing" if lsn is None else f"source.lsn is a {type(lsn).__name__}, not an integer")
     if not 0 <= lsn <= MAX_LSN:
         raise MalformedChange(f"source.lsn {lsn} out of range: its position must stay below 2**53 within an epoch (LSN 0..{MAX_LSN})")
     return lsn
+
+
+def _sequence_lsn(sequence: Any) -> Any:
+    import json
+
+    try:
+        positions = [int(p) for p in json.loads(sequence) if p is not None]
+    except (TypeError, ValueError):
+        return None
+    return max(positions) if positions else None
 
 
 def last_per_key(changes: Iterable[Change]) -> list[Change]:
