@@ -19,7 +19,8 @@ import pytest
 from cdcpipe.pipeline import apply
 from cdcpipe.pipeline.changes import STREAMING_BASE
 
-ROW = {"type": "record", "name": "Value", "fields": [{"name": "id", "type": "string"}, {"name": "city", "type": ["null", "string"]}]}
+UUID = {"type": "string", "connect.name": "io.debezium.data.Uuid"}  # as Debezium writes a uuid column
+ROW = {"type": "record", "name": "Value", "fields": [{"name": "id", "type": UUID}, {"name": "city", "type": ["null", "string"]}]}
 ENVELOPE = {
     "type": "record",
     "name": "Envelope",
@@ -58,12 +59,19 @@ class LocalSchemas:
 
 
 class RecordingSink:
-    columns = {"id": "uuid", "city": "text"}
+    keyspace, table = "cdc", "users"
 
     def __init__(self, reject: set[str] = frozenset(), fail: Exception | None = None):
+        self.columns = {"id": "uuid", "city": "text"}
         self.reject, self.fail = reject, fail
         self.applied: list = []
         self.dead: list = []
+        self.truncated: list[int] = []
+        self.widened: set[str] = set()
+
+    def truncate(self, timestamp: int) -> int:
+        self.truncated.append(timestamp)
+        return 0
 
     def ensure_columns(self, types):
         return []
@@ -84,7 +92,7 @@ def framed(op: str, user: str, city: str | None, lsn: int) -> bytes:
     image = {"id": user, "city": city}
     out = io.BytesIO()
     out.write(struct.pack(">bI", 0, SCHEMA_ID))
-    record = {"before": image if op == "d" else None, "after": None if op == "d" else image, "source": {"lsn": lsn}, "op": op}
+    record = {"before": image if op == "d" else None, "after": None if op in ("d", "t") else image, "source": {"lsn": lsn}, "op": op}
     fastavro.schemaless_writer(out, fastavro.parse_schema(ENVELOPE), record)
     return out.getvalue()
 
@@ -132,3 +140,55 @@ def test_write_consistency_by_name():
     assert apply.consistency("local_quorum") == ConsistencyLevel.LOCAL_QUORUM
     with pytest.raises(ValueError, match="write consistency 'MOST': not one of"):
         apply.consistency("MOST")
+
+
+def test_a_record_takes_its_epoch_from_its_offset():
+    from cdcpipe.pipeline.changes import EPOCH_BASE, Epoch
+
+    sink = RecordingSink()
+    batch = rows(framed("c", "a", "old", 10), framed("u", "b", "new", 5))  # offsets 0 and 1
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas(), epochs=lambda topic: [Epoch(1, {0: 1})]) == (2, 2, 0)
+    by_key = {c.key: c for c in sink.applied}
+    assert by_key["a"].timestamp == STREAMING_BASE + 10  # before the epoch: the old rule
+    assert by_key["b"].timestamp == EPOCH_BASE + STREAMING_BASE + 5  # LSN lower, yet newer
+
+
+def test_a_record_below_its_epoch_floor_fails_the_batch_naming_resync():
+    from cdcpipe.pipeline.changes import Epoch, SourceChanged
+
+    sink = RecordingSink()
+    floor = [Epoch(1, {0: 0}, floor_lsn=1000, system_identifier="7")]
+    with pytest.raises(SourceChanged, match="cdcpipe resync"):
+        apply.apply_partition(rows(framed("u", "a", "x", 10)), {}, sink, LocalSchemas(), epochs=lambda topic: floor)
+    assert sink.applied == [] and sink.dead == []
+    newer = [*floor, Epoch(2, {0: 1})]  # a resync since: the old epoch's record is skipped
+    assert apply.apply_partition(rows(framed("u", "a", "x", 10)), {}, sink, LocalSchemas(), epochs=lambda topic: newer) == (1, 0, 0)
+
+
+def test_truncate_is_applied_after_the_batch_s_upserts_at_its_own_timestamp():
+    sink = RecordingSink()
+    batch = rows(framed("c", "a", "one", 10), framed("t", "", None, 20), framed("c", "b", "two", 30))
+    batch[1] = (None, *batch[1][1:])  # Debezium's truncate event has no key
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas()) == (3, 3, 0)
+    assert sink.truncated == [STREAMING_BASE + 20]
+    assert {c.key for c in sink.applied} == {"a", "b"}  # in Cassandra the truncate's timestamp then shadows a, not b
+
+
+def test_a_type_change_stops_the_batch_once_instead_of_dead_lettering_rows():
+    from cdcpipe.pipeline.cassandra_sink import TableUnusable
+
+    sink = RecordingSink()
+    sink.columns = {"id": "uuid", "city": "int"}  # the column was made while city was an integer
+    with pytest.raises(TableUnusable, match=r'city \(int in cdc.users, now text\).*DROP "city".*cdcpipe resync'):
+        apply.apply_partition(rows(framed("c", "a", "one", 10), framed("c", "b", "two", 11)), {}, sink, LocalSchemas())
+    assert sink.dead == [] and sink.applied == []
+
+
+def test_a_widened_column_is_remembered_not_refused():
+    sink = RecordingSink()
+    sink.columns = {"id": "uuid", "city": "text"}
+    apply.check_types(sink, {"id": "uuid", "city": "text", "n": "bigint"})
+    assert sink.widened == set()
+    sink.columns["n"] = "int"
+    apply.check_types(sink, {"id": "uuid", "city": "text", "n": "bigint"})
+    assert sink.widened == {"n"}

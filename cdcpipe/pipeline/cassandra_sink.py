@@ -327,9 +327,7 @@ class CassandraSink:
             f"INSERT INTO {self.keyspace}.{self.table} ({', '.join(map(quote, names))}) "
             f"VALUES ({', '.join('?' * len(names))}) USING TIMESTAMP ?"
         )
-        self._delete = self.session.prepare(
-            f"DELETE FROM {self.keyspace}.{self.table} USING TIMESTAMP ? WHERE {quote(self.key)} = ?"
-        )
+        self._delete = self.session.prepare(f"DELETE FROM {self.keyspace}.{self.table} USING TIMESTAMP ? WHERE {quote(self.key)} = ?")
         # Values are serialized here, once, instead of by the driver's generic bind().
         serializers = {spec.name: spec.type.serialize for spec in self._upsert.column_metadata}
         version = self.session.cluster.protocol_version
@@ -353,9 +351,7 @@ class CassandraSink:
                 if name in self.columns:
                     continue
                 log.warning("adding column %s %s to %s.%s", name, types[name], self.keyspace, self.table)
-                self.session.execute(
-                    f"ALTER TABLE {self.keyspace}.{self.table} ADD IF NOT EXISTS {quote(name)} {types[name]}", timeout=60
-                )
+                self.session.execute(f"ALTER TABLE {self.keyspace}.{self.table} ADD IF NOT EXISTS {quote(name)} {types[name]}", timeout=60)
             self.session.cluster.control_connection.wait_for_schema_agreement()
             self._load_table()
         return missing

@@ -176,7 +176,9 @@ def image_key(value: Any, key_field: str = "id") -> Any:
     return image.get(key_field) if isinstance(image, dict) else None
 
 
-def from_event(key: dict[str, Any] | None, value: dict[str, Any] | None, offset: int, key_field: str = "id", epoch: int = 0) -> Change | None:
+def from_event(
+    key: dict[str, Any] | None, value: dict[str, Any] | None, offset: int, key_field: str = "id", epoch: int = 0
+) -> Change | None:
     """The change a decoded (key, value) pair describes; None for a tombstone."""
     if value is None:
         return None  # tombstone: compaction marker for Kafka, nothing to apply
