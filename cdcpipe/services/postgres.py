@@ -344,6 +344,7 @@ class Postgres(Service):
             conn.execute("GRANT users_writer TO cdcpipe")
             # The capture watchdog (cdcpipe.liveness) reads the heartbeat as cdcpipe.
             conn.execute("GRANT SELECT ON public.cdc_heartbeat TO cdcpipe")
+            conn.execute("GRANT cdc_signaller TO cdcpipe")  # cdcpipe resync (sql/postgres/003_resync.sql)
             self._check_debezium(conn)
 
     @staticmethod

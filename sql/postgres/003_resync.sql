@@ -14,6 +14,16 @@ CREATE TABLE IF NOT EXISTS public.cdc_signal (
 );
 REVOKE ALL ON public.cdc_signal FROM PUBLIC;
 GRANT SELECT, INSERT, DELETE ON public.cdc_signal TO debezium;
+-- Who may signal: the application owner that runs `cdcpipe resync`, through this role (each
+-- runtime grants it to its login, like users_writer).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cdc_signaller') THEN
+        CREATE ROLE cdc_signaller NOLOGIN;
+    END IF;
+END
+$$;
+GRANT SELECT, INSERT ON public.cdc_signal TO cdc_signaller;
 
 -- Both helper tables join public.users in the publication (002_cdc.sql sets users and
 -- heartbeats; this keeps the list complete whichever file ran last). TRUNCATE is published
