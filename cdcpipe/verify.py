@@ -2,7 +2,11 @@
 
 Both sides are compared in one representation: uuids as text, timestamps as epoch
 milliseconds rounded down (Cassandra's precision), everything else as the drivers return it.
-Only PostgreSQL's columns are compared (Cassandra may keep columns the source dropped).
+Every column both sides have is compared. A column only PostgreSQL has is a difference (the
+job adds a new column with the first event that carries it); a column only Cassandra has
+(dropped or renamed at the source) is reported, and is a difference wherever it still holds a
+value: `cdcpipe resync` clears those. A source whose system identifier is not the one the
+newest sync epoch recorded is a difference too (it needs `cdcpipe resync`).
 """
 
 from __future__ import annotations
@@ -40,10 +44,23 @@ def source_rows(pg) -> dict[str, dict[str, Any]]:
 
 
 def read_model_rows(session, columns: list[str]) -> dict[str, dict[str, Any]]:
-    from cassandra.query import SimpleStatement
+    from cassandra.query import SimpleStatement, tuple_factory
 
-    query = SimpleStatement(f"SELECT {', '.join(columns)} FROM cdc.users", fetch_size=5000)
-    return {str(r.id): {c: comparable(getattr(r, c)) for c in columns} for r in session.execute(query, timeout=60)}
+    from .pipeline.cassandra_sink import quote
+
+    names = ["id", *[c for c in columns if c != "id"]]
+    query = SimpleStatement(f"SELECT {', '.join(map(quote, names))} FROM cdc.users", fetch_size=5000)
+    previous, session.row_factory = session.row_factory, tuple_factory
+    try:
+        rows = list(session.execute(query, timeout=60))
+    finally:
+        session.row_factory = previous
+    return {str(r[0]): {c: comparable(v) for c, v in zip(names, r) if c in columns} for r in rows}
+
+
+def read_model_columns(session) -> list[str]:
+    session.cluster.refresh_table_metadata("cdc", "users")
+    return list(session.cluster.metadata.keyspaces["cdc"].tables["users"].columns)
 
 
 def differences(expected: dict, actual: dict, limit: int = 5) -> list[str]:
@@ -75,11 +92,71 @@ def compare(pg, session) -> tuple[dict[str, dict[str, Any]], list[str]]:
                 "WHERE table_schema = 'public' AND table_name = 'users' ORDER BY ordinal_position"
             )
         ]
+    problems: list[str] = []
+    identity = source_identity_problem(pg, session)
+    if identity:
+        problems.append(identity)
     try:
-        actual = read_model_rows(session, columns)
-    except InvalidRequest as exc:  # e.g. a new column the job has not added yet
-        return {}, [str(exc)]
-    return actual, differences(expected, actual)
+        cassandra_columns = read_model_columns(session)
+    except (KeyError, InvalidRequest) as exc:
+        return {}, [*problems, f"cdc.users unreadable: {exc}"]
+    only_pg = [c for c in columns if c not in cassandra_columns]
+    only_cassandra = [c for c in cassandra_columns if c not in columns]
+    if only_pg:
+        problems.append(f"columns only in PostgreSQL: {', '.join(only_pg)}")
+    common = [c for c in columns if c in cassandra_columns]
+    try:
+        actual = read_model_rows(session, common + only_cassandra)
+    except InvalidRequest as exc:  # e.g. a column dropped meanwhile
+        return {}, [*problems, str(exc)]
+    if only_cassandra:
+        holding = sorted({c for row in actual.values() for c in only_cassandra if row.get(c) is not None})
+        if holding:
+            problems.append(
+                f"columns only in Cassandra still hold values (dropped or renamed at the source; "
+                f"'cdcpipe resync' clears them): {', '.join(holding)}"
+            )
+        for row in actual.values():
+            for c in only_cassandra:
+                row.pop(c, None)
+    expected = {k: {c: v for c, v in row.items() if c in common} for k, row in expected.items()}
+    return actual, problems + differences(expected, actual)
+
+
+def extra_columns(pg, session) -> list[str]:
+    """Columns only Cassandra has (reported by ``cdcpipe verify``)."""
+    from psycopg.rows import tuple_row
+
+    with pg.cursor(row_factory=tuple_row) as cur:
+        columns = {
+            r[0]
+            for r in cur.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'users'"
+            )
+        }
+    return [c for c in read_model_columns(session) if c not in columns]
+
+
+def source_identity_problem(pg, session) -> str | None:
+    """A message when PostgreSQL's system identifier is not the one the newest epoch recorded."""
+    from cassandra import InvalidRequest
+
+    from .pipeline import sync_state
+
+    try:
+        epochs = sync_state.load(session, "cdc.public.users")
+    except InvalidRequest:  # no cdc.sync_state yet (a read model older than resync): nothing recorded
+        return None
+    recorded = next((e.system_identifier for e in reversed(epochs) if e.system_identifier), None)
+    if recorded is None:
+        return None
+    current, _ = sync_state.source_identity(pg, "cdc_users")
+    if current != recorded:
+        return (
+            f"PostgreSQL's system identifier is {current}, but the read model was synced from {recorded}: "
+            "the source was replaced; run 'cdcpipe resync'"
+        )
+    return None
 
 
 def wait_until_equal(pg, session, timeout: float = 120.0, on_wait=None) -> dict[str, dict[str, Any]]:

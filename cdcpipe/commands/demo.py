@@ -25,10 +25,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 diff: list[str] = []
             else:
                 rows, diff = verify.compare(pg, session)
+            extra = verify.extra_columns(pg, session)
     finally:
         session.cluster.shutdown()
-    report = {"equal": not diff, "rows": len(rows), "differences": diff}
-    print(json.dumps(report) if args.json else ("equal: " + str(len(rows)) + " rows" if not diff else "DIFFERENT:\n  " + "\n  ".join(diff)))
+    report = {"equal": not diff, "rows": len(rows), "differences": diff, "columns_only_in_cassandra": extra}
+    note = f" (columns only in Cassandra, all empty: {', '.join(extra)})" if extra and not diff else ""
+    print(
+        json.dumps(report)
+        if args.json
+        else ("equal: " + str(len(rows)) + " rows" + note if not diff else "DIFFERENT:\n  " + "\n  ".join(diff))
+    )
     return 0 if not diff else 1
 
 
