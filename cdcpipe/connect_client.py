@@ -119,6 +119,26 @@ class ConnectClient:
     def restart(self, name: str) -> None:
         self._json("POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=false")
 
+    def reset_offsets(self, name: str) -> None:
+        """Forget the connector's source offsets (Connect 3.6+: stop, DELETE offsets, resume).
+        With snapshot.mode=initial it then snapshots again and streams from a new slot; follow
+        with `cdcpipe resync` so the new snapshot outranks what the read model holds."""
+        deadline = time.monotonic() + 60
+        while True:  # a connector created a moment ago may not answer yet
+            try:
+                self._json("PUT", f"/connectors/{name}/stop")
+                break
+            except CdcpipeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        while self.status(name)["connector"]["state"] != "STOPPED":
+            if time.monotonic() > deadline:
+                raise CdcpipeError(f"connector '{name}' did not stop")
+            time.sleep(0.5)
+        self._json("DELETE", f"/connectors/{name}/offsets")
+        self._json("PUT", f"/connectors/{name}/resume")
+
     def delete(self, name: str) -> None:
         self._json("DELETE", f"/connectors/{name}", ok=(200, 204, 404))
 
