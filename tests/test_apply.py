@@ -69,6 +69,9 @@ class RecordingSink:
         self.truncated: list[int] = []
         self.widened: set[str] = set()
 
+    def reload(self) -> None:
+        self.reloads = getattr(self, "reloads", 0) + 1
+
     def truncate(self, timestamp: int) -> int:
         self.truncated.append(timestamp)
         return 0
@@ -181,7 +184,7 @@ def test_a_type_change_stops_the_batch_once_instead_of_dead_lettering_rows():
     sink.columns = {"id": "uuid", "city": "int"}  # the column was made while city was an integer
     with pytest.raises(TableUnusable, match=r'city \(int in cdc.users, now text\).*DROP "city".*cdcpipe resync'):
         apply.apply_partition(rows(framed("c", "a", "one", 10), framed("c", "b", "two", 11)), {}, sink, LocalSchemas())
-    assert sink.dead == [] and sink.applied == []
+    assert sink.dead == [] and sink.applied == [] and sink.reloads == 1  # read again before refusing
 
 
 def test_a_widened_column_is_remembered_not_refused():

@@ -80,6 +80,9 @@ def apply_partition(
         sink, registry = _executor(conf)
         types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
         checked_schemas: set[int] = _executor_state["checked"]
+        if _executor_state.pop("failed", False):  # the step a table-level error names may have changed the table
+            sink.reload()
+            checked_schemas.clear()
         if epochs is None:
             from .sync_state import load
 
@@ -183,6 +186,9 @@ def check_types(sink: Any, writer: dict[str, str]) -> None:
     one the table's column cannot hold; remember the widened columns (int -> bigint) whose
     values are written while they fit."""
     conflicts = type_conflicts(sink.columns, writer)
+    if conflicts:  # the table may have changed since it was read (the step below drops columns)
+        sink.reload()
+        conflicts = type_conflicts(sink.columns, writer)
     if conflicts:
         table = f"{sink.keyspace}.{sink.table}"
         raise TableUnusable(
@@ -205,5 +211,9 @@ def apply_arrow(batches, conf: dict[str, Any]):
             columns = [batch.column(name).to_pylist() for name in ("key", "value", "topic", "partition", "offset")]
             yield from zip(*columns)
 
-    records, writes, dead = apply_partition(rows(), conf)
+    try:
+        records, writes, dead = apply_partition(rows(), conf)
+    except BaseException:
+        _executor_state["failed"] = True  # the retry reads the table again (apply_partition)
+        raise
     yield pa.RecordBatch.from_pydict({"records": [records], "writes": [writes], "dead": [dead]})

@@ -318,6 +318,11 @@ class CassandraSink:
             "VALUES (?, ?, ?, ?, ?, ?, toTimestamp(now()))"
         )
 
+    def reload(self) -> None:
+        """Read the table's columns again (someone may have changed the table)."""
+        with self._lock:
+            self._load_table()
+
     def _load_table(self) -> None:
         self.session.cluster.refresh_table_metadata(self.keyspace, self.table)
         meta = self.session.cluster.metadata.keyspaces[self.keyspace].tables[self.table]
