@@ -30,7 +30,6 @@ class ConnectorFailed(CdcpipeError):
     exit_code = 7
 
 
-@dataclass(frozen=True)
 class ConnectorResetFailed(CdcpipeError):
     def __init__(self, name: str, reason: str):
         super().__init__(
@@ -39,6 +38,7 @@ class ConnectorResetFailed(CdcpipeError):
         )
 
 
+@dataclass(frozen=True)
 class ConnectorFile:
     """A connector definition as Connect's POST /connectors takes it: {"name", "config"}."""
 
