@@ -49,8 +49,11 @@ it no longer exists in PostgreSQL (deleted, or a dropped/renamed column). ``cdcp
 deletes those with ``USING TIMESTAMP EPOCH_BASE * (E+1) - 1``: that shadows every older write
 (ties go to the delete) and no write of epoch E+1, so it cannot race a newer change.
 
-TRUNCATE (op t) is applied as a delete of every row with the truncate's own timestamp, not as
-CQL TRUNCATE (which has no timestamp and would wipe writes that are newer than it on a replay).
+TRUNCATE (op t), should a topic carry one, is applied as a delete of every row with the
+truncate's own timestamp, not as CQL TRUNCATE (which has no timestamp and would wipe writes
+that are newer than it on a replay). The pipeline's own connector skips TRUNCATE (Debezium's
+default): the event has no key and the compacted topic refuses keyless records. A TRUNCATE is
+repaired by ``cdcpipe resync`` instead: no row survives its stale cleanup unless re-read.
 
 Headroom. Cassandra timestamps are signed 64-bit. A position is < ``EPOCH_BASE`` = 2**53 as
 long as LSN < 2**52 (4 PiB of WAL; :data:`MAX_LSN`), and epochs go up to

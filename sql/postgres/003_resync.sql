@@ -27,5 +27,8 @@ GRANT SELECT, INSERT ON public.cdc_signal TO cdc_signaller;
 
 -- Both helper tables join public.users in the publication (002_cdc.sql sets users and
 -- heartbeats; this keeps the list complete whichever file ran last). TRUNCATE is published
--- (the default `publish` list) and the connector no longer skips it (skipped.operations=none).
+-- (the default `publish` list) but the connector skips it (Debezium's default
+-- skipped.operations=t): its event has no key, and the compacted topic refuses keyless
+-- records (the task FAILs: "Compacted topic cannot accept message without key"). After a
+-- TRUNCATE, `cdcpipe verify` reports the rows and `cdcpipe resync` deletes them.
 ALTER PUBLICATION cdc_users SET TABLE public.users, public.cdc_heartbeat, public.cdc_signal;
