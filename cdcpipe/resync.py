@@ -103,6 +103,16 @@ def stale_cleanup(session, keyspace: str, table: str, key: str, epoch: int) -> t
     return rows_deleted, cells_rows
 
 
+def recreate_table(session: Any, keyspace: str, table: str) -> None:
+    """DROP TABLE and the schema files again (they create what is missing, idempotently)."""
+    from . import migrations
+
+    session.execute(f"DROP TABLE IF EXISTS {keyspace}.{table}", timeout=120)
+    session.cluster.control_connection.wait_for_schema_agreement()
+    migrations.apply_cassandra(session)
+    session.cluster.control_connection.wait_for_schema_agreement()
+
+
 def run(
     *,
     pg,
@@ -118,9 +128,15 @@ def run(
     cassandra_table: str = "users",
     key: str = "id",
     timeout: float = 600.0,
+    rebuild: bool = False,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run a resync; returns a summary. ``connector`` is a ConnectorFile (slot, signal table)."""
+    """Run a resync; returns a summary. ``connector`` is a ConnectorFile (slot, signal table).
+
+    ``rebuild`` first drops and re-creates the Cassandra table (sql/cassandra): the step for a
+    column whose type changed at the source (see cassandra_sink.REBUILD_STEP). The job keeps
+    streaming into the new table meanwhile, and the snapshot then re-reads every row.
+    """
     started = time.monotonic()
     config = connector.config
     slot = config.get("slot.name", "debezium")
@@ -133,6 +149,10 @@ def run(
         )
     status = connect.wait_for_state(connector.name, "RUNNING", timeout=60)
     say(f"connector {connector.name}: {status['connector']['state']}")
+
+    if rebuild:
+        recreate_table(session, keyspace, cassandra_table)
+        say(f"{keyspace}.{cassandra_table} dropped and re-created from sql/cassandra")
 
     system_identifier, floor_lsn = sync_state.source_identity(pg, slot)
     epochs = sync_state.load(session, topic, keyspace)

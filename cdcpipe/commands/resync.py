@@ -36,6 +36,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
                 registry_url=stack["schema_registry"].url,
                 settings=conf,
                 timeout=args.timeout,
+                rebuild=args.rebuild,
                 say=say,
             )
             say(f"verifying (up to {args.verify_wait:.0f}s) ...")
@@ -52,5 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file", default=str(DEFAULT_FILE), help="the connector's JSON (slot, signal table, notification topic)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for the snapshot and the job to finish (default 900)")
     p.add_argument("--verify-wait", type=float, default=120.0, help="seconds verify may wait to converge (default 120)")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="first drop and re-create cdc.users (the step after a column's type changed at the source)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_resync)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .avro_reader import DecodeError, decode, schema_id_of
-from .cassandra_sink import DeadLetter, TableUnusable, after_field_types, quote, type_conflicts
+from .cassandra_sink import REBUILD_STEP, DeadLetter, TableUnusable, after_field_types, type_conflicts
 from .changes import Change, Epoch, MalformedChange, check_source, epoch_for, from_event, image_key, last_per_key
 
 # One Cassandra session and registry client per Python worker process, reused across tasks.
@@ -186,7 +186,7 @@ def check_types(sink: Any, writer: dict[str, str]) -> None:
     one the table's column cannot hold; remember the widened columns (int -> bigint) whose
     values are written while they fit."""
     conflicts = type_conflicts(sink.columns, writer)
-    if conflicts:  # the table may have changed since it was read (the step below drops columns)
+    if conflicts:  # the table may have changed since it was read (the step below re-creates it)
         sink.reload()
         conflicts = type_conflicts(sink.columns, writer)
     if conflicts:
@@ -194,9 +194,7 @@ def check_types(sink: Any, writer: dict[str, str]) -> None:
         raise TableUnusable(
             "the source changed the type of "
             + ", ".join(f"{n} ({had} in {table}, now {now.lstrip('!')})" for n, (had, now) in sorted(conflicts.items()))
-            + ": Cassandra cannot change a column's type and these values would not fit. Step: "
-            + "; ".join(f"ALTER TABLE {table} DROP {quote(n)}" for n in sorted(conflicts))
-            + "; then 'cdcpipe resync' (the job adds the columns again with the new types)"
+            + f": these values would not fit. {REBUILD_STEP}"
         )
     sink.widened.update(n for n, t in writer.items() if n in sink.columns and sink.columns[n] != t)
 

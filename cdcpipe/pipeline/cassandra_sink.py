@@ -196,6 +196,18 @@ class UnsupportedType(TableUnusable):
     """A source column whose type has no lossless CQL mapping: the table's problem."""
 
 
+#: What to do when a column's type no longer fits. Cassandra cannot change a column's type,
+#: and ALTER TABLE ... DROP of a column is unsafe here: Cassandra drops only cells written
+#: before the drop's wall-clock time, the pipeline's write timestamps are far in the future
+#: (cdcpipe/pipeline/changes.py), and reads of the table then fail ("... is not a subset of
+#: ..."; adding the column back with its old type restores them). So the table is rebuilt.
+REBUILD_STEP = (
+    "Cassandra cannot change a column's type, and dropping the column is unsafe with this pipeline's "
+    "write timestamps. Step: 'cdcpipe resync --rebuild' (re-creates cdc.users and re-reads every row "
+    "while streaming goes on; the job adds the column with the source's type)"
+)
+
+
 def quote(name: str) -> str:
     """A CQL identifier, quoted: keeps its case and allows reserved words (token, ...)."""
     return '"' + name.replace('"', '""') + '"'
@@ -395,9 +407,7 @@ class CassandraSink:
             if name in self.widened:
                 raise TableUnusable(
                     f"column {name} is {self.columns[name]} in {self.keyspace}.{self.table} but wider at the source, "
-                    f"and {get(name)!r} does not fit: Cassandra cannot change a column's type. Step: "
-                    f"ALTER TABLE {self.keyspace}.{self.table} DROP {quote(name)}; then 'cdcpipe resync' (the job adds it "
-                    "again with the source's type)"
+                    f"and {get(name)!r} does not fit. {REBUILD_STEP}"
                 ) from None
             raise column_error(name, get(name), exc) from None
         append(_int64(change.timestamp))
