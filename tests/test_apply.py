@@ -71,6 +71,7 @@ class RecordingSink:
 
     def reload(self) -> None:
         self.reloads = getattr(self, "reloads", 0) + 1
+        self.columns = dict(getattr(self, "table_now", self.columns))
 
     def truncate(self, timestamp: int) -> int:
         self.truncated.append(timestamp)
@@ -195,3 +196,10 @@ def test_a_widened_column_is_remembered_not_refused():
     sink.columns["n"] = "int"
     apply.check_types(sink, {"id": "uuid", "city": "text", "n": "bigint"})
     assert sink.widened == {"n"}
+
+
+def test_a_column_another_worker_added_is_read_before_judging_a_new_writer_schema():
+    sink = RecordingSink()
+    sink.table_now = {"id": "uuid", "city": "text", "n": "int"}  # added meanwhile, as int
+    apply.check_types(sink, {"id": "uuid", "city": "text", "n": "bigint"})
+    assert sink.reloads == 1 and sink.widened == {"n"}  # so an out-of-range n stops the job

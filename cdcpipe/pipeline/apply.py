@@ -185,10 +185,12 @@ def check_types(sink: Any, writer: dict[str, str]) -> None:
     """Raise TableUnusable, naming the step, when the writer schema changed a column's type to
     one the table's column cannot hold; remember the widened columns (int -> bigint) whose
     values are written while they fit."""
-    conflicts = type_conflicts(sink.columns, writer)
-    if conflicts:  # the table may have changed since it was read (the step below re-creates it)
+    # The table may have changed since this process read it: another worker added a column,
+    # or the step below re-created the table. Judged on stale columns, a widened column would
+    # be missed and its first value out of range dead-lettered as the row's fault.
+    if not writer.keys() <= sink.columns.keys() or type_conflicts(sink.columns, writer):
         sink.reload()
-        conflicts = type_conflicts(sink.columns, writer)
+    conflicts = type_conflicts(sink.columns, writer)
     if conflicts:
         table = f"{sink.keyspace}.{sink.table}"
         raise TableUnusable(

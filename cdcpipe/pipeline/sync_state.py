@@ -21,10 +21,6 @@ def load(session: Any, topic: str, keyspace: str = "cdc") -> list[Epoch]:
     return [Epoch(r.epoch, dict(r.start_offsets or {}), r.floor_lsn, r.system_identifier) for r in sorted(rows, key=lambda r: r.epoch)]
 
 
-def rows(session: Any, topic: str, keyspace: str = "cdc") -> list[Any]:
-    return sorted(session.execute(f"SELECT * FROM {keyspace}.sync_state WHERE topic = %s", (topic,)), key=lambda r: r.epoch)
-
-
 def record(
     session: Any,
     topic: str,
