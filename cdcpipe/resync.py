@@ -164,6 +164,13 @@ def run(
     sync_state.record(session, topic, epoch, starts, floor_lsn, system_identifier, slot, signal_id)
     say(f"epoch {epoch} recorded: from offsets {starts} of {topic}; source {system_identifier}, slot {slot} restart_lsn {floor_lsn}")
 
+    # Debezium builds the snapshot's SELECT from the table schema it learnt from the stream.
+    # After DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT), that schema is
+    # stale: a dropped column fails the scan (SQL_EXCEPTION), a new one is not read. Rewriting
+    # one row to itself makes pgoutput send the relation's current schema ahead of the signal;
+    # its change event carries the row's current values, so applying it changes nothing.
+    pg.execute(f"UPDATE {table} SET {key} = {key} WHERE {key} = (SELECT {key} FROM {table} LIMIT 1)")
+
     feed = notifications(bootstrap, registry_url, notification_topic)
     next(feed)
     data = json.dumps({"data-collections": [table], "type": "incremental"})
@@ -187,6 +194,12 @@ def run(
             elif kind == "TABLE_SCAN_COMPLETED":
                 rows_scanned = extra.get("total_rows_scanned")
                 say(f"  table scan completed: {rows_scanned} rows ({extra.get('status')})")
+                if extra.get("status") != "SUCCEEDED":  # a failed scan read nothing: cleaning up would delete rows
+                    raise ResyncFailed(
+                        f"Debezium's snapshot {signal_id} ended with {extra.get('status')} after {rows_scanned} rows; "
+                        "nothing was deleted. See 'cdcpipe logs connect', then run 'cdcpipe resync' again "
+                        "(the epoch stays recorded; a new resync is safe)"
+                    )
             elif kind == "ABORTED":
                 raise ResyncFailed(f"Debezium aborted the snapshot {signal_id}")
             elif kind == "COMPLETED":
