@@ -1,20 +1,21 @@
-"""A small client for Airflow 3's REST API (v2): trigger a DAG run and follow it."""
+"""A small client for Airflow 3's REST API (v2), and :func:`run_dag`: trigger a DAG run and
+follow it to its end — what ``cdcpipe ingest``/``churn``, the demo and the tests all use."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import requests
 
-from .errors import CdcpipeError, ServiceUnavailable
+from .errors import CdcpipeError, DagRunFailed, HttpError, NotFound, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 FINISHED = {"success", "failed"}
-
-
-class DagRunFailed(CdcpipeError):
-    exit_code = 8
 
 
 class AirflowClient:
@@ -34,7 +35,7 @@ class AirflowClient:
         except requests.ConnectionError:
             raise ServiceUnavailable(f"Airflow is not reachable at {self.url}. Is the stack up? ('.venv/bin/cdcpipe up')") from None
         if response.status_code >= 400:
-            raise CdcpipeError(f"Airflow {method} {path} answered {response.status_code}: {response.text[:500]}")
+            raise HttpError.of("Airflow", method, self.url + path, response.status_code, response.text[:500])
         return response
 
     def _login(self) -> str:
@@ -45,7 +46,9 @@ class AirflowClient:
         except requests.ConnectionError:
             raise ServiceUnavailable(f"Airflow is not reachable at {self.url}. Is the stack up? ('.venv/bin/cdcpipe up')") from None
         if response.status_code not in (200, 201):
-            raise CdcpipeError(f"Airflow login as {self._auth[0]} failed ({response.status_code}): {response.text[:300]}")
+            raise HttpError.of(
+                "Airflow", "POST", self.url + "/auth/token", response.status_code, f"login as {self._auth[0]} failed: {response.text[:300]}"
+            )
         return response.json()["access_token"]
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
@@ -54,8 +57,8 @@ class AirflowClient:
         while True:
             try:
                 return self._request("GET", f"/api/v2/dags/{dag_id}").json()
-            except CdcpipeError as exc:
-                if "404" not in str(exc) or time.monotonic() > deadline:
+            except NotFound as exc:  # the dag-processor has not parsed the file yet
+                if time.monotonic() > deadline:
                     raise CdcpipeError(f"DAG {dag_id} is not known to Airflow after {timeout:.0f}s: {exc}") from None
                 time.sleep(2)
 
@@ -89,3 +92,54 @@ class AirflowClient:
                 return run
             time.sleep(0.5)
         raise CdcpipeError(f"run {run_id} of {dag_id} not finished after {timeout:.0f}s: {last}")
+
+
+def for_runtime(settings: Settings) -> AirflowClient:
+    """A client for the local runtime's Airflow, logged in as its admin."""
+    from . import runtime
+
+    airflow = runtime.service(settings, "airflow")
+    return AirflowClient(airflow.url, "admin", airflow.secrets["airflow_admin"])
+
+
+@dataclass(frozen=True)
+class DagRun:
+    """How a run ended: ``result`` is the XCom of the run's result task (None if it failed)."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    seconds: float  # from the trigger to the end
+    result: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_dag(
+    client: AirflowClient,
+    dag_id: str,
+    conf: dict[str, Any],
+    result_task: str,
+    timeout: float = 600.0,
+    progress: Callable[[str], None] | None = None,
+) -> DagRun:
+    """Unpause ``dag_id`` (a paused DAG's run stays queued), trigger it with ``conf`` and wait
+    for the end. Raises DagRunFailed naming the failed tasks; ``progress`` hears each change
+    of the run's and its tasks' states."""
+    say = progress or (lambda _message: None)
+    client.wait_for_dag(dag_id)
+    client.unpause(dag_id)
+    run_id = client.trigger(dag_id, conf)["dag_run_id"]
+    say(f"triggered {dag_id} run {run_id} with {conf}")
+    started = time.monotonic()
+    final = client.wait(dag_id, run_id, timeout, on_change=lambda line: say(f"  {time.monotonic() - started:5.0f}s {line}"))
+    seconds = round(time.monotonic() - started, 1)
+    if final["state"] != "success":
+        failed = [t["task_id"] for t in client.task_instances(dag_id, run_id) if t.get("state") == "failed"]
+        raise DagRunFailed(
+            f"{dag_id} run {run_id} {final['state']} after {seconds}s (failed tasks: {', '.join(failed) or '?'}); "
+            "see the task logs in the Airflow UI",
+            run=DagRun(dag_id, run_id, final["state"], seconds, None),
+        )
+    return DagRun(dag_id, run_id, final["state"], seconds, client.xcom(dag_id, run_id, result_task))

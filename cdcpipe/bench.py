@@ -22,7 +22,7 @@ from typing import Any
 import fastavro
 import requests
 
-from . import migrations, processes, runtime, spark_job
+from . import migrations, processes, runtime, streaming_job
 from .errors import CdcpipeError
 from .settings import Settings
 
@@ -143,15 +143,13 @@ def run(
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    svcs = {s.name: s for s in runtime.services(settings, ["kafka", "schema_registry", "cassandra"])}
+    svcs = runtime.by_name(settings, ["kafka", "schema_registry", "cassandra"])
     registry_url = svcs["schema_registry"].url
     key_id, key_schema = _latest(registry_url, f"{SOURCE_TOPIC}-key")
     value_id, value_schema = _latest(registry_url, f"{SOURCE_TOPIC}-value")
 
     session = svcs["cassandra"].session()
-    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", "cdc.users_bench")
-    for statement in migrations.cql_statements(ddl):
-        session.execute(statement, timeout=60)
+    migrations.create_users_copy(session, "users_bench")
     session.execute("TRUNCATE cdc.users_bench", timeout=120)
 
     run_id = time.strftime("%Y%m%d%H%M%S")
@@ -183,14 +181,14 @@ def run(
     work = settings.service_dir("spark") / "bench" / run_id
     work.mkdir(parents=True, exist_ok=True)
     progress_path = work / "progress.json"
-    argv = spark_job.job_argv(
+    argv = streaming_job.job_argv(
         settings, None, work / "checkpoint", topic=topic, table="users_bench", trigger_seconds=0.5, max_offsets_per_trigger=max(n // 4, 1)
     )
     argv[argv.index("--progress-file") + 1] = str(progress_path)
     name = f"bench-{run_id}"
     produce(frames[:warmup])
     progress(f"starting the job; warming up on {warmup} events ...")
-    pid = processes.spawn(settings, name, argv, env=spark_job.job_env(settings), cwd=work)
+    pid = processes.spawn(settings, name, argv, env=streaming_job.job_env(settings), cwd=work)
     try:
         warm = _wait_done(progress_path, warmup, pid, settings.log_file(name))
         progress(f"warm; producing {n} events at once ...")

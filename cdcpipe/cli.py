@@ -1,8 +1,7 @@
 """The ``cdcpipe`` command line.
 
-Exit codes: 0 success; 1 general failure; 2 bad usage or configuration; 3 a missing
-dependency; 4 a busy port; 5 a service failed to start; 6 a service is not reachable;
-7 a connector or task FAILED; 8 a DAG run failed; 130 interrupted.
+Commands raise the exceptions of :mod:`cdcpipe.errors`; :func:`main` prints the message and
+exits with the exception's code (listed in ``cdcpipe --help``, made from ``errors.EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from . import jars, processes, runtime, settings
-from .errors import CdcpipeError
+from .errors import CdcpipeError, exit_codes_text
 
 Handler = Callable[[argparse.Namespace], int]
 #: Each command group module exposes ``register(subparsers)``; listed here in help order.
@@ -67,7 +66,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     conf = settings.load()
-    svc = runtime.services(conf, [args.service], with_dependencies=False)[0]
+    svc = runtime.service(conf, args.service)
     for proc in svc.processes:
         path = conf.log_file(proc)
         if len(svc.processes) > 1:
@@ -101,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cdcpipe",
         description="Change-data capture from PostgreSQL to Cassandra, and the local runtime that runs it.",
-        epilog=__doc__.split("\n\n", 1)[1],
+        epilog="exit codes:\n" + exit_codes_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -144,9 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     except CdcpipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except ValueError as exc:  # settings from the environment
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading

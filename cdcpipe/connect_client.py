@@ -11,31 +11,22 @@ from typing import Any
 import requests
 
 from . import jsonfile
-from .errors import CdcpipeError, ConfigError, ServiceUnavailable
+from .errors import (
+    CdcpipeError,
+    ConfigError,
+    ConnectorFailed,
+    ConnectorInvalid,
+    ConnectorResetFailed,
+    HttpError,
+    NotFound,
+    ServiceUnavailable,
+)
+from .settings import REPO
 
+#: The connector definition the CLI, the demo and the tests register by default.
+DEFAULT_FILE = REPO / "connectors" / "users-cdc.json"
 
-class ConnectorInvalid(ConfigError):
-    """Connect's validate endpoint rejected the config; ``errors`` maps field -> messages."""
-
-    def __init__(self, name: str, errors: dict[str, list[str]]):
-        self.errors = errors
-        lines = [f"connector '{name}' config is invalid ({len(errors)} field(s)):"]
-        lines += [f"  {field}: {'; '.join(msgs)}" for field, msgs in sorted(errors.items())]
-        super().__init__("\n".join(lines))
-
-
-class ConnectorFailed(CdcpipeError):
-    """The connector or one of its tasks is FAILED; carries the first lines of the trace."""
-
-    exit_code = 7
-
-
-class ConnectorResetFailed(CdcpipeError):
-    def __init__(self, name: str, reason: str):
-        super().__init__(
-            f"resetting the offsets of connector '{name}' failed: {reason}. "
-            f"Check 'cdcpipe connector status {name}' and 'cdcpipe logs connect', then run 'cdcpipe connector reset-offsets' again"
-        )
+__all__ = ["DEFAULT_FILE", "ConnectClient", "ConnectorFailed", "ConnectorFile", "ConnectorInvalid", "register_and_wait", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +71,7 @@ class ConnectClient:
                 message = response.json().get("message", response.text)
             except ValueError:
                 message = response.text
-            raise CdcpipeError(f"Connect {method} {path} answered {response.status_code}: {message}")
+            raise HttpError.of("Kafka Connect", method, self.url + path, response.status_code, message)
         return response.json() if response.content else None
 
     # --- configuration ---------------------------------------------------------------
@@ -100,7 +91,9 @@ class ConnectClient:
         """Create or update the connector; True if it was created."""
         response = self._call("PUT", f"/connectors/{connector.name}/config", json=connector.config)
         if response.status_code not in (200, 201):
-            raise CdcpipeError(f"Connect refused connector '{connector.name}' ({response.status_code}): {response.text}")
+            raise HttpError.of(
+                "Kafka Connect", "PUT", response.url, response.status_code, f"connector '{connector.name}' refused: {response.text}"
+            )
         return response.status_code == 201
 
     def config(self, name: str) -> dict[str, str] | None:
@@ -111,8 +104,9 @@ class ConnectClient:
     def status(self, name: str) -> dict[str, Any]:
         response = self._call("GET", f"/connectors/{name}/status")
         if response.status_code == 404:
-            raise CdcpipeError(f"no connector named '{name}' in Connect at {self.url}")
-        response.raise_for_status()
+            raise NotFound("Kafka Connect", "GET", response.url, 404, f"no connector named '{name}'")
+        if response.status_code != 200:
+            raise HttpError.of("Kafka Connect", "GET", response.url, response.status_code, response.text[:300])
         return response.json()
 
     def list(self) -> list[str]:
@@ -173,7 +167,7 @@ class ConnectClient:
     def _status_or_empty(self, name: str) -> dict[str, Any]:
         try:
             return self.status(name)
-        except CdcpipeError:
+        except (HttpError, ServiceUnavailable):  # a worker restarting: no status for now
             return {}
 
     @staticmethod
@@ -187,8 +181,8 @@ class ConnectClient:
         while True:
             try:
                 return call()
-            except CdcpipeError as exc:
-                if not any(f"answered {code}" in str(exc) for code in (400, 409, 500)):
+            except HttpError as exc:
+                if exc.status not in (400, 409, 500):
                     raise
                 left()
                 time.sleep(0.5)
@@ -209,7 +203,7 @@ class ConnectClient:
         while time.monotonic() < deadline:
             try:
                 status = self.status(name)
-            except CdcpipeError:
+            except (HttpError, ServiceUnavailable):  # not created yet, or a worker restarting
                 time.sleep(0.5)
                 continue
             failed = describe_failure(status)
@@ -222,6 +216,38 @@ class ConnectClient:
                 on_wait(status)
             time.sleep(0.5)
         raise CdcpipeError(f"connector '{name}' not {want} after {timeout:.0f}s: {summarize(status)}")
+
+
+def register_and_wait(
+    client: ConnectClient,
+    connector: ConnectorFile,
+    timeout: float = 120.0,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Validate ``connector``, create or update it, and wait until it and its tasks are RUNNING.
+
+    Returns what happened to the config ("created", "updated" or "unchanged") and the final
+    status; ``progress`` hears each step and each change of state while waiting. Raises
+    ConnectorInvalid (fields listed), ConnectorFailed (trace) or CdcpipeError on timeout.
+    ``cdcpipe connector register``, the demo and the tests all register through here.
+    """
+    say = progress or (lambda _message: None)
+    say(f"validating connector '{connector.name}' ...")
+    client.validate(connector)
+    before = client.config(connector.name)
+    created = client.put_config(connector)
+    verb = "created" if created else ("updated" if before != {**connector.config, "name": connector.name} else "unchanged")
+    say(f"connector '{connector.name}' {verb}; waiting for RUNNING ...")
+    started = time.monotonic()
+    last = [""]
+
+    def on_wait(status: dict[str, Any]) -> None:
+        text = summarize(status)
+        if text != last[0]:
+            say(f"  {text} ({time.monotonic() - started:.0f}s)")
+            last[0] = text
+
+    return verb, client.wait_for_state(connector.name, "RUNNING", timeout=timeout, on_wait=on_wait)
 
 
 def summarize(status: dict[str, Any]) -> str:

@@ -15,20 +15,14 @@ from pathlib import Path
 
 import requests
 
-from . import processes, runtime, spark_job, verify
-from .commands.connector import DEFAULT_FILE
-from .connect_client import ConnectClient, ConnectorFile
-from .errors import CdcpipeError
+from . import processes, runtime, streaming_job, verify
+from .airflow_client import AirflowClient, run_dag
+from .connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile, register_and_wait
+from .errors import CdcpipeError, StepFailed
 from .settings import Settings
 
 PUBLIC_API = "https://randomuser.me/api/"
 STANDIN_PROCESS = "randomuser"
-
-
-class StepFailed(CdcpipeError):
-    def __init__(self, step: str, cause: Exception):
-        self.exit_code = getattr(cause, "exit_code", 1)
-        super().__init__(f"demo step '{step}' failed: {cause}")
 
 
 def public_api_reachable(timeout: float = 5.0) -> bool:
@@ -53,12 +47,6 @@ def ensure_standin(settings: Settings) -> str:
     raise CdcpipeError(f"the local randomuser stand-in did not answer on {url}:\n{processes.log_tail(settings.log_file(STANDIN_PROCESS))}")
 
 
-def _cli(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "cdcpipe", *args])
-    if done.returncode != 0:
-        raise CdcpipeError(f"'cdcpipe {' '.join(args)}' exited with {done.returncode}")
-
-
 def run(settings: Settings, results: int = 500, api_url: str | None = None, say: Callable[[str], None] = print) -> dict:
     def step(name: str, action: Callable[[], object]) -> object:
         say(f"\n==> {name}")
@@ -73,15 +61,12 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
     stack = step("start the local runtime (cdcpipe up)", lambda: {s.name: s for s in runtime.up(settings, progress=say)})
 
     def register() -> None:
-        client = ConnectClient(stack["connect"].url)
         definition = ConnectorFile.load(DEFAULT_FILE)
-        client.validate(definition)
-        client.put_config(definition)
-        client.wait_for_state(definition.name, "RUNNING", timeout=120)
+        register_and_wait(ConnectClient(stack["connect"].url), definition, timeout=120, progress=lambda m: say(f"    {m}"))
         say(f"    connector {definition.name} RUNNING (Connect {stack['connect'].url})")
 
     step("register the Debezium connector (connectors/users-cdc.json)", register)
-    step("start the Spark job", lambda: spark_job.start(settings, progress=say))
+    step("start the Spark job", lambda: streaming_job.start(settings, progress=say))
 
     def pick_api() -> str:
         if api_url:
@@ -94,25 +79,30 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
         return url
 
     url = step("choose the randomuser API", pick_api)
-    step(f"ingest {results} users with Airflow (ingest_users)", lambda: _cli("ingest", "--results", str(results), "--api-url", url))
-    step("updates and deletes with Airflow (user_churn)", lambda: _cli("churn", "--api-url", url))
+    airflow = AirflowClient(stack["airflow"].url, "admin", stack["airflow"].secrets["airflow_admin"])
+
+    def dag(dag_id: str, conf: dict, result_task: str) -> None:
+        run = run_dag(airflow, dag_id, conf, result_task, progress=lambda m: say(f"    {m}"))
+        say(f"    {dag_id} {run.run_id}: {run.state} in {run.seconds}s (trigger to end) {run.result}")
+
+    step(f"ingest {results} users with Airflow (ingest_users)", lambda: dag("ingest_users", {"results": results, "api_url": url}, "upsert"))
+    step(
+        "updates and deletes with Airflow (user_churn)",
+        lambda: dag("user_churn", {"api_url": url}, "apply"),  # the DAG's default fractions
+    )
 
     def converge() -> int:
         import psycopg
 
-        session = stack["cassandra"].session()
-        try:
-            with psycopg.connect(stack["postgres"].dsn()) as pg:
-                polls = [0]
+        with stack["cassandra"].connected() as session, psycopg.connect(stack["postgres"].dsn()) as pg:
+            polls = [0]
 
-                def note(diff: list[str]) -> None:  # every 5th poll, about every 5 s
-                    polls[0] += 1
-                    if polls[0] % 5 == 1:
-                        say(f"    waiting: {len(diff)}+ difference(s), e.g. {diff[0][:100]}")
+            def note(diff: list[str]) -> None:  # every 5th poll, about every 5 s
+                polls[0] += 1
+                if polls[0] % 5 == 1:
+                    say(f"    waiting: {len(diff)}+ difference(s), e.g. {diff[0][:100]}")
 
-                rows = verify.wait_until_equal(pg, session, timeout=300, on_wait=note)
-        finally:
-            session.cluster.shutdown()
+            rows = verify.wait_until_equal(pg, session, timeout=300, on_wait=note)
         say(f"    cdc.users equals public.users: {len(rows)} rows")
         return len(rows)
 

@@ -27,10 +27,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import runtime, spark_job
+from . import runtime, streaming_job
 from .errors import CdcpipeError
 from .settings import Settings
 
@@ -57,12 +58,24 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class TopicRecord:
+    key: str
+    partition: int
+    offset: int
+    timestamp: float  # the record's CreateTime (Connect's producer), seconds since the epoch
+    tombstone: bool
+
+
 class KafkaTimes(threading.Thread):
-    """Consumes the CDC topic from its current end; remembers each probe key's record timestamp."""
+    """Consumes the CDC topic from the end it had when made; for each record of a key in
+    ``wanted``: its offset and timestamp (``records``, in arrival order), the first timestamp
+    per key (``seen``) and the newest change's raw record per key (``latest``: key bytes,
+    value bytes, partition, offset). Keys are decoded, values are not."""
 
     def __init__(self, bootstrap: str, registry_url: str):
         super().__init__(daemon=True)
-        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+        from confluent_kafka import Consumer, TopicPartition
 
         from .pipeline.avro_reader import SchemaCache
 
@@ -76,8 +89,13 @@ class KafkaTimes(threading.Thread):
             }
         )
         partitions = self.consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
-        self.consumer.assign([TopicPartition(TOPIC, p, OFFSET_END) for p in partitions])
+        # Explicit offsets, not OFFSET_END: that is resolved at the first fetch, after the
+        # caller may already have committed changes it wants timed.
+        self.start_offsets = {p: self.consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1] for p in partitions}
+        self.consumer.assign([TopicPartition(TOPIC, p, offset) for p, offset in self.start_offsets.items()])
         self.seen: dict[str, float] = {}
+        self.records: list[TopicRecord] = []
+        self.latest: dict[str, tuple[bytes, bytes, int, int]] = {}
         self.wanted: set[str] = set()
         self.stop = threading.Event()
 
@@ -85,13 +103,19 @@ class KafkaTimes(threading.Thread):
         from .pipeline.avro_reader import decode
 
         while not self.stop.is_set():
-            msg = self.consumer.poll(0.05)
-            if msg is None or msg.error() or msg.value() is None:
-                continue
-            key = decode(msg.key(), self.registry)
-            user_id = str((key or {}).get("id"))
-            if user_id in self.wanted and user_id not in self.seen:
-                self.seen[user_id] = msg.timestamp()[1] / 1000.0
+            for msg in self.consumer.consume(1000, 0.05):
+                if msg.error() or msg.key() is None:
+                    continue
+                key = decode(msg.key(), self.registry)
+                user_id = str((key or {}).get("id"))
+                if user_id not in self.wanted:
+                    continue
+                when = msg.timestamp()[1] / 1000.0
+                value = msg.value()
+                self.records.append(TopicRecord(user_id, msg.partition(), msg.offset(), when, value is None))
+                if value is not None:
+                    self.seen.setdefault(user_id, when)
+                    self.latest[user_id] = (msg.key(), value, msg.partition(), msg.offset())
 
     def close(self) -> None:
         self.stop.set()
@@ -166,6 +190,20 @@ class Load(threading.Thread):
         self.done += n
 
 
+def until_readable(session: Any, select: Any, user_id: uuid.UUID, timeout: float, present: bool = True) -> float:
+    """Poll cdc.users every 5 ms (``select``: SELECT id ... WHERE id = ?) until the row is
+    there (or gone: ``present=False``); seconds waited."""
+    started = time.time()
+    while (session.execute(select, [user_id]).one() is None) == present:
+        if time.time() - started > timeout:
+            raise CdcpipeError(
+                f"row {user_id} still {'missing from' if present else 'in'} cdc.users after {timeout:.0f}s: "
+                "are the connector and the job running? ('cdcpipe connector status', 'cdcpipe spark status')"
+            )
+        time.sleep(0.005)
+    return time.time() - started
+
+
 def _probe_round(
     pg: Any, session: Any, kafka: KafkaTimes, probes: int, label: str, progress: Callable[[str], None], timeout: float, rng: random.Random
 ) -> list[dict[str, Any]]:
@@ -176,11 +214,7 @@ def _probe_round(
         kafka.wanted.add(str(user_id))
         pg.execute("INSERT INTO public.users (id, username) VALUES (%s, %s)", [user_id, f"{PROBE_PREFIX}{n}"])
         committed = time.time()
-        while session.execute(select, [user_id]).one() is None:
-            if time.time() - committed > timeout:
-                raise CdcpipeError(f"probe {user_id} not in cdc.users after {timeout:.0f}s: are the connector and the job running?")
-            time.sleep(0.005)
-        readable = time.time()
+        readable = committed + until_readable(session, select, user_id, timeout)
         samples.append({"id": str(user_id), "label": label, "committed": committed, "readable": readable})
         if (n + 1) % max(1, probes // 5) == 0:
             progress(f"  {label}: {n + 1}/{probes} probes, last {1000 * (readable - committed):.0f} ms")
@@ -199,9 +233,8 @@ def measure(
     """Probe latency at idle and under ``load`` changes/s; percentiles and the split."""
     import psycopg
 
-    svcs = {s.name: s for s in runtime.services(settings, ["postgres", "kafka", "schema_registry", "cassandra"])}
-    if spark_job.progress(settings)["state"] != "running":
-        raise CdcpipeError("the Spark job is not running: 'cdcpipe spark start' first")
+    svcs = runtime.by_name(settings, ["postgres", "kafka", "schema_registry", "cassandra"])
+    streaming_job.require_running(settings)
     kafka = KafkaTimes(svcs["kafka"].bootstrap, svcs["schema_registry"].url)
     kafka.start()
     session = svcs["cassandra"].session()

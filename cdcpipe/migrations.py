@@ -43,3 +43,12 @@ def apply_cassandra(session) -> list[str]:
             session.execute(statement, timeout=60)
         applied.append(path.name)
     return applied
+
+
+def create_users_copy(session, name: str) -> None:
+    """``cdc.<name>``: a table made by sql/cassandra/001_users.cql's definition of cdc.users
+    (same columns and options), for benchmarks and tests; idempotent. The keyspace must exist."""
+    ddl = (CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{name}")
+    for statement in cql_statements(ddl):
+        if f"cdc.{name}" in statement:
+            session.execute(statement, timeout=60)

@@ -19,14 +19,21 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import spark_job
-from .errors import CdcpipeError
+from . import streaming_job
+from .errors import ResyncFailed
 from .pipeline import sync_state
 from .pipeline.changes import EPOCH_BASE, MAX_EPOCH
 
 
-class ResyncFailed(CdcpipeError):
-    exit_code = 1
+def source_identity(pg: Any, slot: str) -> tuple[str, int | None]:
+    """(PostgreSQL's system identifier, the slot's restart_lsn or None without the slot): CLI side,
+    the executors never ask PostgreSQL (pipeline/ imports no psycopg)."""
+    from psycopg.rows import tuple_row
+
+    with pg.cursor(row_factory=tuple_row) as cur:
+        system_identifier = str(cur.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+        row = cur.execute("SELECT restart_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+    return system_identifier, (int(row[0]) if row and row[0] is not None else None)
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
@@ -154,7 +161,7 @@ def run(
         recreate_table(session, keyspace, cassandra_table)
         say(f"{keyspace}.{cassandra_table} dropped and re-created from sql/cassandra")
 
-    system_identifier, floor_lsn = sync_state.source_identity(pg, slot)
+    system_identifier, floor_lsn = source_identity(pg, slot)
     epochs = sync_state.load(session, topic, keyspace)
     epoch = (epochs[-1].number + 1) if epochs else 1
     if epoch > MAX_EPOCH:
@@ -213,7 +220,9 @@ def run(
     ends = end_offsets(bootstrap, topic)
     if settings is not None:
         say(f"waiting for the Spark job to apply {topic} up to {ends} ...")
-        spark_job.wait_for_offsets(settings, {topic: {str(p): o for p, o in ends.items()}}, timeout=max(60.0, deadline - time.monotonic()))
+        streaming_job.wait_for_offsets(
+            settings, {topic: {str(p): o for p, o in ends.items()}}, timeout=max(60.0, deadline - time.monotonic())
+        )
     deleted, trimmed = stale_cleanup(session, keyspace, cassandra_table, key, epoch)
     say(f"stale rows deleted: {deleted}; rows with stale cells cleared: {trimmed}")
     sync_state.completed(session, topic, epoch)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import credentials, jars, processes
-from .errors import CdcpipeError, PortInUse, ServiceFailed
+from .errors import CdcpipeError, ConfigError, PortInUse, ServiceFailed
 from .services import SERVICES, Service
 from .services.base import NotReady
 from .settings import Settings, secure_home
@@ -34,7 +34,7 @@ def services(settings: Settings, names: Iterable[str] | None = None, *, with_dep
         return list(all_services.values())
     unknown = set(names) - set(all_services)
     if unknown:
-        raise CdcpipeError(f"unknown service(s): {', '.join(sorted(unknown))}; known: {', '.join(all_services)}")
+        raise ConfigError(f"unknown service(s): {', '.join(sorted(unknown))}; known: {', '.join(all_services)}")
     wanted: set[str] = set()
 
     def add(name: str) -> None:
@@ -49,6 +49,16 @@ def services(settings: Settings, names: Iterable[str] | None = None, *, with_dep
         else:
             wanted.add(name)
     return [svc for name, svc in all_services.items() if name in wanted]
+
+
+def by_name(settings: Settings, names: Iterable[str]) -> dict[str, Service]:
+    """``names`` (and what they depend on) as a dict by name: ``by_name(s, ["kafka"])["kafka"]``."""
+    return {svc.name: svc for svc in services(settings, names)}
+
+
+def service(settings: Settings, name: str) -> Service:
+    """The one service called ``name`` (``kafka``, ``connect``, ...), for its address and secrets."""
+    return services(settings, [name], with_dependencies=False)[0]
 
 
 def _check_ports(svc: Service) -> None:
@@ -116,9 +126,9 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
             progress(f"✓ {svc.name:<16} ready ({elapsed:.1f}s)")
         time.sleep(0.5)
     if names is None:  # the whole stack: the Spark job too, if it ran before a crash
-        from . import spark_job
+        from . import streaming_job
 
-        spark_job.resume_if_wanted(settings, progress)
+        streaming_job.resume_if_wanted(settings, progress)
     return todo
 
 
@@ -139,7 +149,7 @@ def down(settings: Settings, names: Iterable[str] | None = None, *, purge: bool 
             progress(f"✓ {svc.name:<16} stopped")
     if purge:
         if names is not None:
-            raise CdcpipeError("--purge deletes the whole state directory; use it without service names")
+            raise ConfigError("--purge deletes the whole state directory; use it without service names")
         for svc in services(settings):
             svc.purge()
         if settings.home.exists():

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError
+
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
@@ -105,9 +107,9 @@ def _port_from_env(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{var}={raw!r} is not a port number") from None
+        raise ConfigError(f"{var}={raw!r} is not a port number") from None
     if not 0 < value < 65536:
-        raise ValueError(f"{var}={value} is outside 1-65535")
+        raise ConfigError(f"{var}={value} is outside 1-65535")
     return value
 
 

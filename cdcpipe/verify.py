@@ -14,15 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any
 
-from .errors import CdcpipeError
+from .errors import Mismatch
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-class Mismatch(CdcpipeError):
-    exit_code = 1
 
 
 def comparable(value: Any) -> Any:
@@ -34,8 +31,8 @@ def comparable(value: Any) -> Any:
     return value
 
 
-def source_rows(pg) -> dict[str, dict[str, Any]]:
-    """public.users through a psycopg connection with a dict row factory."""
+def source_rows(pg, keys: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+    """public.users (only ``keys`` if given) through a psycopg connection."""
     from psycopg.rows import dict_row
     from psycopg.types.string import TextLoader
 
@@ -43,28 +40,44 @@ def source_rows(pg) -> dict[str, dict[str, Any]]:
         # json/jsonb as PostgreSQL's own text, which is what Debezium streams (and the job stores)
         cur.adapters.register_loader("json", TextLoader)
         cur.adapters.register_loader("jsonb", TextLoader)
-        rows = cur.execute("SELECT * FROM public.users").fetchall()
+        if keys is None:
+            rows = cur.execute("SELECT * FROM public.users").fetchall()
+        else:
+            rows = cur.execute("SELECT * FROM public.users WHERE id = ANY(%s::uuid[])", [[uuid.UUID(k) for k in keys]]).fetchall()
     return {str(r["id"]): {k: comparable(v) for k, v in r.items()} for r in rows}
 
 
-def read_model_rows(session, columns: list[str]) -> dict[str, dict[str, Any]]:
+def read_model_rows(session, columns: list[str], keys: Collection[str] | None = None, table: str = "users") -> dict[str, dict[str, Any]]:
+    """cdc.<table> (only ``keys`` if given: IN queries of 100 keys, 16 in flight). Column names
+    are quoted (mixed case, reserved words); rows come as tuples, whatever the session's factory."""
+    from cassandra.concurrent import execute_concurrent_with_args
     from cassandra.query import SimpleStatement, tuple_factory
 
     from .pipeline.cassandra_sink import quote
 
     names = ["id", *[c for c in columns if c != "id"]]
-    query = SimpleStatement(f"SELECT {', '.join(map(quote, names))} FROM cdc.users", fetch_size=5000)
+    selected = ", ".join(map(quote, names))
     previous, session.row_factory = session.row_factory, tuple_factory
     try:
-        rows = list(session.execute(query, timeout=60))
+        if keys is None:
+            rows = list(session.execute(SimpleStatement(f"SELECT {selected} FROM cdc.{table}", fetch_size=5000), timeout=60))
+        else:
+            select = session.prepare(f"SELECT {selected} FROM cdc.{table} WHERE id IN ?")
+            ordered = [uuid.UUID(k) for k in keys]
+            chunks = [(ordered[i : i + 100],) for i in range(0, len(ordered), 100)]
+            rows = []
+            for ok, result in execute_concurrent_with_args(session, select, chunks, concurrency=16, raise_on_first_error=False):
+                if not ok:
+                    raise result
+                rows.extend(result)
     finally:
         session.row_factory = previous
     return {str(r[0]): {c: comparable(v) for c, v in zip(names, r) if c in columns} for r in rows}
 
 
-def read_model_columns(session) -> list[str]:
-    session.cluster.refresh_table_metadata("cdc", "users")
-    return list(session.cluster.metadata.keyspaces["cdc"].tables["users"].columns)
+def read_model_columns(session, table: str = "users") -> list[str]:
+    session.cluster.refresh_table_metadata("cdc", table)
+    return list(session.cluster.metadata.keyspaces["cdc"].tables[table].columns)
 
 
 def differences(expected: dict, actual: dict, limit: int = 5) -> list[str]:
@@ -82,12 +95,12 @@ def differences(expected: dict, actual: dict, limit: int = 5) -> list[str]:
     return out
 
 
-def compare(pg, session) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """(read model rows, differences) right now."""
+def compare(pg, session, keys: Collection[str] | None = None, table: str = "users") -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(read model rows, differences) right now: every row, or only ``keys``, of cdc.<table>."""
     from cassandra import InvalidRequest
     from psycopg.rows import tuple_row
 
-    expected = source_rows(pg)
+    expected = source_rows(pg, keys)
     with pg.cursor(row_factory=tuple_row) as cur:
         columns = [
             r[0]
@@ -101,9 +114,9 @@ def compare(pg, session) -> tuple[dict[str, dict[str, Any]], list[str]]:
     if identity:
         problems.append(identity)
     try:
-        cassandra_columns = read_model_columns(session)
+        cassandra_columns = read_model_columns(session, table)
     except (KeyError, InvalidRequest) as exc:
-        return {}, [*problems, f"cdc.users unreadable: {exc}"]
+        return {}, [*problems, f"cdc.{table} unreadable: {exc}"]
     only_pg = [c for c in columns if c not in cassandra_columns]
     only_cassandra = [c for c in cassandra_columns if c not in columns]
     # A column only PostgreSQL has is equal wherever it is NULL (the job adds it with the first
@@ -113,7 +126,7 @@ def compare(pg, session) -> tuple[dict[str, dict[str, Any]], list[str]]:
         problems.append(f"columns only in PostgreSQL hold values: {', '.join(only_pg_holding)}")
     common = [c for c in columns if c in cassandra_columns]
     try:
-        actual = read_model_rows(session, common + only_cassandra)
+        actual = read_model_rows(session, common + only_cassandra, keys, table)
     except InvalidRequest as exc:  # e.g. a column dropped meanwhile
         return {}, [*problems, str(exc)]
     if only_cassandra:
@@ -149,6 +162,7 @@ def source_identity_problem(pg, session) -> str | None:
     from cassandra import InvalidRequest
 
     from .pipeline import sync_state
+    from .resync import source_identity
 
     try:
         epochs = sync_state.load(session, "cdc.public.users")
@@ -157,7 +171,7 @@ def source_identity_problem(pg, session) -> str | None:
     recorded = next((e.system_identifier for e in reversed(epochs) if e.system_identifier), None)
     if recorded is None:
         return None
-    current, _ = sync_state.source_identity(pg, "cdc_users")
+    current, _ = source_identity(pg, "cdc_users")
     if current != recorded:
         return (
             f"PostgreSQL's system identifier is {current}, but the read model was synced from {recorded}: "

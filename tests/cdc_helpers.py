@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -14,6 +16,11 @@ from cdcpipe import verify
 from cdcpipe.pipeline.avro_reader import SchemaCache, decode
 
 TOPIC = "cdc.public.users"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``cdcpipe ARGS`` in a child process as a user runs it; output captured as text."""
+    return subprocess.run([sys.executable, "-m", "cdcpipe", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def register_schema(registry_url: str, schema: dict[str, Any], subject: str | None = None) -> int:

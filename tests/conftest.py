@@ -67,14 +67,10 @@ def stack(conf) -> dict[str, Service]:
 @pytest.fixture(scope="session")
 def connector(stack):
     """The users-cdc connector, registered from connectors/users-cdc.json and RUNNING."""
-    from cdcpipe.commands.connector import DEFAULT_FILE
-    from cdcpipe.connect_client import ConnectClient, ConnectorFile
+    from cdcpipe.connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile, register_and_wait
 
-    client = ConnectClient(stack["connect"].url)
     definition = ConnectorFile.load(DEFAULT_FILE)
-    client.validate(definition)
-    client.put_config(definition)
-    client.wait_for_state(definition.name, "RUNNING", timeout=120)
+    register_and_wait(ConnectClient(stack["connect"].url), definition, timeout=120, progress=_progress)
     return definition
 
 
@@ -101,7 +97,7 @@ def topic_reader(stack, connector):
 @pytest.fixture(scope="session")
 def spark_job(conf, stack, connector):
     """The streaming job, running on the local runtime for the whole session."""
-    from cdcpipe import spark_job as job
+    from cdcpipe import streaming_job as job
 
     was_running = job.status(conf)["state"] == "running"
     job.start(conf, progress=_progress)
@@ -112,9 +108,8 @@ def spark_job(conf, stack, connector):
 
 @pytest.fixture
 def cassandra(stack):
-    session = stack["cassandra"].session()
-    yield session
-    session.cluster.shutdown()
+    with stack["cassandra"].connected() as session:
+        yield session
 
 
 @pytest.fixture
@@ -125,9 +120,6 @@ def scratch_users_table(cassandra):
     from cdcpipe import migrations
 
     name = f"users_scratch_{uuid.uuid4().hex[:8]}"
-    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{name}")
-    for statement in migrations.cql_statements(ddl):
-        if name in statement:
-            cassandra.execute(statement, timeout=60)
+    migrations.create_users_copy(cassandra, name)
     yield name
     cassandra.execute(f"DROP TABLE IF EXISTS cdc.{name}", timeout=60)

@@ -158,7 +158,8 @@ def test_a_record_takes_its_epoch_from_its_offset():
 
 
 def test_a_record_below_its_epoch_floor_fails_the_batch_naming_resync():
-    from cdcpipe.pipeline.changes import Epoch, SourceChanged
+    from cdcpipe.errors import SourceChanged
+    from cdcpipe.pipeline.changes import Epoch
 
     sink = RecordingSink()
     floor = [Epoch(1, {0: 0}, floor_lsn=1000, system_identifier="7")]
@@ -179,7 +180,7 @@ def test_truncate_is_applied_after_the_batch_s_upserts_at_its_own_timestamp():
 
 
 def test_a_type_change_stops_the_batch_once_instead_of_dead_lettering_rows():
-    from cdcpipe.pipeline.cassandra_sink import TableUnusable
+    from cdcpipe.errors import TableUnusable
 
     sink = RecordingSink()
     sink.columns = {"id": "uuid", "city": "int"}  # the column was made while city was an integer

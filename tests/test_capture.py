@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import time
 import uuid
 
 import requests
-from cdc_helpers import TOPIC, TopicReader, for_ids, pg_row_as_event, replay
+from cdc_helpers import TOPIC, TopicReader, for_ids, pg_row_as_event, replay, run_cli
 
 from cdcpipe import runtime
-from cdcpipe.commands.connector import DEFAULT_FILE
-from cdcpipe.connect_client import ConnectClient, ConnectorFile
+from cdcpipe.connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
 from cdcpipe.pipeline.avro_reader import HEADER, schema_id_of
 
 ROW = {
@@ -177,14 +174,10 @@ def test_hard_values_survive_exactly(pg, topic_reader):
     assert (after[second]["street_number"], after[second]["latitude"], after[second]["longitude"]) == (-2147483648, 90.0, -180.0)
 
 
-def _cli(*args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "cdcpipe", *args], capture_output=True, text=True, timeout=timeout)
-
-
 def test_register_twice_is_harmless(stack, connector):
     client = ConnectClient(stack["connect"].url)
     for _ in range(2):
-        out = _cli("connector", "register", "--json")
+        out = run_cli("connector", "register", "--json")
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["connector"]["state"] == "RUNNING"
     assert "unchanged" in out.stderr
@@ -199,14 +192,14 @@ def test_a_wrong_field_is_rejected_by_name(stack, tmp_path):
     definition["config"]["snapshot.mode"] = "sometimes"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(definition))
-    out = _cli("connector", "register", str(bad))
+    out = run_cli("connector", "register", str(bad))
     assert out.returncode == 2, out.stderr
     assert "snapshot.mode" in out.stderr
     assert "users-cdc-invalid" not in ConnectClient(stack["connect"].url).list()
 
 
 def test_connect_unreachable_is_a_clear_error():
-    out = _cli("connector", "--connect-url", "http://127.0.0.1:1", "status")
+    out = run_cli("connector", "--connect-url", "http://127.0.0.1:1", "status")
     assert out.returncode == 6
     assert "not reachable at http://127.0.0.1:1" in out.stderr
 
@@ -283,14 +276,14 @@ def test_an_idle_table_does_not_pin_wal(stack, connector):
 
 
 def test_pause_holds_changes_and_resume_delivers_them(pg, topic_reader, connector):
-    assert _cli("connector", "pause").returncode == 0
+    assert run_cli("connector", "pause").returncode == 0
     try:
         held = insert(pg, {**ROW, "username": "while-paused"})
         time.sleep(5)
         polled = topic_reader.read_until(lambda evs: True, timeout=5)  # whatever arrived meanwhile
         assert for_ids(polled, {held}) == []
     finally:
-        out = _cli("connector", "resume")
+        out = run_cli("connector", "resume")
     assert out.returncode == 0, out.stderr
     events = topic_reader.read_until(lambda evs: bool(for_ids(evs, {held})), timeout=60)
     assert for_ids(events, {held})[0]["value"]["op"] == "c"

@@ -18,9 +18,7 @@ TABLE = "users_sink_test"
 
 @pytest.fixture
 def sink(cassandra):
-    ddl = (migrations.CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{TABLE}")
-    for statement in migrations.cql_statements(ddl):
-        cassandra.execute(statement, timeout=60)
+    migrations.create_users_copy(cassandra, TABLE)
     cassandra.execute(f"TRUNCATE cdc.{TABLE}", timeout=60)
     return CassandraSink(cassandra, "cdc", TABLE)
 
@@ -210,7 +208,8 @@ def test_booleans_are_strict():
 
 
 def test_shapes_without_a_lossless_type_are_refused_by_column_only_when_written():
-    from cdcpipe.pipeline.cassandra_sink import UnsupportedType, after_field_types, cql_type_of
+    from cdcpipe.errors import UnsupportedType
+    from cdcpipe.pipeline.cassandra_sink import after_field_types, cql_type_of
 
     point = {"type": "record", "name": "Point", "connect.name": "io.debezium.data.geometry.Point", "fields": []}
     with pytest.raises(UnsupportedType, match="record"):

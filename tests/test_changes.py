@@ -99,7 +99,8 @@ def test_a_record_s_epoch_depends_on_its_offset_only():
 
 
 def test_a_change_below_its_epoch_floor_stops_or_is_skipped_once_superseded():
-    from cdcpipe.pipeline.changes import Epoch, SourceChanged, check_source
+    from cdcpipe.errors import SourceChanged
+    from cdcpipe.pipeline.changes import Epoch, check_source
 
     epoch = Epoch(1, {0: 0}, floor_lsn=1000, system_identifier="7")
     low = from_event({"id": "u1"}, envelope("r", 10), 5, epoch=1)

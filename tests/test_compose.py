@@ -21,23 +21,18 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
+from compose_file import COMPOSE, load
+from compose_file import dockerfile as _dockerfile
+from compose_file import option as opt
+from compose_file import topic_commands as _topic_commands
 
 from cdcpipe.jars import manifest_version
 from cdcpipe.settings import REPO
 
-COMPOSE = REPO / "docker-compose.yml"
-
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return yaml.safe_load(COMPOSE.read_text())
-
-
-def _dockerfile(build) -> Path:
-    if isinstance(build, str):
-        return REPO / build / "Dockerfile"
-    return REPO / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+    return load()
 
 
 def _pinned(image: str) -> bool:
@@ -323,11 +318,6 @@ def test_spark_authenticates_and_keeps_the_secret_off_command_lines(compose):
             assert "-Dspark.authenticate.secret" not in arg and "--conf spark.authenticate.secret" not in arg, name
 
 
-def _topic_commands(compose) -> list[list[str]]:
-    script = "\n".join(compose["services"]["topics-init"]["command"]).replace("\\\n", " ")
-    return [shlex.split(line) for line in script.splitlines() if line.strip()]
-
-
 def test_topics_init_matches_topics_json(compose):
     topics = json.loads((REPO / "connectors" / "topics.json").read_text())["topics"]
     assert topics
@@ -335,11 +325,6 @@ def test_topics_init_matches_topics_json(compose):
     creates = [c for c in commands if c[0] == "kafka-topics" and "--create" in c]
     alters = [c for c in commands if c[0] == "kafka-configs" and "--alter" in c]
     assert len(creates) == len(alters) == len(topics)
-
-    def opt(cmd, flag):
-        values = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == flag]
-        return values
-
     for topic in topics:
         create = next(c for c in creates if opt(c, "--topic") == [topic["name"]])
         assert "--if-not-exists" in create

@@ -34,11 +34,8 @@ def _end_offset(bootstrap: str) -> int:
 def read_model_equal(stack, pg, timeout: float) -> dict:
     """Wait until cdc.users equals public.users, on a Cassandra session of its own (the
     fixture's may predate a Cassandra restart)."""
-    session = stack["cassandra"].session()
-    try:
+    with stack["cassandra"].connected() as session:
         return wait_until_read_model_matches(pg, session, timeout=timeout)
-    finally:
-        session.cluster.shutdown()
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -60,16 +57,13 @@ def test_cassandra_killed_right_after_a_batch_commits_loses_nothing(conf, stack,
     brings Cassandra back it applies what arrived meanwhile.
     """
     acknowledged = [insert(pg, {**ROW, "city": f"acked-{i}"}) for i in range(40)]
-    session = stack["cassandra"].session()
-    try:
+    with stack["cassandra"].connected() as session:
         select = session.prepare("SELECT id FROM cdc.users WHERE id = ?")
         wait_for(
             lambda: all(session.execute(select, [uuid.UUID(i)]).one() for i in acknowledged),
             180,
             "the acknowledged rows readable in Cassandra",
         )
-    finally:
-        session.cluster.shutdown()
     # ... and the batch that wrote them has committed its offsets: the checkpoint is past them.
     end = _end_offset(stack["kafka"].bootstrap)
     wait_for(
@@ -247,11 +241,8 @@ def test_every_service_killed_under_load_then_a_freeze(conf, stack, spark_job, c
     assert writer.done > 1000, writer.done
     import psycopg
 
-    session = stack["cassandra"].session()
-    try:  # a new connection: the fixture's died with PostgreSQL
-        with psycopg.connect(stack["postgres"].dsn(), autocommit=True) as fresh:
-            model = wait_until_read_model_matches(fresh, session, timeout=300)
-    finally:
-        session.cluster.shutdown()
+    # New connections: the fixture's died with PostgreSQL.
+    with stack["cassandra"].connected() as session, psycopg.connect(stack["postgres"].dsn(), autocommit=True) as fresh:
+        model = wait_until_read_model_matches(fresh, session, timeout=300)
     print(f"  {writer.done} changes written ({writer.reconnects} reconnects); read model equal: {len(model)} rows")
     assert spark_job.status(conf)["state"] == "running"

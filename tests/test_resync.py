@@ -15,8 +15,7 @@ from cdc_helpers import wait_until_read_model_matches
 from test_capture import ROW
 
 from cdcpipe import resync, verify
-from cdcpipe.commands.connector import DEFAULT_FILE
-from cdcpipe.connect_client import ConnectClient, ConnectorFile
+from cdcpipe.connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
 from cdcpipe.latency import Load
 from cdcpipe.pipeline import sync_state
 

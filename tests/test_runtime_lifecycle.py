@@ -10,11 +10,10 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cdc_helpers import run_cli
 
 from cdcpipe import processes
 
@@ -36,11 +35,11 @@ def private_home(conf):
     home.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CDCPIPE_HOME": str(home), "CDCPIPE_PORT_POSTGRES": str(_free_port())}
     yield home, env
-    subprocess.run([sys.executable, "-m", "cdcpipe", "down", "--purge"], env=env, capture_output=True, timeout=120)
+    run_cli("down", "--purge", env=env, timeout=120)
 
 
 def cdcpipe(env, *args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "cdcpipe", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return run_cli(*args, env=env, timeout=timeout)
 
 
 def _pid(home: Path, name: str) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import requests
-from cdc_helpers import register_schema
+from cdc_helpers import register_schema, run_cli
 from confluent_kafka import Consumer, Producer
 
 from cdcpipe.services.connect import POSTGRES_CONNECTOR
@@ -79,8 +79,7 @@ def test_connect_lists_debezium_postgres_plugin(stack):
 
 
 def test_cassandra_create_and_query(stack):
-    session = stack["cassandra"].session()
-    try:
+    with stack["cassandra"].connected() as session:
         session.execute(
             "CREATE KEYSPACE IF NOT EXISTS cdcpipe_test WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
         )
@@ -95,8 +94,6 @@ def test_cassandra_create_and_query(stack):
             for r in session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = 'cdc' AND table_name = 'users'")
         }
         assert {"id", "email", "latitude", "dob", "updated_at"} <= columns
-    finally:
-        session.cluster.shutdown()
 
 
 def test_cqlsh_works_against_cassandra(stack):
@@ -167,7 +164,7 @@ def test_airflow_health_and_login(stack):
 
 
 def test_status_json_reports_every_service(stack):
-    out = subprocess.run([sys.executable, "-m", "cdcpipe", "status", "--json"], capture_output=True, text=True, timeout=120)
+    out = run_cli("status", "--json", timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)["services"]
     assert set(report) == {"postgres", "kafka", "schema_registry", "connect", "cassandra", "spark", "airflow", "watchdog", "console"}

@@ -3,6 +3,7 @@
 import pytest
 
 from cdcpipe import settings
+from cdcpipe.errors import ConfigError
 
 
 def test_defaults_and_overrides(tmp_path):
@@ -15,5 +16,5 @@ def test_defaults_and_overrides(tmp_path):
 
 @pytest.mark.parametrize("raw, words", [("abc", "not a port number"), ("70000", "outside 1-65535")])
 def test_bad_port_is_named(raw, words):
-    with pytest.raises(ValueError, match=f"CDCPIPE_PORT_CONNECT={raw}.*{words}|CDCPIPE_PORT_CONNECT.*{words}"):
+    with pytest.raises(ConfigError, match=f"CDCPIPE_PORT_CONNECT={raw}.*{words}|CDCPIPE_PORT_CONNECT.*{words}"):
         settings.load({"CDCPIPE_PORT_CONNECT": raw})

@@ -7,10 +7,22 @@ import json
 import sys
 from pathlib import Path
 
-from .. import bench, latency, settings
+from .. import bench, end_to_end, latency, settings
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.from_postgres:
+        report = end_to_end.run(
+            settings.load(),
+            n=args.from_postgres,
+            transaction_size=args.transaction_size,
+            seed=args.seed,
+            plot=Path(args.plot) if args.plot else None,
+            ceiling=not args.no_ceiling,
+            progress=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+        print(json.dumps(report, indent=2) if args.json else end_to_end.summary(report))
+        return 0
     if args.latency:
         report = latency.measure(
             settings.load(),
@@ -62,6 +74,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="CHANGES_PER_S",
         help="with --latency: background writes to PostgreSQL during the second round (default 2000; 0: none)",
     )
-    p.add_argument("--plot", metavar="PNG", help="with --latency: draw each probe's latency over the run into this PNG")
+    p.add_argument(
+        "--from-postgres",
+        type=int,
+        metavar="N",
+        default=0,
+        help="instead: write N changes (40%% inserts, 50%% updates, 10%% deletes) into public.users as fast as PostgreSQL "
+        "takes them, through the running connector and job; captured changes/s, applied rows/s, when cdc.users was exact, "
+        "and the sink's ceiling on the same rows (a scratch table) as a ratio",
+    )
+    p.add_argument("--transaction-size", type=int, default=1000, help="with --from-postgres: changes per transaction (default 1000)")
+    p.add_argument("--seed", type=int, help="with --from-postgres: the change mix's seed (default: the time)")
+    p.add_argument("--no-ceiling", action="store_true", help="with --from-postgres: skip the sink-ceiling measurement")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="with --latency: each probe's latency over the run; with --from-postgres: throughput per stage and each change's latency",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)

@@ -6,37 +6,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
-from .. import runtime, settings
-from ..airflow_client import AirflowClient, DagRunFailed
-
-
-def client(conf: settings.Settings) -> AirflowClient:
-    airflow = runtime.services(conf, ["airflow"], with_dependencies=False)[0]
-    return AirflowClient(airflow.url, "admin", airflow.secrets["airflow_admin"])
+from .. import settings
+from ..airflow_client import DagRunFailed, for_runtime, run_dag
 
 
-def run_dag(dag_id: str, run_conf: dict, timeout: float, result_task: str, as_json: bool) -> int:
-    api = client(settings.load())
-    api.wait_for_dag(dag_id)
-    api.unpause(dag_id)  # a run of a paused DAG would stay queued
-    run = api.trigger(dag_id, run_conf)
-    run_id = run["dag_run_id"]
-    print(f"triggered {dag_id} run {run_id} with {json.dumps(run_conf)}", file=sys.stderr)
-    started = time.monotonic()
-    final = api.wait(dag_id, run_id, timeout, on_change=lambda s: print(f"  {time.monotonic() - started:5.0f}s {s}", file=sys.stderr))
-    seconds = round(time.monotonic() - started, 1)
-    result = api.xcom(dag_id, run_id, result_task) if final["state"] == "success" else None
-    report = {"dag_id": dag_id, "run_id": run_id, "state": final["state"], "seconds": seconds, "result": result}
+def _run(dag_id: str, run_conf: dict, timeout: float, result_task: str, as_json: bool) -> int:
+    try:
+        run = run_dag(for_runtime(settings.load()), dag_id, run_conf, result_task, timeout, progress=lambda m: print(m, file=sys.stderr))
+    except DagRunFailed as exc:
+        if as_json and exc.run is not None:  # scripts read the outcome on stdout either way
+            print(json.dumps(exc.run.as_dict()))
+        raise
     print(
-        json.dumps(report)
+        json.dumps(run.as_dict())
         if as_json
-        else f"{dag_id} {run_id}: {final['state']} in {seconds}s (trigger to end) {json.dumps(result) if result else ''}"
+        else f"{dag_id} {run.run_id}: {run.state} in {run.seconds}s (trigger to end) {json.dumps(run.result)}"
     )
-    if final["state"] != "success":
-        failed = [t["task_id"] for t in api.task_instances(dag_id, run_id) if t.get("state") == "failed"]
-        raise DagRunFailed(f"{dag_id} run {run_id} failed (tasks: {', '.join(failed) or '?'}); see the task logs in the Airflow UI")
     return 0
 
 
@@ -45,7 +31,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     for key in ("seed", "nat", "api_url"):
         if getattr(args, key):
             run_conf[key] = getattr(args, key)
-    return run_dag("ingest_users", run_conf, args.timeout, "upsert", args.json)
+    return _run("ingest_users", run_conf, args.timeout, "upsert", args.json)
 
 
 def cmd_churn(args: argparse.Namespace) -> int:
@@ -53,7 +39,7 @@ def cmd_churn(args: argparse.Namespace) -> int:
     for key in ("seed", "api_url"):
         if getattr(args, key):
             run_conf[key] = getattr(args, key)
-    return run_dag("user_churn", run_conf, args.timeout, "apply", args.json)
+    return _run("user_churn", run_conf, args.timeout, "apply", args.json)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

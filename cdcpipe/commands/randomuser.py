@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import threading
 
 from .. import settings
+from ..errors import CdcpipeError, PortInUse
 from ..randomuser import make_server
 
 
@@ -15,8 +17,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         server = make_server(args.host, args.port)
     except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
-        return 4
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse("randomuser", args.port, args.host) from None
+        raise CdcpipeError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     print(f"randomuser.me stand-in on http://{args.host}:{server.server_port}/api/", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:

@@ -8,41 +8,42 @@ import sys
 from pathlib import Path
 
 from .. import runtime, settings, verify
-from ..connect_client import ConnectClient, ConnectorFile
-from .connector import DEFAULT_FILE
+from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
 
 
 def cmd_resync(args: argparse.Namespace) -> int:
+    """Raises ResyncFailed, Mismatch (verify did not converge) or the clients' errors; main maps them."""
     import psycopg
 
     from .. import resync
 
     conf = settings.load()
-    stack = {s.name: s for s in runtime.services(conf, ["postgres", "kafka", "schema_registry", "connect", "cassandra"])}
     connector = ConnectorFile.load(Path(args.file))
-    session = stack["cassandra"].session()
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    try:
-        with psycopg.connect(stack["postgres"].dsn(), autocommit=True) as pg:
-            summary = resync.run(
-                pg=pg,
-                session=session,
-                connect=ConnectClient(stack["connect"].url),
-                connector=connector,
-                bootstrap=stack["kafka"].bootstrap,
-                registry_url=stack["schema_registry"].url,
-                settings=conf,
-                timeout=args.timeout,
-                rebuild=args.rebuild,
-                say=say,
-            )
-            say(f"verifying (up to {args.verify_wait:.0f}s) ...")
-            rows = verify.wait_until_equal(pg, session, timeout=args.verify_wait)
-    finally:
-        session.cluster.shutdown()
+    def url(name: str) -> str:
+        return runtime.service(conf, name).url
+
+    with (
+        runtime.service(conf, "cassandra").connected() as session,
+        psycopg.connect(runtime.service(conf, "postgres").dsn(), autocommit=True) as pg,
+    ):
+        summary = resync.run(
+            pg=pg,
+            session=session,
+            connect=ConnectClient(url("connect")),
+            connector=connector,
+            bootstrap=runtime.service(conf, "kafka").bootstrap,
+            registry_url=url("schema_registry"),
+            settings=conf,
+            timeout=args.timeout,
+            rebuild=args.rebuild,
+            say=say,
+        )
+        say(f"verifying (up to {args.verify_wait:.0f}s) ...")
+        rows = verify.wait_until_equal(pg, session, timeout=args.verify_wait)
     summary["verified_rows"] = len(rows)
     print(json.dumps(summary) if args.json else f"resync epoch {summary['epoch']} done: cdc.users equals public.users ({len(rows)} rows)")
     return 0

@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 
-from .. import settings, spark_job
+from .. import settings, streaming_job
 
 
 def cmd_start(args: argparse.Namespace) -> int:
     conf = settings.load()
-    spark_job.start(
+    streaming_job.start(
         conf,
         master=args.master,
         progress=lambda m: print(m, file=sys.stderr),
@@ -22,13 +22,13 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    stopped = spark_job.stop(settings.load(), timeout=args.timeout)
+    stopped = streaming_job.stop(settings.load(), timeout=args.timeout)
     print("spark job stopped" if stopped else "spark job was not running", file=sys.stderr)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    report = spark_job.status(settings.load())
+    report = streaming_job.status(settings.load())
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from .. import runtime, settings
-from ..pipeline.avro_reader import DecodeError, SchemaCache, decode
+from ..errors import CdcpipeError, DecodeError, ServiceUnavailable
+from ..pipeline.avro_reader import SchemaCache, decode
 
 DEFAULT_TOPIC = "cdc.public.users"
 
@@ -38,9 +39,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from confluent_kafka import Consumer, KafkaError
 
     conf = settings.load()
-    svcs = {s.name: s for s in runtime.services(conf, ["kafka", "schema_registry"])}
-    bootstrap = args.bootstrap or svcs["kafka"].bootstrap
-    registry = SchemaCache(args.registry_url or svcs["schema_registry"].url)
+    bootstrap = args.bootstrap or runtime.service(conf, "kafka").bootstrap
+    registry = SchemaCache(args.registry_url or runtime.service(conf, "schema_registry").url)
     errors: list[str] = []
 
     def on_error(err: KafkaError) -> None:
@@ -72,8 +72,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     try:
         while not stop["now"]:
             if errors:
-                print(f"error: Kafka at {bootstrap}: {errors[-1]}", file=sys.stderr)
-                return 6
+                raise ServiceUnavailable(f"Kafka at {bootstrap}: {errors[-1]}")
             msg = consumer.poll(0.5)
             if msg is None:
                 if args.idle_timeout and time.monotonic() - idle_since > args.idle_timeout:
@@ -89,8 +88,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                         print(f"waiting for topic {args.topic} to exist ...", file=sys.stderr)
                         waiting_note[0] = True
                     continue
-                print(f"error: reading {args.topic} from {bootstrap}: {msg.error().str()}", file=sys.stderr)
-                return 6
+                raise ServiceUnavailable(f"reading {args.topic} from {bootstrap}: {msg.error().str()}")
             idle_since = time.monotonic()
             line: dict[str, Any] = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
             for part, data in (("key", msg.key()), ("value", msg.value())):
@@ -107,8 +105,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     finally:
         consumer.close()
     if bad:
-        print(f"{bad} part(s) could not be decoded (see *_error fields)", file=sys.stderr)
-        return 1
+        raise CdcpipeError(f"{bad} part(s) could not be decoded (see the *_error fields above)")
     return 0
 
 

@@ -30,7 +30,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .. import spark_job
+from .. import streaming_job
 from ..cli import _human_bytes
 from ..pipeline import changes
 from ..settings import Settings
@@ -116,7 +116,7 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
     # --- overview --------------------------------------------------------------------
     def overview_context() -> dict[str, Any]:
         status = monitor.status
-        job = spark_job.progress(settings)
+        job = streaming_job.progress(settings)
         connector, connector_error = attempt("Connect", monitor.connect.status, monitor.connector_name())
         services = (status or {}).get("services", {})
         history = list(monitor.history)
@@ -240,11 +240,11 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
 
     # --- spark -----------------------------------------------------------------------
     def spark_context() -> dict[str, Any]:
-        report = spark_job.read_progress(settings) or {}
+        report = streaming_job.read_progress(settings) or {}
         count, count_error = attempt("Cassandra", lambda: monitor.cql("SELECT count(*) FROM cdc.dead_letters")[0][0])
         letters, letters_error = attempt("Cassandra", monitor.dead_letters)
         return {
-            "job": spark_job.progress(settings),
+            "job": streaming_job.progress(settings),
             "recent": list(reversed(report.get("recent") or [])),
             "dead_letter_count": count,
             "dead_letters": letters or [],

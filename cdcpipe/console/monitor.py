@@ -1,7 +1,7 @@
 """What the console shows, read through the package's own clients.
 
 Nothing here re-implements the CLI: service states come from :func:`cdcpipe.runtime.status`,
-the job's progress from :func:`cdcpipe.spark_job.progress`, connector actions from
+the job's progress from :func:`cdcpipe.streaming_job.progress`, connector actions from
 :class:`cdcpipe.connect_client.ConnectClient`, change events are decoded by
 :func:`cdcpipe.pipeline.avro_reader.decode` and made JSON by the tail command's ``to_json``.
 
@@ -28,10 +28,9 @@ from typing import Any
 
 import requests
 
-from .. import runtime, spark_job, topics
-from ..commands.connector import DEFAULT_FILE
+from .. import runtime, streaming_job, topics
 from ..commands.topic import to_json
-from ..connect_client import ConnectClient, ConnectorFile
+from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
 from ..pipeline.avro_reader import DecodeError, SchemaCache, decode
 from ..settings import Settings
 
@@ -109,12 +108,12 @@ class Monitor:
                 moved = sum(high - before["partitions"].get(p, (0, high))[1] for p, (_low, high) in parts.items())
                 self.rates[topic] = max(0, moved) / (now - before["at"])
             self.offsets[topic] = {"partitions": parts, "at": now}
-        job = spark_job.progress(self.settings)
+        job = streaming_job.progress(self.settings)
         self.history.append({"t": now, "lag": self.lag(job, current), "state": job["state"]})
 
     def lag(self, job: dict[str, Any] | None = None, offsets: dict[str, Any] | None = None) -> int | None:
         """End offsets minus the job's committed offsets, over the CDC topics; None if unknown."""
-        job = job or spark_job.progress(self.settings)
+        job = job or streaming_job.progress(self.settings)
         if offsets is None:
             offsets = {t: o["partitions"] for t, o in self.offsets.items()}
         committed = job.get("committed_offsets") or {}

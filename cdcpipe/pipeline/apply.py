@@ -27,7 +27,9 @@ from .changes import Change, Epoch, MalformedChange, check_source, epoch_for, fr
 _executor_state: dict[str, Any] = {}
 
 
-def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
+def executor_sink(conf: dict[str, Any]) -> tuple[Any, Any]:
+    """This process's (CassandraSink, SchemaCache) for ``conf``, made on first use and kept:
+    what every task of a Python worker writes with (and the sink-ceiling benchmark too)."""
     key = json.dumps(conf, sort_keys=True)
     if _executor_state.get("key") != key:
         from .avro_reader import SchemaCache
@@ -46,6 +48,14 @@ def _executor(conf: dict[str, Any]) -> tuple[Any, Any]:
             checked=set(),
         )
     return _executor_state["sink"], _executor_state["registry"]
+
+
+def shutdown_executor() -> None:
+    """Close this process's session, if it has one."""
+    sink = _executor_state.get("sink")
+    _executor_state.clear()
+    if sink is not None:
+        sink.session.cluster.shutdown()
 
 
 def consistency(name: str) -> int:
@@ -77,7 +87,7 @@ def apply_partition(
     column whose type changed at the source (``TableUnusable``, once per writer schema).
     """
     if sink is None or registry is None:
-        sink, registry = _executor(conf)
+        sink, registry = executor_sink(conf)
         types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
         checked_schemas: set[int] = _executor_state["checked"]
         if _executor_state.pop("failed", False):  # the step a table-level error names may have changed the table

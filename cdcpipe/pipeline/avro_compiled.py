@@ -19,13 +19,11 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import AvroCorrupt
+
 Reader = Callable[[bytes, int], tuple[Any, int]]
 
 PRIMITIVES = ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
-
-
-class AvroCorrupt(ValueError):
-    """Bytes that do not follow the writer schema."""
 
 
 def _long(buf: bytes, pos: int) -> tuple[int, int]:

@@ -51,27 +51,15 @@ from typing import Any
 import fastavro
 import requests
 
-from ..errors import CdcpipeError, ServiceUnavailable
-from .avro_compiled import AvroCorrupt, Reader, compile_reader
+from ..errors import AvroCorrupt, DecodeError, RegistryMisconfigured, ServiceUnavailable
+from .avro_compiled import Reader, compile_reader
+
+__all__ = ["DecodeError", "RegistryMisconfigured", "SchemaCache", "decode", "schema_id_of"]
 
 log = logging.getLogger(__name__)
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
-
-
-class DecodeError(CdcpipeError):
-    """A record that cannot be decoded; ``reason`` says why in a few words."""
-
-    def __init__(self, reason: str):
-        self.reason = reason
-        super().__init__(reason)
-
-
-class RegistryMisconfigured(ServiceUnavailable):
-    """The registry URL does not answer like the registry the records were written with
-    (wrong path, not a Confluent-compatible API, or an empty registry): not the record's
-    fault, so the caller must retry rather than dead-letter."""
 
 
 #: Confluent's error_code for "Schema not found" (Apicurio's ccompat API uses it too).

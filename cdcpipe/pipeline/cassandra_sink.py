@@ -41,7 +41,7 @@ from cassandra import InvalidRequest
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement
 
-from ..errors import CdcpipeError
+from ..errors import BadValue, TableUnusable, UnsupportedType
 from .changes import Change
 
 log = logging.getLogger(__name__)
@@ -59,15 +59,6 @@ CONCURRENCY = 16
 #: per-request overhead (measured: 20k rows in 1.1 s batched by 40 vs 9.7 s one by one).
 BATCH_ROWS = 40
 BATCH_BYTES = 32 * 1024
-
-
-class BadValue(ValueError):
-    """A value that cannot be stored in its Cassandra column."""
-
-
-class TableUnusable(CdcpipeError):
-    """The table cannot take the writes (gone, or not the shape the statements expect): not
-    a row's fault, so it raises and the batch is retried."""
 
 
 #: InvalidRequest messages that blame the row's values, not the table (see the module doc).
@@ -190,10 +181,6 @@ def encoder(cql_type: str, serialize: Callable[[Any, int], bytes], protocol_vers
 
         return uuid_bytes
     return generic
-
-
-class UnsupportedType(TableUnusable):
-    """A source column whose type has no lossless CQL mapping: the table's problem."""
 
 
 #: What to do when a column's type no longer fits. Cassandra cannot change a column's type,

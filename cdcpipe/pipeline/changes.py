@@ -80,6 +80,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import MalformedChange, SourceChanged
+
 STREAMING_BASE = 1 << 52
 #: One epoch's span of timestamps: every position is below it.
 EPOCH_BASE = 1 << 53
@@ -90,22 +92,6 @@ TIMESTAMP_LIMIT = 1 << 63
 MAX_LSN = STREAMING_BASE - 1
 #: The largest epoch whose timestamps still fit a signed 64-bit integer.
 MAX_EPOCH = TIMESTAMP_LIMIT // EPOCH_BASE - 1
-
-
-class MalformedChange(ValueError):
-    """A decoded record that is not a Debezium change event we can apply."""
-
-
-class SourceChanged(RuntimeError):
-    """A record cannot come from the source its epoch was recorded for (see the module doc):
-    not a row's fault, so the batch fails and nothing is applied that would be shadowed."""
-
-    def __init__(self, detail: str):
-        super().__init__(
-            f"{detail}. The source changed identity (a new PostgreSQL cluster, a restore, a failover, "
-            "or a slot whose LSNs went backwards): writes from it would be shadowed by the old ones. "
-            "Run 'cdcpipe resync' to re-synchronise the read model from the current source."
-        )
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,3 @@ def completed(session: Any, topic: str, epoch: int) -> None:
         f"UPDATE {TABLE} SET state = 'completed', completed_at = toTimestamp(now()) WHERE topic = %s AND epoch = %s",
         (topic, epoch),
     )
-
-
-def source_identity(pg: Any, slot: str) -> tuple[str, int | None]:
-    """(PostgreSQL's system identifier, the slot's restart_lsn or None without the slot)."""
-    from psycopg.rows import tuple_row
-
-    with pg.cursor(row_factory=tuple_row) as cur:
-        system_identifier = str(cur.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
-        row = cur.execute("SELECT restart_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-    return system_identifier, (int(row[0]) if row and row[0] is not None else None)

@@ -189,32 +189,33 @@ class Cassandra(Service):
         self.spawn("cassandra", argv, env={**os.environ, "MALLOC_ARENA_MAX": "4"})
 
     def session(self, keyspace: str | None = None):
-        """A cassandra-driver session; the caller shuts the cluster down (``session.cluster``)."""
+        """A long-lived cassandra-driver session; the caller shuts the cluster down
+        (``session.cluster.shutdown()``). For a short use, :meth:`connected`."""
         from ..pipeline.cassandra_session import connect
 
         return connect(self.host, self.port(), keyspace)
+
+    def connected(self, keyspace: str | None = None):
+        """``with cassandra.connected() as session:`` — the cluster is shut down on leaving."""
+        from ..pipeline.cassandra_session import session
+
+        return session(self.host, self.port(), keyspace)
 
     def probe(self) -> None:
         from cassandra import DriverException
         from cassandra.cluster import NoHostAvailable
 
         try:
-            session = self.session()
+            with self.connected() as session:
+                session.execute("SELECT release_version FROM system.local", timeout=10).one()
         except NoHostAvailable as exc:
             raise NotReady(f"CQL not answering on {self.host}:{self.port()}: {exc.errors or exc}") from None
-        try:
-            session.execute("SELECT release_version FROM system.local", timeout=10).one()
         except DriverException as exc:
             raise NotReady(f"CQL query failed: {exc}") from None
-        finally:
-            session.cluster.shutdown()
 
     def after_ready(self) -> None:
-        session = self.session()
-        try:
+        with self.connected() as session:
             migrations.apply_cassandra(session)
-        finally:
-            session.cluster.shutdown()
 
     def info(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.port(), "keyspace": "cdc", "cqlsh": f"cqlsh {self.host} {self.port()}"}

@@ -45,6 +45,16 @@ host    all   all   ::1/128        scram-sha-256
 
 #: Databases only their owner (and the superuser) may connect to: all but users.
 PRIVATE_DATABASES = ("airflow", "registry", "postgres", "template1")
+#: Grants in the users database that sql/postgres leaves to each runtime (the Docker stack's
+#: postgres-setup runs the same statements; tests/test_runtime_parity.py compares them).
+USERS_DB_GRANTS = (
+    # The application login writes public.users through the role the migrations create.
+    "GRANT users_writer TO cdcpipe",
+    # The capture watchdog (cdcpipe.liveness) reads the heartbeat as cdcpipe.
+    "GRANT SELECT ON public.cdc_heartbeat TO cdcpipe",
+    # cdcpipe resync signals Debezium's incremental snapshots (sql/postgres/003_resync.sql).
+    "GRANT cdc_signaller TO cdcpipe",
+)
 
 
 def find_bin_dir() -> Path:
@@ -341,10 +351,8 @@ class Postgres(Service):
             # The migrations create the replication role without a password (they are shared
             # with the Docker stack); the local runtime sets its generated one.
             conn.execute(sql.SQL("ALTER ROLE debezium WITH PASSWORD {}").format(sql.Literal(self.secrets["debezium"])))
-            conn.execute("GRANT users_writer TO cdcpipe")
-            # The capture watchdog (cdcpipe.liveness) reads the heartbeat as cdcpipe.
-            conn.execute("GRANT SELECT ON public.cdc_heartbeat TO cdcpipe")
-            conn.execute("GRANT cdc_signaller TO cdcpipe")  # cdcpipe resync (sql/postgres/003_resync.sql)
+            for grant in USERS_DB_GRANTS:
+                conn.execute(grant)
             self._check_debezium(conn)
 
     @staticmethod

@@ -28,7 +28,7 @@ def progress_file(settings: Settings) -> Path:
 
 
 def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | None = None, **extra: Any) -> list[str]:
-    svcs = {s.name: s for s in runtime.services(settings, ["kafka", "schema_registry", "cassandra"])}
+    svcs = runtime.by_name(settings, ["kafka", "schema_registry", "cassandra"])
     argv = [
         sys.executable,
         str(JOB),
@@ -143,13 +143,9 @@ def kill(settings: Settings) -> bool:
 
 
 def dead_letter_count(settings: Settings) -> int:
-    cassandra = runtime.services(settings, ["cassandra"], with_dependencies=False)[0]
-    session = cassandra.session()
-    try:
+    with runtime.service(settings, "cassandra").connected() as session:
         # Few rows by design; a full count is fine and exact.
         return session.execute("SELECT count(*) FROM cdc.dead_letters", timeout=30).one()[0]
-    finally:
-        session.cluster.shutdown()
 
 
 def _offsets(value: Any) -> dict[str, Any] | None:
@@ -190,6 +186,15 @@ def progress(settings: Settings) -> dict[str, Any]:
         "log": str(settings.log_file(PROCESS)),
         "progress_updated_at": report.get("updated_at"),
     }
+
+
+def require_running(settings: Settings) -> dict[str, Any]:
+    """progress(), or CdcpipeError unless the job is running (benchmarks need it in the loop)."""
+    report = progress(settings)
+    if report["state"] != "running":
+        reason = f" ({report['reason']})" if report.get("reason") else ""
+        raise CdcpipeError(f"the Spark job is {report['state']}{reason}: 'cdcpipe spark start' first, 'cdcpipe spark status' for details")
+    return report
 
 
 def status(settings: Settings) -> dict[str, Any]:
