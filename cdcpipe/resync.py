@@ -171,11 +171,12 @@ def run(
     sync_state.record(session, topic, epoch, starts, floor_lsn, system_identifier, slot, signal_id)
     say(f"epoch {epoch} recorded: from offsets {starts} of {topic}; source {system_identifier}, slot {slot} restart_lsn {floor_lsn}")
 
-    # Debezium builds the snapshot's SELECT from the table schema it learnt from the stream.
-    # After DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT), that schema is
-    # stale: a dropped column fails the scan (SQL_EXCEPTION), a new one is not read. Rewriting
-    # one row to itself makes pgoutput send the relation's current schema ahead of the signal;
-    # its change event carries the row's current values, so applying it changes nothing.
+    # A precaution after DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT):
+    # rewriting one row to itself makes pgoutput send the relation's current columns ahead of
+    # the signal, so Debezium's table schema, from which it builds snapshot reads, is current.
+    # Its change event carries the row's current values: applying it changes nothing. (The
+    # scan failure seen after such DDL, "cached plan must not change result type", is the JDBC
+    # driver's server-side prepared statement; the connector sets driver.prepareThreshold=0.)
     pg.execute(f"UPDATE {table} SET {key} = {key} WHERE {key} = (SELECT {key} FROM {table} LIMIT 1)")
 
     feed = notifications(bootstrap, registry_url, notification_topic)
