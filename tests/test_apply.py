@@ -170,6 +170,21 @@ def test_a_record_below_its_epoch_floor_fails_the_batch_naming_resync():
     assert apply.apply_partition(rows(framed("u", "a", "x", 10)), {}, sink, LocalSchemas(), epochs=lambda topic: newer) == (1, 0, 0)
 
 
+def test_records_of_an_epoch_a_completed_resync_superseded_are_skipped():
+    from cdcpipe.pipeline.changes import EPOCH_BASE, Epoch
+
+    batch = rows(framed("c", "gone", "old", 10), framed("t", "", None, 11), framed("r", "kept", "reread", 12))  # offsets 0-2
+    batch[1] = (None, *batch[1][1:])  # Debezium's truncate event has no key
+    running = [Epoch(1, {0: 2})]  # resync started at offset 2, not completed: everything applies
+    sink = RecordingSink()
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas(), epochs=lambda topic: running) == (3, 3, 0)
+    completed = [Epoch(1, {0: 2}, completed=True)]  # e.g. a replay after `resync --rebuild`
+    sink = RecordingSink()
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas(), epochs=lambda topic: completed) == (3, 1, 0)
+    assert [(c.key, c.timestamp) for c in sink.applied] == [("kept", EPOCH_BASE + 12)]
+    assert sink.truncated == []
+
+
 def test_truncate_is_applied_after_the_batch_s_upserts_at_its_own_timestamp():
     sink = RecordingSink()
     batch = rows(framed("c", "a", "one", 10), framed("t", "", None, 20), framed("c", "b", "two", 30))

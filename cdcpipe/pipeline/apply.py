@@ -21,7 +21,7 @@ from typing import Any
 
 from .avro_reader import DecodeError, decode, schema_id_of
 from .cassandra_sink import REBUILD_STEP, DeadLetter, TableUnusable, after_field_types, type_conflicts
-from .changes import Change, Epoch, MalformedChange, check_source, epoch_for, from_event, image_key, last_per_key
+from .changes import Change, Epoch, MalformedChange, check_source, epoch_for, from_event, image_key, last_per_key, superseded_below
 
 # One Cassandra session and registry client per Python worker process, reused across tasks.
 _executor_state: dict[str, Any] = {}
@@ -108,6 +108,7 @@ def apply_partition(
             return []
 
     epochs_by_topic: dict[str, list[Epoch]] = {}  # cdc.sync_state is tiny: read once per task
+    superseded: dict[str, int] = {}
     raw_by_change: dict[int, Any] = {}
     changes = []
     truncate: Change | None = None  # the partition's newest TRUNCATE: it shadows every older one
@@ -121,7 +122,10 @@ def apply_partition(
         known = epochs_by_topic.get(topic)
         if known is None:
             known = epochs_by_topic[topic] = epochs(topic)
+            superseded[topic] = superseded_below(known)
         epoch = epoch_for(known, partition, offset)
+        if (epoch.number if epoch else 0) < superseded[topic]:
+            continue  # a completed resync re-read its rows and deleted the rest (changes.py)
         try:
             part = "value"
             value = decode(raw_value, registry)

@@ -72,6 +72,16 @@ by the old timestamps, so the job stops with :class:`SourceChanged`, which names
 ``cdcpipe resync``. Once a newer epoch exists, such records of an older epoch are skipped:
 the newer epoch's snapshot re-reads their rows. ``cdcpipe resync`` and ``cdcpipe verify``
 also compare PostgreSQL's system identifier with the recorded one.
+
+Superseded epochs. Once epoch E+1 is *completed* (its snapshot applied, the rows and cells it
+did not read deleted), the records of epochs <= E carry nothing the read model still needs:
+every row that existed was re-read in E+1 and every later change is streamed in E+1. The job
+skips them. That matters for a replay of the whole topic after ``cdcpipe resync --rebuild``
+(a re-created table holds none of the cleanup's tombstones): without the skip, an old epoch's
+upsert of a row deleted during a gap -- whose delete never reached the topic -- would bring it
+back, and an old column type would be re-created. ``cdcpipe resync`` marks an epoch completed
+only after the job has applied the topic past the snapshot, so no record of an older epoch is
+still unapplied when the skip starts.
 """
 
 from __future__ import annotations
@@ -130,6 +140,13 @@ class Epoch:
     start_offsets: dict[int, int]  # Kafka partition -> first offset of the epoch
     floor_lsn: int | None = None  # the slot's restart_lsn when the epoch was recorded
     system_identifier: str | None = None
+    completed: bool = False  # its snapshot was applied and what it did not read was deleted
+
+
+def superseded_below(epochs: list[Epoch]) -> int:
+    """Records of an epoch below this carry nothing the read model still needs: the newest
+    *completed* epoch re-read every row that existed and deleted the rest (0: none yet)."""
+    return max((e.number for e in epochs if e.completed), default=0)
 
 
 def epoch_for(epochs: list[Epoch], partition: int, offset: int) -> Epoch | None:

@@ -16,9 +16,12 @@ TABLE = "cdc.sync_state"
 def load(session: Any, topic: str, keyspace: str = "cdc") -> list[Epoch]:
     """The recorded epochs of ``topic``, oldest first ([] before the first resync)."""
     rows = session.execute(
-        f"SELECT epoch, start_offsets, floor_lsn, system_identifier FROM {keyspace}.sync_state WHERE topic = %s", (topic,)
+        f"SELECT epoch, start_offsets, floor_lsn, system_identifier, state FROM {keyspace}.sync_state WHERE topic = %s", (topic,)
     )
-    return [Epoch(r.epoch, dict(r.start_offsets or {}), r.floor_lsn, r.system_identifier) for r in sorted(rows, key=lambda r: r.epoch)]
+    return [
+        Epoch(r.epoch, dict(r.start_offsets or {}), r.floor_lsn, r.system_identifier, r.state == "completed")
+        for r in sorted(rows, key=lambda r: r.epoch)
+    ]
 
 
 def record(
