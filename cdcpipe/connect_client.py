@@ -11,7 +11,16 @@ from typing import Any
 import requests
 
 from . import jsonfile
-from .errors import CdcpipeError, ConfigError, ConnectorFailed, ConnectorInvalid, HttpError, NotFound, ServiceUnavailable
+from .errors import (
+    CdcpipeError,
+    ConfigError,
+    ConnectorFailed,
+    ConnectorInvalid,
+    ConnectorResetFailed,
+    HttpError,
+    NotFound,
+    ServiceUnavailable,
+)
 from .settings import REPO
 
 #: The connector definition the CLI, the demo and the tests register by default.
@@ -111,6 +120,72 @@ class ConnectClient:
 
     def restart(self, name: str) -> None:
         self._json("POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=false")
+
+    def reset_offsets(self, name: str, timeout: float = 120.0, on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Forget the connector's source offsets and run it again; returns its RUNNING status.
+
+        After a lost slot Debezium refuses to start from offsets the new slot cannot serve;
+        without offsets, with snapshot.mode=initial, it snapshots again and streams from a new
+        slot (follow with ``cdcpipe resync``: the read model may still hold the gap's rows).
+
+        Connect's offsets API (KIP-875, Connect 3.6+) is three asynchronous steps, each waited
+        for here: ``PUT /stop`` answers 202 and the connector reaches STOPPED (no tasks) later;
+        ``DELETE /offsets`` is refused until then; ``PUT /resume`` answers 202 too. A resume
+        sent right after the reset was seen to leave the connector STOPPED, so it is sent again
+        while the connector stays STOPPED, until the connector and its tasks are RUNNING.
+        """
+        deadline = time.monotonic() + timeout
+        say = on_wait or (lambda message: None)
+
+        def left() -> float:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectorResetFailed(name, f"not done in {timeout:.0f}s: {summarize(self._status_or_empty(name))}")
+            return remaining
+
+        self._retrying(lambda: self._json("PUT", f"/connectors/{name}/stop"), left)
+        while not self._stopped(self._status_or_empty(name)):
+            left()
+            time.sleep(0.5)
+        say("stopped")
+        self._retrying(lambda: self._json("DELETE", f"/connectors/{name}/offsets"), left)
+        say("offsets deleted")
+        while True:
+            self._json("PUT", f"/connectors/{name}/resume")
+            try:
+                status = self.wait_for_state(name, "RUNNING", timeout=min(15.0, left()))
+            except ConnectorFailed:
+                raise
+            except CdcpipeError:
+                if self._stopped(self._status_or_empty(name)):
+                    say("still STOPPED after resume: resuming again")
+                    continue
+                status = self.wait_for_state(name, "RUNNING", timeout=left())
+            say("running")
+            return status
+
+    def _status_or_empty(self, name: str) -> dict[str, Any]:
+        try:
+            return self.status(name)
+        except (HttpError, ServiceUnavailable):  # a worker restarting: no status for now
+            return {}
+
+    @staticmethod
+    def _stopped(status: dict[str, Any]) -> bool:
+        return status.get("connector", {}).get("state") == "STOPPED" and not status.get("tasks")
+
+    @staticmethod
+    def _retrying(call: Callable[[], Any], left: Callable[[], float]) -> Any:
+        """``call`` until Connect accepts it: right after a create, a stop or a rebalance it
+        answers 409 (rebalance in progress) or 400 (not yet STOPPED) for a while."""
+        while True:
+            try:
+                return call()
+            except HttpError as exc:
+                if exc.status not in (400, 409, 500):
+                    raise
+                left()
+                time.sleep(0.5)
 
     def delete(self, name: str) -> None:
         self._json("DELETE", f"/connectors/{name}", ok=(200, 204, 404))

@@ -21,6 +21,10 @@ Two families. What stops a command or the runtime::
     ├── StepFailed            (cause) a step of ``cdcpipe demo`` failed
     ├── Mismatch                 9  cdc.users does not equal public.users
     ├── TableUnusable            1  the Cassandra table cannot take writes: the job retries
+    │   └── UnsupportedType      1    a source column's type has no lossless CQL type
+    ├── SourceChanged            1  a record cannot come from the synced source: run ``cdcpipe resync``
+    ├── ResyncFailed             1  ``cdcpipe resync`` could not finish (nothing was deleted)
+    ├── ConnectorResetFailed     1  ``cdcpipe connector reset-offsets`` did not get the connector RUNNING
     ├── PipelineStalled          1  a benchmark saw a stage make no progress for too long
     ├── WriteConflict            1  a benchmark's planned update or delete found no row
     ├── CeilingFailed            1  a writer process of the sink-ceiling measurement failed
@@ -178,6 +182,38 @@ class Mismatch(CdcpipeError):
 class TableUnusable(CdcpipeError):
     """The table cannot take the writes (gone, or not the shape the statements expect): not
     a row's fault, so it raises and the batch is retried."""
+
+
+class UnsupportedType(TableUnusable):
+    """A source column whose type has no lossless CQL mapping: the table's problem."""
+
+
+class SourceChanged(CdcpipeError):
+    """A record cannot come from the source its sync epoch was recorded for (see
+    cdcpipe/pipeline/changes.py): not a row's fault, so the batch fails and nothing is applied
+    that would be shadowed."""
+
+    def __init__(self, detail: str):
+        super().__init__(
+            f"{detail}. The source changed identity (a new PostgreSQL cluster, a restore, a failover, "
+            "or a slot whose LSNs went backwards): writes from it would be shadowed by the old ones. "
+            "Run 'cdcpipe resync' to re-synchronise the read model from the current source."
+        )
+
+
+class ResyncFailed(CdcpipeError):
+    """``cdcpipe resync`` stopped before its cleanup; its epoch stays recorded and a new resync is safe."""
+
+
+class ConnectorResetFailed(CdcpipeError):
+    """Connect's stop / delete offsets / resume did not end with the connector RUNNING."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(
+            f"resetting the offsets of connector '{name}' failed: {reason}. "
+            f"Check 'cdcpipe connector status {name}' and 'cdcpipe logs connect', then run "
+            "'cdcpipe connector reset-offsets' again"
+        )
 
 
 class PipelineStalled(CdcpipeError):

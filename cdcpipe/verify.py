@@ -2,7 +2,11 @@
 
 Both sides are compared in one representation: uuids as text, timestamps as epoch
 milliseconds rounded down (Cassandra's precision), everything else as the drivers return it.
-Only PostgreSQL's columns are compared (Cassandra may keep columns the source dropped).
+Every column both sides have is compared. A column only PostgreSQL has is a difference where
+it holds a value (the job adds a new column with the first event that carries it); a column only Cassandra has
+(dropped or renamed at the source) is reported, and is a difference wherever it still holds a
+value: `cdcpipe resync` clears those. A source whose system identifier is not the one the
+newest sync epoch recorded is a difference too (it needs `cdcpipe resync`).
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ def comparable(value: Any) -> Any:
 def source_rows(pg, keys: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
     """public.users (only ``keys`` if given) through a psycopg connection."""
     from psycopg.rows import dict_row
+    from psycopg.types.string import TextLoader
 
     with pg.cursor(row_factory=dict_row) as cur:
+        # json/jsonb as PostgreSQL's own text, which is what Debezium streams (and the job stores)
+        cur.adapters.register_loader("json", TextLoader)
+        cur.adapters.register_loader("jsonb", TextLoader)
         if keys is None:
             rows = cur.execute("SELECT * FROM public.users").fetchall()
         else:
@@ -40,23 +48,36 @@ def source_rows(pg, keys: Collection[str] | None = None) -> dict[str, dict[str, 
 
 
 def read_model_rows(session, columns: list[str], keys: Collection[str] | None = None, table: str = "users") -> dict[str, dict[str, Any]]:
-    """cdc.<table> (only ``keys`` if given: IN queries of 100 keys, 16 in flight)."""
+    """cdc.<table> (only ``keys`` if given: IN queries of 100 keys, 16 in flight). Column names
+    are quoted (mixed case, reserved words); rows come as tuples, whatever the session's factory."""
     from cassandra.concurrent import execute_concurrent_with_args
-    from cassandra.query import SimpleStatement
+    from cassandra.query import SimpleStatement, tuple_factory
 
-    if keys is None:
-        query = SimpleStatement(f"SELECT {', '.join(columns)} FROM cdc.{table}", fetch_size=5000)
-        rows = session.execute(query, timeout=60)
-    else:
-        select = session.prepare(f"SELECT {', '.join(columns)} FROM cdc.{table} WHERE id IN ?")
-        ordered = [uuid.UUID(k) for k in keys]
-        chunks = [(ordered[i : i + 100],) for i in range(0, len(ordered), 100)]
-        rows = []
-        for ok, result in execute_concurrent_with_args(session, select, chunks, concurrency=16, raise_on_first_error=False):
-            if not ok:
-                raise result
-            rows.extend(result)
-    return {str(r.id): {c: comparable(getattr(r, c)) for c in columns} for r in rows}
+    from .pipeline.cassandra_sink import quote
+
+    names = ["id", *[c for c in columns if c != "id"]]
+    selected = ", ".join(map(quote, names))
+    previous, session.row_factory = session.row_factory, tuple_factory
+    try:
+        if keys is None:
+            rows = list(session.execute(SimpleStatement(f"SELECT {selected} FROM cdc.{table}", fetch_size=5000), timeout=60))
+        else:
+            select = session.prepare(f"SELECT {selected} FROM cdc.{table} WHERE id IN ?")
+            ordered = [uuid.UUID(k) for k in keys]
+            chunks = [(ordered[i : i + 100],) for i in range(0, len(ordered), 100)]
+            rows = []
+            for ok, result in execute_concurrent_with_args(session, select, chunks, concurrency=16, raise_on_first_error=False):
+                if not ok:
+                    raise result
+                rows.extend(result)
+    finally:
+        session.row_factory = previous
+    return {str(r[0]): {c: comparable(v) for c, v in zip(names, r) if c in columns} for r in rows}
+
+
+def read_model_columns(session, table: str = "users") -> list[str]:
+    session.cluster.refresh_table_metadata("cdc", table)
+    return list(session.cluster.metadata.keyspaces["cdc"].tables[table].columns)
 
 
 def differences(expected: dict, actual: dict, limit: int = 5) -> list[str]:
@@ -88,11 +109,75 @@ def compare(pg, session, keys: Collection[str] | None = None, table: str = "user
                 "WHERE table_schema = 'public' AND table_name = 'users' ORDER BY ordinal_position"
             )
         ]
+    problems: list[str] = []
+    identity = source_identity_problem(pg, session)
+    if identity:
+        problems.append(identity)
     try:
-        actual = read_model_rows(session, columns, keys, table)
-    except InvalidRequest as exc:  # e.g. a new column the job has not added yet
-        return {}, [str(exc)]
-    return actual, differences(expected, actual)
+        cassandra_columns = read_model_columns(session, table)
+    except (KeyError, InvalidRequest) as exc:
+        return {}, [*problems, f"cdc.{table} unreadable: {exc}"]
+    only_pg = [c for c in columns if c not in cassandra_columns]
+    only_cassandra = [c for c in cassandra_columns if c not in columns]
+    # A column only PostgreSQL has is equal wherever it is NULL (the job adds it with the first
+    # event that carries a value; ADD COLUMN without DEFAULT emits no events).
+    only_pg_holding = sorted({c for row in expected.values() for c in only_pg if row.get(c) is not None})
+    if only_pg_holding:
+        problems.append(f"columns only in PostgreSQL hold values: {', '.join(only_pg_holding)}")
+    common = [c for c in columns if c in cassandra_columns]
+    try:
+        actual = read_model_rows(session, common + only_cassandra, keys, table)
+    except InvalidRequest as exc:  # e.g. a column dropped meanwhile
+        return {}, [*problems, str(exc)]
+    if only_cassandra:
+        holding = sorted({c for row in actual.values() for c in only_cassandra if row.get(c) is not None})
+        if holding:
+            problems.append(
+                f"columns only in Cassandra still hold values (dropped or renamed at the source; "
+                f"'cdcpipe resync' clears them): {', '.join(holding)}"
+            )
+        for row in actual.values():
+            for c in only_cassandra:
+                row.pop(c, None)
+    expected = {k: {c: v for c, v in row.items() if c in common} for k, row in expected.items()}
+    return actual, problems + differences(expected, actual)
+
+
+def extra_columns(pg, session) -> list[str]:
+    """Columns only Cassandra has (reported by ``cdcpipe verify``)."""
+    from psycopg.rows import tuple_row
+
+    with pg.cursor(row_factory=tuple_row) as cur:
+        columns = {
+            r[0]
+            for r in cur.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'users'"
+            )
+        }
+    return [c for c in read_model_columns(session) if c not in columns]
+
+
+def source_identity_problem(pg, session) -> str | None:
+    """A message when PostgreSQL's system identifier is not the one the newest epoch recorded."""
+    from cassandra import InvalidRequest
+
+    from .pipeline import sync_state
+    from .resync import source_identity
+
+    try:
+        epochs = sync_state.load(session, "cdc.public.users")
+    except InvalidRequest:  # no cdc.sync_state yet (a read model older than resync): nothing recorded
+        return None
+    recorded = next((e.system_identifier for e in reversed(epochs) if e.system_identifier), None)
+    if recorded is None:
+        return None
+    current, _ = source_identity(pg, "cdc_users")
+    if current != recorded:
+        return (
+            f"PostgreSQL's system identifier is {current}, but the read model was synced from {recorded}: "
+            "the source was replaced; run 'cdcpipe resync'"
+        )
+    return None
 
 
 def wait_until_equal(pg, session, timeout: float = 120.0, on_wait=None) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,8 @@ import pytest
 from cdcpipe.pipeline import apply
 from cdcpipe.pipeline.changes import STREAMING_BASE
 
-ROW = {"type": "record", "name": "Value", "fields": [{"name": "id", "type": "string"}, {"name": "city", "type": ["null", "string"]}]}
+UUID = {"type": "string", "connect.name": "io.debezium.data.Uuid"}  # as Debezium writes a uuid column
+ROW = {"type": "record", "name": "Value", "fields": [{"name": "id", "type": UUID}, {"name": "city", "type": ["null", "string"]}]}
 ENVELOPE = {
     "type": "record",
     "name": "Envelope",
@@ -58,12 +59,23 @@ class LocalSchemas:
 
 
 class RecordingSink:
-    columns = {"id": "uuid", "city": "text"}
+    keyspace, table = "cdc", "users"
 
     def __init__(self, reject: set[str] = frozenset(), fail: Exception | None = None):
+        self.columns = {"id": "uuid", "city": "text"}
         self.reject, self.fail = reject, fail
         self.applied: list = []
         self.dead: list = []
+        self.truncated: list[int] = []
+        self.widened: set[str] = set()
+
+    def reload(self) -> None:
+        self.reloads = getattr(self, "reloads", 0) + 1
+        self.columns = dict(getattr(self, "table_now", self.columns))
+
+    def truncate(self, timestamp: int) -> int:
+        self.truncated.append(timestamp)
+        return 0
 
     def ensure_columns(self, types):
         return []
@@ -84,7 +96,7 @@ def framed(op: str, user: str, city: str | None, lsn: int) -> bytes:
     image = {"id": user, "city": city}
     out = io.BytesIO()
     out.write(struct.pack(">bI", 0, SCHEMA_ID))
-    record = {"before": image if op == "d" else None, "after": None if op == "d" else image, "source": {"lsn": lsn}, "op": op}
+    record = {"before": image if op == "d" else None, "after": None if op in ("d", "t") else image, "source": {"lsn": lsn}, "op": op}
     fastavro.schemaless_writer(out, fastavro.parse_schema(ENVELOPE), record)
     return out.getvalue()
 
@@ -132,3 +144,78 @@ def test_write_consistency_by_name():
     assert apply.consistency("local_quorum") == ConsistencyLevel.LOCAL_QUORUM
     with pytest.raises(ValueError, match="write consistency 'MOST': not one of"):
         apply.consistency("MOST")
+
+
+def test_a_record_takes_its_epoch_from_its_offset():
+    from cdcpipe.pipeline.changes import EPOCH_BASE, Epoch
+
+    sink = RecordingSink()
+    batch = rows(framed("c", "a", "old", 10), framed("u", "b", "new", 5))  # offsets 0 and 1
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas(), epochs=lambda topic: [Epoch(1, {0: 1})]) == (2, 2, 0)
+    by_key = {c.key: c for c in sink.applied}
+    assert by_key["a"].timestamp == STREAMING_BASE + 10  # before the epoch: the old rule
+    assert by_key["b"].timestamp == EPOCH_BASE + STREAMING_BASE + 5  # LSN lower, yet newer
+
+
+def test_a_record_below_its_epoch_floor_fails_the_batch_naming_resync():
+    from cdcpipe.errors import SourceChanged
+    from cdcpipe.pipeline.changes import Epoch
+
+    sink = RecordingSink()
+    floor = [Epoch(1, {0: 0}, floor_lsn=1000, system_identifier="7")]
+    with pytest.raises(SourceChanged, match="cdcpipe resync"):
+        apply.apply_partition(rows(framed("u", "a", "x", 10)), {}, sink, LocalSchemas(), epochs=lambda topic: floor)
+    assert sink.applied == [] and sink.dead == []
+    newer = [*floor, Epoch(2, {0: 1})]  # a resync since: the old epoch's record is skipped
+    assert apply.apply_partition(rows(framed("u", "a", "x", 10)), {}, sink, LocalSchemas(), epochs=lambda topic: newer) == (1, 0, 0)
+
+
+def test_records_of_an_epoch_a_completed_resync_superseded_are_skipped():
+    from cdcpipe.pipeline.changes import EPOCH_BASE, Epoch
+
+    batch = rows(framed("c", "gone", "old", 10), framed("t", "", None, 11), framed("r", "kept", "reread", 12))  # offsets 0-2
+    batch[1] = (None, *batch[1][1:])  # Debezium's truncate event has no key
+    running = [Epoch(1, {0: 2})]  # resync started at offset 2, not completed: everything applies
+    sink = RecordingSink()
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas(), epochs=lambda topic: running) == (3, 3, 0)
+    completed = [Epoch(1, {0: 2}, completed=True)]  # e.g. a replay after `resync --rebuild`
+    sink = RecordingSink()
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas(), epochs=lambda topic: completed) == (3, 1, 0)
+    assert [(c.key, c.timestamp) for c in sink.applied] == [("kept", EPOCH_BASE + 12)]
+    assert sink.truncated == []
+
+
+def test_truncate_is_applied_after_the_batch_s_upserts_at_its_own_timestamp():
+    sink = RecordingSink()
+    batch = rows(framed("c", "a", "one", 10), framed("t", "", None, 20), framed("c", "b", "two", 30))
+    batch[1] = (None, *batch[1][1:])  # Debezium's truncate event has no key
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas()) == (3, 3, 0)
+    assert sink.truncated == [STREAMING_BASE + 20]
+    assert {c.key for c in sink.applied} == {"a", "b"}  # in Cassandra the truncate's timestamp then shadows a, not b
+
+
+def test_a_type_change_stops_the_batch_once_instead_of_dead_lettering_rows():
+    from cdcpipe.errors import TableUnusable
+
+    sink = RecordingSink()
+    sink.columns = {"id": "uuid", "city": "int"}  # the column was made while city was an integer
+    with pytest.raises(TableUnusable, match=r"city \(int in cdc.users, now text\).*'cdcpipe resync --rebuild'"):
+        apply.apply_partition(rows(framed("c", "a", "one", 10), framed("c", "b", "two", 11)), {}, sink, LocalSchemas())
+    assert sink.dead == [] and sink.applied == [] and sink.reloads == 1  # read again before refusing
+
+
+def test_a_widened_column_is_remembered_not_refused():
+    sink = RecordingSink()
+    sink.columns = {"id": "uuid", "city": "text"}
+    apply.check_types(sink, {"id": "uuid", "city": "text", "n": "bigint"})
+    assert sink.widened == set()
+    sink.columns["n"] = "int"
+    apply.check_types(sink, {"id": "uuid", "city": "text", "n": "bigint"})
+    assert sink.widened == {"n"}
+
+
+def test_a_column_another_worker_added_is_read_before_judging_a_new_writer_schema():
+    sink = RecordingSink()
+    sink.table_now = {"id": "uuid", "city": "text", "n": "int"}  # added meanwhile, as int
+    apply.check_types(sink, {"id": "uuid", "city": "text", "n": "bigint"})
+    assert sink.reloads == 1 and sink.widened == {"n"}  # so an out-of-range n stops the job

@@ -180,3 +180,50 @@ def test_table_level_messages_are_never_taken_for_a_rows(own_table, cassandra):
         with pytest.raises(InvalidRequest) as caught:
             cassandra.execute(cql)
         assert not is_row_rejection(caught.value), str(caught.value)
+
+
+# --- the type mapping alone (no Cassandra) ------------------------------------------------
+
+
+def test_types_beyond_the_contract_map_without_loss():
+    from decimal import Decimal
+
+    from cdcpipe.pipeline.cassandra_sink import cql_type_of, to_cql
+
+    variable = {"type": "record", "name": "VariableScaleDecimal", "connect.name": "io.debezium.data.VariableScaleDecimal"}
+    assert cql_type_of(["null", variable]) == "decimal"
+    assert to_cql("decimal", {"scale": 4, "value": (123456789).to_bytes(4, "big", signed=True)}) == Decimal("12345.6789")
+    assert cql_type_of({"type": "array", "items": "int"}) == "list<int>"
+    assert to_cql("list<int>", [1, 2]) == [1, 2]
+    assert cql_type_of({"type": "string", "connect.name": "io.debezium.data.Json"}) == "text"
+    assert cql_type_of("boolean") == "boolean"
+
+
+def test_booleans_are_strict():
+    from cdcpipe.pipeline.cassandra_sink import BadValue, to_cql
+
+    assert to_cql("boolean", "false") is False and to_cql("boolean", "t") is True and to_cql("boolean", False) is False
+    with pytest.raises(BadValue):
+        to_cql("boolean", "maybe")
+
+
+def test_shapes_without_a_lossless_type_are_refused_by_column_only_when_written():
+    from cdcpipe.errors import UnsupportedType
+    from cdcpipe.pipeline.cassandra_sink import after_field_types, cql_type_of
+
+    point = {"type": "record", "name": "Point", "connect.name": "io.debezium.data.geometry.Point", "fields": []}
+    with pytest.raises(UnsupportedType, match="record"):
+        cql_type_of(point)
+    value = {"type": "record", "name": "Value", "fields": [{"name": "id", "type": "string"}, {"name": "where", "type": ["null", point]}]}
+    envelope = {"type": "record", "name": "Envelope", "fields": [{"name": "after", "type": ["null", value]}]}
+    types = after_field_types(envelope)
+    assert types["id"] == "text" and types["where"].startswith("!")
+
+
+def test_type_conflicts_except_widenings_and_the_quoting_of_names():
+    from cdcpipe.pipeline.cassandra_sink import quote, type_conflicts
+
+    table = {"id": "uuid", "n": "int", "label": "text"}
+    assert type_conflicts(table, {"id": "uuid", "n": "bigint", "label": "text"}) == {}
+    assert type_conflicts(table, {"n": "text"}) == {"n": ("int", "text")}
+    assert quote("NickName") == '"NickName"' and quote('a"b') == '"a""b"'

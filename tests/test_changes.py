@@ -41,8 +41,8 @@ def test_tombstones_are_skipped_and_garbage_is_named():
     assert from_event({"id": "a"}, None, 0) is None
     with pytest.raises(MalformedChange, match="not a Debezium envelope"):
         from_event(None, {"hello": "world"}, 0)
-    with pytest.raises(MalformedChange, match="unsupported op 't'"):
-        from_event(None, {"op": "t", "source": {"lsn": 1}}, 0)
+    with pytest.raises(MalformedChange, match="unsupported op 'x'"):
+        from_event(None, {"op": "x", "source": {"lsn": 1}}, 0)
     with pytest.raises(MalformedChange, match="without its after image"):
         from_event(None, {"op": "c", "after": None, "source": {"lsn": 1}}, 0)
 
@@ -60,7 +60,8 @@ def test_tombstones_are_skipped_and_garbage_is_named():
         ({"lsn": True}, "source.lsn is a bool, not an integer"),
         ({"lsn": -1}, "source.lsn -1 out of range"),
         ({"lsn": 2**63 - 1}, "out of range"),  # Avro's largest long
-        ({"lsn": 2**63 - 2**52}, "out of range"),  # the first whose streamed position overflows
+        ({"lsn": 2**63 - 2**52}, "out of range"),
+        ({"lsn": 2**52}, "out of range"),  # the first whose position leaves its epoch
     ],
 )
 def test_a_weird_source_is_malformed_not_a_crash(source, reason):
@@ -69,11 +70,50 @@ def test_a_weird_source_is_malformed_not_a_crash(source, reason):
         from_event({"id": "u1"}, event, 0)
 
 
-def test_the_largest_lsn_still_fits_a_signed_64_bit_timestamp():
-    from cdcpipe.pipeline.changes import MAX_LSN
+def test_the_largest_lsn_and_epoch_still_fit_a_signed_64_bit_timestamp():
+    from cdcpipe.pipeline.changes import EPOCH_BASE, MAX_EPOCH, MAX_LSN
 
-    assert from_event({"id": "u1"}, envelope("u", MAX_LSN), 0).timestamp == 2**63 - 1
+    assert from_event({"id": "u1"}, envelope("u", MAX_LSN), 0).timestamp == EPOCH_BASE - 1
     assert from_event({"id": "u1"}, envelope("r", MAX_LSN), 0).timestamp == MAX_LSN
+    assert from_event({"id": "u1"}, envelope("u", MAX_LSN), 0, epoch=MAX_EPOCH).timestamp == 2**63 - 1
+    with pytest.raises(ValueError, match="epoch"):
+        from_event({"id": "u1"}, envelope("u", 1), 0, epoch=MAX_EPOCH + 1)
+
+
+def test_epoch_zero_is_the_old_rule_and_a_new_epoch_outranks_every_older_write():
+    old_stream = from_event({"id": "u1"}, envelope("u", 10**12), 0)
+    assert old_stream.timestamp == STREAMING_BASE + 10**12  # unchanged for existing data
+    resync_read = from_event({"id": "u1"}, envelope("r", 5), 1, epoch=1)
+    later_stream = from_event({"id": "u1"}, envelope("u", 3), 2, epoch=1)  # LSNs restarted low
+    assert old_stream.timestamp < resync_read.timestamp < later_stream.timestamp
+
+
+def test_a_record_s_epoch_depends_on_its_offset_only():
+    from cdcpipe.pipeline.changes import Epoch, epoch_for
+
+    epochs = [Epoch(1, {0: 100, 1: 50}), Epoch(2, {0: 200})]
+    assert epoch_for(epochs, 0, 99) is None
+    assert epoch_for(epochs, 0, 100).number == 1
+    assert epoch_for(epochs, 0, 250).number == 2
+    assert epoch_for(epochs, 1, 10).number == 2  # a partition the epoch did not list starts at 0
+
+
+def test_a_change_below_its_epoch_floor_stops_or_is_skipped_once_superseded():
+    from cdcpipe.errors import SourceChanged
+    from cdcpipe.pipeline.changes import Epoch, check_source
+
+    epoch = Epoch(1, {0: 0}, floor_lsn=1000, system_identifier="7")
+    low = from_event({"id": "u1"}, envelope("r", 10), 5, epoch=1)
+    with pytest.raises(SourceChanged, match="cdcpipe resync"):
+        check_source(low, epoch, newest=1)
+    assert check_source(low, epoch, newest=2) is False
+    assert check_source(from_event({"id": "u1"}, envelope("u", 1000), 6, epoch=1), epoch, newest=1) is True
+
+
+def test_truncate_is_a_table_wide_streamed_change():
+    change = from_event(None, {"op": "t", "source": {"lsn": 77}}, 3, epoch=2)
+    assert change.is_truncate and change.row is None
+    assert change.timestamp == 2 * 2**53 + STREAMING_BASE + 77
 
 
 @pytest.mark.parametrize(
@@ -99,3 +139,10 @@ def test_every_other_weird_but_decodable_value_is_malformed(value):
             from_event(key, value, 0)
         except MalformedChange:
             pass
+
+
+def test_an_incremental_read_takes_its_position_from_the_sequence():
+    event = {**envelope("r", None), "source": {"lsn": None, "snapshot": "incremental", "sequence": '["36165552","36165560"]'}}
+    assert from_event(None, event, 0, epoch=1).timestamp == 2**53 + 36165560
+    with pytest.raises(MalformedChange, match="source.lsn missing"):
+        from_event(None, {**event, "source": {"lsn": None, "snapshot": "incremental", "sequence": None}}, 0)

@@ -71,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("resume", "resume the connector and wait until RUNNING", _action("resume", "RUNNING")),
         ("restart", "restart the connector and its tasks, wait until RUNNING", _action("restart", "RUNNING")),
         ("delete", "remove the connector from Connect", _action("delete", None)),
+        (
+            "reset-offsets",
+            "forget its offsets (after a lost slot): it snapshots again; then run 'cdcpipe resync'",
+            _action("reset_offsets", "RUNNING"),
+        ),
     ):
         p = actions.add_parser(action, help=help_text)
         p.add_argument("name", nargs="?", help="connector name (default: the name in connectors/users-cdc.json)")

@@ -24,8 +24,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
             diff: list[str] = []
         else:
             rows, diff = verify.compare(pg, session)
-    report = {"equal": not diff, "rows": len(rows), "differences": diff}
-    print(json.dumps(report) if args.json else ("equal: " + str(len(rows)) + " rows" if not diff else "DIFFERENT:\n  " + "\n  ".join(diff)))
+        extra = verify.extra_columns(pg, session)
+    report = {"equal": not diff, "rows": len(rows), "differences": diff, "columns_only_in_cassandra": extra}
+    note = f" (columns only in Cassandra, all empty: {', '.join(extra)})" if extra and not diff else ""
+    print(
+        json.dumps(report)
+        if args.json
+        else ("equal: " + str(len(rows)) + " rows" + note if not diff else "DIFFERENT:\n  " + "\n  ".join(diff))
+    )
     if diff:
         raise Mismatch(f"cdc.users differs from public.users in {len(diff)} place(s) (listed above)")
     return 0

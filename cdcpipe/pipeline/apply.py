@@ -16,11 +16,12 @@ Python workers). Imported from this module, the state lives as long as the worke
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .avro_reader import DecodeError, decode, schema_id_of
-from .cassandra_sink import DeadLetter, after_field_types
-from .changes import MalformedChange, from_event, image_key, last_per_key
+from .cassandra_sink import REBUILD_STEP, DeadLetter, TableUnusable, after_field_types, type_conflicts
+from .changes import Change, Epoch, MalformedChange, check_source, epoch_for, from_event, image_key, last_per_key, superseded_below
 
 # One Cassandra session and registry client per Python worker process, reused across tasks.
 _executor_state: dict[str, Any] = {}
@@ -44,6 +45,7 @@ def executor_sink(conf: dict[str, Any]) -> tuple[Any, Any]:
             sink=CassandraSink(session, conf["keyspace"], conf["table"]),
             registry=SchemaCache(conf["registry_url"]),
             types={},
+            checked=set(),
         )
     return _executor_state["sink"], _executor_state["registry"]
 
@@ -66,20 +68,50 @@ def consistency(name: str) -> int:
         raise ValueError(f"write consistency {name!r}: not one of {', '.join(sorted(ConsistencyLevel.name_to_value))}") from None
 
 
-def apply_partition(rows, conf: dict[str, Any], sink: Any = None, registry: Any = None) -> tuple[int, int, int]:
+def apply_partition(
+    rows,
+    conf: dict[str, Any],
+    sink: Any = None,
+    registry: Any = None,
+    epochs: Callable[[str], list[Epoch]] | None = None,
+) -> tuple[int, int, int]:
     """Decode, keep the newest change per key, write; dead-letter what cannot be used.
 
     ``rows`` yields (key, value, topic, partition, offset); returns (records, writes, dead).
     ``sink`` and ``registry`` default to this worker's own (from ``conf``); tests pass stand-ins
-    with the same methods (``tests/test_apply.py``).
+    with the same methods (``tests/test_apply.py``). ``epochs(topic)`` gives the topic's sync
+    epochs, oldest first (default: cdc.sync_state, read once per task; stand-ins: none).
+
+    Table-level problems raise instead of dead-lettering every row (the batch fails, the job
+    reports the reason and retries): a source that changed identity (``SourceChanged``), a
+    column whose type changed at the source (``TableUnusable``, once per writer schema).
     """
     if sink is None or registry is None:
         sink, registry = executor_sink(conf)
         types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
+        checked_schemas: set[int] = _executor_state["checked"]
+        if _executor_state.pop("failed", False):  # the step a table-level error names may have changed the table
+            sink.reload()
+            checked_schemas.clear()
+        if epochs is None:
+            from .sync_state import load
+
+            session = sink.session
+
+            def epochs(topic: str) -> list[Epoch]:
+                return load(session, topic, conf["keyspace"])
     else:
-        types_by_schema = {}
+        types_by_schema, checked_schemas = {}, set()
+    if epochs is None:  # stand-ins without epochs: before the first resync
+
+        def epochs(topic: str) -> list[Epoch]:
+            return []
+
+    epochs_by_topic: dict[str, list[Epoch]] = {}  # cdc.sync_state is tiny: read once per task
+    superseded: dict[str, int] = {}
     raw_by_change: dict[int, Any] = {}
     changes = []
+    truncate: Change | None = None  # the partition's newest TRUNCATE: it shadows every older one
     dead: list[DeadLetter] = []
     seen = 0
     for row in rows:
@@ -87,6 +119,13 @@ def apply_partition(rows, conf: dict[str, Any], sink: Any = None, registry: Any 
         seen += 1
         if raw_value is None:
             continue  # a tombstone: Kafka's compaction marker, nothing to apply
+        known = epochs_by_topic.get(topic)
+        if known is None:
+            known = epochs_by_topic[topic] = epochs(topic)
+            superseded[topic] = superseded_below(known)
+        epoch = epoch_for(known, partition, offset)
+        if (epoch.number if epoch else 0) < superseded[topic]:
+            continue  # a completed resync re-read its rows and deleted the rest (changes.py)
         try:
             part = "value"
             value = decode(raw_value, registry)
@@ -95,13 +134,23 @@ def apply_partition(rows, conf: dict[str, Any], sink: Any = None, registry: Any 
             part = "key"
             key = None if image_key(value) is not None else decode(raw_key, registry)
             part = "value"
-            change = from_event(key, value, offset)
+            change = from_event(key, value, offset, epoch=epoch.number if epoch else 0)
             if change is None:
                 continue
-            if change.row is not None and not change.row.keys() <= sink.columns.keys():
-                schema_id = schema_id_of(raw_value)
+            # Raises SourceChanged (not a row's fault: the batch fails and nothing is skipped).
+            if not check_source(change, epoch, known[-1].number if known else 0):
+                continue  # an older epoch's record of a replaced source: a newer epoch re-read its rows
+            if change.is_truncate:
+                if truncate is None or change.timestamp > truncate.timestamp:
+                    truncate = change
+                continue
+            schema_id = schema_id_of(raw_value)
+            if schema_id not in checked_schemas:  # once per writer schema: a type change is the table's
                 if schema_id not in types_by_schema:
                     types_by_schema[schema_id] = after_field_types(registry.raw_schema(schema_id))
+                check_types(sink, types_by_schema[schema_id])
+                checked_schemas.add(schema_id)
+            if change.row is not None and not change.row.keys() <= sink.columns.keys():
                 sink.ensure_columns({k: t for k, t in types_by_schema[schema_id].items() if k in change.row})
                 undeclared = change.row.keys() - sink.columns.keys()
                 if undeclared:  # the writer schema gives them no type: the record's fault
@@ -139,8 +188,31 @@ def apply_partition(rows, conf: dict[str, Any], sink: Any = None, registry: Any 
             backlog = older.get(change.key)
             if backlog:
                 pending.append(backlog.pop())
+    if truncate is not None:  # after the upserts: those older than the truncate go too
+        sink.truncate(truncate.timestamp)
+        writes += 1
     sink.dead_letter(dead)
     return seen, writes, len(dead)
+
+
+def check_types(sink: Any, writer: dict[str, str]) -> None:
+    """Raise TableUnusable, naming the step, when the writer schema changed a column's type to
+    one the table's column cannot hold; remember the widened columns (int -> bigint) whose
+    values are written while they fit."""
+    # The table may have changed since this process read it: another worker added a column,
+    # or the step below re-created the table. Judged on stale columns, a widened column would
+    # be missed and its first value out of range dead-lettered as the row's fault.
+    if not writer.keys() <= sink.columns.keys() or type_conflicts(sink.columns, writer):
+        sink.reload()
+    conflicts = type_conflicts(sink.columns, writer)
+    if conflicts:
+        table = f"{sink.keyspace}.{sink.table}"
+        raise TableUnusable(
+            "the source changed the type of "
+            + ", ".join(f"{n} ({had} in {table}, now {now.lstrip('!')})" for n, (had, now) in sorted(conflicts.items()))
+            + f": these values would not fit. {REBUILD_STEP}"
+        )
+    sink.widened.update(n for n, t in writer.items() if n in sink.columns and sink.columns[n] != t)
 
 
 def apply_arrow(batches, conf: dict[str, Any]):
@@ -153,5 +225,9 @@ def apply_arrow(batches, conf: dict[str, Any]):
             columns = [batch.column(name).to_pylist() for name in ("key", "value", "topic", "partition", "offset")]
             yield from zip(*columns)
 
-    records, writes, dead = apply_partition(rows(), conf)
+    try:
+        records, writes, dead = apply_partition(rows(), conf)
+    except BaseException:
+        _executor_state["failed"] = True  # the retry reads the table again (apply_partition)
+        raise
     yield pa.RecordBatch.from_pydict({"records": [records], "writes": [writes], "dead": [dead]})

@@ -41,7 +41,7 @@ from cassandra import InvalidRequest
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement
 
-from ..errors import BadValue, TableUnusable
+from ..errors import BadValue, TableUnusable, UnsupportedType
 from .changes import Change
 
 log = logging.getLogger(__name__)
@@ -118,9 +118,20 @@ def to_cql(cql_type: str, value: Any) -> Any:
         if cql_type in ("double", "float"):
             return float(value)
         if cql_type == "decimal":
+            if isinstance(value, dict) and "scale" in value and "value" in value:  # VariableScaleDecimal
+                return Decimal(int.from_bytes(value["value"], "big", signed=True)).scaleb(-value["scale"])
             return value if isinstance(value, Decimal) else Decimal(str(value))
+        if cql_type.startswith("list<"):
+            inner = cql_type[5:-1]
+            if not isinstance(value, list):
+                raise BadValue(f"{value!r} is not a list")
+            return [to_cql(inner, v) for v in value]
         if cql_type == "boolean":
-            return bool(value)
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "t", "f"):
+                return value.lower() in ("true", "t")
+            raise BadValue(f"{value!r} is not a boolean")
         if cql_type == "blob":
             return bytes(value)
         if cql_type in ("text", "varchar", "ascii"):
@@ -172,6 +183,39 @@ def encoder(cql_type: str, serialize: Callable[[Any, int], bytes], protocol_vers
     return generic
 
 
+#: What to do when a column's type no longer fits. Cassandra cannot change a column's type,
+#: and ALTER TABLE ... DROP of a column is unsafe here: Cassandra drops only cells written
+#: before the drop's wall-clock time, the pipeline's write timestamps are far in the future
+#: (cdcpipe/pipeline/changes.py), and reads of the table then fail ("... is not a subset of
+#: ..."; adding the column back with its old type restores them). So the table is rebuilt.
+REBUILD_STEP = (
+    "Cassandra cannot change a column's type, and dropping the column is unsafe with this pipeline's "
+    "write timestamps. Step: 'cdcpipe resync --rebuild' (re-creates cdc.users and re-reads every row "
+    "while streaming goes on; the job adds the column with the source's type)"
+)
+
+
+def quote(name: str) -> str:
+    """A CQL identifier, quoted: keeps its case and allows reserved words (token, ...)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+#: (Cassandra column type, writer type) pairs a column keeps after a source type change:
+#: every value of the writer's type is written as long as it fits (an out-of-range value
+#: stops the job, it is not a row's fault).
+WIDENINGS = {("int", "bigint")}
+
+
+def type_conflicts(columns: Mapping[str, str], writer: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Columns whose writer type differs from the table's: name -> (table type, writer type);
+    those in WIDENINGS are not conflicts."""
+    return {
+        name: (columns[name], wtype)
+        for name, wtype in writer.items()
+        if name in columns and columns[name] != wtype and (columns[name], wtype) not in WIDENINGS
+    }
+
+
 def cql_type_of(avro_type: Any) -> str:
     """The CQL type for a Debezium/Avro field type (used when a new column appears)."""
     if isinstance(avro_type, list):  # a nullable union
@@ -195,8 +239,14 @@ def cql_type_of(avro_type: Any) -> str:
             return "uuid"
         if connect in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date") or logical == "date":
             return "int"  # days since the epoch, kept as a number
-        if logical == "decimal":
+        if logical == "decimal" or connect == "io.debezium.data.VariableScaleDecimal":
             return "decimal"
+        if connect == "io.debezium.data.Json":
+            return "text"
+        if base == "array":
+            return f"list<{cql_type_of(avro_type.get('items'))}>"
+        if base in ("record", "map", "enum", "fixed"):
+            raise UnsupportedType(f"no lossless CQL type for a {base} ({connect or avro_type.get('name', '?')})")
         return cql_type_of(base)
     return {
         "string": "text",
@@ -238,8 +288,17 @@ def after_field_types(envelope_schema: Mapping[str, Any]) -> dict[str, str]:
         for branch in branches:
             record = named.get(branch) if isinstance(branch, str) else branch
             if isinstance(record, dict) and record.get("type") == "record":
-                return {f["name"]: cql_type_of(f["type"]) for f in record.get("fields", [])}
+                return {f["name"]: _cql_type_or_refusal(f["type"]) for f in record.get("fields", [])}
     return {}
+
+
+def _cql_type_or_refusal(avro_type: Any) -> str:
+    """cql_type_of, or "!reason" for a type with no lossless mapping: refused only when a
+    column of that type has to be written (ensure_columns, type_conflicts)."""
+    try:
+        return cql_type_of(avro_type)
+    except UnsupportedType as exc:
+        return f"!{exc}"
 
 
 class CassandraSink:
@@ -249,6 +308,7 @@ class CassandraSink:
         self.session = session
         self.keyspace, self.table, self.key = keyspace, table, key
         self.dead_letter_table = dead_letter_table
+        self.widened: set[str] = set()  # columns whose source type is wider (WIDENINGS)
         self._lock = threading.Lock()
         self._load_table()
         self._dead = session.prepare(
@@ -257,15 +317,21 @@ class CassandraSink:
             "VALUES (?, ?, ?, ?, ?, ?, toTimestamp(now()))"
         )
 
+    def reload(self) -> None:
+        """Read the table's columns again (someone may have changed the table)."""
+        with self._lock:
+            self._load_table()
+
     def _load_table(self) -> None:
         self.session.cluster.refresh_table_metadata(self.keyspace, self.table)
         meta = self.session.cluster.metadata.keyspaces[self.keyspace].tables[self.table]
         self.columns: dict[str, str] = {name: col.cql_type for name, col in meta.columns.items()}
         names = list(self.columns)
         self._upsert = self.session.prepare(
-            f"INSERT INTO {self.keyspace}.{self.table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) USING TIMESTAMP ?"
+            f"INSERT INTO {self.keyspace}.{self.table} ({', '.join(map(quote, names))}) "
+            f"VALUES ({', '.join('?' * len(names))}) USING TIMESTAMP ?"
         )
-        self._delete = self.session.prepare(f"DELETE FROM {self.keyspace}.{self.table} USING TIMESTAMP ? WHERE {self.key} = ?")
+        self._delete = self.session.prepare(f"DELETE FROM {self.keyspace}.{self.table} USING TIMESTAMP ? WHERE {quote(self.key)} = ?")
         # Values are serialized here, once, instead of by the driver's generic bind().
         serializers = {spec.name: spec.type.serialize for spec in self._upsert.column_metadata}
         version = self.session.cluster.protocol_version
@@ -277,12 +343,19 @@ class CassandraSink:
         missing = [name for name in types if name not in self.columns]
         if not missing:
             return []
+        refused = {name: types[name][1:] for name in missing if types[name].startswith("!")}
+        if refused:
+            raise UnsupportedType(
+                "source columns with no lossless Cassandra type: "
+                + "; ".join(f"{name}: {why}" for name, why in sorted(refused.items()))
+                + ". Step: change the column's type in PostgreSQL (e.g. to text or jsonb), or drop it"
+            )
         with self._lock:
             for name in missing:
                 if name in self.columns:
                     continue
                 log.warning("adding column %s %s to %s.%s", name, types[name], self.keyspace, self.table)
-                self.session.execute(f'ALTER TABLE {self.keyspace}.{self.table} ADD IF NOT EXISTS "{name}" {types[name]}', timeout=60)
+                self.session.execute(f"ALTER TABLE {self.keyspace}.{self.table} ADD IF NOT EXISTS {quote(name)} {types[name]}", timeout=60)
             self.session.cluster.control_connection.wait_for_schema_agreement()
             self._load_table()
         return missing
@@ -318,6 +391,11 @@ class CassandraSink:
                     size += len(data)
                     append(data)
         except ENCODE_ERRORS as exc:
+            if name in self.widened:
+                raise TableUnusable(
+                    f"column {name} is {self.columns[name]} in {self.keyspace}.{self.table} but wider at the source, "
+                    f"and {get(name)!r} does not fit. {REBUILD_STEP}"
+                ) from None
             raise column_error(name, get(name), exc) from None
         append(_int64(change.timestamp))
         return self._bound(self._upsert, values), size
@@ -444,6 +522,20 @@ class CassandraSink:
                 ) from outcome
             rejected.append((change, f"Cassandra rejected the write: {outcome}"))
         return rejected
+
+    def truncate(self, timestamp: int) -> int:
+        """TRUNCATE at ``timestamp``: every row is deleted with that timestamp, so writes newer
+        than the truncate survive it, also when it is replayed (CQL TRUNCATE has no timestamp)."""
+        from cassandra.query import SimpleStatement
+
+        query = SimpleStatement(f"SELECT {quote(self.key)} FROM {self.keyspace}.{self.table}", fetch_size=5000)
+        keys = [row[0] for row in self.session.execute(query, timeout=120)]
+        for ok, outcome in execute_concurrent(
+            self.session, [(self._delete, (timestamp, key)) for key in keys], concurrency=CONCURRENCY, raise_on_first_error=False
+        ):
+            if not ok:
+                raise outcome
+        return len(keys)
 
     def dead_letter(self, letters: Iterable[DeadLetter]) -> int:
         params = [(d.topic, d.partition, d.offset, d.key, d.value, d.error[:4000]) for d in letters]

@@ -52,6 +52,8 @@ USERS_DB_GRANTS = (
     "GRANT users_writer TO cdcpipe",
     # The capture watchdog (cdcpipe.liveness) reads the heartbeat as cdcpipe.
     "GRANT SELECT ON public.cdc_heartbeat TO cdcpipe",
+    # cdcpipe resync signals Debezium's incremental snapshots (sql/postgres/003_resync.sql).
+    "GRANT cdc_signaller TO cdcpipe",
 )
 
 

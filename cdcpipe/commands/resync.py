@@ -1,0 +1,63 @@
+"""`cdcpipe resync`: re-synchronise cdc.users from a fresh incremental snapshot, online."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import runtime, settings, verify
+from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    """Raises ResyncFailed, Mismatch (verify did not converge) or the clients' errors; main maps them."""
+    import psycopg
+
+    from .. import resync
+
+    conf = settings.load()
+    connector = ConnectorFile.load(Path(args.file))
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def url(name: str) -> str:
+        return runtime.service(conf, name).url
+
+    with (
+        runtime.service(conf, "cassandra").connected() as session,
+        psycopg.connect(runtime.service(conf, "postgres").dsn(), autocommit=True) as pg,
+    ):
+        summary = resync.run(
+            pg=pg,
+            session=session,
+            connect=ConnectClient(url("connect")),
+            connector=connector,
+            bootstrap=runtime.service(conf, "kafka").bootstrap,
+            registry_url=url("schema_registry"),
+            settings=conf,
+            timeout=args.timeout,
+            rebuild=args.rebuild,
+            say=say,
+        )
+        say(f"verifying (up to {args.verify_wait:.0f}s) ...")
+        rows = verify.wait_until_equal(pg, session, timeout=args.verify_wait)
+    summary["verified_rows"] = len(rows)
+    print(json.dumps(summary) if args.json else f"resync epoch {summary['epoch']} done: cdc.users equals public.users ({len(rows)} rows)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("resync", help="re-synchronise cdc.users from a fresh snapshot while streaming goes on, then verify")
+    p.add_argument("--file", default=str(DEFAULT_FILE), help="the connector's JSON (slot, signal table, notification topic)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds for the snapshot and the job to finish (default 900)")
+    p.add_argument("--verify-wait", type=float, default=120.0, help="seconds verify may wait to converge (default 120)")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="first drop and re-create cdc.users (the step after a column's type changed at the source)",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_resync)

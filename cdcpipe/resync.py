@@ -1,0 +1,237 @@
+"""``cdcpipe resync``: an online re-synchronisation of the read model (rule: cdcpipe/pipeline/changes.py).
+
+1. record epoch E+1 in cdc.sync_state: the topic's end offsets, PostgreSQL's system identifier,
+   the slot's restart_lsn (the job tags every later record with E+1 from then on);
+2. insert an ``execute-snapshot`` signal (Debezium incremental snapshot of public.users) into
+   public.cdc_signal; streaming goes on meanwhile;
+3. follow Debezium's notifications (topic ``notification.sink.topic.name``) until COMPLETED;
+4. wait until the Spark job has applied the topic up to its end offsets at that moment;
+5. delete rows and cells still written below epoch E+1 (not in the snapshot, not changed
+   since) with a timestamp just below the epoch, so no newer write can be shadowed;
+6. mark the epoch completed and verify.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from . import streaming_job
+from .errors import ResyncFailed
+from .pipeline import sync_state
+from .pipeline.changes import EPOCH_BASE, MAX_EPOCH
+
+
+def source_identity(pg: Any, slot: str) -> tuple[str, int | None]:
+    """(PostgreSQL's system identifier, the slot's restart_lsn or None without the slot): CLI side,
+    the executors never ask PostgreSQL (pipeline/ imports no psycopg)."""
+    from psycopg.rows import tuple_row
+
+    with pg.cursor(row_factory=tuple_row) as cur:
+        system_identifier = str(cur.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+        row = cur.execute("SELECT restart_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+    return system_identifier, (int(row[0]) if row and row[0] is not None else None)
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdcpipe-resync-{uuid.uuid4().hex[:8]}"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = sorted(meta.partitions) if meta is not None and meta.error is None else [0]
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        consumer.close()
+
+
+def notifications(bootstrap: str, registry_url: str, topic: str):
+    """A generator of decoded notification values from the topic's current end on (None while idle)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from .pipeline.avro_reader import SchemaCache, decode
+
+    registry = SchemaCache(registry_url)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"cdcpipe-resync-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "allow.auto.create.topics": True,
+        }
+    )
+    try:
+        starts = end_offsets(bootstrap, topic)
+        consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+        yield None  # positioned: the caller may send the signal now
+        while True:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() or msg.value() is None:
+                yield None
+                continue
+            yield decode(msg.value(), registry)
+    finally:
+        consumer.close()
+
+
+def stale_cleanup(session, keyspace: str, table: str, key: str, epoch: int) -> tuple[int, int]:
+    """Delete rows/cells written below ``epoch`` (rows: (deleted rows, rows with stale cells))."""
+    from cassandra.query import SimpleStatement
+
+    from .pipeline.cassandra_sink import quote
+
+    session.cluster.refresh_table_metadata(keyspace, table)
+    columns = [c for c in session.cluster.metadata.keyspaces[keyspace].tables[table].columns if c != key]
+    base = EPOCH_BASE * epoch
+    below = base - 1  # shadows every older write (ties go to the delete), no write of the epoch
+    select = SimpleStatement(
+        f"SELECT {quote(key)}, " + ", ".join(f"writetime({quote(c)})" for c in columns) + f" FROM {keyspace}.{table}",
+        fetch_size=2000,
+    )
+    delete_row = session.prepare(f"DELETE FROM {keyspace}.{table} USING TIMESTAMP ? WHERE {quote(key)} = ?")
+    rows_deleted = cells_rows = 0
+    for row in session.execute(select, timeout=120):
+        times = list(row[1:])
+        live = [t for t in times if t is not None]
+        if not live or max(live) < base:
+            session.execute(delete_row, (below, row[0]))
+            rows_deleted += 1
+            continue
+        stale = [c for c, t in zip(columns, times) if t is not None and t < base]
+        if stale:
+            session.execute(
+                f"DELETE {', '.join(map(quote, stale))} FROM {keyspace}.{table} USING TIMESTAMP %s WHERE {quote(key)} = %s",
+                (below, row[0]),
+            )
+            cells_rows += 1
+    return rows_deleted, cells_rows
+
+
+def recreate_table(session: Any, keyspace: str, table: str) -> None:
+    """DROP TABLE and the schema files again (they create what is missing, idempotently)."""
+    from . import migrations
+
+    session.execute(f"DROP TABLE IF EXISTS {keyspace}.{table}", timeout=120)
+    session.cluster.control_connection.wait_for_schema_agreement()
+    migrations.apply_cassandra(session)
+    session.cluster.control_connection.wait_for_schema_agreement()
+
+
+def run(
+    *,
+    pg,
+    session,
+    connect,
+    connector,
+    bootstrap: str,
+    registry_url: str,
+    settings=None,
+    topic: str = "cdc.public.users",
+    table: str = "public.users",
+    keyspace: str = "cdc",
+    cassandra_table: str = "users",
+    key: str = "id",
+    timeout: float = 600.0,
+    rebuild: bool = False,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run a resync; returns a summary. ``connector`` is a ConnectorFile (slot, signal table).
+
+    ``rebuild`` first drops and re-creates the Cassandra table (sql/cassandra): the step for a
+    column whose type changed at the source (see cassandra_sink.REBUILD_STEP). The job keeps
+    streaming into the new table meanwhile, and the snapshot then re-reads every row.
+    """
+    started = time.monotonic()
+    config = connector.config
+    slot = config.get("slot.name", "debezium")
+    signal_table = config.get("signal.data.collection")
+    notification_topic = config.get("notification.sink.topic.name")
+    if not signal_table or not notification_topic:
+        raise ResyncFailed(
+            f"connector '{connector.name}' has no signal.data.collection or notification.sink.topic.name: "
+            "register the current connectors/users-cdc.json first ('cdcpipe connector register')"
+        )
+    status = connect.wait_for_state(connector.name, "RUNNING", timeout=60)
+    say(f"connector {connector.name}: {status['connector']['state']}")
+
+    if rebuild:
+        recreate_table(session, keyspace, cassandra_table)
+        say(f"{keyspace}.{cassandra_table} dropped and re-created from sql/cassandra")
+
+    system_identifier, floor_lsn = source_identity(pg, slot)
+    epochs = sync_state.load(session, topic, keyspace)
+    epoch = (epochs[-1].number + 1) if epochs else 1
+    if epoch > MAX_EPOCH:
+        raise ResyncFailed(f"epoch {epoch} would overflow the write timestamps (at most {MAX_EPOCH} resyncs)")
+    starts = end_offsets(bootstrap, topic)
+    signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
+    sync_state.record(session, topic, epoch, starts, floor_lsn, system_identifier, slot, signal_id)
+    say(f"epoch {epoch} recorded: from offsets {starts} of {topic}; source {system_identifier}, slot {slot} restart_lsn {floor_lsn}")
+
+    # A precaution after DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT):
+    # rewriting one row to itself makes pgoutput send the relation's current columns ahead of
+    # the signal, so Debezium's table schema, from which it builds snapshot reads, is current.
+    # Its change event carries the row's current values: applying it changes nothing. (The
+    # scan failure seen after such DDL, "cached plan must not change result type", is the JDBC
+    # driver's server-side prepared statement; the connector sets driver.prepareThreshold=0.)
+    pg.execute(f"UPDATE {table} SET {key} = {key} WHERE {key} = (SELECT {key} FROM {table} LIMIT 1)")
+
+    feed = notifications(bootstrap, registry_url, notification_topic)
+    next(feed)
+    data = json.dumps({"data-collections": [table], "type": "incremental"})
+    pg.execute(f"INSERT INTO {signal_table} (id, type, data) VALUES (%s, 'execute-snapshot', %s)", (signal_id, data))
+    say(f"signal {signal_id} sent: incremental snapshot of {table}")
+
+    deadline = time.monotonic() + timeout
+    rows_scanned = None
+    try:
+        for note in feed:
+            if time.monotonic() > deadline:
+                raise ResyncFailed(
+                    f"no COMPLETED notification for {signal_id} in {timeout:.0f}s "
+                    f"(cdcpipe logs connect; the epoch stays recorded, a new resync is safe)"
+                )
+            if not note or note.get("id") != signal_id:
+                continue
+            kind, extra = note.get("type"), note.get("additional_data") or {}
+            if kind == "IN_PROGRESS":
+                say(f"  snapshot in progress: last key {extra.get('last_processed_key')} of {extra.get('maximum_key')}")
+            elif kind == "TABLE_SCAN_COMPLETED":
+                rows_scanned = extra.get("total_rows_scanned")
+                say(f"  table scan completed: {rows_scanned} rows ({extra.get('status')})")
+                if extra.get("status") != "SUCCEEDED":  # a failed scan read nothing: cleaning up would delete rows
+                    raise ResyncFailed(
+                        f"Debezium's snapshot {signal_id} ended with {extra.get('status')} after {rows_scanned} rows; "
+                        "nothing was deleted. See 'cdcpipe logs connect', then run 'cdcpipe resync' again "
+                        "(the epoch stays recorded; a new resync is safe)"
+                    )
+            elif kind == "ABORTED":
+                raise ResyncFailed(f"Debezium aborted the snapshot {signal_id}")
+            elif kind == "COMPLETED":
+                say(f"  snapshot completed ({time.monotonic() - started:.0f}s)")
+                break
+            else:
+                say(f"  {kind}")
+    finally:
+        feed.close()
+
+    ends = end_offsets(bootstrap, topic)
+    if settings is not None:
+        say(f"waiting for the Spark job to apply {topic} up to {ends} ...")
+        streaming_job.wait_for_offsets(
+            settings, {topic: {str(p): o for p, o in ends.items()}}, timeout=max(60.0, deadline - time.monotonic())
+        )
+    deleted, trimmed = stale_cleanup(session, keyspace, cassandra_table, key, epoch)
+    say(f"stale rows deleted: {deleted}; rows with stale cells cleared: {trimmed}")
+    sync_state.completed(session, topic, epoch)
+    return {
+        "epoch": epoch,
+        "signal": signal_id,
+        "rows_scanned": rows_scanned,
+        "stale_rows_deleted": deleted,
+        "rows_trimmed": trimmed,
+        "seconds": round(time.monotonic() - started, 1),
+    }
