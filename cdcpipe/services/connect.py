@@ -67,6 +67,12 @@ class Connect(Service):
             "status.storage.replication.factor": 1,
             # Commit source offsets often: a restart then re-sends few already-sent changes.
             "offset.flush.interval.ms": 5000,
+            # One worker: when it loses the group coordinator (Kafka frozen or restarting) it
+            # revokes its own connector and task, and with the default delay (5 min, meant for
+            # a departed worker of a cluster to come back) they were assigned again only after
+            # 5 minutes (seen in CI: rejoined at 06:45:47, task started at 06:50:47). Reassign
+            # at once; with several workers, a lost worker's tasks move right away too.
+            "scheduled.rebalance.max.delay.ms": 0,
             "listeners": f"http://{self.host}:{self.port()}",
             "rest.advertised.host.name": self.host,
             "rest.advertised.port": self.port(),
