@@ -49,3 +49,10 @@ def test_a_bad_topics_file_is_named(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         topics.load(bad)
+
+
+def test_a_kraft_cluster_id_never_starts_with_a_dash():
+    from cdcpipe.services.kafka import new_cluster_id
+
+    draws = iter([b"\xf8" + bytes(15), b"\x00" * 16])  # the first encodes as "-A...", an option to the tool
+    assert new_cluster_id(lambda: next(draws)) == "AAAAAAAAAAAAAAAAAAAAAA"

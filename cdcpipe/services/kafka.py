@@ -15,6 +15,16 @@ from .jvmconf import log4j2_config, properties
 HEAP_MB = 512
 
 
+def new_cluster_id(random_bytes=lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id (base64url of 16 random bytes), never starting with '-': the storage
+    tool would read it as an option ("--cluster-id: expected one argument"; a CI run met it,
+    1 in 64 ids). Kafka's own ``Uuid.randomUuid()`` draws again for the same reason."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka(Service):
     name = "kafka"
     processes = ("kafka",)
@@ -88,7 +98,7 @@ class Kafka(Service):
         shutil.rmtree(scratch, ignore_errors=True)
         config = self.dir / "format.properties"
         config.write_text(properties({**self._server_properties(), "log.dirs": scratch}))
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         done = subprocess.run(
             self._jvm("kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config)),
             capture_output=True,
