@@ -182,7 +182,14 @@ def run(
     work.mkdir(parents=True, exist_ok=True)
     progress_path = work / "progress.json"
     argv = streaming_job.job_argv(
-        settings, None, work / "checkpoint", topic=topic, table="users_bench", trigger_seconds=0.5, max_offsets_per_trigger=max(n // 4, 1)
+        settings,
+        None,
+        work / "checkpoint",
+        topic=topic,
+        schema_changes_topic="",
+        table="users_bench",
+        trigger_seconds=0.5,
+        max_offsets_per_trigger=max(n // 4, 1),
     )
     argv[argv.index("--progress-file") + 1] = str(progress_path)
     name = f"bench-{run_id}"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import requests
 
-from . import processes, runtime, streaming_job, verify
+from . import processes, resync, runtime, streaming_job, verify
 from .airflow_client import AirflowClient, run_dag
-from .connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile, register_and_wait
+from .connect_client import DEFAULT_FILE, ConnectorFile
 from .errors import CdcpipeError, StepFailed
 from .settings import Settings
 
@@ -62,7 +62,7 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
 
     def register() -> None:
         definition = ConnectorFile.load(DEFAULT_FILE)
-        register_and_wait(ConnectClient(stack["connect"].url), definition, timeout=120, progress=lambda m: say(f"    {m}"))
+        resync.register(settings, definition, timeout=120, progress=lambda m: say(f"    {m}"))
         say(f"    connector {definition.name} RUNNING (Connect {stack['connect'].url})")
 
     step("register the Debezium connector (connectors/users-cdc.json)", register)

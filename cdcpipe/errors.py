@@ -23,6 +23,7 @@ Two families. What stops a command or the runtime::
     ├── TableUnusable            1  the Cassandra table cannot take writes: the job retries
     │   └── UnsupportedType      1    a source column's type has no lossless CQL type
     ├── SourceChanged            1  a record cannot come from the synced source: run ``cdcpipe resync``
+    ├── SchemaChangeNeedsResync  1  DDL gave existing rows values no event carries: run ``cdcpipe resync``
     ├── ResyncFailed             1  ``cdcpipe resync`` could not finish (nothing was deleted)
     ├── ConnectorResetFailed     1  ``cdcpipe connector reset-offsets`` did not get the connector RUNNING
     ├── PipelineStalled          1  a benchmark saw a stage make no progress for too long
@@ -186,6 +187,12 @@ class TableUnusable(CdcpipeError):
 
 class UnsupportedType(TableUnusable):
     """A source column whose type has no lossless CQL mapping: the table's problem."""
+
+
+class SchemaChangeNeedsResync(CdcpipeError):
+    """A schema change gave existing rows values that no change event carries (ADD COLUMN ...
+    DEFAULT, RENAME COLUMN, ALTER COLUMN ... TYPE ... USING; cdcpipe/pipeline/schema_changes.py):
+    the job stops there until ``cdcpipe resync`` re-reads every row."""
 
 
 class SourceChanged(CdcpipeError):

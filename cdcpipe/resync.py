@@ -19,10 +19,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import streaming_job
+from . import runtime, streaming_job
 from .errors import ResyncFailed
 from .pipeline import sync_state
 from .pipeline.changes import EPOCH_BASE, MAX_EPOCH
+from .pipeline.schema_changes import JOURNAL_TOPIC
 
 
 def source_identity(pg: Any, slot: str) -> tuple[str, int | None]:
@@ -120,6 +121,43 @@ def recreate_table(session: Any, keyspace: str, table: str) -> None:
     session.cluster.control_connection.wait_for_schema_agreement()
 
 
+def register(
+    settings: Any,
+    connector: Any,
+    timeout: float = 120.0,
+    progress: Callable[[str], None] = print,
+    topic: str = "cdc.public.users",
+    journal_topic: str | None = JOURNAL_TOPIC,
+) -> dict[str, Any]:
+    """Register ``connector`` (``connect_client.register_and_wait``) and, the first time, record
+    epoch 0: the source the read model starts from (see changes.py, "Source identity").
+
+    Epoch 0 is recorded only when no epoch exists and the topic is still empty, with
+    PostgreSQL's system identifier and its WAL position *before* the connector existed: every
+    record Debezium writes for this source (its initial snapshot included) is at or above it.
+    A source replaced later (a restore, a fresh initdb, a failover) is then caught before the
+    first ``cdcpipe resync``, not only after it. Returns the connector's status.
+    """
+    from .connect_client import ConnectClient, register_and_wait
+
+    svcs = runtime.by_name(settings, ["postgres", "kafka", "cassandra", "connect"])
+    with svcs["postgres"].connect(dbname="users", autocommit=True) as pg:
+        system_identifier, _ = source_identity(pg, connector.config.get("slot.name", "debezium"))
+        lsn = int(pg.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0])
+    bootstrap = svcs["kafka"].bootstrap
+    starts = {t: end_offsets(bootstrap, t) for t in (topic, journal_topic) if t}
+    _verb, status = register_and_wait(ConnectClient(svcs["connect"].url), connector, timeout=timeout, progress=progress)
+    if any(offset for offsets in starts.values() for offset in offsets.values()):
+        return status  # not a first registration: epochs are resync's
+    with svcs["cassandra"].connected() as session:
+        if not sync_state.load(session, topic):
+            for name, offsets in starts.items():
+                sync_state.record(session, name, 0, offsets, lsn, system_identifier, connector.config.get("slot.name"), None)
+                sync_state.completed(session, name, 0)
+            progress(f"epoch 0 recorded: source {system_identifier} from LSN {lsn}")
+    return status
+
+
 def run(
     *,
     pg,
@@ -130,6 +168,7 @@ def run(
     registry_url: str,
     settings=None,
     topic: str = "cdc.public.users",
+    journal_topic: str | None = JOURNAL_TOPIC,
     table: str = "public.users",
     keyspace: str = "cdc",
     cassandra_table: str = "users",
@@ -167,7 +206,13 @@ def run(
     if epoch > MAX_EPOCH:
         raise ResyncFailed(f"epoch {epoch} would overflow the write timestamps (at most {MAX_EPOCH} resyncs)")
     starts = end_offsets(bootstrap, topic)
+    # The schema-change journal's topic gets the same epoch, from its end offset at the same
+    # moment: a journal row before it is then of an older epoch, and a DDL the job stopped at
+    # (pipeline/schema_changes.py) is passed over, since this snapshot re-reads every row.
+    journal_starts = end_offsets(bootstrap, journal_topic) if journal_topic else {}
     signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
+    if journal_topic:
+        sync_state.record(session, journal_topic, epoch, journal_starts, floor_lsn, system_identifier, slot, signal_id)
     sync_state.record(session, topic, epoch, starts, floor_lsn, system_identifier, slot, signal_id)
     say(f"epoch {epoch} recorded: from offsets {starts} of {topic}; source {system_identifier}, slot {slot} restart_lsn {floor_lsn}")
 
@@ -226,7 +271,8 @@ def run(
         )
     deleted, trimmed = stale_cleanup(session, keyspace, cassandra_table, key, epoch)
     say(f"stale rows deleted: {deleted}; rows with stale cells cleared: {trimmed}")
-    sync_state.completed(session, topic, epoch)
+    for done in (topic, journal_topic) if journal_topic else (topic,):
+        sync_state.completed(session, done, epoch)
     return {
         "epoch": epoch,
         "signal": signal_id,

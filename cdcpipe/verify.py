@@ -40,10 +40,13 @@ def source_rows(pg, keys: Collection[str] | None = None) -> dict[str, dict[str, 
         # json/jsonb as PostgreSQL's own text, which is what Debezium streams (and the job stores)
         cur.adapters.register_loader("json", TextLoader)
         cur.adapters.register_loader("jsonb", TextLoader)
+        # prepare=False: a prepared SELECT * fails once the table's columns change ("cached
+        # plan must not change result type"), and verify runs across schema changes.
         if keys is None:
-            rows = cur.execute("SELECT * FROM public.users").fetchall()
+            rows = cur.execute("SELECT * FROM public.users", prepare=False).fetchall()
         else:
-            rows = cur.execute("SELECT * FROM public.users WHERE id = ANY(%s::uuid[])", [[uuid.UUID(k) for k in keys]]).fetchall()
+            ids = [[uuid.UUID(k) for k in keys]]
+            rows = cur.execute("SELECT * FROM public.users WHERE id = ANY(%s::uuid[])", ids, prepare=False).fetchall()
     return {str(r["id"]): {k: comparable(v) for k, v in r.items()} for r in rows}
 
 

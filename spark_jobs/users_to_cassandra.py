@@ -34,7 +34,9 @@ from typing import Any
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQueryListener
 
-from cdcpipe.pipeline.apply import apply_arrow, consistency
+from cdcpipe.pipeline.apply import apply_arrow, consistency, executor_sink
+from cdcpipe.pipeline.schema_changes import SchemaChange
+from cdcpipe.pipeline.schema_changes import apply as apply_schema_changes
 
 log = logging.getLogger("users_to_cassandra")
 
@@ -46,6 +48,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         "--bootstrap", default=env("CDC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), help="Kafka bootstrap servers [CDC_KAFKA_BOOTSTRAP]"
     )
     p.add_argument("--topic", default=env("CDC_TOPIC", "cdc.public.users"), help="topic to read [CDC_TOPIC]")
+    p.add_argument(
+        "--schema-changes-topic",
+        default=env("CDC_SCHEMA_CHANGES_TOPIC", "cdc.public.cdc_schema_changes"),
+        help="the source table's schema-change journal, read with --topic ('' for none; "
+        "cdcpipe/pipeline/schema_changes.py) [CDC_SCHEMA_CHANGES_TOPIC]",
+    )
     p.add_argument("--topic-pattern", default=env("CDC_TOPIC_PATTERN"), help="regex of topics, instead of --topic [CDC_TOPIC_PATTERN]")
     p.add_argument(
         "--registry-url",
@@ -96,6 +104,11 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--progress-file", default=env("CDC_PROGRESS_FILE"), help="write the query's progress here as JSON [CDC_PROGRESS_FILE]")
     return p.parse_args(argv)
+
+
+def subscribed(args: argparse.Namespace) -> str:
+    """The topics the query reads: the change events and the schema-change journal."""
+    return ",".join(t for t in (args.topic, getattr(args, "schema_changes_topic", None)) if t)
 
 
 # --- driver side ---------------------------------------------------------------------------
@@ -184,6 +197,7 @@ def wait_for_topic(args: argparse.Namespace, report: ProgressReport, stopping: d
     """
     if args.topic_pattern:
         return True
+    wanted = subscribed(args).split(",")
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
@@ -192,10 +206,10 @@ def wait_for_topic(args: argparse.Namespace, report: ProgressReport, stopping: d
     while not stopping["now"]:
         try:
             meta = admin.list_topics(timeout=5)
-            topic = meta.topics.get(args.topic)
-            if topic is not None and topic.error is None and topic.partitions:
+            missing = [name for name in wanted if not (t := meta.topics.get(name)) or t.error is not None or not t.partitions]
+            if not missing:
                 return True
-            reason = f"waiting for topic {args.topic} to exist on {args.bootstrap}"
+            reason = f"waiting for topic {', '.join(missing)} to exist on {args.bootstrap}"
         except KafkaException as exc:
             reason = f"waiting for Kafka at {args.bootstrap}: {exc}"
         report.write("waiting", reason)
@@ -267,13 +281,23 @@ def main(argv: list[str] | None = None) -> int:
         "table": args.table,
         "registry_url": args.registry_url,
         "write_consistency": args.write_consistency,
+        "topic": args.topic,
+        "schema_changes_topic": args.schema_changes_topic,
     }
     totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0}
 
     def apply_batch(batch, batch_id: int) -> None:
         # The work happens on the executors; only one row of counts per partition returns.
         try:
-            counts = batch.mapInArrow(lambda it: apply_arrow(it, conf), "records long, writes long, dead long").collect()
+            counts = batch.mapInArrow(
+                lambda it: apply_arrow(it, conf), "records long, writes long, dead long, schema_changes array<string>"
+            ).collect()
+            # DDL after the batch's row writes, on the driver: a TRUNCATE or DROP COLUMN then
+            # covers every write of the batch older than it (pipeline/schema_changes.py).
+            changes = [SchemaChange.from_json(text) for row in counts for text in row.schema_changes or []]
+            if changes:
+                for done in apply_schema_changes(executor_sink(conf)[0], changes):
+                    log.warning("schema change: %s", done)
         except Exception as exc:  # the executors' Python traceback is in this one, not in the query's
             report.cause = _first_line(exc)
             raise
@@ -307,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
             # default 500 ms waiting for more. Measured: a one-record batch 800 -> 300 ms.
             .option("kafka.fetch.max.wait.ms", "10")
         )
-        reader = reader.option("subscribePattern", args.topic_pattern) if args.topic_pattern else reader.option("subscribe", args.topic)
+        reader = (
+            reader.option("subscribePattern", args.topic_pattern) if args.topic_pattern else reader.option("subscribe", subscribed(args))
+        )
         stream = reader.load().select("key", "value", "topic", "partition", "offset")
         return (
             stream.writeStream.queryName(QUERY_NAME)

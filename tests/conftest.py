@@ -68,10 +68,11 @@ def stack(conf) -> dict[str, Service]:
 @pytest.fixture(scope="session")
 def connector(stack):
     """The users-cdc connector, registered from connectors/users-cdc.json and RUNNING."""
-    from cdcpipe.connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile, register_and_wait
+    from cdcpipe import resync
+    from cdcpipe.connect_client import DEFAULT_FILE, ConnectorFile
 
     definition = ConnectorFile.load(DEFAULT_FILE)
-    register_and_wait(ConnectClient(stack["connect"].url), definition, timeout=120, progress=_progress)
+    resync.register(settings.load(), definition, timeout=120, progress=_progress)
     return definition
 
 

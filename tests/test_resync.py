@@ -59,6 +59,14 @@ def fresh(name: str) -> str:
     return f"{name}_{uuid.uuid4().hex[:6]}"
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def wait_for_job_reason(spark_job, conf, needle: str, timeout: float = 180.0) -> tuple[str, dict]:
     """The job's failure reason once it mentions ``needle`` (the job keeps retrying meanwhile)."""
     deadline = time.monotonic() + timeout
@@ -72,15 +80,25 @@ def wait_for_job_reason(spark_job, conf, needle: str, timeout: float = 180.0) ->
 
 
 def drop_columns(stack, conf, pg, cassandra, *columns: str) -> None:
-    """A test's own columns. Cassandra keeps a dropped column's values until a resync clears
-    them (the DROP COLUMN policy); the next test's verify would report them, so resync then.
+    """A test's own columns. The job clears a dropped column's values at the DROP's position
+    (the column stays in cdc.users, empty); wait for that, so the next test starts equal.
     Never ALTER TABLE cdc.users DROP: see cassandra_sink.REBUILD_STEP."""
     with admin(stack) as su:
         for column in columns:
             su.execute(f'ALTER TABLE public.users DROP COLUMN IF EXISTS "{column}"')
-    _, diff = verify.compare(pg, cassandra)
-    if any("columns only in Cassandra still hold values" in d for d in diff):
-        run_resync(stack, conf, pg, cassandra)
+    wait_until_read_model_matches(pg, cassandra)
+
+
+def journal(pg, after_id: int = 0) -> list[tuple]:
+    """public.cdc_schema_changes rows after ``after_id``: (kind, column, new name, backfill)."""
+    rows = pg.execute(
+        "SELECT kind, column_name, new_name, backfill FROM public.cdc_schema_changes WHERE id > %s ORDER BY id", (after_id,)
+    ).fetchall()
+    return [tuple(r.values()) for r in rows]
+
+
+def last_journal_id(pg) -> int:
+    return pg.execute("SELECT coalesce(max(id), 0) AS id FROM public.cdc_schema_changes").fetchone()["id"]
 
 
 def test_slot_loss_gap_is_repaired_by_resync_while_streaming(stack, conf, pg, cassandra, spark_job, connector):
@@ -117,46 +135,86 @@ def test_slot_loss_gap_is_repaired_by_resync_while_streaming(stack, conf, pg, ca
     assert {model[i]["city"] for i in updated} == {"changed-in-gap"}
 
 
-def test_a_replaced_source_stops_the_job_naming_resync(stack, conf, pg, cassandra, spark_job, connector):
-    """A new cluster is seen as LSNs below the floor the newest epoch recorded for its records,
-    and as another system identifier. Made here by recording an epoch as another cluster would
-    have left it: its floor far above today's WAL, another identifier."""
+def test_a_replaced_source_stops_the_job_naming_resync(stack, conf, pg, cassandra, spark_job, connector, tmp_path):
+    """A failover to another PostgreSQL cluster: a second real cluster (its own initdb, the
+    same migrations) takes the place of the first behind a connector with the same topic
+    prefix. Its LSNs restart low, below the floor the newest epoch recorded, and its system
+    identifier differs: the job stops naming resync, verify says so, and resync against the
+    new source makes the read model equal to it. Then the same back to the first cluster."""
+    import dataclasses
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from cdcpipe import runtime
+
     wait_until_read_model_matches(pg, cassandra)
-    epochs = sync_state.load(cassandra, "cdc.public.users")
-    number = (epochs[-1].number if epochs else 0) + 1
-    current_lsn = pg.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS lsn").fetchone()["lsn"]
-    starts = resync.end_offsets(stack["kafka"].bootstrap, "cdc.public.users")
-    sync_state.record(cassandra, "cdc.public.users", number, starts, int(current_lsn) + 10**12, "1234567890", "cdc_users", None)
-    user_id = insert(pg, {**ROW, "username": "after-the-replacement"})
-    reason, _ = wait_for_job_reason(spark_job, conf, "changed identity")
-    assert "cdcpipe resync" in reason
-    _, diff = verify.compare(pg, cassandra)
-    assert any("system identifier" in d and "cdcpipe resync" in d for d in diff), diff
-    summary = run_resync(stack, conf, pg, cassandra)  # the documented step
-    assert summary["epoch"] == number + 1
-    model = wait_until_read_model_matches(pg, cassandra)
-    assert model[user_id]["username"] == "after-the-replacement"
+    other = dataclasses.replace(conf, home=tmp_path / "other", ports={**conf.ports, "postgres": free_port()})
+    other.home.mkdir(mode=0o700)
+    client = ConnectClient(stack["connect"].url)
+    failover = fresh("users-cdc-failover")  # a new name: no offsets from an earlier run
+    runtime.up(other, ["postgres"], progress=lambda m: print(m, flush=True))
+    second = runtime.service(other, "postgres")
+    try:
+        with psycopg.connect(second.dsn(), autocommit=True, row_factory=dict_row) as pg2:
+            # The same table, other rows: a restore would bring old ones, this keeps the test short.
+            user_id = insert(pg2, {**ROW, "username": "on-the-new-cluster"})
+            floor = max(e.floor_lsn or 0 for e in sync_state.load(cassandra, "cdc.public.users"))
+            lsn = pg2.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS lsn").fetchone()["lsn"]
+            assert lsn < floor, f"the new cluster's WAL ({lsn}) should start below the old floor ({floor})"
+            client.delete(connector.name)  # the old source is gone
+            # Connect's environment holds the pipeline's own source's password; this test's
+            # connector names the new cluster's port and password itself (Connect hides it).
+            config = {**connector.config, "database.port": str(other.port("postgres")), "database.password": second.secrets["debezium"]}
+            replaced = ConnectorFile(failover, config)
+            client.put_config(replaced)
+            reason, _ = wait_for_job_reason(spark_job, conf, "changed identity")
+            assert "cdcpipe resync" in reason and "has LSN" in reason
+            _, diff = verify.compare(pg2, cassandra)
+            assert any("system identifier" in d and "cdcpipe resync" in d for d in diff), diff
+            summary = resync.run(
+                pg=pg2,
+                session=cassandra,
+                connect=client,
+                connector=replaced,
+                bootstrap=stack["kafka"].bootstrap,
+                registry_url=stack["schema_registry"].url,
+                settings=conf,
+                timeout=300,
+                say=lambda m: print(m, flush=True),
+            )
+            model = wait_until_read_model_matches(pg2, cassandra)
+            assert list(model) == [user_id] and summary["stale_rows_deleted"] >= 1
+    finally:
+        if failover in client.list():
+            client.delete(failover)
+        runtime.down(other, purge=True, progress=lambda m: print(m, flush=True))
+    # Back to the first cluster: its connector resumes from its own offsets, and a resync
+    # re-reads the rows the failover's resync deleted.
+    client.put_config(connector)
+    client.wait_for_state(connector.name, "RUNNING", timeout=120)
+    run_resync(stack, conf, pg, cassandra)
+    wait_until_read_model_matches(pg, cassandra)
 
 
-def test_truncate_is_reported_then_repaired_by_resync_keeping_newer_rows(stack, conf, pg, cassandra, spark_job, connector):
-    """Debezium's TRUNCATE event has no key and the compacted topic refuses keyless records, so
-    the connector skips TRUNCATE (its default); verify reports the rows, resync deletes them."""
+def test_truncate_deletes_the_rows_before_it_and_keeps_those_after_it(stack, conf, pg, cassandra, spark_job, connector):
+    """TRUNCATE is journaled in its own transaction; the job deletes every row at its position:
+    a row inserted before it in the same transaction goes, one inserted after it stays."""
     for _ in range(5):
         insert(pg, ROW)
     wait_until_read_model_matches(pg, cassandra)
-    with admin(stack) as su:
+    since = last_journal_id(pg)
+    with admin(stack) as su, su.transaction():
+        su.execute("INSERT INTO public.users (id, username) VALUES (%s, 'before-truncate')", (uuid.uuid4(),))
         su.execute("TRUNCATE public.users")
-    after = insert(pg, {**ROW, "username": "after-truncate"})
-    deadline = time.monotonic() + 60
-    while after not in verify.read_model_rows(cassandra, ["id"]):  # streaming goes on past it
-        assert time.monotonic() < deadline, "the insert after TRUNCATE did not arrive"
-        time.sleep(0.5)
-    assert ConnectClient(stack["connect"].url).status(connector.name)["tasks"][0]["state"] == "RUNNING"
-    _, diff = verify.compare(pg, cassandra)
-    assert diff, "rows deleted by TRUNCATE should be reported"
-    run_resync(stack, conf, pg, cassandra)
+        after = str(uuid.uuid4())
+        su.execute("INSERT INTO public.users (id, username) VALUES (%s, 'after-truncate')", (after,))
+    assert journal(pg, since) == [("truncate", None, None, False)]
     model = wait_until_read_model_matches(pg, cassandra)
     assert list(model) == [after]
+    assert ConnectClient(stack["connect"].url).status(connector.name)["tasks"][0]["state"] == "RUNNING"
+    applied = [r for r in cassandra.execute("SELECT kind, lsn FROM cdc.schema_changes WHERE table_name = 'users'") if r.kind == "truncate"]
+    assert applied, "the job records the truncate it applied (its floor for late records)"
 
 
 def test_columns_that_need_quoting_in_cql(stack, conf, pg, cassandra, spark_job):
@@ -186,43 +244,73 @@ def test_add_column_without_default_arrives_with_the_first_value(stack, conf, pg
         drop_columns(stack, conf, pg, cassandra, column)
 
 
-def test_add_column_with_default_is_reported_then_filled_by_resync(stack, conf, pg, cassandra, spark_job):
+def test_add_column_with_default_stops_the_job_naming_resync_which_fills_it(stack, conf, pg, cassandra, spark_job):
     insert(pg, ROW)
     wait_until_read_model_matches(pg, cassandra)
     column = fresh("tier")
+    since = last_journal_id(pg)
     with admin(stack) as su:
         su.execute(f"ALTER TABLE public.users ADD COLUMN {column} text DEFAULT 'basic'")  # no row events
     try:
-        _, diff = verify.compare(pg, cassandra)
-        assert any("columns only in PostgreSQL hold values" in d and column in d for d in diff), diff
-        run_resync(stack, conf, pg, cassandra)
+        assert journal(pg, since) == [("add_column", column, None, True)]
+        reason, _ = wait_for_job_reason(spark_job, conf, f"ADD COLUMN {column}")
+        assert "cdcpipe resync" in reason
+        run_resync(stack, conf, pg, cassandra)  # the step it names
         model = wait_until_read_model_matches(pg, cassandra)
         assert model and {row[column] for row in model.values()} == {"basic"}
     finally:
         drop_columns(stack, conf, pg, cassandra, column)
 
 
-def test_drop_and_rename_column_are_reported_then_cleared_by_resync(stack, conf, pg, cassandra, spark_job):
-    dropped, renamed, new_name = fresh("shoe_size"), fresh("nick"), fresh("nickname")
+def test_drop_column_is_cleared_at_its_position_and_a_later_add_keeps_its_values(stack, conf, pg, cassandra, spark_job):
+    column = fresh("shoe_size")
     with admin(stack) as su:
-        su.execute(f"ALTER TABLE public.users ADD COLUMN {dropped} integer, ADD COLUMN {renamed} text")
-    user_id = insert(pg, {**ROW, dropped: 42, renamed: "zz"})
+        su.execute(f"ALTER TABLE public.users ADD COLUMN {column} integer")
+    user_id = insert(pg, {**ROW, column: 42})
     wait_until_read_model_matches(pg, cassandra)
+    since = last_journal_id(pg)
     with admin(stack) as su:
-        su.execute(f"ALTER TABLE public.users DROP COLUMN {dropped}")
-        su.execute(f"ALTER TABLE public.users RENAME COLUMN {renamed} TO {new_name}")
+        su.execute(f"ALTER TABLE public.users DROP COLUMN {column}")
+    assert journal(pg, since) == [("drop_column", column, None, False)]
+    select = f"SELECT {column} FROM cdc.users WHERE id = %s"
+    deadline = time.monotonic() + 120
+    while cassandra.execute(select, (uuid.UUID(user_id),)).one()[0] is not None:  # no resync: the job clears it
+        assert time.monotonic() < deadline, "the dropped column's value is still in cdc.users"
+        time.sleep(0.5)
+    wait_until_read_model_matches(pg, cassandra)
+    # Added again (same name and type): a value written after the drop outranks it.
+    with admin(stack) as su:
+        su.execute(f"ALTER TABLE public.users ADD COLUMN {column} integer")
     try:
-        _, diff = verify.compare(pg, cassandra)
-        held = [d for d in diff if "columns only in Cassandra still hold values" in d]
-        assert held and dropped in held[0] and renamed in held[0], diff
-        run_resync(stack, conf, pg, cassandra)
+        pg.execute(f"UPDATE public.users SET {column} = 43 WHERE id = %s", (user_id,))
         model = wait_until_read_model_matches(pg, cassandra)
-        assert model[user_id][new_name] == "zz"
-        row = cassandra.execute(f"SELECT {dropped}, {renamed} FROM cdc.users WHERE id = %s", (uuid.UUID(user_id),)).one()
-        assert tuple(row) == (None, None)
+        assert model[user_id][column] == 43
     finally:
         pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
-        drop_columns(stack, conf, pg, cassandra, new_name, dropped, renamed)
+        drop_columns(stack, conf, pg, cassandra, column)
+
+
+def test_rename_column_clears_the_old_name_and_stops_naming_resync(stack, conf, pg, cassandra, spark_job):
+    renamed, new_name = fresh("nick"), fresh("nickname")
+    with admin(stack) as su:
+        su.execute(f"ALTER TABLE public.users ADD COLUMN {renamed} text")
+    user_id = insert(pg, {**ROW, renamed: "zz"})
+    wait_until_read_model_matches(pg, cassandra)
+    since = last_journal_id(pg)
+    with admin(stack) as su:
+        su.execute(f"ALTER TABLE public.users RENAME COLUMN {renamed} TO {new_name}")
+    try:
+        assert journal(pg, since) == [("rename_column", renamed, new_name, True)]
+        reason, _ = wait_for_job_reason(spark_job, conf, f"RENAME COLUMN {renamed} TO {new_name}")
+        assert "cdcpipe resync" in reason
+        row = cassandra.execute(f"SELECT {renamed} FROM cdc.users WHERE id = %s", (uuid.UUID(user_id),)).one()
+        assert row[0] is None  # the old name is cleared before the job stops
+        run_resync(stack, conf, pg, cassandra)  # the step it names
+        model = wait_until_read_model_matches(pg, cassandra)
+        assert model[user_id][new_name] == "zz"
+    finally:
+        pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
+        drop_columns(stack, conf, pg, cassandra, new_name, renamed)
 
 
 def test_compatible_type_changes_keep_flowing_until_a_value_does_not_fit(stack, conf, pg, cassandra, spark_job):
@@ -303,3 +391,25 @@ def test_types_beyond_the_contract_are_mapped_without_loss(stack, conf, pg, cass
         pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
     finally:
         drop_columns(stack, conf, pg, cassandra, *names.values())
+
+
+def test_a_type_with_no_cql_mapping_stops_the_job_until_its_step_is_taken(stack, conf, pg, cassandra, spark_job):
+    """A point has no lossless CQL type: the job stops, naming the column and the step. After
+    the step (the type changed at the source, then a resync) the job passes over the records
+    it stopped at, and the resync's snapshot brings the rows with the new type."""
+    column = fresh("spot")
+    with admin(stack) as su:
+        su.execute(f"ALTER TABLE public.users ADD COLUMN {column} point")
+    user_id = insert(pg, ROW)
+    try:
+        pg.execute(f"UPDATE public.users SET {column} = point(1.5, 2) WHERE id = %s", (user_id,))
+        reason, _ = wait_for_job_reason(spark_job, conf, column)
+        assert "no lossless Cassandra type" in reason and "cdcpipe resync" in reason
+        with admin(stack) as su:
+            su.execute(f"ALTER TABLE public.users ALTER COLUMN {column} TYPE text USING {column}::text")
+        run_resync(stack, conf, pg, cassandra)  # the step it names
+        model = wait_until_read_model_matches(pg, cassandra)
+        assert model[user_id][column] == "(1.5,2)"
+    finally:
+        pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
+        drop_columns(stack, conf, pg, cassandra, column)

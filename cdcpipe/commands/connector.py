@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .. import runtime, settings
+from .. import resync, runtime, settings
 from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile, register_and_wait, summarize
 
 
@@ -30,7 +30,11 @@ def _print_state(status: dict, as_json: bool) -> None:
 
 def cmd_register(args: argparse.Namespace) -> int:
     connector = ConnectorFile.load(Path(args.file) if args.file else DEFAULT_FILE)
-    _verb, status = register_and_wait(_client(args), connector, timeout=args.timeout, progress=lambda m: print(m, file=sys.stderr))
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.connect_url:  # another Connect than the local runtime's: register only
+        _verb, status = register_and_wait(_client(args), connector, timeout=args.timeout, progress=say)
+    else:  # the local runtime's: the first registration also records epoch 0 (resync.register)
+        status = resync.register(settings.load(), connector, timeout=args.timeout, progress=say)
     _print_state(status, args.json)
     return 0
 

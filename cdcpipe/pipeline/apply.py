@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .avro_reader import DecodeError, decode, schema_id_of
 from .cassandra_sink import REBUILD_STEP, DeadLetter, TableUnusable, after_field_types, type_conflicts
 from .changes import Change, Epoch, MalformedChange, check_source, epoch_for, from_event, image_key, last_per_key, superseded_below
+from .schema_changes import JOURNAL_TOPIC, USERS_TOPIC, Floors, SchemaChange, from_journal_event, load_floors
 
 # One Cassandra session and registry client per Python worker process, reused across tasks.
 _executor_state: dict[str, Any] = {}
@@ -74,6 +76,8 @@ def apply_partition(
     sink: Any = None,
     registry: Any = None,
     epochs: Callable[[str], list[Epoch]] | None = None,
+    schema_changes: list[SchemaChange] | None = None,
+    floors: Floors | None = None,
 ) -> tuple[int, int, int]:
     """Decode, keep the newest change per key, write; dead-letter what cannot be used.
 
@@ -81,6 +85,10 @@ def apply_partition(
     ``sink`` and ``registry`` default to this worker's own (from ``conf``); tests pass stand-ins
     with the same methods (``tests/test_apply.py``). ``epochs(topic)`` gives the topic's sync
     epochs, oldest first (default: cdc.sync_state, read once per task; stand-ins: none).
+    Records of the schema-change journal (``conf["schema_changes_topic"]``) are appended to
+    ``schema_changes``, for the driver to apply after the batch (pipeline/schema_changes.py);
+    ``floors`` (default: cdc.schema_changes, read once per task) rule out what an applied
+    TRUNCATE or DROP COLUMN removed.
 
     Table-level problems raise instead of dead-lettering every row (the batch fails, the job
     reports the reason and retries): a source that changed identity (``SourceChanged``), a
@@ -100,6 +108,9 @@ def apply_partition(
 
             def epochs(topic: str) -> list[Epoch]:
                 return load(session, topic, conf["keyspace"])
+
+        if floors is None:
+            floors = load_floors(sink.session, conf["keyspace"], conf["table"])
     else:
         types_by_schema, checked_schemas = {}, set()
     if epochs is None:  # stand-ins without epochs: before the first resync
@@ -107,6 +118,9 @@ def apply_partition(
         def epochs(topic: str) -> list[Epoch]:
             return []
 
+    if floors is None:
+        floors = Floors()
+    journal_topic = conf.get("schema_changes_topic", JOURNAL_TOPIC)
     epochs_by_topic: dict[str, list[Epoch]] = {}  # cdc.sync_state is tiny: read once per task
     superseded: dict[str, int] = {}
     raw_by_change: dict[int, Any] = {}
@@ -122,6 +136,10 @@ def apply_partition(
         known = epochs_by_topic.get(topic)
         if known is None:
             known = epochs_by_topic[topic] = epochs(topic)
+            if not known and topic == journal_topic:
+                # No resync recorded the journal's epochs (resyncs before the journal existed):
+                # every journal row is newer than they are, so it is of the newest epoch.
+                known = epochs_by_topic[topic] = [replace(e, start_offsets={}) for e in epochs(conf.get("topic", USERS_TOPIC))[-1:]]
             superseded[topic] = superseded_below(known)
         epoch = epoch_for(known, partition, offset)
         if (epoch.number if epoch else 0) < superseded[topic]:
@@ -134,24 +152,44 @@ def apply_partition(
             part = "key"
             key = None if image_key(value) is not None else decode(raw_key, registry)
             part = "value"
+            if topic == journal_topic:
+                schema_change = from_journal_event(value, epoch.number if epoch else 0)
+                if schema_change is not None and check_source(schema_change, epoch, known[-1].number if known else 0):
+                    if (epoch.number if epoch else 0) < (known[-1].number if known else 0):
+                        continue  # a newer epoch (a resync) started after it: its snapshot re-reads every row
+                    if schema_changes is not None:
+                        schema_changes.append(schema_change)
+                continue
             change = from_event(key, value, offset, epoch=epoch.number if epoch else 0)
             if change is None:
                 continue
             # Raises SourceChanged (not a row's fault: the batch fails and nothing is skipped).
             if not check_source(change, epoch, known[-1].number if known else 0):
                 continue  # an older epoch's record of a replaced source: a newer epoch re-read its rows
+            change = floors.admit(change)
+            if change is None:
+                continue  # an applied TRUNCATE after it removed its row
             if change.is_truncate:
                 if truncate is None or change.timestamp > truncate.timestamp:
                     truncate = change
                 continue
             schema_id = schema_id_of(raw_value)
-            if schema_id not in checked_schemas:  # once per writer schema: a type change is the table's
-                if schema_id not in types_by_schema:
-                    types_by_schema[schema_id] = after_field_types(registry.raw_schema(schema_id))
-                check_types(sink, types_by_schema[schema_id])
-                checked_schemas.add(schema_id)
+            try:
+                if schema_id not in checked_schemas:  # once per writer schema: a type change is the table's
+                    if schema_id not in types_by_schema:
+                        types_by_schema[schema_id] = after_field_types(registry.raw_schema(schema_id))
+                    check_types(sink, types_by_schema[schema_id])
+                    checked_schemas.add(schema_id)
+                if change.row is not None and not change.row.keys() <= sink.columns.keys():
+                    sink.ensure_columns({k: t for k, t in types_by_schema[schema_id].items() if k in change.row})
+            except TableUnusable:
+                # The table cannot hold this record (a type change, a type with no CQL mapping).
+                # Once a resync started after it, its snapshot re-reads the record's row with the
+                # table as it is now: the record is passed over instead of stopping the job again.
+                if (epoch.number if epoch else 0) < (known[-1].number if known else 0):
+                    continue
+                raise
             if change.row is not None and not change.row.keys() <= sink.columns.keys():
-                sink.ensure_columns({k: t for k, t in types_by_schema[schema_id].items() if k in change.row})
                 undeclared = change.row.keys() - sink.columns.keys()
                 if undeclared:  # the writer schema gives them no type: the record's fault
                     raise MalformedChange(f"columns its writer schema (id {schema_id}) does not type: {', '.join(sorted(undeclared))}")
@@ -225,9 +263,12 @@ def apply_arrow(batches, conf: dict[str, Any]):
             columns = [batch.column(name).to_pylist() for name in ("key", "value", "topic", "partition", "offset")]
             yield from zip(*columns)
 
+    schema_changes: list[SchemaChange] = []
     try:
-        records, writes, dead = apply_partition(rows(), conf)
+        records, writes, dead = apply_partition(rows(), conf, schema_changes=schema_changes)
     except BaseException:
         _executor_state["failed"] = True  # the retry reads the table again (apply_partition)
         raise
-    yield pa.RecordBatch.from_pydict({"records": [records], "writes": [writes], "dead": [dead]})
+    yield pa.RecordBatch.from_pydict(
+        {"records": [records], "writes": [writes], "dead": [dead], "schema_changes": [[c.to_json() for c in schema_changes]]}
+    )

@@ -348,7 +348,8 @@ class CassandraSink:
             raise UnsupportedType(
                 "source columns with no lossless Cassandra type: "
                 + "; ".join(f"{name}: {why}" for name, why in sorted(refused.items()))
-                + ". Step: change the column's type in PostgreSQL (e.g. to text or jsonb), or drop it"
+                + ". Step: change the column's type in PostgreSQL (e.g. to text or jsonb) or drop it, then run 'cdcpipe resync'"
+                " (the job then passes over the records it stopped at)"
             )
         with self._lock:
             for name in missing:
@@ -526,12 +527,28 @@ class CassandraSink:
     def truncate(self, timestamp: int) -> int:
         """TRUNCATE at ``timestamp``: every row is deleted with that timestamp, so writes newer
         than the truncate survive it, also when it is replayed (CQL TRUNCATE has no timestamp)."""
+        return self._in_every_row(self._delete, timestamp)
+
+    def clear_column(self, column: str, timestamp: int) -> int:
+        """DROP COLUMN at ``timestamp``: the column's cells are deleted with that timestamp in
+        every row, so a value written after it (the column added again) survives, also when
+        the drop is replayed. The column itself stays (see pipeline/schema_changes.py)."""
+        self.reload()
+        if column not in self.columns or column == self.key:
+            return 0
+        delete = self.session.prepare(
+            f"DELETE {quote(column)} FROM {self.keyspace}.{self.table} USING TIMESTAMP ? WHERE {quote(self.key)} = ?"
+        )
+        return self._in_every_row(delete, timestamp)
+
+    def _in_every_row(self, delete: Any, timestamp: int) -> int:
+        """Run ``delete`` (bound to timestamp, key) for every key of the table."""
         from cassandra.query import SimpleStatement
 
         query = SimpleStatement(f"SELECT {quote(self.key)} FROM {self.keyspace}.{self.table}", fetch_size=5000)
         keys = [row[0] for row in self.session.execute(query, timeout=120)]
         for ok, outcome in execute_concurrent(
-            self.session, [(self._delete, (timestamp, key)) for key in keys], concurrency=CONCURRENCY, raise_on_first_error=False
+            self.session, [(delete, (timestamp, key)) for key in keys], concurrency=CONCURRENCY, raise_on_first_error=False
         ):
             if not ok:
                 raise outcome

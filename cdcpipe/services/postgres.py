@@ -54,6 +54,8 @@ USERS_DB_GRANTS = (
     "GRANT SELECT ON public.cdc_heartbeat TO cdcpipe",
     # cdcpipe resync signals Debezium's incremental snapshots (sql/postgres/003_resync.sql).
     "GRANT cdc_signaller TO cdcpipe",
+    # cdcpipe schema-changes lists the journal of DDL (sql/postgres/004_schema_changes.sql).
+    "GRANT SELECT ON public.cdc_schema_changes TO cdcpipe",
 )
 
 

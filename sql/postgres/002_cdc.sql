@@ -33,5 +33,11 @@ CREATE TABLE IF NOT EXISTS public.cdc_heartbeat (
     id      integer PRIMARY KEY,
     beat_at timestamptz NOT NULL
 );
-ALTER PUBLICATION cdc_users SET TABLE public.users, public.cdc_heartbeat;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = 'cdc_users' AND schemaname = 'public' AND tablename = 'cdc_heartbeat') THEN
+        ALTER PUBLICATION cdc_users ADD TABLE public.cdc_heartbeat;
+    END IF;
+END
+$$;
 GRANT SELECT, INSERT, UPDATE ON public.cdc_heartbeat TO debezium;

@@ -25,10 +25,15 @@ END
 $$;
 GRANT SELECT, INSERT ON public.cdc_signal TO cdc_signaller;
 
--- Both helper tables join public.users in the publication (002_cdc.sql sets users and
--- heartbeats; this keeps the list complete whichever file ran last). TRUNCATE is published
--- (the default `publish` list) but the connector skips it (Debezium's default
--- skipped.operations=t): its event has no key, and the compacted topic refuses keyless
--- records (the task FAILs: "Compacted topic cannot accept message without key"). After a
--- TRUNCATE, `cdcpipe verify` reports the rows and `cdcpipe resync` deletes them.
-ALTER PUBLICATION cdc_users SET TABLE public.users, public.cdc_heartbeat, public.cdc_signal;
+-- The signal table joins the publication (added, never SET: a SET on every start would drop
+-- the other tables from it for a moment). TRUNCATE is published (the default `publish` list)
+-- but the connector skips it (Debezium's default skipped.operations=t): its event has no key,
+-- and the compacted topic refuses keyless records (the task FAILs: "Compacted topic cannot
+-- accept message without key"). 004_schema_changes.sql journals TRUNCATE instead.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = 'cdc_users' AND schemaname = 'public' AND tablename = 'cdc_signal') THEN
+        ALTER PUBLICATION cdc_users ADD TABLE public.cdc_signal;
+    END IF;
+END
+$$;

@@ -1,0 +1,122 @@
+-- Schema changes of public.users, journaled in the same transaction as the change itself, so
+-- that the read model can follow them (see cdcpipe/pipeline/schema_changes.py).
+-- Idempotent: applied by `cdcpipe up` on every start and by the Docker stack's init.
+--
+-- Logical decoding streams rows, not DDL. Some DDL changes what the table holds without one
+-- row event: DROP and RENAME COLUMN (old values stay in Cassandra), ADD COLUMN ... DEFAULT
+-- and ALTER COLUMN ... TYPE ... USING (existing rows get new values), TRUNCATE (Debezium's
+-- truncate event has no key, and the compacted topic refuses keyless records). Here an event
+-- trigger and a TRUNCATE trigger write one journal row per change into
+-- public.cdc_schema_changes, which Debezium captures like public.users (its own topic,
+-- cdc.public.cdc_schema_changes). The journal row's LSN places the change in the stream:
+-- the Spark job clears dropped columns and truncated rows at exactly that position. Where
+-- existing rows got values that no event carries (ADD COLUMN ... DEFAULT, RENAME COLUMN,
+-- ALTER COLUMN ... TYPE ... USING), the journal row says `backfill`, and the job stops there,
+-- naming `cdcpipe resync`, until a resync has re-read every row.
+
+CREATE TABLE IF NOT EXISTS public.cdc_schema_changes (
+    id          bigserial PRIMARY KEY,
+    changed_at  timestamptz NOT NULL DEFAULT now(),
+    table_name  text NOT NULL,      -- 'public.users'
+    kind        text NOT NULL,      -- add_column | drop_column | rename_column | alter_type | truncate
+    column_name text,               -- the column (its old name for rename_column)
+    new_name    text,               -- rename_column: the new name
+    column_type text,               -- add_column / alter_type: the type now
+    backfill    boolean NOT NULL DEFAULT false  -- existing rows got values no row event carries
+);
+
+-- The columns as the trigger last saw them: what a RENAME or a DROP is told apart by.
+CREATE TABLE IF NOT EXISTS public.cdc_source_columns (
+    table_name  text NOT NULL,
+    attnum      smallint NOT NULL,
+    column_name text NOT NULL,
+    column_type text NOT NULL,
+    PRIMARY KEY (table_name, attnum)
+);
+INSERT INTO public.cdc_source_columns (table_name, attnum, column_name, column_type)
+SELECT 'public.users', attnum, attname, format_type(atttypid, atttypmod)
+FROM pg_attribute WHERE attrelid = 'public.users'::regclass AND attnum > 0 AND NOT attisdropped
+ON CONFLICT DO NOTHING;
+
+-- Only the triggers write these (as their owner); Debezium reads the journal for its snapshot.
+REVOKE ALL ON public.cdc_schema_changes, public.cdc_source_columns FROM PUBLIC;
+REVOKE ALL ON SEQUENCE public.cdc_schema_changes_id_seq FROM PUBLIC;
+GRANT SELECT ON public.cdc_schema_changes TO debezium;
+
+CREATE OR REPLACE FUNCTION public.cdc_journal_schema_change() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    tbl       constant text := 'public.users';
+    rel       regclass := to_regclass(tbl);
+    known     record;
+    cur       record;
+BEGIN
+    IF rel IS NULL OR NOT EXISTS (
+        SELECT 1 FROM pg_event_trigger_ddl_commands() c WHERE c.classid = 'pg_class'::regclass AND c.objid = rel
+    ) THEN
+        RETURN;
+    END IF;
+    FOR known IN SELECT * FROM public.cdc_source_columns WHERE table_name = tbl ORDER BY attnum LOOP
+        SELECT attname, attisdropped, format_type(atttypid, atttypmod) AS typ INTO cur
+        FROM pg_attribute WHERE attrelid = rel AND attnum = known.attnum;
+        IF NOT FOUND OR cur.attisdropped THEN
+            INSERT INTO public.cdc_schema_changes (table_name, kind, column_name)
+            VALUES (tbl, 'drop_column', known.column_name);
+        ELSIF cur.attname <> known.column_name THEN
+            -- the new name's values reach no row event until the row changes
+            INSERT INTO public.cdc_schema_changes (table_name, kind, column_name, new_name, column_type, backfill)
+            VALUES (tbl, 'rename_column', known.column_name, cur.attname, cur.typ, EXISTS (SELECT 1 FROM public.users));
+        ELSIF cur.typ <> known.column_type THEN
+            -- with USING, the rewrite may have changed every value without a row event
+            -- (PostgreSQL does not say whether it did: any USING in the statement counts)
+            INSERT INTO public.cdc_schema_changes (table_name, kind, column_name, column_type, backfill)
+            VALUES (tbl, 'alter_type', known.column_name, cur.typ, current_query() ~* '\musing\M');
+        END IF;
+    END LOOP;
+    FOR cur IN
+        SELECT a.attnum, a.attname, format_type(a.atttypid, a.atttypmod) AS typ,
+               (a.atthasmissing OR a.atthasdef OR a.attgenerated <> '') AS filled
+        FROM pg_attribute a
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+          AND NOT EXISTS (SELECT 1 FROM public.cdc_source_columns k WHERE k.table_name = tbl AND k.attnum = a.attnum)
+        ORDER BY a.attnum
+    LOOP
+        -- with a DEFAULT (or GENERATED), existing rows hold a value no row event carries
+        INSERT INTO public.cdc_schema_changes (table_name, kind, column_name, column_type, backfill)
+        VALUES (tbl, 'add_column', cur.attname, cur.typ, cur.filled AND EXISTS (SELECT 1 FROM public.users));
+    END LOOP;
+    DELETE FROM public.cdc_source_columns WHERE table_name = tbl;
+    INSERT INTO public.cdc_source_columns (table_name, attnum, column_name, column_type)
+    SELECT tbl, attnum, attname, format_type(atttypid, atttypmod)
+    FROM pg_attribute WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped;
+END
+$$;
+REVOKE ALL ON FUNCTION public.cdc_journal_schema_change() FROM PUBLIC;
+
+DROP EVENT TRIGGER IF EXISTS cdc_journal_schema_change;
+CREATE EVENT TRIGGER cdc_journal_schema_change ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION public.cdc_journal_schema_change();
+
+CREATE OR REPLACE FUNCTION public.cdc_journal_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    INSERT INTO public.cdc_schema_changes (table_name, kind) VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 'truncate');
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION public.cdc_journal_truncate() FROM PUBLIC;
+
+DROP TRIGGER IF EXISTS users_journal_truncate ON public.users;
+CREATE TRIGGER users_journal_truncate
+    AFTER TRUNCATE ON public.users
+    FOR EACH STATEMENT EXECUTE FUNCTION public.cdc_journal_truncate();
+
+-- The journal joins the publication, and Debezium's table.include.list (its own topic).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = 'cdc_users' AND schemaname = 'public' AND tablename = 'cdc_schema_changes') THEN
+        ALTER PUBLICATION cdc_users ADD TABLE public.cdc_schema_changes;
+    END IF;
+END
+$$;
