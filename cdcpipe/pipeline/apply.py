@@ -142,7 +142,9 @@ def apply_partition(
                 known = epochs_by_topic[topic] = [replace(e, start_offsets={}) for e in epochs(conf.get("topic", USERS_TOPIC))[-1:]]
             superseded[topic] = superseded_below(known)
         epoch = epoch_for(known, partition, offset)
-        if (epoch.number if epoch else 0) < superseded[topic]:
+        number = epoch.number if epoch else 0  # the record's epoch
+        newest = known[-1].number if known else 0  # the newest recorded, maybe still running
+        if number < superseded[topic]:
             continue  # a completed resync re-read its rows and deleted the rest (changes.py)
         try:
             part = "value"
@@ -153,18 +155,18 @@ def apply_partition(
             key = None if image_key(value) is not None else decode(raw_key, registry)
             part = "value"
             if topic == journal_topic:
-                schema_change = from_journal_event(value, epoch.number if epoch else 0)
-                if schema_change is not None and check_source(schema_change, epoch, known[-1].number if known else 0):
-                    if (epoch.number if epoch else 0) < (known[-1].number if known else 0):
+                schema_change = from_journal_event(value, number)
+                if schema_change is not None and check_source(schema_change, epoch, newest):
+                    if number < newest:
                         continue  # a newer epoch (a resync) started after it: its snapshot re-reads every row
                     if schema_changes is not None:
                         schema_changes.append(schema_change)
                 continue
-            change = from_event(key, value, offset, epoch=epoch.number if epoch else 0)
+            change = from_event(key, value, offset, epoch=number)
             if change is None:
                 continue
             # Raises SourceChanged (not a row's fault: the batch fails and nothing is skipped).
-            if not check_source(change, epoch, known[-1].number if known else 0):
+            if not check_source(change, epoch, newest):
                 continue  # an older epoch's record of a replaced source: a newer epoch re-read its rows
             change = floors.admit(change)
             if change is None:
@@ -186,7 +188,7 @@ def apply_partition(
                 # The table cannot hold this record (a type change, a type with no CQL mapping).
                 # Once a resync started after it, its snapshot re-reads the record's row with the
                 # table as it is now: the record is passed over instead of stopping the job again.
-                if (epoch.number if epoch else 0) < (known[-1].number if known else 0):
+                if number < newest:
                     continue
                 raise
             if change.row is not None and not change.row.keys() <= sink.columns.keys():
