@@ -219,3 +219,13 @@ def test_a_column_another_worker_added_is_read_before_judging_a_new_writer_schem
     sink.table_now = {"id": "uuid", "city": "text", "n": "int"}  # added meanwhile, as int
     apply.check_types(sink, {"id": "uuid", "city": "text", "n": "bigint"})
     assert sink.reloads == 1 and sink.widened == {"n"}  # so an out-of-range n stops the job
+
+
+def test_keep_warm_makes_the_workers_session_and_reports_ready(monkeypatch):
+    import pyarrow as pa
+
+    made = []
+    monkeypatch.setattr(apply, "executor_sink", lambda conf: made.append(conf) or (None, None))
+    out = list(apply.keep_warm_arrow(iter([pa.RecordBatch.from_pydict({"id": [0]})]), {"table": "users"}))
+    assert made == [{"table": "users"}]
+    assert [b.to_pydict() for b in out] == [{"ready": [1]}]
