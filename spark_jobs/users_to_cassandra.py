@@ -102,6 +102,13 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--starting-offsets", default=env("CDC_STARTING_OFFSETS", "earliest"), help="for a fresh checkpoint [CDC_STARTING_OFFSETS]"
     )
+    p.add_argument(
+        "--keep-warm-seconds",
+        type=float,
+        default=float(env("CDC_KEEP_WARM_SECONDS", "30")),
+        help="an idle job runs a tiny Python task this often so Spark keeps its Python workers "
+        "(it kills them after 60 s unused); 0: never [CDC_KEEP_WARM_SECONDS]",
+    )
     p.add_argument("--progress-file", default=env("CDC_PROGRESS_FILE"), help="write the query's progress here as JSON [CDC_PROGRESS_FILE]")
     return p.parse_args(argv)
 
@@ -117,12 +124,11 @@ HEARTBEAT_SECONDS = 5
 #: Backoff between restarts of a failed query: 2, 4, 8, ... seconds, at most 30.
 RETRY_FIRST_SECONDS = 2.0
 RETRY_MAX_SECONDS = 30.0
-#: Spark's JVM kills every idle Python worker once none has been used for a minute
+#: Keep-warm: Spark's JVM kills every idle Python worker once none has been used for a minute
 #: (PythonWorkerFactory.IDLE_WORKER_TIMEOUT_NS, fixed, checked every 10 s). An idle job runs a
 #: tiny Python task this often instead, so the next change finds warm workers with their
 #: Cassandra sessions (without it, the first change after 75 s idle took 1.7-1.8 s on a quiet
-#: machine, 0.2-0.5 s after a 1-2 s pause).
-KEEP_WARM_SECONDS = 30.0
+#: machine, 0.2-0.5 s after a 1-2 s pause). The interval is --keep-warm-seconds (default 30).
 
 
 class ProgressReport(StreamingQueryListener):
@@ -320,9 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     spark.streams.addListener(report)
 
     def keep_warm(query) -> None:
-        """Run a Python task on both cores when no batch has for KEEP_WARM_SECONDS (and none is
-        running), so Spark does not kill the idle workers (see KEEP_WARM_SECONDS)."""
-        if time.monotonic() - report.python_used_at < KEEP_WARM_SECONDS or query.status.get("isTriggerActive"):
+        """Run a Python task on both cores when no batch has for --keep-warm-seconds (and none
+        is running), so Spark does not kill the idle workers (see "Keep-warm" above)."""
+        idle = time.monotonic() - report.python_used_at
+        if not args.keep_warm_seconds or idle < args.keep_warm_seconds or query.status.get("isTriggerActive"):
             return
         report.python_used_at = time.monotonic()
         try:
