@@ -218,7 +218,10 @@ def _probe_round(
         samples.append({"id": str(user_id), "label": label, "committed": committed, "readable": readable})
         if (n + 1) % max(1, probes // 5) == 0:
             progress(f"  {label}: {n + 1}/{probes} probes, last {1000 * (readable - committed):.0f} ms")
-        time.sleep(rng.uniform(0.1, 0.2))
+        # A random pause longer than a trigger interval: real changes arrive at any phase of
+        # the job's trigger. A fixed short pause (0.1-0.2 s, before 2026-11-22) put every probe
+        # just after a trigger had found nothing, so each waited most of the next interval.
+        time.sleep(rng.uniform(0.1, 0.6))
     return samples
 
 

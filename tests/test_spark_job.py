@@ -164,3 +164,34 @@ def test_a_new_source_column_reaches_cassandra(stack, pg, cassandra, spark_job):
             pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
         with stack["postgres"].connect(dbname="users", autocommit=True) as admin:
             admin.execute("ALTER TABLE public.users DROP COLUMN IF EXISTS loyalty_points")
+
+
+def _python_workers(driver_pid: int) -> set[int]:
+    """The job's Python worker processes: children of the spark_daemon its JVM forked."""
+    import psutil
+
+    workers = set()
+    for proc in psutil.Process(driver_pid).children(recursive=True):
+        try:
+            if "cdcpipe.pipeline.spark_daemon" in " ".join(proc.cmdline()) and "spark_daemon" in " ".join(proc.parent().cmdline()):
+                workers.add(proc.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return workers
+
+
+def test_an_idle_job_keeps_its_python_workers(conf, pg, cassandra, spark_job):
+    """Spark's JVM kills every Python worker unused for a minute (a fixed timeout); the job's
+    keep-warm task (--keep-warm-seconds, default 30) keeps them, so the first change after a
+    pause does not fork, import and connect a new worker. Fails if the task stops running."""
+    import time
+
+    insert(pg, {**ROW, "username": "before-the-pause"})
+    wait_until_read_model_matches(pg, cassandra)
+    driver = spark_job.status(conf)["pid"]
+    before = _python_workers(driver)
+    assert before, f"no Python workers under the job's driver (pid {driver})"
+    time.sleep(85)  # the JVM checks every 10 s for workers idle more than 60 s
+    assert before <= _python_workers(driver), "Spark stopped idle Python workers: the keep-warm task did not run"
+    insert(pg, {**ROW, "username": "after-the-pause"})
+    wait_until_read_model_matches(pg, cassandra)

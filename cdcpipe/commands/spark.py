@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("start", help="submit the job (detached) and wait until its query runs")
     p.add_argument("--master", help="Spark master (default CDCPIPE_SPARK_MASTER or local[2]; e.g. spark://127.0.0.1:7077)")
     p.add_argument("--max-offsets-per-trigger", type=int, help="cap on records per micro-batch")
-    p.add_argument("--trigger-seconds", type=float, help="micro-batch interval (default 0.25)")
+    p.add_argument("--trigger-seconds", type=float, help="micro-batch interval (default 0.1)")
     p.set_defaults(func=cmd_start)
     p = actions.add_parser("stop", help="stop the job gracefully (after its current batch)")
     p.add_argument("--timeout", type=float, default=90.0, help="seconds before it is killed (default 90)")
