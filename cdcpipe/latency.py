@@ -290,6 +290,23 @@ def measure(
     return report
 
 
+def summary(report: dict[str, Any]) -> str:
+    """The report as a table: one row per round and leg, percentiles in ms."""
+    lines = [f"{'':6} {'leg':20} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} {'n':>4}  (ms)"]
+    for label in ("idle", "load"):
+        for leg in ("end_to_end", "commit_to_kafka", "kafka_to_cassandra"):
+            p = (report.get(label) or {}).get(leg)
+            if p:
+                lines.append(
+                    f"{label:6} {leg.replace('_', ' '):20} {p['p50_ms']:>7} {p['p90_ms']:>7} {p['p99_ms']:>7} {p['max_ms']:>7} {p['n']:>4}"
+                )
+    if report.get("load"):
+        lines.append(f"load: {report['load']['changes_per_s']} changes/s written (fell behind by {report['load']['load_fell_behind_s']} s)")
+    if report.get("plot"):
+        lines.append(f"plot: {report['plot']}")
+    return "\n".join(lines)
+
+
 def draw(samples: list[dict[str, Any]], path: Path, load: int) -> None:
     """Each probe's end-to-end latency over the run, split at the Kafka timestamp."""
     import matplotlib

@@ -31,7 +31,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             plot=Path(args.plot) if args.plot else None,
             progress=lambda m: print(m, file=sys.stderr),
         )
-        _print(report, args.json)
+        print(json.dumps(report, indent=2) if args.json else latency.summary(report))
         return 0
     report = bench.run(
         settings.load(),
