@@ -125,11 +125,6 @@ HEARTBEAT_SECONDS = 5
 #: Backoff between restarts of a failed query: 2, 4, 8, ... seconds, at most 30.
 RETRY_FIRST_SECONDS = 2.0
 RETRY_MAX_SECONDS = 30.0
-#: Keep-warm: Spark's JVM kills every idle Python worker once none has been used for a minute
-#: (PythonWorkerFactory.IDLE_WORKER_TIMEOUT_NS, fixed, checked every 10 s). An idle job runs a
-#: tiny Python task this often instead, so the next change finds warm workers with their
-#: Cassandra sessions (without it, the first change after 75 s idle took 1.7-1.8 s on a quiet
-#: machine, 0.2-0.5 s after a 1-2 s pause). The interval is --keep-warm-seconds (default 30).
 
 
 #: The Kafka source's columns the executors read, and what each partition returns.
@@ -363,7 +358,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def keep_warm(query) -> None:
         """Run a Python task on both cores when no batch has for --keep-warm-seconds (and none
-        is running), so Spark does not kill the idle workers (see "Keep-warm" above)."""
+        is running). Spark's JVM stops every idle Python worker once none has been used for a
+        minute (PythonWorkerFactory.IDLE_WORKER_TIMEOUT_NS, fixed, checked every 10 s); the next
+        change then waited for a new worker to import, connect to Cassandra and fetch schemas
+        (the first change after 75 s idle took 1.7-1.8 s on a quiet machine, 0.2-0.5 s after a
+        1-2 s pause)."""
         idle = time.monotonic() - report.python_used_at
         if not args.keep_warm_seconds or idle < args.keep_warm_seconds or query.status.get("isTriggerActive"):
             return
