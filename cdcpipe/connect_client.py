@@ -172,7 +172,12 @@ class ConnectClient:
 
     @staticmethod
     def _stopped(status: dict[str, Any]) -> bool:
-        return status.get("connector", {}).get("state") == "STOPPED" and not status.get("tasks")
+        """STOPPED with no task running. A task that started between a create and the stop can
+        stay listed as UNASSIGNED for good (its config is gone: ``GET /tasks`` is empty, and
+        Connect accepts ``DELETE /offsets``); waiting for an empty list then hung a resync until
+        its timeout and left the connector STOPPED (seen in CI after a lost slot)."""
+        tasks = status.get("tasks") or []
+        return status.get("connector", {}).get("state") == "STOPPED" and all(t.get("state") == "UNASSIGNED" for t in tasks)
 
     @staticmethod
     def _retrying(call: Callable[[], Any], left: Callable[[], float]) -> Any:
