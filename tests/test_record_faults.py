@@ -33,6 +33,17 @@ def register(registry_url: str, schema: str, schema_type: str) -> int:
     return response.json()["id"]
 
 
+def _answered(url: str, attempts: int = 3) -> requests.Response:
+    """GET, asked again when left unanswered (as SchemaCache does; see avro_reader)."""
+    for attempt in range(attempts):
+        try:
+            return requests.get(url, timeout=10)
+        except requests.Timeout:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def counting(registry: SchemaCache) -> list[str]:
     """The URLs the registry client requests from now on."""
     seen: list[str] = []
@@ -61,11 +72,25 @@ def test_unknown_id_on_a_healthy_registry_is_the_records_fault(stack):
     ],
 )
 def test_a_wrong_registry_url_is_the_systems_fault(stack, path):
-    registry = SchemaCache(stack["schema_registry"].base_url + path, timeout=30)
+    registry = SchemaCache(stack["schema_registry"].base_url + path, timeout=10)
     with pytest.raises(RegistryMisconfigured) as caught:
         decode(framed(987654), registry)
     assert isinstance(caught.value, ServiceUnavailable) and not isinstance(caught.value, DecodeError)
     assert "987654" in str(caught.value)
+
+
+def test_a_wrong_url_is_named_even_when_apicurio_leaves_a_request_unanswered(stack):
+    """Apicurio 3.3.3 leaves about one request in thirty to a wrong ccompat path unanswered
+    (avro_reader's docstring); each lookup must still end in the actionable error. Without
+    the retry, 120 lookups all answered would happen about 1 time in 70."""
+    url = stack["schema_registry"].base_url + "/apis/ccompat/v6"
+    verdicts: dict[str, int] = {}
+    for _ in range(120):
+        try:
+            decode(framed(987654), SchemaCache(url, timeout=2))
+        except ServiceUnavailable as exc:
+            verdicts[type(exc).__name__] = verdicts.get(type(exc).__name__, 0) + 1
+    assert verdicts == {"RegistryMisconfigured": 120}
 
 
 def test_the_registry_answers_as_the_rule_expects(stack):
@@ -73,7 +98,7 @@ def test_the_registry_answers_as_the_rule_expects(stack):
     base = stack["schema_registry"].base_url
     unknown = requests.get(f"{base}/apis/ccompat/v7/schemas/ids/987654", timeout=30)
     assert unknown.status_code == 404 and unknown.json()["error_code"] == 40403
-    wrong = requests.get(f"{base}/apis/ccompat/v6/schemas/ids/987654", timeout=30)
+    wrong = _answered(f"{base}/apis/ccompat/v6/schemas/ids/987654")
     assert wrong.status_code == 404 and wrong.text == ""
 
 
