@@ -79,7 +79,7 @@ unit: venv
 	$(VENV)/bin/python -m pytest -m "not stack" $(PYTEST_ARGS)
 
 test: jars console-assets
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest --durations=20 $(PYTEST_ARGS)
 
 demo: jars console-assets
 	$(CDCPIPE) demo

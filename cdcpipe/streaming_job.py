@@ -207,10 +207,18 @@ def status(settings: Settings) -> dict[str, Any]:
     return report
 
 
-def wait_for_offsets(settings: Settings, end_offsets: dict[str, dict[str, int]], timeout: float = 120.0) -> None:
-    """Wait until the job has committed at least ``end_offsets`` ({topic: {partition: offset}})."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_offsets(
+    settings: Settings, end_offsets: dict[str, dict[str, int]], timeout: float = 120.0, stalled_after: float | None = None
+) -> None:
+    """Wait until the job has committed at least ``end_offsets`` ({topic: {partition: offset}}).
+
+    Gives up after ``timeout`` s, or, with ``stalled_after``, once the committed offsets have
+    not moved for that long: a long replay is judged by whether it advances, not by a
+    deadline guessed for a machine's speed.
+    """
+    started = last_move = time.monotonic()
+    seen: object = None
+    while True:
         committed = progress(settings).get("committed_offsets") or {}
         if all(
             int((committed.get(topic) or {}).get(str(part), -1)) >= offset
@@ -218,5 +226,11 @@ def wait_for_offsets(settings: Settings, end_offsets: dict[str, dict[str, int]],
             for part, offset in parts.items()
         ):
             return
+        now = time.monotonic()
+        if committed != seen:
+            seen, last_move = committed, now
+        if now - started > timeout:
+            raise CdcpipeError(f"spark job did not reach offsets {end_offsets} in {timeout:.0f}s (at {committed})")
+        if stalled_after is not None and now - last_move > stalled_after:
+            raise CdcpipeError(f"spark job stopped advancing towards offsets {end_offsets}: at {committed} for {stalled_after:.0f}s")
         time.sleep(0.5)
-    raise CdcpipeError(f"spark job did not reach offsets {end_offsets} in {timeout:.0f}s")

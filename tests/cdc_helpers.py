@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from cdcpipe import verify
 from cdcpipe.pipeline.avro_reader import SchemaCache, decode
@@ -50,7 +50,9 @@ class TopicReader:
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False})
         try:
             _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        except Exception:
+        except KafkaException as exc:  # a topic not made yet starts at 0; any other error is the test's failure
+            if exc.args[0].code() not in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                raise
             high = 0
         self.start = max(high, 0)
         self.consumer.assign([TopicPartition(topic, 0, self.start)])

@@ -77,8 +77,13 @@ def test_cassandra_killed_right_after_a_batch_commits_loses_nothing(conf, stack,
     during = [insert(pg, {**ROW, "city": f"during-{i}"}) for i in range(30)]
     pg.execute("UPDATE public.users SET city = 'updated-during' WHERE id = ANY(%s)", (acknowledged[:10],))
     pg.execute("DELETE FROM public.users WHERE id = ANY(%s)", (acknowledged[10:20],))
-    status = wait_for(lambda: (s := spark_job.status(conf))["state"] == "retrying" and s, 90, "the job reports 'retrying'")
-    assert "NoHostAvailable" in (status["reason"] or ""), status
+    # The first failed write may report how its connection ended (a timeout, a shut-down
+    # connection); while Cassandra stays down the retries then name NoHostAvailable.
+    status = wait_for(
+        lambda: (s := spark_job.status(conf))["state"] == "retrying" and "NoHostAvailable" in (s["reason"] or "") and s,
+        90,
+        "the job reports 'retrying' because no Cassandra host is available",
+    )
     assert status["pid"] is not None  # the job process lives on
 
     runtime.up(conf, ["cassandra"], progress=lambda _m: None)
@@ -245,4 +250,6 @@ def test_every_service_killed_under_load_then_a_freeze(conf, stack, spark_job, c
     with stack["cassandra"].connected() as session, psycopg.connect(stack["postgres"].dsn(), autocommit=True) as fresh:
         model = wait_until_read_model_matches(fresh, session, timeout=300)
     print(f"  {writer.done} changes written ({writer.reconnects} reconnects); read model equal: {len(model)} rows")
-    assert spark_job.status(conf)["state"] == "running"
+    # The state clears on the job's next successful batch, which may trail the writes that
+    # made the model equal.
+    wait_for(lambda: spark_job.status(conf)["state"] == "running", 60, "the job back to 'running'")
