@@ -141,9 +141,14 @@ def ensure(admin: Any, specs: list[TopicSpec], progress: Callable[[str], None] =
 
 def _settled_partitions(admin: Any, name: str, timeout: float) -> int:
     """The partition count of a topic that exists but was missing from our first listing."""
+    from confluent_kafka import KafkaException
+
     deadline = time.monotonic() + timeout
     while True:
-        meta = admin.list_topics(topic=name, timeout=timeout).topics.get(name)
+        try:
+            meta = admin.list_topics(topic=name, timeout=timeout).topics.get(name)
+        except KafkaException as exc:
+            raise ServiceUnavailable(f"Kafka did not list topic {name}: {exc}") from None
         if meta is not None and meta.error is None and meta.partitions:
             return len(meta.partitions)
         if time.monotonic() > deadline:
