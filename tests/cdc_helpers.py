@@ -107,6 +107,18 @@ def pg_row_as_event(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """``predicate()``'s first truthy value, polled every 0.5 s; AssertionError naming ``what``
+    after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+
+
 def wait_until_read_model_matches(pg, session, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
     """Poll until cdc.users equals public.users column by column (ms precision)."""
     return verify.wait_until_equal(pg, session, timeout)

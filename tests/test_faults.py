@@ -7,7 +7,7 @@ import signal
 import time
 import uuid
 
-from cdc_helpers import TOPIC, wait_until_read_model_matches
+from cdc_helpers import TOPIC, wait_for, wait_until_read_model_matches
 from test_capture import ROW, insert
 
 from cdcpipe import processes, runtime
@@ -36,16 +36,6 @@ def read_model_equal(stack, pg, timeout: float) -> dict:
     fixture's may predate a Cassandra restart)."""
     with stack["cassandra"].connected() as session:
         return wait_until_read_model_matches(pg, session, timeout=timeout)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}")
 
 
 def test_cassandra_killed_right_after_a_batch_commits_loses_nothing(conf, stack, pg, spark_job):

@@ -6,10 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import random
 import struct
-import time
 import uuid
 
-from cdc_helpers import TOPIC, wait_until_read_model_matches
+from cdc_helpers import TOPIC, wait_for, wait_until_read_model_matches
 from confluent_kafka import Producer
 from test_capture import ROW, insert
 
@@ -136,19 +135,12 @@ def test_poison_records_go_to_dead_letters_and_the_stream_goes_on(stack, conf, p
 
     # The poison and `after` may be read by different tasks of the batch (the job splits the
     # partition into ranges), and a task writes its rows before its dead letters: poll.
-    deadline = time.monotonic() + 60
-    while True:
-        rows = {
-            r.kafka_offset: r
-            for r in cassandra.execute(
-                "SELECT kafka_offset, record_value, error FROM cdc.dead_letters WHERE topic = %s AND kafka_partition = 0", (TOPIC,)
-            )
-            if r.kafka_offset in offsets
-        }
-        if set(rows) == set(offsets) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert set(rows) == set(offsets)
+    def dead_letters():
+        query = "SELECT kafka_offset, record_value, error FROM cdc.dead_letters WHERE topic = %s AND kafka_partition = 0"
+        found = {r.kafka_offset: r for r in cassandra.execute(query, (TOPIC,)) if r.kafka_offset in offsets}
+        return found if set(found) == set(offsets) else None
+
+    rows = wait_for(dead_letters, 60, f"dead letters at offsets {sorted(offsets)}")
     for offset, raw in offsets.items():
         assert rows[offset].record_value == raw
         assert f"value: DecodeError: {poison[raw]}" in rows[offset].error
