@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -89,7 +90,7 @@ class ConnectClient:
 
     def put_config(self, connector: ConnectorFile) -> bool:
         """Create or update the connector; True if it was created."""
-        response = self._call("PUT", f"/connectors/{connector.name}/config", json=connector.config)
+        response = self._call("PUT", f"/connectors/{quote(connector.name, safe='')}/config", json=connector.config)
         if response.status_code not in (200, 201):
             raise HttpError.of(
                 "Kafka Connect", "PUT", response.url, response.status_code, f"connector '{connector.name}' refused: {response.text}"
@@ -97,12 +98,12 @@ class ConnectClient:
         return response.status_code == 201
 
     def config(self, name: str) -> dict[str, str] | None:
-        response = self._call("GET", f"/connectors/{name}/config")
+        response = self._call("GET", f"/connectors/{quote(name, safe='')}/config")
         return response.json() if response.status_code == 200 else None
 
     # --- state -----------------------------------------------------------------------
     def status(self, name: str) -> dict[str, Any]:
-        response = self._call("GET", f"/connectors/{name}/status")
+        response = self._call("GET", f"/connectors/{quote(name, safe='')}/status")
         if response.status_code == 404:
             raise NotFound("Kafka Connect", "GET", response.url, 404, f"no connector named '{name}'")
         if response.status_code != 200:
@@ -113,13 +114,13 @@ class ConnectClient:
         return self._json("GET", "/connectors")
 
     def pause(self, name: str) -> None:
-        self._json("PUT", f"/connectors/{name}/pause")
+        self._json("PUT", f"/connectors/{quote(name, safe='')}/pause")
 
     def resume(self, name: str) -> None:
-        self._json("PUT", f"/connectors/{name}/resume")
+        self._json("PUT", f"/connectors/{quote(name, safe='')}/resume")
 
     def restart(self, name: str) -> None:
-        self._json("POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=false")
+        self._json("POST", f"/connectors/{quote(name, safe='')}/restart?includeTasks=true&onlyFailed=false")
 
     def reset_offsets(self, name: str, timeout: float = 120.0, on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Forget the connector's source offsets and run it again; returns its RUNNING status.
@@ -143,15 +144,15 @@ class ConnectClient:
                 raise ConnectorResetFailed(name, f"not done in {timeout:.0f}s: {summarize(self._status_or_empty(name))}")
             return remaining
 
-        self._retrying(lambda: self._json("PUT", f"/connectors/{name}/stop"), left)
+        self._retrying(lambda: self._json("PUT", f"/connectors/{quote(name, safe='')}/stop"), left)
         while not self._stopped(self._status_or_empty(name)):
             left()
             time.sleep(0.5)
         say("stopped")
-        self._retrying(lambda: self._json("DELETE", f"/connectors/{name}/offsets"), left)
+        self._retrying(lambda: self._json("DELETE", f"/connectors/{quote(name, safe='')}/offsets"), left)
         say("offsets deleted")
         while True:
-            self._json("PUT", f"/connectors/{name}/resume")
+            self._json("PUT", f"/connectors/{quote(name, safe='')}/resume")
             try:
                 status = self.wait_for_state(name, "RUNNING", timeout=min(15.0, left()))
             except ConnectorFailed:
@@ -193,7 +194,7 @@ class ConnectClient:
                 time.sleep(0.5)
 
     def delete(self, name: str) -> None:
-        self._json("DELETE", f"/connectors/{name}", ok=(200, 204, 404))
+        self._json("DELETE", f"/connectors/{quote(name, safe='')}", ok=(200, 204, 404))
 
     def wait_for_state(
         self,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -16,6 +18,16 @@ from cdcpipe import verify
 from cdcpipe.pipeline.avro_reader import SchemaCache, decode
 
 TOPIC = "cdc.public.users"
+#: Where browser tests put their screenshots (a test artifact).
+SCREENSHOTS = Path(os.environ.get("CDCPIPE_SCREENSHOTS") or Path(__file__).resolve().parent.parent / "build" / "screenshots")
+
+
+def shot(page: Any, name: str) -> Path:
+    """A full-page screenshot of a Playwright page, as ``SCREENSHOTS/console-NAME.png``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"console-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -125,3 +125,49 @@ def scratch_users_table(cassandra):
     migrations.create_users_copy(cassandra, name)
     yield name
     cassandra.execute(f"DROP TABLE IF EXISTS cdc.{name}", timeout=60)
+
+
+# --- the console in a real browser (Debian's Chromium; Playwright never downloads one here) ---
+CHROMIUM = os.environ.get("CDCPIPE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def console(stack):
+    return stack["console"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium from the distribution's packages (``/usr/bin/chromium``)."""
+    from pathlib import Path
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: 'make system-deps' installs Debian's chromium (as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, console):
+    """A page logged in to the console (its Basic credentials), base URL the console's."""
+    user, password = console.auth
+    context = browser.new_context(
+        base_url=console.url, http_credentials={"username": user, "password": password}, viewport={"width": 1280, "height": 800}
+    )
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    yield page
+    context.close()

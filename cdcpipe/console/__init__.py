@@ -18,8 +18,8 @@ def serve(port: int | None = None) -> None:
     from .app import create_app
 
     conf = settings.load()
-    app = create_app(conf, credentials.load(conf)["console"])
-    app.state.monitor.start()
     port = port or conf.port("console")
+    app = create_app(conf, credentials.load(conf)["console"], port=port)
+    app.state.monitor.start()
     print(f"cdcpipe console on http://{conf.host}:{port} (login: 'cdcpipe status')", flush=True)
     uvicorn.run(app, host=conf.host, port=port, log_level="warning", access_log=False, log_config=None)

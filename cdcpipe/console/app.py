@@ -5,24 +5,22 @@ live tail arrives as Server-Sent Events (htmx's sse extension). htmx and Chart.j
 served from ``settings.console_assets`` (npm packages pinned by ``package-lock.json`` and
 installed by ``make console-assets``), never from a CDN.
 
-Every request, static files and the event stream included, needs HTTP Basic credentials:
-user ``admin`` and the ``console`` password of ``secrets.json``. Requests that change
-something (POST) must also carry htmx's ``HX-Request`` header, which a page of another
-origin cannot send without a CORS preflight this application never grants: the browser's
-cached Basic credentials cannot be used for cross-site request forgery.
+Who may use it and what its pages may do in a browser (the login, the action token, the
+Content-Security-Policy) is :mod:`.guard`. Every value a page shows that the console did
+not write itself (query parameters, subjects and schemas, record keys and values, column
+names, error messages) is escaped by the templates; nothing is marked ``|safe``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import difflib
 import json
-import secrets
+import re
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,6 +32,7 @@ from .. import streaming_job
 from ..cli import _human_bytes
 from ..pipeline import changes
 from ..settings import Settings
+from . import guard, schema_diff
 from .monitor import Monitor, _error
 
 HERE = Path(__file__).resolve().parent
@@ -45,39 +44,18 @@ VENDOR = {
     "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
 }
 ACTIONS = ("pause", "resume", "restart")
+#: A schema version as the registry names one: a number, or "latest".
+VERSION = re.compile(r"[0-9]{1,9}|latest")
 
 
-class BasicAuth:
-    """ASGI middleware: 401 without the console's credentials; 403 for a POST without HX-Request."""
+def sse_message(event: str, event_id: int, html: str) -> str:
+    """One Server-Sent Event carrying ``html``: a ``data:`` line per line of it.
 
-    def __init__(self, app: Any, username: str, password: str):
-        self.app = app
-        self.expected = (username.encode(), password.encode())
-
-    def _authorized(self, header: bytes) -> bool:
-        if header[:6].lower() != b"basic ":
-            return False
-        try:
-            user, _, password = base64.b64decode(header[6:], validate=True).partition(b":")
-        except ValueError:
-            return False
-        return secrets.compare_digest(user, self.expected[0]) & secrets.compare_digest(password, self.expected[1])
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        if not self._authorized(headers.get(b"authorization", b"")):
-            response: Response = PlainTextResponse(
-                "the cdcpipe console needs its login: 'cdcpipe status' prints it",
-                status_code=401,
-                headers={"WWW-Authenticate": 'Basic realm="cdcpipe console", charset="UTF-8"'},
-            )
-        elif scope["method"] not in ("GET", "HEAD") and headers.get(b"hx-request") != b"true":
-            response = PlainTextResponse("actions are taken from the console's own pages", status_code=403)
-        else:
-            return await self.app(scope, receive, send)
-        await response(scope, receive, send)
+    SSE ends a line at CR, LF or CRLF. A bare CR inside a record's value would otherwise
+    end the ``data:`` field early, and the text after it would be read as SSE fields of
+    its own."""
+    lines = re.split(r"\r\n|\r|\n", html)
+    return f"event: {event}\nid: {event_id}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
 
 
 def _when(epoch: Any) -> str:
@@ -96,10 +74,15 @@ def _number(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
-def create_app(settings: Settings, password: str, monitor: Monitor | None = None) -> Starlette:
+def create_app(settings: Settings, password: str, monitor: Monitor | None = None, port: int | None = None) -> Starlette:
+    """The console; ``port`` is where it serves (the settings' console port by default),
+    which the Host header of every request must name."""
     monitor = monitor or Monitor(settings)
+    csrf_token = guard.new_csrf_token()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.filters.update(human_bytes=_human_bytes, when=_when, number=_number)
+    assert templates.env.autoescape, "the console's templates must escape what they show"
+    templates.env.filters.update(human_bytes=_human_bytes, when=_when, number=_number, path_segment=lambda v: quote(str(v), safe=""))
+    templates.env.globals.update(csrf_header=guard.CSRF_HEADER, csrf_token=csrf_token)
     assets = settings.console_assets / "node_modules"
     missing_assets = [name for name, rel in VENDOR.items() if not (assets / rel).is_file()]
 
@@ -165,8 +148,7 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
         row = templates.get_template("_event.html")
 
         def message(event: dict[str, Any]) -> str:
-            html = row.render(e=event).replace("\n", " ")
-            return f"event: change\nid: {event['seq']}\ndata: {html}\n\n"
+            return sse_message("change", event["seq"], row.render(e=event))
 
         async def events():
             recent = monitor.tail_since(0, key, op)[-50:]
@@ -196,23 +178,32 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
         versions = next((s["versions"] for s in subjects if s["subject"] == subject), [])
         a = request.query_params.get("a") or (str(versions[-2]) if len(versions) > 1 else str(versions[0]) if versions else None)
         b = request.query_params.get("b") or (str(versions[-1]) if versions else None)
-        diff = None
-        if subject and a and b:
+        hunks, headers = None, None
+        bad = [v for v in (a, b) if v is not None and not VERSION.fullmatch(v)]
+        if bad:
+            error = f"a schema version is a number or 'latest', not {bad[0]!r}"
+        elif subject and a and b:
             left, error_a = attempt("schema registry", monitor.schema_version, subject, a)
             right, error_b = attempt("schema registry", monitor.schema_version, subject, b)
             error = error or error_a or error_b
             if left and right:
                 text = lambda v: json.dumps(json.loads(v["schema"]), indent=2).splitlines()  # noqa: E731
-                diff = difflib.HtmlDiff(wrapcolumn=70).make_table(
-                    text(left),
-                    text(right),
-                    f"version {a} (id {left.get('id')})",
-                    f"version {b} (id {right.get('id')})",
-                    # One version only (or the same twice): show it whole rather than "no differences".
-                    context=request.query_params.get("full") != "1" and a != b,
-                    numlines=4,
-                )
-        return page(request, "schemas.html", subjects=subjects, subject=subject, versions=versions, a=a, b=b, diff=diff, error=error)
+                # One version only (or the same twice): show it whole rather than "no differences".
+                whole = request.query_params.get("full") == "1" or a == b
+                hunks = schema_diff.side_by_side(text(left), text(right), context=None if whole else 4)
+                headers = (f"version {a} (id {left.get('id')})", f"version {b} (id {right.get('id')})")
+        return page(
+            request,
+            "schemas.html",
+            subjects=subjects,
+            subject=subject,
+            versions=versions,
+            a=a,
+            b=b,
+            hunks=hunks,
+            headers=headers,
+            error=error,
+        )
 
     # --- connector -------------------------------------------------------------------
     def connector_context() -> dict[str, Any]:
@@ -311,6 +302,8 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
         Route("/static/{name}", static),
     ]
     app = Starlette(routes=routes)
-    app.add_middleware(BasicAuth, username=USERNAME, password=password)
+    hosts = guard.allowed_hosts(settings.host, port or settings.port("console"))
+    app.add_middleware(guard.Guard, username=USERNAME, password=password, csrf_token=csrf_token, hosts=hosts)
     app.state.monitor = monitor
+    app.state.csrf_token = csrf_token
     return app

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import deque
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -32,6 +33,7 @@ from .. import runtime, streaming_job, topics
 from ..commands.topic import to_json
 from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
 from ..pipeline.avro_reader import DecodeError, SchemaCache, decode
+from ..pipeline.cassandra_sink import quote as quote_name
 from ..settings import Settings
 
 SAMPLE_SECONDS = 5.0
@@ -265,10 +267,13 @@ class Monitor:
         return response.json()
 
     def subjects(self) -> list[dict[str, Any]]:
-        return [{"subject": s, "versions": self._registry(f"/subjects/{s}/versions")} for s in sorted(self._registry("/subjects"))]
+        names = sorted(self._registry("/subjects"))
+        return [{"subject": s, "versions": self._registry(f"/subjects/{quote(s, safe='')}/versions")} for s in names]
 
     def schema_version(self, subject: str, version: int | str) -> dict[str, Any]:
-        return self._registry(f"/subjects/{subject}/versions/{version}")
+        """One version of a subject; both are path segments of the registry's URL, quoted
+        (a subject can hold any character, and comes from a query string)."""
+        return self._registry(f"/subjects/{quote(subject, safe='')}/versions/{quote(str(version), safe='')}")
 
     # --- Connect ---------------------------------------------------------------------
     def connector_name(self) -> str:
@@ -297,7 +302,8 @@ class Monitor:
     def user(self, user_id: str) -> dict[str, Any] | None:
         """One row of cdc.users and each column's write time (µs; 2^52 + LSN for streamed changes)."""
         columns = self.user_columns()
-        select = ", ".join(["id", *columns, *(f"writetime({c})" for c in columns)])
+        # Quoted: a column can be named anything (mixed case, reserved words, quotes, markup).
+        select = ", ".join(["id", *map(quote_name, columns), *(f"writetime({quote_name(c)})" for c in columns)])
         rows = self.cql(f"SELECT {select} FROM cdc.users WHERE id = %s", uuid.UUID(user_id))
         if not rows:
             return None
