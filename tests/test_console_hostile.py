@@ -133,7 +133,7 @@ def test_record_values_and_keys_in_the_live_tail_and_the_read_model(watched, pg,
 
     # Filtered by a hostile string the key holds (the filter matches the key's JSON text, where
     # a double quote is escaped): the event stream's URL carries it, and one event matches.
-    watched.fill('input[name="key"]', f"<svg id=\\\"pwned-{tag}-2\\\" onload=\\\"window.__pwned='{tag}-2'")
+    watched.fill('input[name="key"]', f'<svg id=\\"pwned-{tag}-2\\" onload=\\"window.__pwned=\'{tag}-2\'')
     watched.click('form.filters button[type="submit"]')
     expect(watched.locator("#tail tr.event")).to_have_count(1, timeout=15_000)
     assert_unharmed(watched, "the live tail filtered by a hostile key")
