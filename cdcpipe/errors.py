@@ -20,6 +20,7 @@ Two families. What stops a command or the runtime::
     ├── DagRunFailed             8  an Airflow DAG run failed
     ├── StepFailed            (cause) a step of ``cdcpipe demo`` failed
     ├── Mismatch                 9  cdc.users does not equal public.users
+    ├── Inconclusive            10  verify could not judge: the pipeline did not catch up
     ├── TableUnusable            1  the Cassandra table cannot take writes: the job retries
     │   └── UnsupportedType      1    a source column's type has no lossless CQL type
     ├── SourceChanged            1  a record cannot come from the synced source: run ``cdcpipe resync``
@@ -57,6 +58,7 @@ EXIT_CODES: dict[int, str] = {
     7: "a connector or task FAILED",
     8: "a DAG run failed",
     9: "the read model differs from the source",
+    10: "verify could not judge: the pipeline did not catch up",
     130: "interrupted",
 }
 
@@ -178,6 +180,13 @@ class Mismatch(CdcpipeError):
     """cdc.users does not equal public.users (after waiting, where the command waits)."""
 
     exit_code = 9
+
+
+class Inconclusive(CdcpipeError):
+    """verify could not judge: the pipeline did not apply the source's changes up to the
+    position it judges at (the message names the job's state and its reason)."""
+
+    exit_code = 10
 
 
 class TableUnusable(CdcpipeError):

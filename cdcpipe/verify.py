@@ -7,6 +7,26 @@ it holds a value (the job adds a new column with the first event that carries it
 (dropped or renamed at the source) is reported, and is a difference wherever it still holds a
 value: `cdcpipe resync` clears those. A source whose system identifier is not the one the
 newest sync epoch recorded is a difference too (it needs `cdcpipe resync`).
+
+**Judging a live pipeline** (:func:`judge_live`). A comparison at one instant counts every
+change still in flight as a difference. So a key that differs is judged again, in rounds:
+
+1. read its source row with ``xmin`` (the transaction that wrote that version), and then
+   PostgreSQL's WAL position ``L``;
+2. wait until the pipeline has applied everything committed up to ``L``: the slot's
+   ``confirmed_flush_lsn`` passes ``L`` (Connect flushes offsets only for records Kafka
+   acknowledged, so every change up to ``L`` is in the topics), then the job's committed
+   offsets reach the topics' end offsets read after that;
+3. read its read-model row, then its source row again.
+
+A key whose source row is the same version in both reads (same ``xmin``, or absent both
+times) had no commit after ``L`` that the read model could show, so the read model must
+equal that version. If it does not, that round counts the key as really different. A key
+is reported only when two rounds in a row found it different. The second round covers a
+key inserted and deleted between two reads, because ``xmin`` cannot show that. A key that
+changed in every round is *unsettled*: it is named, but it is not a difference. verify
+exits 9 only for real differences. If the pipeline does not catch up at all, the stopped
+job's reason is named instead (``Inconclusive``).
 """
 
 from __future__ import annotations
@@ -14,10 +34,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Mismatch
+from .errors import CdcpipeError, Inconclusive, Mismatch
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -31,8 +53,9 @@ def comparable(value: Any) -> Any:
     return value
 
 
-def source_rows(pg, keys: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
-    """public.users (only ``keys`` if given) through a psycopg connection."""
+def source_rows(pg, keys: Collection[str] | None = None, versions: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """public.users (only ``keys`` if given) through a psycopg connection; ``versions``, if
+    given, gets each row's ``xmin`` (the transaction that wrote the version read)."""
     from psycopg.rows import dict_row
     from psycopg.types.string import TextLoader
 
@@ -42,11 +65,15 @@ def source_rows(pg, keys: Collection[str] | None = None) -> dict[str, dict[str, 
         cur.adapters.register_loader("jsonb", TextLoader)
         # prepare=False: a prepared SELECT * fails once the table's columns change ("cached
         # plan must not change result type"), and verify runs across schema changes.
+        select = 'SELECT xmin::text AS "xmin", * FROM public.users' if versions is not None else "SELECT * FROM public.users"
         if keys is None:
-            rows = cur.execute("SELECT * FROM public.users", prepare=False).fetchall()
+            rows = cur.execute(select, prepare=False).fetchall()
         else:
             ids = [[uuid.UUID(k) for k in keys]]
-            rows = cur.execute("SELECT * FROM public.users WHERE id = ANY(%s::uuid[])", ids, prepare=False).fetchall()
+            rows = cur.execute(f"{select} WHERE id = ANY(%s::uuid[])", ids, prepare=False).fetchall()
+    if versions is not None:
+        for r in rows:
+            versions[str(r["id"])] = r.pop("xmin")
     return {str(r["id"]): {k: comparable(v) for k, v in r.items()} for r in rows}
 
 
@@ -83,27 +110,115 @@ def read_model_columns(session, table: str = "users") -> list[str]:
     return list(session.cluster.metadata.keyspaces["cdc"].tables[table].columns)
 
 
-def differences(expected: dict, actual: dict, limit: int = 5) -> list[str]:
-    out = []
-    for key in sorted(set(expected) | set(actual)):
+@dataclass
+class Report:
+    """What a comparison found: table-level problems, and each key that differs, by kind."""
+
+    source_rows: int = 0
+    read_model_rows: int = 0
+    problems: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in PostgreSQL, not in Cassandra
+    extra: list[str] = field(default_factory=list)  # in Cassandra, not in PostgreSQL
+    differing: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)  # key -> column -> (source, read model)
+    unsettled: list[str] = field(default_factory=list)  # changed at the source in every re-check
+    rechecked: int = 0  # keys judged again at a position both sides had passed
+    rounds: int = 0
+    position: str | None = None  # PostgreSQL's WAL position of the last round
+
+    @property
+    def equal(self) -> bool:
+        return not (self.problems or self.missing or self.extra or self.differing)
+
+    def keys(self) -> list[str]:
+        return sorted({*self.missing, *self.extra, *self.differing})
+
+    def per_column(self) -> dict[str, int]:
+        return dict(Counter(c for columns in self.differing.values() for c in columns).most_common())
+
+    def summary(self) -> str:
+        """One line of counts: what a person reads first."""
+        if self.equal:
+            text = f"equal: {self.source_rows:,} rows"
+        else:
+            parts = [
+                f"{len(self.missing):,} missing in Cassandra",
+                f"{len(self.extra):,} only in Cassandra",
+                f"{len(self.differing):,} differing",
+            ]
+            columns = ", ".join(f"{c} {n:,}" for c, n in self.per_column().items())
+            text = f"DIFFERENT: {'; '.join(parts)}{f' ({columns})' if columns else ''}; {len(self.problems)} table-level problem(s)"
+        if self.rounds:
+            text += f"; {self.rechecked:,} key(s) judged again at WAL position {self.position}"
+        if self.unsettled:
+            text += f"; {len(self.unsettled):,} key(s) changed at the source in every re-check (not judged)"
+        return text
+
+    def lines(self, limit: int | None = 5) -> list[str]:
+        """The problems, then a sample of the keys that differ (all with ``limit=None``)."""
+        out = list(self.problems)
+        for key in self.keys()[:limit]:
+            if key in self.missing:
+                out.append(f"{key}: missing in Cassandra")
+            elif key in self.extra:
+                out.append(f"{key}: in Cassandra but not in PostgreSQL")
+            else:
+                out.append(f"{key}: {self.differing[key]}")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "equal": self.equal,
+            "rows": self.source_rows,
+            "read_model_rows": self.read_model_rows,
+            "counts": {
+                "missing": len(self.missing),
+                "extra": len(self.extra),
+                "differing": len(self.differing),
+                "unsettled": len(self.unsettled),
+            },
+            "differing_per_column": self.per_column(),
+            "problems": self.problems,
+            "missing": sorted(self.missing),
+            "extra": sorted(self.extra),
+            "differing": {k: {c: [repr(a), repr(b)] for c, (a, b) in v.items()} for k, v in sorted(self.differing.items())},
+            "unsettled": sorted(self.unsettled),
+            "rechecked": self.rechecked,
+            "rounds": self.rounds,
+            "position": self.position,
+            "differences": self.lines(),
+        }
+
+
+def key_differences(expected: dict, actual: dict, report: Report) -> Report:
+    """Every key of ``expected`` (source) and ``actual`` (read model) that differs, into ``report``."""
+    for key in set(expected) | set(actual):
         if key not in actual:
-            out.append(f"{key}: missing in Cassandra")
+            report.missing.append(key)
         elif key not in expected:
-            out.append(f"{key}: in Cassandra but not in PostgreSQL")
+            report.extra.append(key)
         elif expected[key] != actual[key]:
-            diff = {c: (expected[key][c], actual[key].get(c)) for c in expected[key] if expected[key][c] != actual[key].get(c)}
-            out.append(f"{key}: {diff}")
-        if len(out) >= limit:
-            break
-    return out
+            report.differing[key] = {
+                c: (expected[key][c], actual[key].get(c)) for c in expected[key] if expected[key][c] != actual[key].get(c)
+            }
+    return report
 
 
 def compare(pg, session, keys: Collection[str] | None = None, table: str = "users") -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """(read model rows, differences) right now: every row, or only ``keys``, of cdc.<table>."""
+    """(read model rows, differences: the problems and the first five keys) right now."""
+    actual, report = judge(pg, session, keys, table)
+    return actual, report.lines()
+
+
+def judge(
+    pg, session, keys: Collection[str] | None = None, table: str = "users", versions: dict[str, str] | None = None
+) -> tuple[dict[str, dict[str, Any]], Report]:
+    """(read model rows, Report) right now: every row, or only ``keys``, of cdc.<table>;
+    ``versions`` gets the source rows' ``xmin``."""
     from cassandra import InvalidRequest
     from psycopg.rows import tuple_row
 
-    expected = source_rows(pg, keys)
+    expected = source_rows(pg, keys, versions)
+    report = Report(source_rows=len(expected))
     with pg.cursor(row_factory=tuple_row) as cur:
         columns = [
             r[0]
@@ -112,14 +227,15 @@ def compare(pg, session, keys: Collection[str] | None = None, table: str = "user
                 "WHERE table_schema = 'public' AND table_name = 'users' ORDER BY ordinal_position"
             )
         ]
-    problems: list[str] = []
+    problems = report.problems
     identity = source_identity_problem(pg, session)
     if identity:
         problems.append(identity)
     try:
         cassandra_columns = read_model_columns(session, table)
     except (KeyError, InvalidRequest) as exc:
-        return {}, [*problems, f"cdc.{table} unreadable: {exc}"]
+        problems.append(f"cdc.{table} unreadable: {exc}")
+        return {}, report
     only_pg = [c for c in columns if c not in cassandra_columns]
     only_cassandra = [c for c in cassandra_columns if c not in columns]
     # A column only PostgreSQL has is equal wherever it is NULL (the job adds it with the first
@@ -131,7 +247,8 @@ def compare(pg, session, keys: Collection[str] | None = None, table: str = "user
     try:
         actual = read_model_rows(session, common + only_cassandra, keys, table)
     except InvalidRequest as exc:  # e.g. a column dropped meanwhile
-        return {}, [*problems, str(exc)]
+        problems.append(str(exc))
+        return {}, report
     if only_cassandra:
         holding = sorted({c for row in actual.values() for c in only_cassandra if row.get(c) is not None})
         if holding:
@@ -143,7 +260,8 @@ def compare(pg, session, keys: Collection[str] | None = None, table: str = "user
             for c in only_cassandra:
                 row.pop(c, None)
     expected = {k: {c: v for c, v in row.items() if c in common} for k, row in expected.items()}
-    return actual, problems + differences(expected, actual)
+    report.read_model_rows = len(actual)
+    return actual, key_differences(expected, actual, report)
 
 
 def extra_columns(pg, session) -> list[str]:
@@ -195,3 +313,112 @@ def wait_until_equal(pg, session, timeout: float = 120.0, on_wait=None) -> dict[
         if on_wait:
             on_wait(diff)
         time.sleep(1)
+
+
+def wal_position(pg) -> tuple[int, str]:
+    """PostgreSQL's current WAL position, as a number and as PostgreSQL writes it."""
+    from psycopg.rows import tuple_row
+
+    with pg.cursor(row_factory=tuple_row) as cur:
+        number, text = cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_current_wal_lsn()::text").fetchone()
+    return int(number), text
+
+
+def _job_state(settings) -> str:
+    from . import streaming_job
+
+    job = streaming_job.progress(settings)
+    return f"the Spark job is {job.get('state')}" + (f": {job['reason']}" if job.get("reason") else "")
+
+
+def wait_until_applied(pg, settings, bootstrap: str, position: int, timeout: float, slot: str = "cdc_users") -> None:
+    """Return once every change committed at or before WAL ``position`` is in the read model
+    (see the module's docstring); Inconclusive naming the stage that did not get there."""
+    from psycopg.rows import tuple_row
+
+    from . import streaming_job
+    from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
+    from .resync import end_offsets
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with pg.cursor(row_factory=tuple_row) as cur:
+            row = cur.execute(
+                "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+        if row is None:
+            raise Inconclusive(f"no replication slot {slot!r}: nothing captures the source ('cdcpipe connector register')")
+        if row[0] is not None and int(row[0]) >= position:
+            break
+        if time.monotonic() > deadline:
+            raise Inconclusive(
+                f"capture did not pass WAL position {position} in {timeout:.0f}s (slot {slot!r} confirmed {row[0]}): "
+                "is the connector RUNNING? ('cdcpipe status')"
+            )
+        time.sleep(0.2)
+    ends = {}
+    for topic in (USERS_TOPIC, JOURNAL_TOPIC):
+        parts = {p: o for p, o in end_offsets(bootstrap, topic).items() if o > 0}
+        if parts:
+            ends[topic] = parts
+    try:
+        streaming_job.wait_for_offsets(settings, ends, timeout=max(deadline - time.monotonic(), 1.0))
+    except CdcpipeError as exc:
+        raise Inconclusive(f"the read model did not catch up with WAL position {position}: {exc}; {_job_state(settings)}") from None
+
+
+def judge_live(
+    pg,
+    session,
+    settings,
+    bootstrap: str,
+    timeout: float = 120.0,
+    max_rounds: int = 8,
+    slot: str = "cdc_users",
+    on_round: Callable[[Report], None] | None = None,
+) -> tuple[dict[str, dict[str, Any]], Report]:
+    """(read model rows, Report) for a pipeline that may be writing: every key that differs at
+    first is judged again at positions both sides have passed (the module's docstring).
+    Table-level problems are reported as found; ``pg`` should be in autocommit mode."""
+    actual, first = judge(pg, session)
+    if first.problems or first.equal:
+        return actual, first
+    candidates = set(first.keys())
+    final = Report(source_rows=first.source_rows, read_model_rows=first.read_model_rows)
+    strikes: dict[str, int] = {}
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while candidates and final.rounds < max_rounds and time.monotonic() < deadline:
+        final.rounds += 1
+        seen |= candidates
+        before: dict[str, str] = {}
+        source_rows(pg, candidates, before)
+        position, final.position = wal_position(pg)
+        wait_until_applied(pg, settings, bootstrap, position, max(deadline - time.monotonic(), 5.0), slot)
+        _, again = judge(pg, session, candidates)
+        after: dict[str, str] = {}
+        source_rows(pg, candidates, after)
+        if again.problems:  # the table changed meanwhile (a column, the source): say so, as found
+            final.problems = again.problems
+            break
+        differing_now = set(again.keys())
+        for key in list(candidates):
+            if before.get(key) != after.get(key):
+                strikes[key] = 0  # written during the round: judge it again
+            elif key in differing_now:
+                strikes[key] = strikes.get(key, 0) + 1
+                if strikes[key] >= 2:
+                    candidates.discard(key)
+                    if key in again.missing:
+                        final.missing.append(key)
+                    elif key in again.extra:
+                        final.extra.append(key)
+                    else:
+                        final.differing[key] = again.differing[key]
+            else:
+                candidates.discard(key)  # equal at a settled position
+        if on_round:
+            on_round(final)
+    final.unsettled = sorted(candidates)
+    final.rechecked = len(seen)
+    return actual, final

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import runtime, settings, verify
 from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
+from ..errors import Mismatch
 
 
 def cmd_resync(args: argparse.Namespace) -> int:
@@ -42,10 +43,16 @@ def cmd_resync(args: argparse.Namespace) -> int:
             rebuild=args.rebuild,
             say=say,
         )
-        say(f"verifying (up to {args.verify_wait:.0f}s) ...")
-        rows = verify.wait_until_equal(pg, session, timeout=args.verify_wait)
-    summary["verified_rows"] = len(rows)
-    print(json.dumps(summary) if args.json else f"resync epoch {summary['epoch']} done: cdc.users equals public.users ({len(rows)} rows)")
+        say(f"verifying (re-checks up to {args.verify_wait:.0f}s) ...")
+        bootstrap = runtime.service(conf, "kafka").bootstrap
+        _, report = verify.judge_live(pg, session, conf, bootstrap, timeout=args.verify_wait)
+    summary["verify"] = report.to_json()
+    summary["verified_rows"] = report.source_rows
+    if not report.equal:
+        if args.json:
+            print(json.dumps(summary))
+        raise Mismatch(f"resync epoch {summary['epoch']} done, but cdc.users differs from public.users: {report.summary()}")
+    print(json.dumps(summary) if args.json else f"resync epoch {summary['epoch']} done: cdc.users equals public.users ({report.summary()})")
     return 0
 
 
@@ -53,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("resync", help="re-synchronise cdc.users from a fresh snapshot while streaming goes on, then verify")
     p.add_argument("--file", default=str(DEFAULT_FILE), help="the connector's JSON (slot, signal table, notification topic)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for the snapshot and the job to finish (default 900)")
-    p.add_argument("--verify-wait", type=float, default=120.0, help="seconds verify may wait to converge (default 120)")
+    p.add_argument("--verify-wait", type=float, default=120.0, help="seconds verify's re-checks of differing keys may take (default 120)")
     p.add_argument(
         "--rebuild",
         action="store_true",

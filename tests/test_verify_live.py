@@ -1,0 +1,144 @@
+"""`cdcpipe verify` on a live pipeline: changes in flight are not differences, real ones are counted.
+
+A writer changes rows at about 100 changes/s for the whole test. Against that load:
+verify exits 0; with two real differences planted in Cassandra, it exits 9 and counts
+exactly those two (one row only Cassandra has, one column that differs) and none of the
+writer's keys; once they are repaired it exits 0 again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+from cdc_helpers import run_cli, wait_for
+
+from cdcpipe import verify
+
+
+class Writer(threading.Thread):
+    """Inserts, updates and deletes its own rows at about ``rate`` changes/s until stopped."""
+
+    def __init__(self, dsn: str, rate: float = 100.0):
+        super().__init__(daemon=True)
+        self.dsn, self.rate = dsn, rate
+        self.stop_event = threading.Event()
+        self.changes = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        keys: list[str] = []
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as pg:
+                while not self.stop_event.is_set():
+                    roll = rng.random()
+                    if roll < 0.2 or len(keys) < 20:
+                        key = str(uuid.uuid4())
+                        pg.execute(
+                            "INSERT INTO public.users (id, username, email, city) VALUES (%s, %s, %s, %s)",
+                            (key, f"live-{key[:8]}", f"{key[:8]}@example.com", "Ghent"),
+                        )
+                        keys.append(key)
+                    elif roll < 0.9:
+                        pg.execute("UPDATE public.users SET city = %s WHERE id = %s", (f"city-{rng.random():.6f}", rng.choice(keys)))
+                    else:
+                        pg.execute("DELETE FROM public.users WHERE id = %s", (keys.pop(rng.randrange(len(keys))),))
+                    self.changes += 1
+                    time.sleep(1 / self.rate)
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+            self.error = exc
+
+    def stop(self) -> int:
+        self.stop_event.set()
+        self.join(30)
+        assert self.error is None, f"the writer failed: {self.error!r}"
+        return self.changes
+
+
+@pytest.fixture
+def writer(stack, spark_job):
+    w = Writer(stack["postgres"].dsn())
+    w.start()
+    yield w
+    if w.is_alive():
+        w.stop()
+
+
+def verify_json(*extra: str) -> tuple[int, dict]:
+    result = run_cli("verify", "--json", *extra, timeout=300)
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_verify_under_live_writes_finds_exactly_the_real_differences(stack, pg, cassandra, writer):
+    # The pipeline is caught up on the test's own rows first (the writer's rows come and go).
+    extra_key = str(uuid.uuid4())
+    changed_key = str(uuid.uuid4())
+    pg.execute(
+        "INSERT INTO public.users (id, username, email, city) VALUES (%s, %s, %s, %s)",
+        (changed_key, f"verify-{changed_key[:8]}", f"{changed_key[:8]}@example.com", "Leuven"),
+    )
+    wait_for(
+        lambda: cassandra.execute("SELECT city FROM cdc.users WHERE id = %s", (uuid.UUID(changed_key),)).one(),
+        timeout=90,
+        what="the test's row in cdc.users",
+    )
+    time.sleep(5)  # the writer is well under way
+
+    code, report = verify_json()
+    print("verify under load, nothing planted:", report["counts"], "rounds", report["rounds"], "rechecked", report["rechecked"])
+    assert code == 0, report
+    assert report["equal"] and report["rows"] > 0
+
+    # Two real differences: a row only Cassandra has, and a column written in Cassandra just
+    # above the pipeline's own write (so the next change of that row repairs it).
+    written = cassandra.execute("SELECT writetime(city) FROM cdc.users WHERE id = %s", (uuid.UUID(changed_key),)).one()[0]
+    cassandra.execute("UPDATE cdc.users USING TIMESTAMP %s SET city = 'planted' WHERE id = %s", (written + 1, uuid.UUID(changed_key)))
+    cassandra.execute(
+        "INSERT INTO cdc.users (id, username, city) VALUES (%s, 'planted', 'nowhere') USING TIMESTAMP 1", (uuid.UUID(extra_key),)
+    )
+    try:
+        code, report = verify_json()
+        print("verify under load, two planted:", report["counts"], report["differing_per_column"], "rounds", report["rounds"])
+        assert code == 9, report
+        assert report["extra"] == [extra_key]
+        assert report["missing"] == []
+        assert list(report["differing"]) == [changed_key]
+        assert report["differing"][changed_key] == {"city": ["'Leuven'", "'planted'"]}
+        assert report["differing_per_column"] == {"city": 1}
+        assert report["counts"] == {"missing": 0, "extra": 1, "differing": 1, "unsettled": report["counts"]["unsettled"]}
+        text = run_cli("verify", timeout=300)
+        assert text.returncode == 9
+        assert "DIFFERENT: 0 missing in Cassandra; 1 only in Cassandra; 1 differing (city 1)" in text.stdout, text.stdout
+    finally:
+        cassandra.execute("DELETE FROM cdc.users USING TIMESTAMP 2 WHERE id = %s", (uuid.UUID(extra_key),))
+        pg.execute("UPDATE public.users SET city = 'Leuven again' WHERE id = %s", (changed_key,))
+
+    wait_for(
+        lambda: cassandra.execute("SELECT city FROM cdc.users WHERE id = %s", (uuid.UUID(changed_key),)).one()[0] == "Leuven again",
+        timeout=60,
+        what="the pipeline's next write over the planted value",
+    )
+    code, report = verify_json()
+    changes = writer.stop()
+    print(f"verify after the repair: exit {code}, {report['counts']}; the writer made {changes} changes")
+    assert code == 0, report
+
+
+def test_the_report_counts_what_one_comparison_finds():
+    report = verify.key_differences(
+        {"a": {"id": "a", "city": "x"}, "b": {"id": "b", "city": "y"}, "c": {"id": "c", "city": "z"}},
+        {"b": {"id": "b", "city": "y"}, "c": {"id": "c", "city": "w"}, "d": {"id": "d", "city": "v"}},
+        verify.Report(source_rows=3, read_model_rows=3),
+    )
+    assert (report.missing, report.extra, list(report.differing)) == (["a"], ["d"], ["c"])
+    assert report.per_column() == {"city": 1}
+    assert report.summary() == "DIFFERENT: 1 missing in Cassandra; 1 only in Cassandra; 1 differing (city 1); 0 table-level problem(s)"
+    assert report.to_json()["differing"] == {"c": {"city": ["'z'", "'w'"]}}
+    assert not report.equal and verify.Report(source_rows=2).summary() == "equal: 2 rows"
