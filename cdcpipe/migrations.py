@@ -45,10 +45,21 @@ def apply_cassandra(session) -> list[str]:
     return applied
 
 
+def users_table_ddl(name: str = "users", key_only: bool = False) -> str:
+    """sql/cassandra/001_users.cql's CREATE TABLE for cdc.users, as ``cdc.<name>``; with
+    ``key_only``, the primary key alone (same options): the job then adds every other
+    column, typed from the writer schema of the records it applies."""
+    text = (CASSANDRA_DIR / "001_users.cql").read_text()
+    statement = next(s for s in cql_statements(text) if "TABLE IF NOT EXISTS cdc.users " in s).replace("cdc.users ", f"cdc.{name} ")
+    if key_only:
+        head, rest = statement.split("(", 1)
+        body, tail = rest.rsplit(")", 1)
+        key = next(column.strip() for column in body.split(",") if "PRIMARY KEY" in column)
+        statement = f"{head}({key}){tail}"
+    return statement
+
+
 def create_users_copy(session, name: str) -> None:
     """``cdc.<name>``: a table made by sql/cassandra/001_users.cql's definition of cdc.users
     (same columns and options), for benchmarks and tests; idempotent. The keyspace must exist."""
-    ddl = (CASSANDRA_DIR / "001_users.cql").read_text().replace("cdc.users", f"cdc.{name}")
-    for statement in cql_statements(ddl):
-        if f"cdc.{name}" in statement:
-            session.execute(statement, timeout=60)
+    session.execute(users_table_ddl(name), timeout=60)

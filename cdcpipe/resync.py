@@ -112,11 +112,20 @@ def stale_cleanup(session, keyspace: str, table: str, key: str, epoch: int) -> t
 
 
 def recreate_table(session: Any, keyspace: str, table: str) -> None:
-    """DROP TABLE and the schema files again (they create what is missing, idempotently)."""
+    """DROP TABLE, and create it again with its primary key alone.
+
+    Not from sql/cassandra's column list: after a base column's type changed at the source
+    (street_number integer -> bigint), that list re-created the old type, the snapshot's
+    reads failed the same way, and the rebuild never finished (issue 23). The job adds each
+    column as the first record carrying it arrives, typed from that record's writer schema,
+    which is the source's current type. The other schema files then create whatever else is
+    missing (idempotently)."""
     from . import migrations
 
     session.execute(f"DROP TABLE IF EXISTS {keyspace}.{table}", timeout=120)
     session.cluster.control_connection.wait_for_schema_agreement()
+    if (keyspace, table) == ("cdc", "users"):
+        session.execute(migrations.users_table_ddl(key_only=True), timeout=120)
     migrations.apply_cassandra(session)
     session.cluster.control_connection.wait_for_schema_agreement()
 
@@ -179,7 +188,7 @@ def run(
 ) -> dict[str, Any]:
     """Run a resync; returns a summary. ``connector`` is a ConnectorFile (slot, signal table).
 
-    ``rebuild`` first drops and re-creates the Cassandra table (sql/cassandra): the step for a
+    ``rebuild`` first drops and re-creates the Cassandra table (``recreate_table``): the step for a
     column whose type changed at the source (see cassandra_sink.REBUILD_STEP). The job keeps
     streaming into the new table meanwhile, and the snapshot then re-reads every row.
     """
@@ -198,7 +207,7 @@ def run(
 
     if rebuild:
         recreate_table(session, keyspace, cassandra_table)
-        say(f"{keyspace}.{cassandra_table} dropped and re-created from sql/cassandra")
+        say(f"{keyspace}.{cassandra_table} dropped and re-created with its key alone (the job adds the source's columns)")
 
     system_identifier, floor_lsn = source_identity(pg, slot)
     epochs = sync_state.load(session, topic, keyspace)

@@ -7,10 +7,12 @@ after the source drops it, so a rerun on the same stack must not meet last run's
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from decimal import Decimal
 
+import pytest
 from cdc_helpers import wait_until_read_model_matches
 from test_capture import ROW
 
@@ -335,6 +337,43 @@ def test_compatible_type_changes_keep_flowing_until_a_value_does_not_fit(stack, 
         drop_columns(stack, conf, pg, cassandra, number, label)
 
 
+def column_types(cassandra) -> dict[str, str]:
+    return column_types_of(cassandra, "users")
+
+
+def test_a_base_column_widened_at_the_source_ends_equal_after_rebuild(stack, conf, pg, cassandra, scratch_users_table, spark_job):
+    """Issue 23: street_number is int in sql/cassandra. Made bigint at the source, a value past
+    int's range stops the job naming 'resync --rebuild', and the rebuild must end equal (it
+    re-created the file's int and never finished). Put back to integer afterwards, a second
+    rebuild gives exactly the file's column types again."""
+    contract = column_types_of(cassandra, scratch_users_table)  # sql/cassandra's cdc.users
+    user_id = insert(pg, {**ROW, "street_number": 7})
+    wait_until_read_model_matches(pg, cassandra)
+    try:
+        with admin(stack) as su:
+            su.execute("ALTER TABLE public.users ALTER COLUMN street_number TYPE bigint")
+        pg.execute("UPDATE public.users SET street_number = %s WHERE id = %s", (5_000_000_000, user_id))
+        reason, _ = wait_for_job_reason(spark_job, conf, "street_number")
+        assert "cdcpipe resync --rebuild" in reason
+        run_resync(stack, conf, pg, cassandra, rebuild=True)  # the documented step
+        model = wait_until_read_model_matches(pg, cassandra)
+        assert model[user_id]["street_number"] == 5_000_000_000
+        assert column_types(cassandra)["street_number"] == "bigint"
+    finally:
+        pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
+        with admin(stack) as su:
+            su.execute("ALTER TABLE public.users ALTER COLUMN street_number TYPE integer")
+        run_resync(stack, conf, pg, cassandra, rebuild=True)
+    wait_until_read_model_matches(pg, cassandra)
+    rebuilt = column_types(cassandra)
+    assert {n: rebuilt.get(n) for n in contract} == contract  # the file's types, from the records' own schema
+
+
+def column_types_of(cassandra, table: str) -> dict[str, str]:
+    cassandra.cluster.refresh_table_metadata("cdc", table)
+    return {n: c.cql_type for n, c in cassandra.cluster.metadata.keyspaces["cdc"].tables[table].columns.items()}
+
+
 def test_an_incompatible_type_change_stops_with_the_step_to_take(stack, conf, pg, cassandra, spark_job):
     column = fresh("grade")
     with admin(stack) as su:
@@ -352,6 +391,50 @@ def test_an_incompatible_type_change_stops_with_the_step_to_take(stack, conf, pg
         run_resync(stack, conf, pg, cassandra, rebuild=True)  # the documented step
         model = wait_until_read_model_matches(pg, cassandra)
         assert model[user_id][column] == "A+"
+        pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
+    finally:
+        drop_columns(stack, conf, pg, cassandra, column)
+
+
+@pytest.mark.parametrize(
+    "kind, value, ddl",
+    [
+        # PostgreSQL rounds every value, with no USING and no row event
+        ("numeric(10,2)", Decimal("12.75"), "ALTER TABLE public.users ALTER COLUMN {c} TYPE numeric(10,0)"),
+        # ... or truncates the fractional seconds
+        (
+            "timestamptz",
+            dt.datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=dt.UTC),
+            "ALTER TABLE public.users ALTER COLUMN {c} TYPE timestamptz(0)",
+        ),
+        # a widening the job follows by itself, but with a USING run from a function, which the
+        # journal's trigger sees as 'SELECT ...'
+        ("integer", 21, "SELECT pg_temp.widen_{c}()"),
+    ],
+    ids=["numeric-precision-cut", "timestamptz-0", "using-inside-a-function"],
+)
+def test_a_type_change_that_rewrites_values_stops_naming_resync(stack, conf, pg, cassandra, spark_job, kind, value, ddl):
+    """Issue 23: these rewrote every value without a journal stop, and the read model kept the
+    old values silently. Now the job stops naming resync, and resync ends equal."""
+    column = fresh("rewritten")
+    with admin(stack) as su:
+        su.execute(f"ALTER TABLE public.users ADD COLUMN {column} {kind}")
+    try:
+        user_id = insert(pg, {**ROW, column: value})
+        wait_until_read_model_matches(pg, cassandra)
+        with admin(stack) as su:
+            su.execute(
+                f"CREATE FUNCTION pg_temp.widen_{column}() RETURNS void LANGUAGE sql AS "
+                f"$$ ALTER TABLE public.users ALTER COLUMN {column} TYPE bigint USING {column} * 2 $$"
+            )
+            su.execute(ddl.format(c=column))
+        changed = pg.execute(f"SELECT {column} AS v FROM public.users WHERE id = %s", (user_id,)).fetchone()["v"]
+        assert changed != value  # the DDL did rewrite it
+        reason, _ = wait_for_job_reason(spark_job, conf, f"ALTER COLUMN {column} TYPE")
+        assert "cdcpipe resync" in reason
+        run_resync(stack, conf, pg, cassandra)  # the step it names
+        model = wait_until_read_model_matches(pg, cassandra)
+        assert model[user_id][column] == verify.comparable(changed)
         pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
     finally:
         drop_columns(stack, conf, pg, cassandra, column)

@@ -24,8 +24,9 @@ What the job does with each kind, after the micro-batch's own writes (``apply``)
   changes"). The emptied column stays in ``cdc.users``. A late record of the old schema
   still carries the column: its value is left out when the record is older than the drop.
 * ``rename_column``: the old name is cleared as by a drop. The new name's values reach no
-  row event (nor ``add_column`` with a DEFAULT or a GENERATED expression, nor
-  ``ALTER COLUMN ... TYPE ... USING``, which may rewrite every value): these journal rows say
+  row event (nor ``add_column`` with a DEFAULT or a GENERATED expression, nor an
+  ``ALTER COLUMN ... TYPE`` that may rewrite every value: anything but a widening that keeps
+  every value, in a plain ALTER TABLE with no USING): these journal rows say
   ``backfill``, and the job stops at them with :class:`SchemaChangeNeedsResync`, naming
   ``cdcpipe resync``. Stopping is the honest choice: an incremental snapshot *inside* the
   epoch cannot repair them, because its reads rank below every streamed change of the epoch,
@@ -33,7 +34,8 @@ What the job does with each kind, after the micro-batch's own writes (``apply``)
   column empty. A resync's reads belong to a newer epoch and outrank everything before it.
   ``cdcpipe resync`` records the new epoch for the journal topic too, so the stopping journal
   row then belongs to an older epoch and is passed over: the resync re-reads every row.
-* ``add_column`` without a value for existing rows and ``alter_type`` without USING: nothing.
+* ``add_column`` without a value for existing rows and an ``alter_type`` that keeps every
+  value (``cdc_type_change_keeps_values`` in sql/postgres/004_schema_changes.sql): nothing.
   The column is added with the first record that carries it; a type the column cannot hold
   stops the job at that record (``check_types`` in :mod:`cdcpipe.pipeline.apply`).
 

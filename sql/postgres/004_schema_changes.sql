@@ -43,6 +43,38 @@ REVOKE ALL ON public.cdc_schema_changes, public.cdc_source_columns FROM PUBLIC;
 REVOKE ALL ON SEQUENCE public.cdc_schema_changes_id_seq FROM PUBLIC;
 GRANT SELECT ON public.cdc_schema_changes TO debezium;
 
+-- Whether a column's type change keeps every value as it was (and as Debezium streams it):
+-- integers to wider integers, text to text of a greater or no limit, numeric to a greater
+-- precision at the same scale or to unconstrained numeric. Anything else can rewrite values
+-- (a precision cut rounds, timestamptz(0) truncates, a cast changes text), and no row event
+-- carries the new values.
+CREATE OR REPLACE FUNCTION public.cdc_type_change_keeps_values(old_type text, new_type text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$
+DECLARE
+    o text[];
+    n text[];
+BEGIN
+    IF old_type = new_type OR (old_type, new_type) IN (('smallint', 'integer'), ('smallint', 'bigint'), ('integer', 'bigint')) THEN
+        RETURN true;
+    END IF;
+    IF old_type ~ '^(text|character varying(\(\d+\))?)$' AND new_type IN ('text', 'character varying') THEN
+        RETURN true;
+    END IF;
+    o := regexp_match(old_type, '^character varying\((\d+)\)$');
+    n := regexp_match(new_type, '^character varying\((\d+)\)$');
+    IF o IS NOT NULL AND n IS NOT NULL THEN
+        RETURN n[1]::int >= o[1]::int;
+    END IF;
+    o := regexp_match(old_type, '^numeric\((\d+),(\d+)\)$');
+    n := regexp_match(new_type, '^numeric\((\d+),(\d+)\)$');
+    IF o IS NOT NULL AND n IS NOT NULL THEN
+        RETURN o[2] = n[2] AND n[1]::int >= o[1]::int;
+    END IF;
+    RETURN o IS NOT NULL AND new_type = 'numeric';
+END
+$$;
+REVOKE ALL ON FUNCTION public.cdc_type_change_keeps_values(text, text) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION public.cdc_journal_schema_change() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
@@ -67,10 +99,15 @@ BEGIN
             INSERT INTO public.cdc_schema_changes (table_name, kind, column_name, new_name, column_type, backfill)
             VALUES (tbl, 'rename_column', known.column_name, cur.attname, cur.typ, EXISTS (SELECT 1 FROM public.users));
         ELSIF cur.typ <> known.column_type THEN
-            -- with USING, the rewrite may have changed every value without a row event
-            -- (PostgreSQL does not say whether it did: any USING in the statement counts)
+            -- The rewrite may have changed every value without a row event. It counts as keeping
+            -- them only for a widening that cannot change a value, in a plain ALTER TABLE with no
+            -- USING (PostgreSQL does not say what a USING did; DDL run from a function or a DO
+            -- block shows another statement here). Anything else stops the job naming resync.
             INSERT INTO public.cdc_schema_changes (table_name, kind, column_name, column_type, backfill)
-            VALUES (tbl, 'alter_type', known.column_name, cur.typ, current_query() ~* '\musing\M');
+            VALUES (tbl, 'alter_type', known.column_name, cur.typ,
+                    NOT (public.cdc_type_change_keeps_values(known.column_type, cur.typ)
+                         AND current_query() ~* '^\s*alter\s+table\M' AND current_query() !~* '\musing\M')
+                    AND EXISTS (SELECT 1 FROM public.users));
         END IF;
     END LOOP;
     FOR cur IN
