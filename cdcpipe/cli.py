@@ -18,7 +18,7 @@ from .errors import CdcpipeError, exit_codes_text
 
 Handler = Callable[[argparse.Namespace], int]
 #: Each command group module exposes ``register(subparsers)``; listed here in help order.
-COMMAND_GROUPS: list[str] = ["connector", "topic", "spark", "resync", "ingest", "randomuser", "bench", "demo", "console"]
+COMMAND_GROUPS: list[str] = ["connector", "topic", "spark", "resync", "ingest", "randomuser", "bench", "demo", "opcheck", "console"]
 
 
 def _human_bytes(n: int) -> str:

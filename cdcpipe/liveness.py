@@ -4,12 +4,12 @@ Connect reports a task RUNNING as long as its thread exists, even when it is stu
 a registry call inside the Avro converter that never returned). What does not lie:
 
 * the **heartbeat**: Debezium upserts ``public.cdc_heartbeat`` every ``heartbeat.interval.ms``
-  (10 s) from its streaming loop, so a task that stopped moving stops beating;
+  (1 s) from its streaming loop, so a task that stopped moving stops beating;
 * the **slot**: ``pg_replication_slots.confirmed_flush_lsn`` is where the connector has
   acknowledged; WAL written after it is what capture still owes.
 
 A connector is **stuck** when Connect says RUNNING, the last heartbeat is older than
-``stuck_after`` (default 60 s: six missed beats) and the slot is behind the WAL (so there
+``stuck_after`` (default 60 s: sixty missed beats) and the slot is behind the WAL (so there
 was something to capture; an idle database moves the WAL too, at least by the heartbeat's
 own writes). The watchdog (``cdcpipe.watchdog``, a service of the local runtime) restarts a
 stuck connector, and a FAILED one, with backoff, and records what it did for ``status``.
