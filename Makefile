@@ -11,13 +11,14 @@ CONSOLE_ASSETS := build/console
 CONSOLE_STAMP := $(CONSOLE_ASSETS)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv jars console-assets up down status check unit test demo bench clean
+.PHONY: help system-deps venv jars console-assets up down status check unit test demo bench opcheck clean
 
 help:
 	@echo "make demo     the whole pipeline end to end, stack left running (make down stops it)"
 	@echo "make test     every test against the real local stack"
 	@echo "make check    ruff lint and format check (no stack)"
 	@echo "make unit     the tests that need no service and no jars (under a minute)"
+	@echo "make opcheck  random operations against the running stack, each judged (OPCHECK_ARGS=\"--seed 7 --ops 300\")"
 	@echo "make up|down|status   the local runtime"
 
 # PostgreSQL server binaries, Java 17 and Maven. Installed with apt-get when running as
@@ -83,6 +84,13 @@ test: jars console-assets
 
 demo: jars console-assets
 	$(CDCPIPE) demo
+
+# The operations checker on demand (make test runs a bounded one): it changes public.users'
+# columns, truncates it and kills services, so only on a stack whose data may go.
+OPCHECK_ARGS ?= --ops 100 --budget 1800
+opcheck: jars console-assets
+	$(CDCPIPE) up
+	$(CDCPIPE) opcheck --yes $(OPCHECK_ARGS)
 
 bench: jars console-assets
 	$(CDCPIPE) up

@@ -286,6 +286,11 @@ class Checker:
     def named_step(self) -> str | None:
         """The step the pipeline names now, if any: from the job's reason or the connector's trace."""
         reason = str(streaming_job.progress(self.settings).get("reason") or "")
+        # The step a message names first: "Run 'cdcpipe resync' ... (with '--rebuild' if the
+        # new type does not fit)" is a resync; if the type then does not fit, the job stops
+        # again naming the rebuild, and that is the next step.
+        if "Run 'cdcpipe resync'" in reason or "run 'cdcpipe resync'" in reason:
+            return "resync"
         if "cdcpipe resync --rebuild" in reason:
             return "resync --rebuild"
         if "cdcpipe resync" in reason:

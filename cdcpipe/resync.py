@@ -13,10 +13,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import runtime, streaming_job
@@ -24,6 +25,9 @@ from .errors import ResyncFailed
 from .pipeline import sync_state
 from .pipeline.changes import EPOCH_BASE, MAX_EPOCH
 from .pipeline.schema_changes import JOURNAL_TOPIC
+
+#: The PostgreSQL advisory lock a resync holds while it runs (any number: 'cdcr' in ASCII).
+RESYNC_LOCK = 0x63646372
 
 
 def source_identity(pg: Any, slot: str) -> tuple[str, int | None]:
@@ -167,6 +171,24 @@ def register(
     return status
 
 
+@contextlib.contextmanager
+def exclusive(pg: Any) -> Iterator[None]:
+    """Hold the resync lock, a PostgreSQL session advisory lock, on ``pg``; ResyncFailed at
+    once if another session holds it. It goes with the session, so a resync that was killed
+    leaves none behind."""
+    row = pg.execute("SELECT pg_try_advisory_lock(%s)", (RESYNC_LOCK,)).fetchone()
+    if not (row["pg_try_advisory_lock"] if isinstance(row, dict) else row[0]):
+        raise ResyncFailed(
+            "another 'cdcpipe resync' of this source is running (it holds the resync lock): wait for it to end, "
+            "then run this one again if it is still needed"
+        )
+    try:
+        yield
+    finally:
+        if not pg.closed:
+            pg.execute("SELECT pg_advisory_unlock(%s)", (RESYNC_LOCK,))
+
+
 def run(
     *,
     pg,
@@ -188,105 +210,111 @@ def run(
 ) -> dict[str, Any]:
     """Run a resync; returns a summary. ``connector`` is a ConnectorFile (slot, signal table).
 
+    One at a time (:func:`exclusive`): two at once both took epoch E+1 and signalled two
+    snapshots of the same table; Debezium ran them over each other and one never got its
+    COMPLETED notification, so that resync hung until its timeout (found by ``cdcpipe
+    opcheck``).
+
     ``rebuild`` first drops and re-creates the Cassandra table (``recreate_table``): the step for a
     column whose type changed at the source (see cassandra_sink.REBUILD_STEP). The job keeps
     streaming into the new table meanwhile, and the snapshot then re-reads every row.
     """
-    started = time.monotonic()
-    config = connector.config
-    slot = config.get("slot.name", "debezium")
-    signal_table = config.get("signal.data.collection")
-    notification_topic = config.get("notification.sink.topic.name")
-    if not signal_table or not notification_topic:
-        raise ResyncFailed(
-            f"connector '{connector.name}' has no signal.data.collection or notification.sink.topic.name: "
-            "register the current connectors/users-cdc.json first ('cdcpipe connector register')"
-        )
-    status = connect.wait_for_state(connector.name, "RUNNING", timeout=60)
-    say(f"connector {connector.name}: {status['connector']['state']}")
+    with exclusive(pg):
+        started = time.monotonic()
+        config = connector.config
+        slot = config.get("slot.name", "debezium")
+        signal_table = config.get("signal.data.collection")
+        notification_topic = config.get("notification.sink.topic.name")
+        if not signal_table or not notification_topic:
+            raise ResyncFailed(
+                f"connector '{connector.name}' has no signal.data.collection or notification.sink.topic.name: "
+                "register the current connectors/users-cdc.json first ('cdcpipe connector register')"
+            )
+        status = connect.wait_for_state(connector.name, "RUNNING", timeout=60)
+        say(f"connector {connector.name}: {status['connector']['state']}")
 
-    if rebuild:
-        recreate_table(session, keyspace, cassandra_table)
-        say(f"{keyspace}.{cassandra_table} dropped and re-created with its key alone (the job adds the source's columns)")
+        if rebuild:
+            recreate_table(session, keyspace, cassandra_table)
+            say(f"{keyspace}.{cassandra_table} dropped and re-created with its key alone (the job adds the source's columns)")
 
-    system_identifier, floor_lsn = source_identity(pg, slot)
-    epochs = sync_state.load(session, topic, keyspace)
-    epoch = (epochs[-1].number + 1) if epochs else 1
-    if epoch > MAX_EPOCH:
-        raise ResyncFailed(f"epoch {epoch} would overflow the write timestamps (at most {MAX_EPOCH} resyncs)")
-    starts = end_offsets(bootstrap, topic)
-    # The schema-change journal's topic gets the same epoch, from its end offset at the same
-    # moment: a journal row before it is then of an older epoch, and a DDL the job stopped at
-    # (pipeline/schema_changes.py) is passed over, since this snapshot re-reads every row.
-    journal_starts = end_offsets(bootstrap, journal_topic) if journal_topic else {}
-    signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
-    if journal_topic:
-        sync_state.record(session, journal_topic, epoch, journal_starts, floor_lsn, system_identifier, slot, signal_id)
-    sync_state.record(session, topic, epoch, starts, floor_lsn, system_identifier, slot, signal_id)
-    say(f"epoch {epoch} recorded: from offsets {starts} of {topic}; source {system_identifier}, slot {slot} restart_lsn {floor_lsn}")
+        system_identifier, floor_lsn = source_identity(pg, slot)
+        epochs = sync_state.load(session, topic, keyspace)
+        epoch = (epochs[-1].number + 1) if epochs else 1
+        if epoch > MAX_EPOCH:
+            raise ResyncFailed(f"epoch {epoch} would overflow the write timestamps (at most {MAX_EPOCH} resyncs)")
+        starts = end_offsets(bootstrap, topic)
+        # The schema-change journal's topic gets the same epoch, from its end offset at the same
+        # moment: a journal row before it is then of an older epoch, and a DDL the job stopped at
+        # (pipeline/schema_changes.py) is passed over, since this snapshot re-reads every row.
+        journal_starts = end_offsets(bootstrap, journal_topic) if journal_topic else {}
+        signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
+        if journal_topic:
+            sync_state.record(session, journal_topic, epoch, journal_starts, floor_lsn, system_identifier, slot, signal_id)
+        sync_state.record(session, topic, epoch, starts, floor_lsn, system_identifier, slot, signal_id)
+        say(f"epoch {epoch} recorded: from offsets {starts} of {topic}; source {system_identifier}, slot {slot} restart_lsn {floor_lsn}")
 
-    # A precaution after DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT):
-    # rewriting one row to itself makes pgoutput send the relation's current columns ahead of
-    # the signal, so Debezium's table schema, from which it builds snapshot reads, is current.
-    # Its change event carries the row's current values: applying it changes nothing. (The
-    # scan failure seen after such DDL, "cached plan must not change result type", is the JDBC
-    # driver's server-side prepared statement; the connector sets driver.prepareThreshold=0.)
-    pg.execute(f"UPDATE {table} SET {key} = {key} WHERE {key} = (SELECT {key} FROM {table} LIMIT 1)")
+        # A precaution after DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT):
+        # rewriting one row to itself makes pgoutput send the relation's current columns ahead of
+        # the signal, so Debezium's table schema, from which it builds snapshot reads, is current.
+        # Its change event carries the row's current values: applying it changes nothing. (The
+        # scan failure seen after such DDL, "cached plan must not change result type", is the JDBC
+        # driver's server-side prepared statement; the connector sets driver.prepareThreshold=0.)
+        pg.execute(f"UPDATE {table} SET {key} = {key} WHERE {key} = (SELECT {key} FROM {table} LIMIT 1)")
 
-    feed = notifications(bootstrap, registry_url, notification_topic)
-    next(feed)
-    data = json.dumps({"data-collections": [table], "type": "incremental"})
-    pg.execute(f"INSERT INTO {signal_table} (id, type, data) VALUES (%s, 'execute-snapshot', %s)", (signal_id, data))
-    say(f"signal {signal_id} sent: incremental snapshot of {table}")
+        feed = notifications(bootstrap, registry_url, notification_topic)
+        next(feed)
+        data = json.dumps({"data-collections": [table], "type": "incremental"})
+        pg.execute(f"INSERT INTO {signal_table} (id, type, data) VALUES (%s, 'execute-snapshot', %s)", (signal_id, data))
+        say(f"signal {signal_id} sent: incremental snapshot of {table}")
 
-    deadline = time.monotonic() + timeout
-    rows_scanned = None
-    try:
-        for note in feed:
-            if time.monotonic() > deadline:
-                raise ResyncFailed(
-                    f"no COMPLETED notification for {signal_id} in {timeout:.0f}s "
-                    f"(cdcpipe logs connect; the epoch stays recorded, a new resync is safe)"
-                )
-            if not note or note.get("id") != signal_id:
-                continue
-            kind, extra = note.get("type"), note.get("additional_data") or {}
-            if kind == "IN_PROGRESS":
-                say(f"  snapshot in progress: last key {extra.get('last_processed_key')} of {extra.get('maximum_key')}")
-            elif kind == "TABLE_SCAN_COMPLETED":
-                rows_scanned = extra.get("total_rows_scanned")
-                say(f"  table scan completed: {rows_scanned} rows ({extra.get('status')})")
-                if extra.get("status") != "SUCCEEDED":  # a failed scan read nothing: cleaning up would delete rows
+        deadline = time.monotonic() + timeout
+        rows_scanned = None
+        try:
+            for note in feed:
+                if time.monotonic() > deadline:
                     raise ResyncFailed(
-                        f"Debezium's snapshot {signal_id} ended with {extra.get('status')} after {rows_scanned} rows; "
-                        "nothing was deleted. See 'cdcpipe logs connect', then run 'cdcpipe resync' again "
-                        "(the epoch stays recorded; a new resync is safe)"
+                        f"no COMPLETED notification for {signal_id} in {timeout:.0f}s "
+                        f"(cdcpipe logs connect; the epoch stays recorded, a new resync is safe)"
                     )
-            elif kind == "ABORTED":
-                raise ResyncFailed(f"Debezium aborted the snapshot {signal_id}")
-            elif kind == "COMPLETED":
-                say(f"  snapshot completed ({time.monotonic() - started:.0f}s)")
-                break
-            else:
-                say(f"  {kind}")
-    finally:
-        feed.close()
+                if not note or note.get("id") != signal_id:
+                    continue
+                kind, extra = note.get("type"), note.get("additional_data") or {}
+                if kind == "IN_PROGRESS":
+                    say(f"  snapshot in progress: last key {extra.get('last_processed_key')} of {extra.get('maximum_key')}")
+                elif kind == "TABLE_SCAN_COMPLETED":
+                    rows_scanned = extra.get("total_rows_scanned")
+                    say(f"  table scan completed: {rows_scanned} rows ({extra.get('status')})")
+                    if extra.get("status") != "SUCCEEDED":  # a failed scan read nothing: cleaning up would delete rows
+                        raise ResyncFailed(
+                            f"Debezium's snapshot {signal_id} ended with {extra.get('status')} after {rows_scanned} rows; "
+                            "nothing was deleted. See 'cdcpipe logs connect', then run 'cdcpipe resync' again "
+                            "(the epoch stays recorded; a new resync is safe)"
+                        )
+                elif kind == "ABORTED":
+                    raise ResyncFailed(f"Debezium aborted the snapshot {signal_id}")
+                elif kind == "COMPLETED":
+                    say(f"  snapshot completed ({time.monotonic() - started:.0f}s)")
+                    break
+                else:
+                    say(f"  {kind}")
+        finally:
+            feed.close()
 
-    ends = end_offsets(bootstrap, topic)
-    if settings is not None:
-        say(f"waiting for the Spark job to apply {topic} up to {ends} ...")
-        streaming_job.wait_for_offsets(
-            settings, {topic: {str(p): o for p, o in ends.items()}}, timeout=max(60.0, deadline - time.monotonic())
-        )
-    deleted, trimmed = stale_cleanup(session, keyspace, cassandra_table, key, epoch)
-    say(f"stale rows deleted: {deleted}; rows with stale cells cleared: {trimmed}")
-    for done in (topic, journal_topic) if journal_topic else (topic,):
-        sync_state.completed(session, done, epoch)
-    return {
-        "epoch": epoch,
-        "signal": signal_id,
-        "rows_scanned": rows_scanned,
-        "stale_rows_deleted": deleted,
-        "rows_trimmed": trimmed,
-        "seconds": round(time.monotonic() - started, 1),
-    }
+        ends = end_offsets(bootstrap, topic)
+        if settings is not None:
+            say(f"waiting for the Spark job to apply {topic} up to {ends} ...")
+            streaming_job.wait_for_offsets(
+                settings, {topic: {str(p): o for p, o in ends.items()}}, timeout=max(60.0, deadline - time.monotonic())
+            )
+        deleted, trimmed = stale_cleanup(session, keyspace, cassandra_table, key, epoch)
+        say(f"stale rows deleted: {deleted}; rows with stale cells cleared: {trimmed}")
+        for done in (topic, journal_topic) if journal_topic else (topic,):
+            sync_state.completed(session, done, epoch)
+        return {
+            "epoch": epoch,
+            "signal": signal_id,
+            "rows_scanned": rows_scanned,
+            "stale_rows_deleted": deleted,
+            "rows_trimmed": trimmed,
+            "seconds": round(time.monotonic() - started, 1),
+        }

@@ -496,3 +496,20 @@ def test_a_type_with_no_cql_mapping_stops_the_job_until_its_step_is_taken(stack,
     finally:
         pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
         drop_columns(stack, conf, pg, cassandra, column)
+
+
+def test_a_second_resync_while_one_runs_is_refused_at_once(stack, conf, pg, cassandra, spark_job, connector):
+    """Two resyncs at once hung one of them until its timeout (cdcpipe opcheck found it): now
+    the second fails at once, naming the first, and runs once the first is done."""
+    import psycopg
+
+    from cdcpipe.errors import ResyncFailed
+
+    with psycopg.connect(stack["postgres"].dsn(), autocommit=True) as other, resync.exclusive(other):
+        started = time.monotonic()
+        with pytest.raises(ResyncFailed, match="another 'cdcpipe resync' of this source is running"):
+            run_resync(stack, conf, pg, cassandra)
+        assert time.monotonic() - started < 5
+    summary = run_resync(stack, conf, pg, cassandra)  # the lock went with the first one
+    assert summary["epoch"] > 0
+    wait_until_read_model_matches(pg, cassandra)
