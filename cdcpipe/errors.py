@@ -25,6 +25,7 @@ Two families. What stops a command or the runtime::
     │   └── UnsupportedType      1    a source column's type has no lossless CQL type
     ├── SourceChanged            1  a record cannot come from the synced source: run ``cdcpipe resync``
     ├── SchemaChangeNeedsResync  1  DDL gave existing rows values no event carries: run ``cdcpipe resync``
+    ├── PositionOverflow         1  a change's LSN is past 2**52: the write positions cannot order it
     ├── ResyncFailed             1  ``cdcpipe resync`` could not finish (nothing was deleted)
     ├── ConnectorResetFailed     1  ``cdcpipe connector reset-offsets`` did not get the connector RUNNING
     ├── PipelineStalled          1  a benchmark saw a stage make no progress for too long
@@ -196,6 +197,18 @@ class TableUnusable(CdcpipeError):
 
 class UnsupportedType(TableUnusable):
     """A source column whose type has no lossless CQL mapping: the table's problem."""
+
+
+class PositionOverflow(CdcpipeError):
+    """A change's LSN is past what a write position can hold within an epoch (2**52): the
+    source's, not the record's, so the batch fails and the job stops naming it."""
+
+    def __init__(self, lsn: int, limit: int):
+        super().__init__(
+            f"source.lsn {lsn} is past {limit}, the largest LSN this pipeline's write positions can order "
+            "(cdcpipe/pipeline/changes.py). Nothing was applied or dead-lettered. Step: move the source to a new "
+            "PostgreSQL cluster (a logical dump and restore starts its LSNs low), then 'cdcpipe resync' against it"
+        )
 
 
 class SchemaChangeNeedsResync(CdcpipeError):

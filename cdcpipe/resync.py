@@ -164,8 +164,8 @@ def register(
         return status  # not a first registration: epochs are resync's
     with svcs["cassandra"].connected() as session:
         if not sync_state.load(session, topic):
-            for name, offsets in starts.items():
-                sync_state.record(session, name, 0, offsets, lsn, system_identifier, connector.config.get("slot.name"), None)
+            sync_state.record(session, starts, 0, lsn, system_identifier, connector.config.get("slot.name"), None)
+            for name in starts:
                 sync_state.completed(session, name, 0)
             progress(f"epoch 0 recorded: source {system_identifier} from LSN {lsn}")
     return status
@@ -248,9 +248,8 @@ def run(
         # (pipeline/schema_changes.py) is passed over, since this snapshot re-reads every row.
         journal_starts = end_offsets(bootstrap, journal_topic) if journal_topic else {}
         signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
-        if journal_topic:
-            sync_state.record(session, journal_topic, epoch, journal_starts, floor_lsn, system_identifier, slot, signal_id)
-        sync_state.record(session, topic, epoch, starts, floor_lsn, system_identifier, slot, signal_id)
+        both = {topic: starts, **({journal_topic: journal_starts} if journal_topic else {})}
+        sync_state.record(session, both, epoch, floor_lsn, system_identifier, slot, signal_id)
         say(f"epoch {epoch} recorded: from offsets {starts} of {topic}; source {system_identifier}, slot {slot} restart_lsn {floor_lsn}")
 
         # A precaution after DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT):

@@ -59,15 +59,25 @@ def test_tombstones_are_skipped_and_garbage_is_named():
         ({"lsn": 1.5}, "source.lsn is a float, not an integer"),
         ({"lsn": True}, "source.lsn is a bool, not an integer"),
         ({"lsn": -1}, "source.lsn -1 out of range"),
-        ({"lsn": 2**63 - 1}, "out of range"),  # Avro's largest long
-        ({"lsn": 2**63 - 2**52}, "out of range"),
-        ({"lsn": 2**52}, "out of range"),  # the first whose position leaves its epoch
+        ({"lsn": -(2**63)}, "out of range"),  # Avro's smallest long
     ],
 )
 def test_a_weird_source_is_malformed_not_a_crash(source, reason):
     event = {**envelope("u", 1), "source": source}
     with pytest.raises(MalformedChange, match=reason):
         from_event({"id": "u1"}, event, 0)
+
+
+@pytest.mark.parametrize("lsn", [2**52, 2**63 - 2**52, 2**63 - 1])  # the first past an epoch's positions .. Avro's largest long
+@pytest.mark.parametrize("op", ["u", "r"])
+def test_an_lsn_past_the_positions_is_the_system_s_limit_not_the_record_s_fault(lsn, op):
+    """A real source can reach such an LSN: dead-lettering every change from then on would
+    diverge with no stop. The batch fails (not a RecordError) and the error names the step."""
+    from cdcpipe.errors import PositionOverflow, RecordError
+
+    with pytest.raises(PositionOverflow, match="Step: move the source to a new PostgreSQL cluster") as raised:
+        from_event({"id": "u1"}, {**envelope(op, 1), "source": {"lsn": lsn}}, 0)
+    assert not isinstance(raised.value, RecordError)
 
 
 def test_the_largest_lsn_and_epoch_still_fit_a_signed_64_bit_timestamp():

@@ -12,7 +12,7 @@ import pytest
 import requests
 from cdc_helpers import register_schema
 
-from cdcpipe.errors import ServiceUnavailable, TableUnusable
+from cdcpipe.errors import PositionOverflow, ServiceUnavailable, TableUnusable
 from cdcpipe.pipeline.avro_reader import DecodeError, RegistryMisconfigured, SchemaCache, decode
 
 PROBE = {"type": "record", "name": "Probe", "fields": [{"name": "a", "type": "int"}]}
@@ -232,7 +232,7 @@ def test_a_weird_source_is_dead_lettered_and_a_wrong_registry_fails_the_batch(st
     good = str(uuid.uuid4())
     values = [
         _record(envelope_id, "c", str(uuid.uuid4()), 10, source="not a record", username="x"),
-        _record(envelope_id, "c", str(uuid.uuid4()), 0, source={"lsn": 2**63 - 1}, username="x"),
+        _record(envelope_id, "c", str(uuid.uuid4()), 0, source={"lsn": -1}, username="x"),
         _record(envelope_id, "c", good, 12, username="good"),
     ]
     topic = f"test.faults.{uuid.uuid4().hex[:8]}"
@@ -240,7 +240,16 @@ def test_a_weird_source_is_dead_lettered_and_a_wrong_registry_fails_the_batch(st
     assert job.apply_partition(rows, _conf(stack, job_table)) == (3, 1, 2)
     letters = _dead_letters(cassandra, topic)
     assert letters[0].error == "value: MalformedChange: source is a str, not a record"
-    assert letters[1].error.startswith("value: MalformedChange: source.lsn 9223372036854775807 out of range")
+    assert letters[1].error.startswith("value: MalformedChange: source.lsn -1 out of range")
+
+    # An LSN past the write positions (a real source can get there): the batch fails, nothing
+    # is dead-lettered, and the error names the step.
+    past = f"test.faults.{uuid.uuid4().hex[:8]}"
+    with pytest.raises(PositionOverflow, match="cdcpipe resync"):
+        job.apply_partition(
+            [(None, _record(envelope_id, "c", str(uuid.uuid4()), 0, source={"lsn": 2**63 - 1}), past, 0, 0)], _conf(stack, job_table)
+        )
+    assert _dead_letters(cassandra, past) == {}
 
     # The same records against a wrong registry URL: the batch fails, nothing is dead-lettered.
     other = f"test.faults.{uuid.uuid4().hex[:8]}"

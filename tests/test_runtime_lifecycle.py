@@ -139,3 +139,36 @@ def test_postgres_in_a_private_directory_first_time(tmp_path_factory):
     assert out.returncode == 0, out.stderr
     assert not home.exists()
     assert placed is None or not placed.exists()
+
+
+def test_up_right_after_a_kill_is_not_refused_by_a_zombie_postmaster(private_home):
+    """After `kill -9` the postmaster is a zombie until init reaps it, and this machine's init
+    reaps late: PostgreSQL counted the zombie as a running postmaster and refused to start
+    ("lock file postmaster.pid already exists"), so `cdcpipe up` failed (found by
+    `cdcpipe opcheck`). Here a zombie of the test's own, of the server's account (PostgreSQL
+    takes EPERM from another account's pid as "no postmaster"), holds the pid the lock file names."""
+    import signal
+    import subprocess
+    import time
+
+    from cdcpipe import runtime, settings
+    from cdcpipe.services.postgres import run_as
+
+    home, env = private_home
+    first = cdcpipe(env, "up", "postgres")
+    assert first.returncode == 0, first.stderr
+    conf = settings.load(env)
+    processes.stop(conf, "postgres", sig=signal.SIGKILL, timeout=5)
+    lock = runtime.service(conf, "postgres").data_dir / "postmaster.pid"
+    assert lock.exists()  # a kill -9 leaves it
+    zombie = subprocess.Popen(["true"], user=run_as())
+    try:
+        while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.05)
+        lines = lock.read_text().split("\n")
+        lock.write_text("\n".join([str(zombie.pid), *lines[1:]]))
+        again = cdcpipe(env, "up", "postgres")
+        assert again.returncode == 0, again.stderr
+        assert processes.is_alive(_pid(home, "postgres"))
+    finally:
+        zombie.wait()

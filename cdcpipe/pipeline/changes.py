@@ -90,7 +90,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MalformedChange, SourceChanged
+from ..errors import MalformedChange, PositionOverflow, SourceChanged
 
 STREAMING_BASE = 1 << 52
 #: One epoch's span of timestamps: every position is below it.
@@ -225,8 +225,10 @@ def _lsn(source: Any, incremental_read: bool = False) -> int:
         lsn = _sequence_lsn(source.get("sequence"))
     if type(lsn) is not int:  # bool is an int subclass; True is no LSN
         raise MalformedChange("source.lsn missing" if lsn is None else f"source.lsn is a {type(lsn).__name__}, not an integer")
-    if not 0 <= lsn <= MAX_LSN:
-        raise MalformedChange(f"source.lsn {lsn} out of range: its position must stay below 2**53 within an epoch (LSN 0..{MAX_LSN})")
+    if lsn < 0:  # no LSN is negative: this record is garbage
+        raise MalformedChange(f"source.lsn {lsn} out of range: an LSN is never negative")
+    if lsn > MAX_LSN:  # a real source can get here (4 PiB of WAL): the system's limit, not the record's fault
+        raise PositionOverflow(lsn, MAX_LSN)
     return lsn
 
 

@@ -26,19 +26,27 @@ def load(session: Any, topic: str, keyspace: str = "cdc") -> list[Epoch]:
 
 def record(
     session: Any,
-    topic: str,
+    starts: dict[str, dict[int, int]],
     epoch: int,
-    start_offsets: dict[int, int],
     floor_lsn: int | None,
     system_identifier: str | None,
-    slot: str,
+    slot: str | None,
     signal_id: str | None,
 ) -> None:
-    session.execute(
+    """Epoch ``epoch`` of every topic of ``starts`` (topic -> its start offsets), in one
+    logged batch: all of them or none. Written one by one, a resync interrupted between the
+    journal topic's row and the users topic's left one topic in the new epoch and the other
+    not, and later changes were judged against the wrong epoch (issue 23)."""
+    from cassandra.query import BatchStatement, BatchType, SimpleStatement
+
+    insert = SimpleStatement(
         f"INSERT INTO {TABLE} (topic, epoch, start_offsets, floor_lsn, system_identifier, slot, signal_id, state, started_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, 'started', toTimestamp(now()))",
-        (topic, epoch, start_offsets, floor_lsn, system_identifier, slot, signal_id),
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, 'started', toTimestamp(now()))"
     )
+    batch = BatchStatement(batch_type=BatchType.LOGGED)
+    for topic, offsets in starts.items():
+        batch.add(insert, (topic, epoch, offsets, floor_lsn, system_identifier, slot, signal_id))
+    session.execute(batch)
 
 
 def completed(session: Any, topic: str, epoch: int) -> None:

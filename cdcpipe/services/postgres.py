@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import migrations
+from .. import migrations, processes
 from ..errors import ConfigError, MissingDependency, ServiceFailed
 from ..settings import private_dir
 from .base import NotReady, Service
@@ -90,7 +90,7 @@ def extra_settings() -> dict[str, str]:
     return result
 
 
-def _run_as() -> str | None:
+def run_as() -> str | None:
     """initdb and postgres refuse to run as root: use an unprivileged account then."""
     if os.geteuid() != 0:
         return None
@@ -148,7 +148,7 @@ class Postgres(Service):
 
     def _place(self) -> None:
         """Under root, put the cluster outside the 0700 state directory (see the class doc)."""
-        user = _run_as()
+        user = run_as()
         if user is None or self.link.is_symlink():
             return
         digest = hashlib.sha256(str(self.settings.home).encode()).hexdigest()[:12]
@@ -210,7 +210,7 @@ class Postgres(Service):
 
     def _chown(self, *paths: Path) -> None:
         """Hand what we create as root to the server's account (the server creates the rest)."""
-        user = _run_as()
+        user = run_as()
         if user is None:
             return
         entry = pwd.getpwnam(user)
@@ -277,7 +277,7 @@ class Postgres(Service):
                 ],
                 capture_output=True,
                 text=True,
-                user=_run_as(),
+                user=run_as(),
                 cwd=self.dir,  # not the caller's directory, which the server's account may not enter
             )
         finally:
@@ -286,12 +286,34 @@ class Postgres(Service):
             raise ServiceFailed("postgres", f"initdb failed:\n{done.stdout}\n{done.stderr}")
         scratch.rename(self.data_dir)
 
+    def _clear_stale_postmaster_pid(self) -> None:
+        """Remove the data directory's postmaster.pid when the pid it names is no postmaster.
+
+        After a ``kill -9`` the postmaster stays a zombie until init reaps it, and this
+        machine's init reaps late. PostgreSQL's check (``kill(pid, 0)``) counts a zombie as a
+        running postmaster, so ``cdcpipe up`` right after the kill was refused ("lock file
+        postmaster.pid already exists"; found by ``cdcpipe opcheck``). Removing the file is
+        safe when the pid is gone, a zombie, or another program. Old backends still attached
+        to the shared memory make PostgreSQL refuse to start all the same."""
+        lock = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        except OSError:
+            command = b""
+        if not processes.is_alive(pid) or not command.endswith(b"postgres"):
+            lock.unlink(missing_ok=True)
+
     def launch(self) -> None:
         # The socket directory is ours alone and no server of ours runs (launch is only called
         # then): a lock file in it is stale. PostgreSQL trusts it while the pid it names is
         # alive, and pids are reused, so an `up` right after a crash could be refused.
         for lock in self.socket_dir.glob(".s.PGSQL.*.lock"):
             lock.unlink(missing_ok=True)
+        self._clear_stale_postmaster_pid()
         argv = [str(find_bin_dir() / "postgres"), "-D", str(self.data_dir)]
         settings = {
             **SERVER_SETTINGS,
@@ -302,7 +324,7 @@ class Postgres(Service):
         }
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
-        self.spawn("postgres", argv, user=_run_as(), cwd=self.dir)
+        self.spawn("postgres", argv, user=run_as(), cwd=self.dir)
 
     def connect(self, dbname: str = "postgres", user: str = "postgres", **kwargs: Any):
         import psycopg
