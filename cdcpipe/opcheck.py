@@ -22,7 +22,8 @@ The operations (:data:`OPERATIONS`, each with its weight):
 * DML: bursts of single-row transactions, and large transactions, on rows of the checker's
   own (``opcheck-`` usernames);
 * every DDL in the README's table: ADD COLUMN with and without a DEFAULT, DROP, RENAME,
-  integer -> bigint with a value past int's range, a precision cut, TRUNCATE;
+  integer -> bigint with a value past int's range, a precision cut, TRUNCATE, and the table
+  dropped and created anew;
 * faults: ``kill -9`` of a service's whole process tree (PostgreSQL, Kafka, Connect, the
   registry, Cassandra) or of the Spark job, then ``cdcpipe up``, the one human step;
 * ``cdcpipe resync``, a resync killed (SIGKILL) at a random moment, two resyncs at once,
@@ -100,6 +101,10 @@ class Checker:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.connector = ConnectorFile.load(DEFAULT_FILE)
+        # Row ids and column names mix in a nonce of this run (not drawn from the seed): a
+        # replay draws the same operations and shapes, but must not meet the rows and columns
+        # an earlier run of the same seed left behind.
+        self.nonce = uuid.uuid4()
 
     # --- connections (made again for each use: a kill may have cut them) ----------------
     def pg(self, admin: bool = False):
@@ -126,7 +131,7 @@ class Checker:
 
         roll = self.rng.random()
         if roll < 0.35 or len(self.rows) < 20:
-            key = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+            key = str(uuid.uuid5(self.nonce, str(self.rng.getrandbits(64))))
             values = {"id": key, "username": f"{PREFIX}{key[:8]}", **self._row_values()}
             cur.execute(
                 sql.SQL("INSERT INTO public.users ({}) VALUES ({})").format(
@@ -161,22 +166,26 @@ class Checker:
         return f"one transaction of {n} changes"
 
     def _fresh(self, kind: str) -> str:
-        return f"op{self.rng.randrange(16**6):06x}_{kind.split('(')[0][:4]}"
+        return f"op{self.nonce.hex[:4]}{self.rng.randrange(16**6):06x}_{kind.split('(')[0][:4]}"
+
+    def _ddl(self, *statements: str, params: tuple[Any, ...] | None = None) -> None:
+        """Statements as the table's owner (the application role only writes rows)."""
+        with self.pg(admin=True) as su:
+            for statement in statements:
+                su.execute(statement, params if "%s" in statement else None)
+
+    def _add(self, kind: str, default: str = "") -> str:
+        name = self._fresh(kind)
+        ddl = f"ADD COLUMN {name} {kind}{default}"
+        self._ddl(f"ALTER TABLE public.users {ddl}")
+        self.columns[name] = kind
+        return ddl
 
     def op_add_column(self) -> str:
-        kind = self.rng.choice(ADDED_TYPES)
-        name = self._fresh(kind)
-        with self.pg(admin=True) as su:
-            su.execute(f"ALTER TABLE public.users ADD COLUMN {name} {kind}")
-        self.columns[name] = kind
-        return f"ADD COLUMN {name} {kind}"
+        return self._add(self.rng.choice(ADDED_TYPES))
 
     def op_add_column_default(self) -> str:
-        name = self._fresh("text")
-        with self.pg(admin=True) as su:
-            su.execute(f"ALTER TABLE public.users ADD COLUMN {name} text DEFAULT 'filled'")
-        self.columns[name] = "text"
-        return f"ADD COLUMN {name} text DEFAULT 'filled'"
+        return self._add("text", " DEFAULT 'filled'")
 
     def _pick(self, kind: str | None = None) -> str | None:
         names = sorted(n for n, k in self.columns.items() if kind is None or k == kind)
@@ -186,8 +195,7 @@ class Checker:
         name = self._pick()
         if name is None:
             return self.op_add_column()
-        with self.pg(admin=True) as su:
-            su.execute(f"ALTER TABLE public.users DROP COLUMN {name}")
+        self._ddl(f"ALTER TABLE public.users DROP COLUMN {name}")
         del self.columns[name]
         return f"DROP COLUMN {name}"
 
@@ -197,8 +205,7 @@ class Checker:
             return self.op_add_column()
         kind = self.columns.pop(name)
         new = self._fresh(kind)
-        with self.pg(admin=True) as su:
-            su.execute(f"ALTER TABLE public.users RENAME COLUMN {name} TO {new}")
+        self._ddl(f"ALTER TABLE public.users RENAME COLUMN {name} TO {new}")
         self.columns[new] = kind
         return f"RENAME COLUMN {name} TO {new}"
 
@@ -206,9 +213,12 @@ class Checker:
         name = self._pick("integer")
         if name is None or not self.rows:
             return self.op_add_column()
-        with self.pg(admin=True) as su:
-            su.execute(f"ALTER TABLE public.users ALTER COLUMN {name} TYPE bigint")
-            su.execute(f"UPDATE public.users SET {name} = %s WHERE id = %s", (2**40 + self.rng.randrange(1000), self.rng.choice(self.rows)))
+        past_int = (2**40 + self.rng.randrange(1000), self.rng.choice(self.rows))
+        self._ddl(
+            f"ALTER TABLE public.users ALTER COLUMN {name} TYPE bigint",
+            f"UPDATE public.users SET {name} = %s WHERE id = %s",
+            params=past_int,
+        )
         self.columns[name] = "bigint"
         return f"ALTER COLUMN {name} TYPE bigint, then a value past int's range"
 
@@ -216,16 +226,24 @@ class Checker:
         name = self._pick("numeric(10,2)")
         if name is None:
             return self.op_add_column()
-        with self.pg(admin=True) as su:
-            su.execute(f"ALTER TABLE public.users ALTER COLUMN {name} TYPE numeric(10,0)")
+        self._ddl(f"ALTER TABLE public.users ALTER COLUMN {name} TYPE numeric(10,0)")
         self.columns[name] = "numeric(10,0)"
         return f"ALTER COLUMN {name} TYPE numeric(10,0) (rounds every value)"
 
     def op_truncate(self) -> str:
-        with self.pg(admin=True) as su:
-            su.execute("TRUNCATE public.users")
+        self._ddl("TRUNCATE public.users")
         self.rows.clear()
         return "TRUNCATE public.users"
+
+    def op_replace_table(self) -> str:
+        """public.users swapped for a new, empty table like it (its rows gone with the old one)."""
+        self._ddl(
+            "CREATE TABLE public.users_next (LIKE public.users INCLUDING ALL)",
+            "DROP TABLE public.users",
+            "ALTER TABLE public.users_next RENAME TO users",
+        )
+        self.rows.clear()
+        return "DROP TABLE public.users, a new one like it in its place"
 
     def op_kill(self) -> str:
         victim = self.rng.choice(VICTIMS)
@@ -289,6 +307,8 @@ class Checker:
         # The step a message names first: "Run 'cdcpipe resync' ... (with '--rebuild' if the
         # new type does not fit)" is a resync; if the type then does not fit, the job stops
         # again naming the rebuild, and that is the next step.
+        if "'cdcpipe up'" in reason:
+            return "up, resync"
         if "Run 'cdcpipe resync'" in reason or "run 'cdcpipe resync'" in reason:
             return "resync"
         if "cdcpipe resync --rebuild" in reason:
@@ -309,6 +329,9 @@ class Checker:
         ``connector reset-offsets`` and then ``resync``)."""
         if step == "connector reset-offsets":
             self.connect().reset_offsets(self.connector.name, timeout=180)
+            step = "resync"
+        if step == "up, resync":
+            runtime.up(self.settings, progress=lambda m: None)
             step = "resync"
         kafka, registry = runtime.service(self.settings, "kafka"), runtime.service(self.settings, "schema_registry")
         with runtime.service(self.settings, "cassandra").connected() as session, self.pg() as pg:
@@ -397,6 +420,7 @@ OPERATIONS: dict[str, int] = {
     "widen_past_int": 3,
     "precision_cut": 3,
     "truncate": 2,
+    "replace_table": 1,
     "kill": 7,
     "resync": 3,
     "resync_killed": 4,

@@ -22,6 +22,20 @@ TOPIC = "cdc.public.users"
 SCREENSHOTS = Path(os.environ.get("CDCPIPE_SCREENSHOTS") or Path(__file__).resolve().parent.parent / "build" / "screenshots")
 
 
+def settings_where_nothing_listens(home: Path) -> Any:
+    """Settings of a state directory ``home`` whose every port is free now: no service answers."""
+    import socket
+
+    from cdcpipe import settings
+
+    ports = {}
+    for name in settings.DEFAULT_PORTS:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports[f"CDCPIPE_PORT_{name.upper()}"] = str(sock.getsockname()[1])
+    return settings.load({"CDCPIPE_HOME": str(home), **ports})
+
+
 def shot(page: Any, name: str) -> Path:
     """A full-page screenshot of a Playwright page, as ``SCREENSHOTS/console-NAME.png``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

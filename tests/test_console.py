@@ -11,10 +11,9 @@ import time
 import uuid
 
 import requests
-from cdc_helpers import shot
+from cdc_helpers import settings_where_nothing_listens, shot
 from confluent_kafka import Producer
 
-from cdcpipe import settings
 from cdcpipe.connect_client import ConnectClient
 
 TOPIC = "cdc.public.users"
@@ -188,19 +187,12 @@ def test_the_cassandra_page_shows_a_user_with_write_times(page, pg, spark_job):
 
 def test_every_page_renders_while_the_services_are_away(tmp_path):
     """No service answers at all: each page still renders (200) and names what is down."""
-    import socket
-
     from starlette.testclient import TestClient
 
     from cdcpipe.console.app import create_app
     from cdcpipe.services import SERVICES
 
-    ports = {}
-    for name in settings.DEFAULT_PORTS:
-        with socket.socket() as s:  # free now; nothing listens there
-            s.bind(("127.0.0.1", 0))
-            ports[f"CDCPIPE_PORT_{name.upper()}"] = str(s.getsockname()[1])
-    conf = settings.load({"CDCPIPE_HOME": str(tmp_path / "home"), **ports})
+    conf = settings_where_nothing_listens(tmp_path / "home")
     app = create_app(conf, "pw")
     app.state.monitor.sample()  # one sampler round: every service stopped, Kafka unreachable
     with TestClient(app, base_url=f"http://{conf.host}:{conf.port('console')}") as client:

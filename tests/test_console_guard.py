@@ -7,12 +7,10 @@ input, in Chromium, against the running stack) is ``test_console_hostile.py``.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
+from cdc_helpers import settings_where_nothing_listens
 from starlette.testclient import TestClient
 
-from cdcpipe import settings
 from cdcpipe.console import schema_diff
 from cdcpipe.console.app import create_app, sse_message
 
@@ -21,12 +19,7 @@ PAYLOAD = '"><img id=pwned src=x onerror="window.__pwned=1">'
 
 @pytest.fixture(scope="module")
 def conf(tmp_path_factory):
-    ports = {}
-    for name in settings.DEFAULT_PORTS:
-        with socket.socket() as s:  # free now; nothing listens there
-            s.bind(("127.0.0.1", 0))
-            ports[f"CDCPIPE_PORT_{name.upper()}"] = str(s.getsockname()[1])
-    return settings.load({"CDCPIPE_HOME": str(tmp_path_factory.mktemp("home")), **ports})
+    return settings_where_nothing_listens(tmp_path_factory.mktemp("home"))
 
 
 @pytest.fixture(scope="module")

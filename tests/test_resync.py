@@ -513,3 +513,37 @@ def test_a_second_resync_while_one_runs_is_refused_at_once(stack, conf, pg, cass
     summary = run_resync(stack, conf, pg, cassandra)  # the lock went with the first one
     assert summary["epoch"] > 0
     wait_until_read_model_matches(pg, cassandra)
+
+
+def test_a_replaced_table_stops_the_job_naming_up_and_resync(stack, conf, pg, cassandra, spark_job, connector):
+    """Issue 23: public.users renamed away and a new one created like it (grants, REPLICA
+    IDENTITY FULL): rows of the new table never reached Cassandra, the publication still named
+    the old one, and status said 'capture: moving'. Now the job stops naming 'cdcpipe up' and
+    'cdcpipe resync', and those two steps make the read model equal to the new table."""
+    from cdcpipe import runtime
+
+    wait_until_read_model_matches(pg, cassandra)
+    try:
+        with admin(stack) as su:
+            su.execute("ALTER TABLE public.users RENAME TO users_prev")
+            su.execute("CREATE TABLE public.users (LIKE public.users_prev INCLUDING ALL)")
+            su.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON public.users TO users_writer")
+            su.execute("ALTER TABLE public.users REPLICA IDENTITY FULL")
+        new_id = insert(pg, {**ROW, "city": "in-the-new-table"})
+        reason, _ = wait_for_job_reason(spark_job, conf, "renamed away or dropped")
+        assert "'cdcpipe up'" in reason and "'cdcpipe resync'" in reason, reason
+        runtime.up(conf, progress=lambda m: None)  # the named steps
+        run_resync(stack, conf, pg, cassandra)
+        assert set(wait_until_read_model_matches(pg, cassandra)) == {new_id}
+        streamed = insert(pg, {**ROW, "city": "streamed-from-the-new-table"})
+        assert set(wait_until_read_model_matches(pg, cassandra)) == {new_id, streamed}
+    finally:
+        # Back to the first table: dropping the new one is a replacement too.
+        with admin(stack) as su:
+            if su.execute("SELECT to_regclass('public.users_prev')").fetchone()[0] is not None:
+                su.execute("DROP TABLE IF EXISTS public.users")
+                su.execute("ALTER TABLE public.users_prev RENAME TO users")
+        wait_for_job_reason(spark_job, conf, "renamed away or dropped")
+        runtime.up(conf, progress=lambda m: None)
+        run_resync(stack, conf, pg, cassandra)
+    wait_until_read_model_matches(pg, cassandra)

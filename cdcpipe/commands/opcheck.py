@@ -25,7 +25,7 @@ def cmd_opcheck(args: argparse.Namespace) -> int:
     checker = opcheck.Checker(settings.load(), seed, say=lambda m: print(m, file=sys.stderr, flush=True), settle_seconds=args.settle)
     try:
         checker.run(args.ops, args.budget, only)
-    except opcheck.CheckFailed:
+    except Exception:  # a divergence, or an operation that failed: the log and the seed either way
         print(json.dumps(checker.to_json(), indent=1, default=str), file=sys.stderr)
         print(f"opcheck FAILED with seed {seed}; replay: cdcpipe opcheck --seed {seed} --ops {args.ops} --yes", file=sys.stderr)
         raise

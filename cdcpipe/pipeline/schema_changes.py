@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 #: The journal topic Debezium writes public.cdc_schema_changes to, and the table's own topic.
 JOURNAL_TOPIC = "cdc.public.cdc_schema_changes"
 USERS_TOPIC = "cdc.public.users"
-KINDS = ("add_column", "drop_column", "rename_column", "alter_type", "truncate")
+KINDS = ("add_column", "drop_column", "rename_column", "alter_type", "truncate", "table_replaced")
 #: Kinds that clear something in the read model at their position.
 CLEARING = ("drop_column", "rename_column", "truncate")
 
@@ -101,6 +101,8 @@ class SchemaChange:
             return f"ALTER COLUMN {self.column} TYPE {self.column_type}"
         if self.kind == "drop_column":
             return f"DROP COLUMN {self.column}"
+        if self.kind == "table_replaced":
+            return f"{self.table} renamed away or dropped"
         return "TRUNCATE"
 
 
@@ -182,6 +184,12 @@ def apply(sink: Any, changes: Iterable[SchemaChange]) -> list[str]:
                 what = f"{change.describe()}: {change.column} cleared in {cleared} rows at timestamp {change.timestamp}"
             log.warning("schema change %d applied: %s", change.journal_id, what)
             done.append(what)
+        if change.kind == "table_replaced":
+            raise SchemaChangeNeedsResync(
+                f"{change.describe()} (schema change {change.journal_id}, LSN {change.lsn}): capture followed that table, "
+                f"and a new table named {change.table} is in no publication. Step: 'cdcpipe up' (it adds the table now named "
+                f"{change.table} to the publication, with its triggers and grants), then 'cdcpipe resync'"
+            )
         if change.backfill:
             raise SchemaChangeNeedsResync(
                 f"{change.describe()} on {change.table} (schema change {change.journal_id}, LSN {change.lsn}) gave existing rows "

@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS public.cdc_schema_changes (
     id          bigserial PRIMARY KEY,
     changed_at  timestamptz NOT NULL DEFAULT now(),
     table_name  text NOT NULL,      -- 'public.users'
-    kind        text NOT NULL,      -- add_column | drop_column | rename_column | alter_type | truncate
+    kind        text NOT NULL,      -- add_column | drop_column | rename_column | alter_type | truncate | table_replaced
     column_name text,               -- the column (its old name for rename_column)
     new_name    text,               -- rename_column: the new name
     column_type text,               -- add_column / alter_type: the type now
@@ -37,6 +37,35 @@ INSERT INTO public.cdc_source_columns (table_name, attnum, column_name, column_t
 SELECT 'public.users', attnum, attname, format_type(atttypid, atttypmod)
 FROM pg_attribute WHERE attrelid = 'public.users'::regclass AND attnum > 0 AND NOT attisdropped
 ON CONFLICT DO NOTHING;
+
+-- The table capture follows, by identity. Renamed away or dropped, public.users leaves the
+-- stream without a row event, and a new table of that name is in no publication: capture
+-- went on silently without it (heartbeats kept the watchdog at "moving"). The trigger below
+-- journals `table_replaced` instead, and the job stops naming the steps: `cdcpipe up` (these
+-- files again: the table now named public.users joins the publication, gets its triggers,
+-- grants and REPLICA IDENTITY, and becomes the recorded table), then `cdcpipe resync`.
+CREATE TABLE IF NOT EXISTS public.cdc_source_table (
+    table_name text PRIMARY KEY,
+    relid      oid NOT NULL              -- 0 once journaled as replaced, until `cdcpipe up`
+);
+DO $$
+BEGIN
+    IF to_regclass('public.users') IS NOT NULL AND (SELECT relid FROM public.cdc_source_table WHERE table_name = 'public.users')
+            IS DISTINCT FROM 'public.users'::regclass::oid THEN
+        -- first install, or the table was replaced: what the triggers compare with is this table now
+        DELETE FROM public.cdc_source_columns WHERE table_name = 'public.users';
+        INSERT INTO public.cdc_source_columns (table_name, attnum, column_name, column_type)
+        SELECT 'public.users', attnum, attname, format_type(atttypid, atttypmod)
+        FROM pg_attribute WHERE attrelid = 'public.users'::regclass AND attnum > 0 AND NOT attisdropped;
+        INSERT INTO public.cdc_source_table (table_name, relid) VALUES ('public.users', 'public.users'::regclass)
+        ON CONFLICT (table_name) DO UPDATE SET relid = EXCLUDED.relid;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = 'cdc_users' AND schemaname = 'public' AND tablename = 'users') THEN
+        ALTER PUBLICATION cdc_users ADD TABLE public.users;
+    END IF;
+END
+$$;
+REVOKE ALL ON public.cdc_source_table FROM PUBLIC;
 
 -- Only the triggers write these (as their owner); Debezium reads the journal for its snapshot.
 REVOKE ALL ON public.cdc_schema_changes, public.cdc_source_columns FROM PUBLIC;
@@ -85,8 +114,8 @@ DECLARE
 BEGIN
     IF rel IS NULL OR NOT EXISTS (
         SELECT 1 FROM pg_event_trigger_ddl_commands() c WHERE c.classid = 'pg_class'::regclass AND c.objid = rel
-    ) THEN
-        RETURN;
+    ) OR (SELECT relid FROM public.cdc_source_table WHERE table_name = tbl) IS DISTINCT FROM rel::oid THEN
+        RETURN;  -- not the captured table (a replacement waits for `cdcpipe up`, which records it)
     END IF;
     FOR known IN SELECT * FROM public.cdc_source_columns WHERE table_name = tbl ORDER BY attnum LOOP
         SELECT attname, attisdropped, format_type(atttypid, atttypmod) AS typ INTO cur
@@ -134,6 +163,32 @@ DROP EVENT TRIGGER IF EXISTS cdc_journal_schema_change;
 CREATE EVENT TRIGGER cdc_journal_schema_change ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION public.cdc_journal_schema_change();
+
+CREATE OR REPLACE FUNCTION public.cdc_journal_table_replaced() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    known oid := (SELECT relid FROM public.cdc_source_table WHERE table_name = 'public.users');
+BEGIN
+    IF known IS NULL OR known = 0 OR known = coalesce(to_regclass('public.users')::oid, 0) THEN
+        RETURN;  -- still the captured table, or already journaled
+    END IF;
+    IF TG_EVENT = 'sql_drop' AND NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() WHERE objid = known) THEN
+        RETURN;
+    END IF;
+    -- renamed away, moved to another schema, or dropped: once, until `cdcpipe up` records the new one
+    INSERT INTO public.cdc_schema_changes (table_name, kind, backfill) VALUES ('public.users', 'table_replaced', true);
+    UPDATE public.cdc_source_table SET relid = 0 WHERE table_name = 'public.users';
+END
+$$;
+REVOKE ALL ON FUNCTION public.cdc_journal_table_replaced() FROM PUBLIC;
+
+DROP EVENT TRIGGER IF EXISTS cdc_journal_table_renamed;
+CREATE EVENT TRIGGER cdc_journal_table_renamed ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION public.cdc_journal_table_replaced();
+DROP EVENT TRIGGER IF EXISTS cdc_journal_table_dropped;
+CREATE EVENT TRIGGER cdc_journal_table_dropped ON sql_drop
+    EXECUTE FUNCTION public.cdc_journal_table_replaced();
 
 CREATE OR REPLACE FUNCTION public.cdc_journal_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
