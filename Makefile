@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo     the whole pipeline end to end, stack left running (make down stops it)"
 	@echo "make test     every test against the real local stack"
-	@echo "make check    ruff lint and format check (no stack)"
+	@echo "make check    ruff lint and format check, imports in one direction (no stack)"
 	@echo "make unit     the tests that need no service and no jars (under a minute)"
 	@echo "make opcheck  random operations against the running stack, each judged (OPCHECK_ARGS=\"--seed 7 --ops 300\")"
 	@echo "make up|down|status   the local runtime"
@@ -75,6 +75,7 @@ status: venv
 check: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_import_layers.py
 
 unit: venv
 	$(VENV)/bin/python -m pytest -m "not stack" $(PYTEST_ARGS)

@@ -21,14 +21,6 @@ Handler = Callable[[argparse.Namespace], int]
 COMMAND_GROUPS: list[str] = ["connector", "topic", "spark", "resync", "ingest", "randomuser", "bench", "demo", "opcheck", "console"]
 
 
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)  # pragma: no cover
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     conf = settings.load()
     started = time.monotonic()
@@ -53,13 +45,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             address = (
                 entry.get("url") or entry.get("bootstrap") or (f"{entry.get('host')}:{entry.get('port')}" if entry.get("port") else "")
             )
-            print(f"{name:<16} {entry['state']:<8} {_human_bytes(entry['rss_bytes']):>10}  {address}")
+            print(f"{name:<16} {entry['state']:<8} {processes.human_bytes(entry['rss_bytes']):>10}  {address}")
             for key in ("login", "confluent_url", "master_url", "ui_url", "capture"):
                 if entry.get(key):
                     print(f"{'':<16} {'':<8} {'':>10}  {key}: {entry[key]}")
             if entry.get("capture") not in (None, "moving"):
                 print(f"{'':<16} {'':<8} {'':>10}  why: {entry.get('capture_reason')}")
-        print(f"{'total':<16} {'':<8} {_human_bytes(report['total_rss_bytes']):>10}")
+        print(f"{'total':<16} {'':<8} {processes.human_bytes(report['total_rss_bytes']):>10}")
     states = {entry["state"] for entry in report["services"].values()}
     return 0 if states == {"running"} else 1
 

@@ -231,6 +231,15 @@ def stop(settings: Settings, name: str, *, sig: int = signal.SIGTERM, timeout: f
     return True
 
 
+def human_bytes(n: int) -> str:
+    """A size as people read it: 512 B, 1.5 MiB, 2.0 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
 def port_in_use(host: str, port: int) -> bool:
     """True when something already listens on (or holds) host:port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

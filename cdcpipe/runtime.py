@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import credentials, jars, processes
+from . import jars, processes
 from .errors import CdcpipeError, ConfigError, PortInUse, ServiceFailed
-from .services import SERVICES, Service
+from .services import Service, services
 from .services.base import NotReady
 from .settings import Settings, secure_home
 
@@ -24,41 +24,6 @@ Progress = Callable[[str], None]
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def services(settings: Settings, names: Iterable[str] | None = None, *, with_dependencies: bool = True) -> list[Service]:
-    """Service objects in start order: all, or ``names`` (and, by default, what they depend on)."""
-    secrets = credentials.load(settings)
-    all_services = {cls.name: cls(settings, secrets) for cls in SERVICES}
-    if names is None:
-        return list(all_services.values())
-    unknown = set(names) - set(all_services)
-    if unknown:
-        raise ConfigError(f"unknown service(s): {', '.join(sorted(unknown))}; known: {', '.join(all_services)}")
-    wanted: set[str] = set()
-
-    def add(name: str) -> None:
-        if name not in wanted:
-            wanted.add(name)
-            for dep in all_services[name].depends_on:
-                add(dep)
-
-    for name in names:
-        if with_dependencies:
-            add(name)
-        else:
-            wanted.add(name)
-    return [svc for name, svc in all_services.items() if name in wanted]
-
-
-def by_name(settings: Settings, names: Iterable[str]) -> dict[str, Service]:
-    """``names`` (and what they depend on) as a dict by name: ``by_name(s, ["kafka"])["kafka"]``."""
-    return {svc.name: svc for svc in services(settings, names)}
-
-
-def service(settings: Settings, name: str) -> Service:
-    """The one service called ``name`` (``kafka``, ``connect``, ...), for its address and secrets."""
-    return services(settings, [name], with_dependencies=False)[0]
 
 
 def _check_ports(svc: Service) -> None:

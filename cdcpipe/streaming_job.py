@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import credentials, processes, runtime
+from . import credentials, processes
 from .errors import CdcpipeError, ServiceFailed
+from .services import by_name, service
 from .services.spark import job_jars
 from .settings import Settings
 
@@ -28,7 +29,7 @@ def progress_file(settings: Settings) -> Path:
 
 
 def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | None = None, **extra: Any) -> list[str]:
-    svcs = runtime.by_name(settings, ["kafka", "schema_registry", "cassandra"])
+    svcs = by_name(settings, ["kafka", "schema_registry", "cassandra"])
     argv = [
         sys.executable,
         str(JOB),
@@ -143,7 +144,7 @@ def kill(settings: Settings) -> bool:
 
 
 def dead_letter_count(settings: Settings) -> int:
-    with runtime.service(settings, "cassandra").connected() as session:
+    with service(settings, "cassandra").connected() as session:
         # Few rows by design; a full count is fine and exact.
         return session.execute("SELECT count(*) FROM cdc.dead_letters", timeout=30).one()[0]
 

@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import base64
-import datetime as dt
 import json
 import signal
 import sys
 import time
 import uuid
-from decimal import Decimal
 from typing import Any
 
 from .. import runtime, settings
 from ..errors import CdcpipeError, DecodeError, ServiceUnavailable
-from ..pipeline.avro_reader import SchemaCache, decode
+from ..pipeline.avro_reader import SchemaCache, decode, to_json
 
 DEFAULT_TOPIC = "cdc.public.users"
-
-
-def to_json(value: Any) -> Any:
-    """JSON for what fastavro returns: bytes as base64, dates/times ISO 8601, decimals as strings."""
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_json(v) for v in value]
-    if isinstance(value, bytes):
-        return {"base64": base64.b64encode(value).decode()}
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, (Decimal, uuid.UUID)):
-        return str(value)
-    return value
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

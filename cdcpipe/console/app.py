@@ -28,8 +28,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .. import streaming_job
-from ..cli import _human_bytes
+from .. import processes, streaming_job
 from ..pipeline import changes
 from ..settings import Settings
 from . import guard, schema_diff
@@ -81,7 +80,9 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
     csrf_token = guard.new_csrf_token()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     assert templates.env.autoescape, "the console's templates must escape what they show"
-    templates.env.filters.update(human_bytes=_human_bytes, when=_when, number=_number, path_segment=lambda v: quote(str(v), safe=""))
+    templates.env.filters.update(
+        human_bytes=processes.human_bytes, when=_when, number=_number, path_segment=lambda v: quote(str(v), safe="")
+    )
     templates.env.globals.update(csrf_header=guard.CSRF_HEADER, csrf_token=csrf_token)
     assets = settings.console_assets / "node_modules"
     missing_assets = [name for name, rel in VENDOR.items() if not (assets / rel).is_file()]

@@ -3,7 +3,7 @@
 Nothing here re-implements the CLI: service states come from :func:`cdcpipe.runtime.status`,
 the job's progress from :func:`cdcpipe.streaming_job.progress`, connector actions from
 :class:`cdcpipe.connect_client.ConnectClient`, change events are decoded by
-:func:`cdcpipe.pipeline.avro_reader.decode` and made JSON by the tail command's ``to_json``.
+:func:`cdcpipe.pipeline.avro_reader.decode` and made JSON by ``avro_reader.to_json``.
 
 Two background threads keep what a page should not wait for:
 
@@ -30,9 +30,8 @@ from urllib.parse import quote
 import requests
 
 from .. import runtime, streaming_job, topics
-from ..commands.topic import to_json
 from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
-from ..pipeline.avro_reader import DecodeError, SchemaCache, decode
+from ..pipeline.avro_reader import DecodeError, SchemaCache, decode, to_json
 from ..pipeline.cassandra_sink import quote as quote_name
 from ..settings import Settings
 

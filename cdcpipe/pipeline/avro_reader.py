@@ -53,11 +53,15 @@ such records costs one registry request, not one per record.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import io
 import json
 import logging
 import struct
 import threading
+import uuid
+from decimal import Decimal
 from typing import Any
 
 import fastavro
@@ -242,3 +246,18 @@ def decode(data: bytes | None, registry: SchemaCache) -> dict[str, Any] | None:
     if left:
         raise DecodeError(f"{left} trailing byte(s) after the Avro body for schema id {schema_id}")
     return record
+
+
+def to_json(value: Any) -> Any:
+    """JSON for what fastavro returns: bytes as base64, dates/times ISO 8601, decimals as strings."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, uuid.UUID)):
+        return str(value)
+    return value

@@ -128,10 +128,6 @@ def write_timestamp(op: str, lsn: int, epoch: int = 0) -> int:
     return EPOCH_BASE * epoch + (lsn if op == "r" else STREAMING_BASE + lsn)
 
 
-def epoch_of(timestamp: int) -> int:
-    return timestamp // EPOCH_BASE
-
-
 @dataclass(frozen=True)
 class Epoch:
     """One row of cdc.sync_state: from these offsets on, records belong to ``number``."""

@@ -135,11 +135,6 @@ def from_journal_event(value: dict[str, Any] | None, epoch: int = 0) -> SchemaCh
     )
 
 
-def source_table(topic: str) -> str:
-    """The source table of a Debezium topic: cdc.public.users -> public.users."""
-    return topic.split(".", 1)[1] if "." in topic else topic
-
-
 @dataclass
 class Floors:
     """What the applied schema changes rule out for records that reach the job late."""
