@@ -106,9 +106,25 @@ def pid_of(settings: Settings, name: str) -> int | None:
         return None
     pid = int(record["pid"])
     if _start_ticks(pid) is None or _start_ticks(pid) != record.get("start"):
+        _end_orphans(pid)
         path.unlink(missing_ok=True)
         return None
     return pid
+
+
+def _end_orphans(leader: int) -> None:
+    """SIGKILL what is left of a dead leader's process group.
+
+    Every process starts its own session (``spawn``), so its group id is its pid, and the
+    kernel gives no new process a pid that is still a live group's id: the group's members
+    are the leader's survivors. Forgetting them with the pid file left a crashed service's
+    children (an interrupted ``spark start`` left a job) running untracked, and the next
+    start ran a second one beside them (issue 23)."""
+    for member in group_members(leader):
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _reap(pid: int) -> None:

@@ -547,3 +547,33 @@ def test_a_replaced_table_stops_the_job_naming_up_and_resync(stack, conf, pg, ca
         runtime.up(conf, progress=lambda m: None)
         run_resync(stack, conf, pg, cassandra)
     wait_until_read_model_matches(pg, cassandra)
+
+
+def test_a_truncate_before_a_resync_that_never_completed_still_applies(stack, conf, pg, cassandra, spark_job, connector):
+    """Issue 23: job stopped -> TRUNCATE -> a resync records epoch E+1 and never completes (it
+    timed out) -> job started: the job passed over the older epoch's TRUNCATE, and the
+    truncated rows stayed in Cassandra. A clear now always applies; only the stop is waived."""
+    from cdc_helpers import wait_for
+
+    from cdcpipe.pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
+
+    bootstrap = stack["kafka"].bootstrap
+    for _ in range(5):
+        insert(pg, ROW)
+    wait_until_read_model_matches(pg, cassandra)
+    spark_job.stop(conf)
+    try:
+        journal_end = resync.end_offsets(bootstrap, JOURNAL_TOPIC)[0]
+        with admin(stack) as su:
+            su.execute("TRUNCATE public.users")
+            system_identifier, floor = resync.source_identity(su, "cdc_users")
+        wait_for(lambda: resync.end_offsets(bootstrap, JOURNAL_TOPIC)[0] > journal_end, 60, "the TRUNCATE's journal row in Kafka")
+        # What a resync that timed out leaves behind: its epoch recorded, started, never completed.
+        starts = {topic: resync.end_offsets(bootstrap, topic) for topic in (USERS_TOPIC, JOURNAL_TOPIC)}
+        newest = sync_state.load(cassandra, USERS_TOPIC)[-1].number
+        sync_state.record(cassandra, starts, newest + 1, floor, system_identifier, "cdc_users", "a-resync-that-timed-out")
+    finally:
+        spark_job.start(conf)
+    assert wait_until_read_model_matches(pg, cassandra) == {}
+    after = insert(pg, ROW)
+    assert list(wait_until_read_model_matches(pg, cassandra)) == [after]

@@ -158,7 +158,12 @@ def apply_partition(
                 schema_change = from_journal_event(value, number)
                 if schema_change is not None and check_source(schema_change, epoch, newest):
                     if number < newest:
-                        continue  # a newer epoch (a resync) started after it: its snapshot re-reads every row
+                        # A newer epoch (a resync) started after it: its snapshot re-reads every
+                        # row, so the change stops nothing (stopped here, the job could never
+                        # apply the snapshot the resync waits for). Its clear still applies: at
+                        # its own, older position it cannot touch the newer epoch's writes, and
+                        # skipping it kept truncated rows when that resync never completed.
+                        schema_change = replace(schema_change, backfill=False)
                     if schema_changes is not None:
                         schema_changes.append(schema_change)
                 continue

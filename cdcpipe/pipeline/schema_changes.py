@@ -179,7 +179,7 @@ def apply(sink: Any, changes: Iterable[SchemaChange]) -> list[str]:
                 what = f"{change.describe()}: {change.column} cleared in {cleared} rows at timestamp {change.timestamp}"
             log.warning("schema change %d applied: %s", change.journal_id, what)
             done.append(what)
-        if change.kind == "table_replaced":
+        if change.kind == "table_replaced" and change.backfill:
             raise SchemaChangeNeedsResync(
                 f"{change.describe()} (schema change {change.journal_id}, LSN {change.lsn}): capture followed that table, "
                 f"and a new table named {change.table} is in no publication. Step: 'cdcpipe up' (it adds the table now named "
