@@ -11,8 +11,13 @@ a registry call inside the Avro converter that never returned). What does not li
 A connector is **stuck** when Connect says RUNNING, the last heartbeat is older than
 ``stuck_after`` (default 60 s: sixty missed beats) and the slot is behind the WAL (so there
 was something to capture; an idle database moves the WAL too, at least by the heartbeat's
-own writes). The watchdog (``cdcpipe.watchdog``, a service of the local runtime) restarts a
-stuck connector, and a FAILED one, with backoff, and records what it did for ``status``.
+own writes), and its topics have not grown for as long either. The last condition is
+about snapshots: Debezium writes no heartbeat while it snapshots, so a snapshot longer
+than a minute looked stuck, and the watchdog restarted it, over and over (issue 23).
+Records arriving in the topics are the connector moving, whatever it is doing.
+
+The watchdog (``cdcpipe.watchdog``, a service of the local runtime) restarts a stuck
+connector, and a FAILED one, with backoff, and records what it did for ``status``.
 """
 
 from __future__ import annotations
@@ -60,8 +65,10 @@ def judge(
     slot_lag: int | None,
     slot_active: bool | None,
     stuck_after: float = STUCK_AFTER,
+    produced_age: float | None = None,
 ) -> Liveness:
-    """The verdict from Connect's status and PostgreSQL's facts (pure; see the module doc)."""
+    """The verdict from Connect's status, PostgreSQL's facts and ``produced_age``, the seconds
+    since the connector's topics last grew (None: not known). Pure; see the module doc."""
     if status is None:
         return Liveness("absent", "no such connector in Connect", None, heartbeat_age, slot_lag, slot_active)
     connector = status.get("connector", {}).get("state")
@@ -73,8 +80,26 @@ def judge(
         return Liveness("paused", "paused by someone: not restarted", *facts)
     if connector != "RUNNING" or not tasks or any(t.get("state") != "RUNNING" for t in tasks):
         return Liveness("unknown", f"connector {connector}, tasks {[t.get('state') for t in tasks]}", *facts)
+    if produced_age is not None and produced_age <= stuck_after and (heartbeat_age is None or heartbeat_age > stuck_after):
+        return Liveness("moving", f"no heartbeat, but records reached its topics {produced_age:.0f}s ago (a snapshot)", *facts)
     if heartbeat_age is not None and heartbeat_age > stuck_after and (slot_lag or 0) > 0:
         return Liveness(
             "stuck", f"RUNNING, but no heartbeat for {heartbeat_age:.0f}s while the slot is {slot_lag} bytes behind the WAL", *facts
         )
     return Liveness("moving", "heartbeats arrive and the slot follows the WAL", *facts)
+
+
+class Growth:
+    """When a set of topics last grew: fed their end offsets at each check."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[str, int] | None = None
+        self.grew_at: float | None = None
+
+    def age(self, offsets: dict[str, int] | None, now: float) -> float | None:
+        """Seconds since the offsets last grew (None until they have been seen to)."""
+        if offsets is not None:
+            if self.offsets is not None and any(offsets.get(k, 0) > v for k, v in self.offsets.items()):
+                self.grew_at = now
+            self.offsets = offsets
+        return None if self.grew_at is None else now - self.grew_at

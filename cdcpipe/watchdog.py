@@ -24,6 +24,7 @@ from typing import Any
 from . import credentials, liveness, settings
 from .connect_client import ConnectClient, ConnectorFile
 from .errors import CdcpipeError
+from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
 
 log = logging.getLogger("cdcpipe.watchdog")
 
@@ -49,7 +50,22 @@ def _write(path: Path, report: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def check_once(conf: settings.Settings, client: ConnectClient, name: str) -> liveness.Liveness:
+def topic_ends(conf: settings.Settings, topics: list[str]) -> dict[str, int] | None:
+    """The summed end offsets of ``topics`` (None when Kafka does not answer)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": f"{conf.host}:{conf.port('kafka')}", "group.id": "cdcpipe-watchdog"})
+    try:
+        return {t: consumer.get_watermark_offsets(TopicPartition(t, 0), timeout=5)[1] for t in topics}
+    except KafkaException:
+        return None
+    finally:
+        consumer.close()
+
+
+def check_once(
+    conf: settings.Settings, client: ConnectClient, name: str, growth: liveness.Growth | None = None, topics: list[str] | None = None
+) -> liveness.Liveness:
     import psycopg
 
     secrets = credentials.load(conf)
@@ -73,7 +89,8 @@ def check_once(conf: settings.Settings, client: ConnectClient, name: str) -> liv
             age, lag, active = liveness.capture_facts(pg)
     except psycopg.Error as exc:
         return liveness.Liveness("unknown", f"PostgreSQL: {str(exc).strip()[:200]}", None, None, None, None)
-    return liveness.judge(status, age, lag, active)
+    produced = growth.age(topic_ends(conf, topics or []), time.monotonic()) if growth is not None else None
+    return liveness.judge(status, age, lag, active, produced_age=produced)
 
 
 def run(conf: settings.Settings, stop: threading.Event) -> None:
@@ -83,8 +100,9 @@ def run(conf: settings.Settings, stop: threading.Event) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     restarts: list[dict[str, Any]] = []
     backoff, next_allowed = BACKOFF_FIRST, 0.0
+    growth, topics = liveness.Growth(), [USERS_TOPIC, JOURNAL_TOPIC]
     while not stop.is_set():
-        verdict = check_once(conf, client, name)
+        verdict = check_once(conf, client, name, growth, topics)
         action = None
         if verdict.state in ("stuck", "failed"):
             if time.monotonic() >= next_allowed:

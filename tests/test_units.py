@@ -29,6 +29,23 @@ def test_liveness_verdicts(status, age, lag, verdict):
     assert liveness.judge(status, age, lag, True, stuck_after=60).state == verdict
 
 
+def test_a_snapshot_without_heartbeats_is_moving_while_its_topics_grow():
+    """Debezium writes no heartbeat while it snapshots: a long snapshot is not stuck while
+    records reach its topics (the watchdog restarted it over and over: issue 23)."""
+    assert liveness.judge(RUNNING, 300.0, 4096, True, stuck_after=60, produced_age=2.0).state == "moving"
+    assert liveness.judge(RUNNING, 300.0, 4096, True, stuck_after=60, produced_age=61.0).state == "stuck"
+    assert liveness.judge(RUNNING, 300.0, 4096, True, stuck_after=60, produced_age=None).state == "stuck"
+
+
+def test_growth_is_dated_from_the_first_seen_increase():
+    growth = liveness.Growth()
+    assert growth.age({"t": 5}, now=100.0) is None  # first sight: nothing to compare
+    assert growth.age({"t": 5}, now=110.0) is None  # no growth yet
+    assert growth.age({"t": 9}, now=120.0) == 0.0
+    assert growth.age({"t": 9}, now=150.0) == 30.0
+    assert growth.age(None, now=160.0) == 40.0  # Kafka away: the last known growth stands
+
+
 def test_percentiles_by_nearest_rank():
     values = [i / 1000 for i in range(1, 101)]  # 1..100 ms
     assert latency.percentiles(values) == {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "max_ms": 100, "n": 100}
