@@ -47,7 +47,7 @@ a record's fault and the system's is one tree, not a convention per module.
 
 from __future__ import annotations
 
-#: What each exit code means, in the CLI's help and the README.
+#: What each exit code means, in the CLI's help and docs/operations.md.
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "failure (anything not listed)",

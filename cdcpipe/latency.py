@@ -2,7 +2,7 @@
 
 What `cdcpipe bench --latency N` measures, on the running pipeline (connector and job up):
 
-* **probes** are single-row inserts into ``public.users``, one every ~150 ms with jitter (so
+* **probes** are single-row inserts into ``public.users``, one after a random pause of 0.1–0.6 s (so
   they do not phase-lock with the job's trigger), each in its own transaction;
 * ``committed``: the wall clock when COMMIT returned to the client;
 * ``in_kafka``: the Kafka record's timestamp (CreateTime: when Connect's producer sent the

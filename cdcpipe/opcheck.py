@@ -21,7 +21,7 @@ The operations (:data:`OPERATIONS`, each with its weight):
 
 * DML: bursts of single-row transactions, and large transactions, on rows of the checker's
   own (``opcheck-`` usernames);
-* every DDL in the README's table: ADD COLUMN with and without a DEFAULT, DROP, RENAME,
+* every DDL in the table of docs/operations.md: ADD COLUMN with and without a DEFAULT, DROP, RENAME,
   integer -> bigint with a value past int's range, a precision cut, TRUNCATE, and the table
   dropped and created anew;
 * faults: ``kill -9`` of a service's whole process tree (PostgreSQL, Kafka, Connect, the
@@ -325,7 +325,7 @@ class Checker:
         return None
 
     def take_step(self, step: str) -> None:
-        """Do exactly what the pipeline named (the README's step for a lost slot is
+        """Do exactly what the pipeline named (docs/operations.md's step for a lost slot is
         ``connector reset-offsets`` and then ``resync``)."""
         if step == "connector reset-offsets":
             self.connect().reset_offsets(self.connector.name, timeout=180)

@@ -108,7 +108,7 @@ def test_debezium_version_matches_the_local_manifest():
     assert f"apache/spark:{manifest_version('spark.version')}-" in spark
 
 
-# --- Security defaults (README, "Docker: security") ------------------------------------
+# --- Security defaults (docs/security.md, "Docker") -------------------------------------
 
 ENV_SCRIPT = REPO / "scripts" / "docker-env.py"
 REGISTER_SCRIPT = REPO / "scripts" / "register-connector.py"

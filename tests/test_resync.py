@@ -1,5 +1,5 @@
 """Re-sync and schema changes on a running pipeline: `cdcpipe resync` after a lost slot, a
-replaced source, and the policy for each DDL (PROPOSED_README_RESYNC.md: the table).
+replaced source, and the policy for each DDL (docs/operations.md: the table).
 
 Columns made by these tests get a fresh suffix each run: Cassandra keeps a column's type
 after the source drops it, so a rerun on the same stack must not meet last run's columns.

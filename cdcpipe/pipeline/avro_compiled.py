@@ -3,8 +3,8 @@ record type, with every field's read written out in line.
 
 Why: a Debezium envelope of ``public.users`` has about 75 fields (before, after, source).
 fastavro's generic reader walks the schema for each record and costs ~90 µs per event here;
-the generated code reads the same bytes in a fraction of that (``cdcpipe bench`` and the
-README give the figures). The output is exactly fastavro's (``tests/test_avro_compiled.py``
+the generated code reads the same bytes in a fraction of that (``cdcpipe bench`` and
+docs/benchmarks.md give the figures). The output is exactly fastavro's (``tests/test_avro_compiled.py``
 checks both on the same bytes); schemas that use logical types, which fastavro converts to
 Python objects, are left to fastavro: :func:`compile_reader` returns None for them.
 

@@ -20,8 +20,8 @@ What the job does with each kind, after the micro-batch's own writes (``apply``)
 * ``drop_column`` at T: the column's cells are deleted ``USING TIMESTAMP T``, key by key,
   which keeps a value written after a later ADD COLUMN of the same name. Cassandra's own
   ``ALTER TABLE ... DROP`` is not used: it drops cells by the wall-clock time of the drop,
-  and this pipeline's timestamps lie far in the future (README, "Re-sync and schema
-  changes"). The emptied column stays in ``cdc.users``. A late record of the old schema
+  and this pipeline's timestamps lie far in the future (docs/operations.md, "Re-sync and
+  schema changes"). The emptied column stays in ``cdc.users``. A late record of the old schema
   still carries the column: its value is left out when the record is older than the drop.
 * ``rename_column``: the old name is cleared as by a drop. The new name's values reach no
   row event (nor ``add_column`` with a DEFAULT or a GENERATED expression, nor an

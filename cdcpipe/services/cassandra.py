@@ -93,8 +93,8 @@ class Cassandra(Service):
             # kill -9 right after a committed batch lost those rows for good (seen). 'group'
             # (10 ms window) held every mutation thread for the window: ~1,500 rows/s at most,
             # the job fell behind 2,000 changes/s. 'batch' syncs as soon as writes wait (an
-            # fsync is ~1.5 ms here), and 64 write threads let many wait for one sync: the job
-            # kept up with 2,000 changes/s (measured with cdcpipe bench --latency).
+            # fsync is ~1.5 ms here), and 64 write threads let many wait for one sync (figures:
+            # docs/benchmarks.md).
             "commitlog_sync": "batch",
             "commitlog_segment_size": "32MiB",
             "commitlog_total_space": "512MiB",

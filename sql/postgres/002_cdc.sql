@@ -28,7 +28,7 @@ GRANT SELECT ON public.users TO debezium;
 -- Heartbeats: Debezium upserts one row here every heartbeat.interval.ms. The table is in the
 -- publication (but not captured into a topic), so even when public.users is idle the slot
 -- receives a change, the connector acknowledges its LSN, and PostgreSQL can recycle WAL.
--- The replication role may write this table and no other.
+-- The replication role may write this table and public.cdc_signal (003_resync.sql), no other.
 CREATE TABLE IF NOT EXISTS public.cdc_heartbeat (
     id      integer PRIMARY KEY,
     beat_at timestamptz NOT NULL
