@@ -283,7 +283,10 @@ def run(
                 elif kind == "TABLE_SCAN_COMPLETED":
                     rows_scanned = extra.get("total_rows_scanned")
                     say(f"  table scan completed: {rows_scanned} rows ({extra.get('status')})")
-                    if extra.get("status") != "SUCCEEDED":  # a failed scan read nothing: cleaning up would delete rows
+                    # A failed scan read nothing, and cleaning up would delete rows. EMPTY is no
+                    # failure: the table had no row (a table replaced by a new one, found by
+                    # cdcpipe opcheck); rows inserted since are streamed in the new epoch.
+                    if extra.get("status") not in ("SUCCEEDED", "EMPTY"):
                         raise ResyncFailed(
                             f"Debezium's snapshot {signal_id} ended with {extra.get('status')} after {rows_scanned} rows; "
                             "nothing was deleted. See 'cdcpipe logs connect', then run 'cdcpipe resync' again "
