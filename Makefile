@@ -21,15 +21,16 @@ help:
 	@echo "make opcheck  random operations against the running stack, each judged (OPCHECK_ARGS=\"--seed 7 --ops 300\")"
 	@echo "make up|down|status   the local runtime"
 
-# PostgreSQL server binaries, Java 17 and Maven. Installed with apt-get when running as
-# root (CI); otherwise we say what to install and stop.
+# PostgreSQL server binaries, Java 17, Maven and npm; the tests also want Chromium (TEST_DEPS).
+# Installed with apt-get when running as root (CI); otherwise we say what to install and stop.
+TEST_DEPS :=
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || [ -n "$$CDCPIPE_PG_BIN" ] || missing="$$missing postgresql"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$(TEST_DEPS)" ]; then command -v chromium >/dev/null || missing="$$missing chromium"; fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
@@ -39,6 +40,9 @@ system-deps:
 	    echo "install them (Debian/Ubuntu: sudo apt-get install$$missing) and run make again"; exit 3; \
 	  fi; \
 	fi
+
+# Only the tests drive a browser (the console's, through Playwright): make demo needs none.
+test: TEST_DEPS := chromium
 
 $(VENV_STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=... to another 3.11 interpreter)"; exit 3; }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 import subprocess
 import sys
@@ -42,6 +43,56 @@ def shot(page: Any, name: str) -> Path:
     path = SCREENSHOTS / f"console-{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+#: A user row with hard values (accents, quotes, microseconds) for the tests' inserts.
+ROW = {
+    "username": "purplecat123",
+    "email": "zoë.o'brien@example.com",
+    "title": "Ms",
+    "first_name": "Zoë",
+    "last_name": "O'Brien",
+    "gender": "female",
+    "dob": dt.datetime(1961, 3, 4, 5, 6, 7, 891000, tzinfo=dt.UTC),
+    "registered_at": dt.datetime(2012, 8, 9, 10, 11, 12, 130000, tzinfo=dt.UTC),
+    "phone": "(272) 790-0888",
+    "cell": "(489) 330-2385",
+    "street_number": 9278,
+    "street_name": "New Road",
+    "city": "Kilcoole",
+    "state": "Waterford",
+    "country": "Ireland",
+    "postcode": "93027",
+    "latitude": -69.8246,
+    "longitude": 134.8719,
+    "timezone_offset": "+9:30",
+    "timezone_description": "Adelaide, Darwin",
+    "nationality": "IE",
+    "picture_large": "https://randomuser.me/api/portraits/women/75.jpg",
+    "picture_medium": "https://randomuser.me/api/portraits/med/women/75.jpg",
+    "picture_thumbnail": "https://randomuser.me/api/portraits/thumb/women/75.jpg",
+}
+
+
+def insert(pg, row: dict, user_id: uuid.UUID | None = None) -> str:
+    """INSERT ``row`` into public.users with a new (or the given) id; the id as text."""
+    user_id = user_id or uuid.uuid4()
+    cols = ["id", *row]
+    pg.execute(
+        f"INSERT INTO public.users ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+        [user_id, *row.values()],
+    )
+    return str(user_id)
+
+
+def job_module():
+    """spark_jobs/users_to_cassandra.py loaded as a module (it is a script, not in the package)."""
+    spec = importlib.util.spec_from_file_location(
+        "users_to_cassandra", Path(__file__).resolve().parent.parent / "spark_jobs" / "users_to_cassandra.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:

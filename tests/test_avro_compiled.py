@@ -204,7 +204,7 @@ def test_logical_types_are_left_to_fastavro(stack):
 
 
 def test_real_debezium_events_read_as_fastavro_reads_them(pg, topic_reader):
-    from test_capture import ROW, insert
+    from cdc_helpers import ROW, insert
 
     user_id = insert(pg, {**ROW, "first_name": "😀 Zoë\n'\\", "latitude": -90.0, "longitude": 180.0, "phone": ""})
     pg.execute("UPDATE public.users SET city = NULL, street_number = -2147483648 WHERE id = %s", [user_id])

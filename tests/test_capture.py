@@ -8,48 +8,11 @@ import time
 import uuid
 
 import requests
-from cdc_helpers import TOPIC, TopicReader, for_ids, pg_row_as_event, replay, run_cli
+from cdc_helpers import ROW, TOPIC, TopicReader, for_ids, insert, pg_row_as_event, replay, run_cli
 
 from cdcpipe import runtime
 from cdcpipe.connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
 from cdcpipe.pipeline.avro_reader import HEADER, schema_id_of
-
-ROW = {
-    "username": "purplecat123",
-    "email": "zoë.o'brien@example.com",
-    "title": "Ms",
-    "first_name": "Zoë",
-    "last_name": "O'Brien",
-    "gender": "female",
-    "dob": dt.datetime(1961, 3, 4, 5, 6, 7, 891000, tzinfo=dt.UTC),
-    "registered_at": dt.datetime(2012, 8, 9, 10, 11, 12, 130000, tzinfo=dt.UTC),
-    "phone": "(272) 790-0888",
-    "cell": "(489) 330-2385",
-    "street_number": 9278,
-    "street_name": "New Road",
-    "city": "Kilcoole",
-    "state": "Waterford",
-    "country": "Ireland",
-    "postcode": "93027",
-    "latitude": -69.8246,
-    "longitude": 134.8719,
-    "timezone_offset": "+9:30",
-    "timezone_description": "Adelaide, Darwin",
-    "nationality": "IE",
-    "picture_large": "https://randomuser.me/api/portraits/women/75.jpg",
-    "picture_medium": "https://randomuser.me/api/portraits/med/women/75.jpg",
-    "picture_thumbnail": "https://randomuser.me/api/portraits/thumb/women/75.jpg",
-}
-
-
-def insert(pg, row: dict, user_id: uuid.UUID | None = None) -> str:
-    user_id = user_id or uuid.uuid4()
-    cols = ["id", *row]
-    pg.execute(
-        f"INSERT INTO public.users ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
-        [user_id, *row.values()],
-    )
-    return str(user_id)
 
 
 def select(pg, user_id: str) -> dict | None:

@@ -7,8 +7,7 @@ import signal
 import time
 import uuid
 
-from cdc_helpers import TOPIC, wait_for, wait_until_read_model_matches
-from test_capture import ROW, insert
+from cdc_helpers import ROW, TOPIC, insert, wait_for, wait_until_read_model_matches
 
 from cdcpipe import processes, runtime
 from cdcpipe.latency import Load

@@ -163,8 +163,7 @@ def test_ingest_lands_exact_rows_and_a_rerun_writes_nothing(stack, pg, api, conn
                 value = value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
             assert (str(value) if column == "id" else value) == row[column], column
 
-    from cdc_helpers import TopicReader, for_ids
-    from test_capture import ROW, insert
+    from cdc_helpers import ROW, TopicReader, for_ids, insert
 
     reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"].url)
     try:

@@ -13,8 +13,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from cdc_helpers import wait_until_read_model_matches
-from test_capture import ROW
+from cdc_helpers import ROW, wait_until_read_model_matches
 
 from cdcpipe import resync, verify
 from cdcpipe.connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile

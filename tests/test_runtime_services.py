@@ -125,7 +125,7 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
 
     logging.getLogger("py4j").setLevel(logging.WARNING)  # its shutdown chatter outlives pytest's log capture
 
-    from test_topics import _job_module
+    from cdc_helpers import job_module
 
     builder = (
         SparkSession.builder.master(stack["spark"].master_url)
@@ -137,7 +137,7 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
         .config("spark.ui.enabled", "false")
     )
     # The cluster requires its shared secret (spark.authenticate), as the job does.
-    spark = _job_module().authenticated(builder, stack["spark"].secrets["spark_auth"]).getOrCreate()
+    spark = job_module().authenticated(builder, stack["spark"].secrets["spark_auth"]).getOrCreate()
     try:
         frame = (
             spark.read.format("kafka")

@@ -8,9 +8,8 @@ import random
 import struct
 import uuid
 
-from cdc_helpers import TOPIC, wait_for, wait_until_read_model_matches
+from cdc_helpers import ROW, TOPIC, insert, wait_for, wait_until_read_model_matches
 from confluent_kafka import Producer
-from test_capture import ROW, insert
 
 from cdcpipe.verify import read_model_rows
 

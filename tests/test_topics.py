@@ -4,20 +4,13 @@ a topic that does not exist yet instead of dying."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import threading
 import time
 import uuid
 
+from cdc_helpers import job_module
+
 from cdcpipe import topics
-from cdcpipe.settings import REPO
-
-
-def _job_module():
-    spec = importlib.util.spec_from_file_location("users_to_cassandra", REPO / "spark_jobs" / "users_to_cassandra.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_up_made_the_cdc_topic_as_topics_json_says(stack):
@@ -76,7 +69,7 @@ class _Report:
 def test_the_job_waits_for_a_missing_topic_and_says_so(stack):
     """Subscribing to a topic that does not exist fails a Spark query at start; the job
     waits for it instead, reporting 'waiting' with the reason, and goes on once it exists."""
-    job = _job_module()
+    job = job_module()
     name = f"test.notyet.{uuid.uuid4().hex[:8]}"
     args = argparse.Namespace(topic=name, topic_pattern=None, bootstrap=stack["kafka"].bootstrap)
     report = _Report()
@@ -98,7 +91,7 @@ def test_the_job_waits_for_a_missing_topic_and_says_so(stack):
 
 
 def test_waiting_for_a_topic_ends_when_the_job_is_asked_to_stop(stack):
-    job = _job_module()
+    job = job_module()
     args = argparse.Namespace(topic=f"test.never.{uuid.uuid4().hex[:8]}", topic_pattern=None, bootstrap=stack["kafka"].bootstrap)
     stopping = {"now": False}
     threading.Timer(2, lambda: stopping.update(now=True)).start()
