@@ -209,18 +209,25 @@ def status(settings: Settings) -> dict[str, Any]:
 
 
 def wait_for_offsets(
-    settings: Settings, end_offsets: dict[str, dict[str, int]], timeout: float = 120.0, stalled_after: float | None = None
+    settings: Settings,
+    end_offsets: dict[str, dict[str, int]],
+    timeout: float = 120.0,
+    stalled_after: float | None = None,
+    stop_on_named_step: bool = False,
 ) -> None:
     """Wait until the job has committed at least ``end_offsets`` ({topic: {partition: offset}}).
 
     Gives up after ``timeout`` s, or, with ``stalled_after``, once the committed offsets have
     not moved for that long: a long replay is judged by whether it advances, not by a
-    deadline guessed for a machine's speed.
+    deadline guessed for a machine's speed. With ``stop_on_named_step``, also as soon as the
+    job is stopped naming a step (``cdcpipe ...``): waiting cannot help then (verify uses it;
+    a resync must not, since its own epoch is what lets the job go on).
     """
     started = last_move = time.monotonic()
     seen: object = None
     while True:
-        committed = progress(settings).get("committed_offsets") or {}
+        job = progress(settings)
+        committed = job.get("committed_offsets") or {}
         if all(
             int((committed.get(topic) or {}).get(str(part), -1)) >= offset
             for topic, parts in end_offsets.items()
@@ -230,6 +237,8 @@ def wait_for_offsets(
         now = time.monotonic()
         if committed != seen:
             seen, last_move = committed, now
+        if stop_on_named_step and "cdcpipe " in str(job.get("reason") or ""):
+            raise CdcpipeError(f"spark job stopped at {committed}, short of {end_offsets}")
         if now - started > timeout:
             raise CdcpipeError(f"spark job did not reach offsets {end_offsets} in {timeout:.0f}s (at {committed})")
         if stalled_after is not None and now - last_move > stalled_after:
