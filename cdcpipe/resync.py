@@ -90,6 +90,8 @@ def stale_cleanup(session, keyspace: str, table: str, key: str, epoch: int) -> t
 
     session.cluster.refresh_table_metadata(keyspace, table)
     columns = [c for c in session.cluster.metadata.keyspaces[keyspace].tables[table].columns if c != key]
+    if not columns:  # a table rebuilt with its key alone from an empty source: nothing older to clean
+        return 0, 0
     base = EPOCH_BASE * epoch
     below = base - 1  # shadows every older write (ties go to the delete), no write of the epoch
     select = SimpleStatement(

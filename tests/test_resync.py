@@ -589,3 +589,7 @@ def test_a_resync_of_an_empty_table_empties_the_read_model(stack, conf, pg, cass
     summary = run_resync(stack, conf, pg, cassandra)
     assert summary["rows_scanned"] in (0, "0"), summary
     assert wait_until_read_model_matches(pg, cassandra) == {}
+    # Rebuilt from an empty source, cdc.users has its key alone: the cleanup built a SELECT
+    # with no column ('SELECT "id", FROM') and failed.
+    assert run_resync(stack, conf, pg, cassandra, rebuild=True)["stale_rows_deleted"] == 0
+    assert wait_until_read_model_matches(pg, cassandra) == {}
