@@ -91,3 +91,19 @@ def test_a_connector_is_stopped_once_no_task_runs(tasks, stopped):
     status = {"name": "users-cdc", "connector": {"state": "STOPPED"}, "tasks": tasks, "type": "source"}
     assert ConnectClient._stopped(status) is stopped
     assert ConnectClient._stopped({**status, "connector": {"state": "RUNNING"}}) is False
+
+
+def test_the_watchdog_reads_no_topic_from_a_kafka_that_is_away(tmp_path):
+    """Capture is judged from PostgreSQL; the topics' growth is an extra fact. With Kafka away
+    it must come back as unknown at once: the client's reconnect loop held the watchdog's first
+    check past its 60 s readiness deadline, and `cdcpipe up` failed."""
+    import time
+
+    from cdc_helpers import settings_where_nothing_listens
+
+    from cdcpipe import watchdog
+
+    conf = settings_where_nothing_listens(tmp_path / "home")
+    started = time.monotonic()
+    assert watchdog.topic_ends(conf, ["cdc.public.users"]) is None
+    assert time.monotonic() - started < 5
