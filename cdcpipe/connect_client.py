@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,12 +23,24 @@ from .errors import (
     NotFound,
     ServiceUnavailable,
 )
-from .settings import REPO
+from .settings import REPO, Settings
 
 #: The connector definition the CLI, the demo and the tests register by default.
 DEFAULT_FILE = REPO / "connectors" / "users-cdc.json"
+#: The local runtime's one REST user; its password is the ``connect`` secret.
+RUNTIME_USER = "cdcpipe"
 
-__all__ = ["DEFAULT_FILE", "ConnectClient", "ConnectorFailed", "ConnectorFile", "ConnectorInvalid", "register_and_wait", "summarize"]
+__all__ = [
+    "DEFAULT_FILE",
+    "RUNTIME_USER",
+    "ConnectClient",
+    "ConnectorFailed",
+    "ConnectorFile",
+    "ConnectorInvalid",
+    "register_and_wait",
+    "runtime_client",
+    "summarize",
+]
 
 
 @dataclass(frozen=True)
@@ -48,22 +61,48 @@ class ConnectorFile:
         return cls(name=data["name"], config=config)
 
 
+def runtime_client(settings: Settings, timeout: float = 30.0) -> ConnectClient:
+    """The local runtime's Connect, logged in as its user."""
+    from . import credentials
+
+    url = f"http://{settings.host}:{settings.port('connect')}"
+    return ConnectClient(url, timeout=timeout, auth=(RUNTIME_USER, credentials.load(settings)["connect"]))
+
+
 def _first_lines(trace: str | None, n: int = 8) -> str:
     return "\n".join((trace or "").strip().splitlines()[:n])
 
 
 class ConnectClient:
-    def __init__(self, url: str, timeout: float = 30.0):
+    """Connect's REST API at ``url``, logged in with ``auth`` (user, password) when given: the
+    local runtime's comes from ``runtime.service(settings, "connect").client()``; for another
+    Connect, ``from_env`` reads ``CDCPIPE_CONNECT_USER`` and ``CDCPIPE_CONNECT_PASSWORD``."""
+
+    def __init__(self, url: str, timeout: float = 30.0, auth: tuple[str, str] | None = None):
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.auth = auth
+
+    @classmethod
+    def from_env(cls, url: str, timeout: float = 30.0) -> ConnectClient:
+        user, password = os.environ.get("CDCPIPE_CONNECT_USER"), os.environ.get("CDCPIPE_CONNECT_PASSWORD")
+        return cls(url, timeout, (user, password or "") if user else None)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
-            return requests.request(method, self.url + path, timeout=self.timeout, **kwargs)
+            response = requests.request(method, self.url + path, timeout=self.timeout, auth=self.auth, **kwargs)
         except requests.ConnectionError:
             raise ServiceUnavailable(f"Kafka Connect is not reachable at {self.url}. Is the stack up? ('.venv/bin/cdcpipe up')") from None
         except requests.Timeout:
             raise ServiceUnavailable(f"Kafka Connect at {self.url} did not answer {method} {path} in {self.timeout:.0f}s") from None
+        if response.status_code == 401:
+            raise ConfigError(
+                f"Kafka Connect at {self.url} refused "
+                + ("the login it was given" if self.auth else "a request without a login")
+                + " (401). The local runtime's login is the 'connect' entry of its secrets.json;"
+                " for another Connect set CDCPIPE_CONNECT_USER and CDCPIPE_CONNECT_PASSWORD."
+            )
+        return response
 
     def _json(self, method: str, path: str, ok: tuple[int, ...] = (200, 201, 202, 204), **kwargs: Any) -> Any:
         response = self._call(method, path, **kwargs)
@@ -109,6 +148,10 @@ class ConnectClient:
         if response.status_code != 200:
             raise HttpError.of("Kafka Connect", "GET", response.url, response.status_code, response.text[:300])
         return response.json()
+
+    def plugins(self) -> list[dict[str, Any]]:
+        """The connector plugins the worker loaded: [{"class", "type", "version"}, ...]."""
+        return self._json("GET", "/connector-plugins")
 
     def list(self) -> list[str]:
         return self._json("GET", "/connectors")

@@ -23,6 +23,7 @@ ACCOUNTS = (
     "airflow_jwt",  # Airflow's JWT signing secret, shared by its processes
     "spark_auth",  # Spark RPC shared secret (spark.authenticate) of master, worker and jobs
     "console",  # the browser console's login (user admin)
+    "connect",  # Kafka Connect's REST API login (user cdcpipe)
 )
 
 

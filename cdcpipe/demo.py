@@ -118,6 +118,7 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
         "\nWhere to look next (the stack keeps running; 'make down' stops it):\n"
         f"  Airflow UI        {airflow.url}  (login {airflow.info()['login']})\n"
         f"  Connect REST      {stack['connect'].url}/connectors/users-cdc/status\n"
+        f"                    (user cdcpipe, password: the 'connect' entry of {stack['connect'].settings.secrets_file})\n"
         f"  Schema registry   {stack['schema_registry'].url}/subjects\n"
         "  Change events     .venv/bin/cdcpipe topic tail --from-beginning\n"
         "  Spark job         .venv/bin/cdcpipe spark status\n"

@@ -116,7 +116,7 @@ class Checker:
         return psycopg.connect(svc.dsn(), autocommit=True)
 
     def connect(self) -> ConnectClient:
-        return ConnectClient(runtime.service(self.settings, "connect").url)
+        return runtime.service(self.settings, "connect").client()
 
     # --- operations ----------------------------------------------------------------------
     def _row_values(self) -> dict[str, Any]:

@@ -153,7 +153,7 @@ def register(
     A source replaced later (a restore, a fresh initdb, a failover) is then caught before the
     first ``cdcpipe resync``, not only after it. Returns the connector's status.
     """
-    from .connect_client import ConnectClient, register_and_wait
+    from .connect_client import register_and_wait
 
     svcs = runtime.by_name(settings, ["postgres", "kafka", "cassandra", "connect"])
     with svcs["postgres"].connect(dbname="users", autocommit=True) as pg:
@@ -161,7 +161,7 @@ def register(
         lsn = int(pg.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0])
     bootstrap = svcs["kafka"].bootstrap
     starts = {t: end_offsets(bootstrap, t) for t in (topic, journal_topic) if t}
-    _verb, status = register_and_wait(ConnectClient(svcs["connect"].url), connector, timeout=timeout, progress=progress)
+    _verb, status = register_and_wait(svcs["connect"].client(), connector, timeout=timeout, progress=progress)
     if any(offset for offsets in starts.values() for offset in offsets.values()):
         return status  # not a first registration: epochs are resync's
     with svcs["cassandra"].connected() as session:

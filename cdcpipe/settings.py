@@ -94,6 +94,16 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` as a 0600 file (created so, never world-readable for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    if path.stat().st_mode & 0o077:  # it existed with a looser mode
+        path.chmod(0o600)
+    return path
+
+
 def secure_home(settings: Settings) -> Path:
     """The state directory, created or tightened to 0700 (every ``up`` calls this)."""
     return private_dir(settings.home)

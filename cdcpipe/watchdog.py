@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import credentials, liveness, settings
-from .connect_client import ConnectClient, ConnectorFile
+from .connect_client import ConnectClient, ConnectorFile, runtime_client
 from .errors import CdcpipeError
 from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
 
@@ -109,7 +109,7 @@ def check_once(
 
 
 def run(conf: settings.Settings, stop: threading.Event) -> None:
-    client = ConnectClient(f"http://{conf.host}:{conf.port('connect')}", timeout=10)
+    client = runtime_client(conf, timeout=10)
     name = ConnectorFile.load(CONNECTOR_FILE).name
     path = state_file(conf)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -199,3 +199,67 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 def wait_until_read_model_matches(pg, session, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
     """Poll until cdc.users equals public.users column by column (ms precision)."""
     return verify.wait_until_equal(pg, session, timeout)
+
+
+def pipeline_facts(conf: Any, log_lines: int = 6) -> str:
+    """Where a change is stuck, for a failing test's message: the connector's status, the slot
+    against the WAL, the topic's end against the job's offsets, the watchdog's and the job's
+    verdicts, and the last warnings and errors of Connect, Kafka and the job. Each fact is
+    gathered on its own: a service that is down reads as that, not as a second failure."""
+    import json
+
+    import psycopg
+
+    from cdcpipe import credentials, streaming_job, watchdog
+    from cdcpipe.connect_client import runtime_client
+
+    facts: list[str] = []
+
+    def fact(name: str, read: Callable[[], Any]) -> None:
+        try:
+            facts.append(f"{name}: {read()}")
+        except Exception as exc:  # noqa: BLE001 - a diagnosis, never a second failure
+            facts.append(f"{name}: unreadable ({exc.__class__.__name__}: {str(exc)[:160]})")
+
+    def slot() -> Any:
+        secrets = credentials.load(conf)
+        with psycopg.connect(
+            host=conf.host, port=conf.port("postgres"), dbname="users", user="cdcpipe", password=secrets["cdcpipe"], connect_timeout=3
+        ) as pg:
+            return pg.execute(
+                "SELECT slot_name, active, active_pid, confirmed_flush_lsn, pg_current_wal_lsn() FROM pg_replication_slots"
+            ).fetchall()
+
+    def topic_end() -> int:
+        consumer = Consumer({"bootstrap.servers": f"{conf.host}:{conf.port('kafka')}", "group.id": f"facts-{uuid.uuid4()}"})
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=5)[1]
+        finally:
+            consumer.close()
+
+    def job() -> Any:
+        report = streaming_job.read_progress(conf) or {}
+        last = report.get("last_progress") or {}
+        ends = [source.get("endOffset") for source in last.get("sources") or []]
+        return {
+            "state": report.get("state"),
+            "reason": report.get("reason"),
+            "batch": last.get("batchId"),
+            "at": last.get("timestamp"),
+            "ends": ends,
+        }
+
+    fact("connector", lambda: json.dumps(runtime_client(conf, timeout=5).status("users-cdc")))
+    fact("slot", slot)
+    fact("topic end", topic_end)
+    fact("job", job)
+    fact("watchdog", lambda: {k: (watchdog.read_state(conf) or {}).get(k) for k in ("state", "reason", "last_action")})
+    for name in ("connect", "kafka", "spark-job"):
+
+        def tail(name: str = name) -> str:
+            lines = conf.log_file(name).read_text(errors="replace").splitlines()
+            bad = [line[:240] for line in lines if " WARN " in line or " ERROR " in line or "Exception" in line]
+            return "\n    " + "\n    ".join(bad[-log_lines:])
+
+        fact(f"{name}.log warnings", tail)
+    return "\n  ".join(["pipeline facts:", *facts])

@@ -11,7 +11,7 @@ import requests
 from cdc_helpers import ROW, TOPIC, TopicReader, for_ids, insert, pg_row_as_event, replay, run_cli
 
 from cdcpipe import runtime
-from cdcpipe.connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
+from cdcpipe.connect_client import DEFAULT_FILE, ConnectorFile
 from cdcpipe.pipeline.avro_reader import HEADER, schema_id_of
 
 
@@ -138,7 +138,7 @@ def test_hard_values_survive_exactly(pg, topic_reader):
 
 
 def test_register_twice_is_harmless(stack, connector):
-    client = ConnectClient(stack["connect"].url)
+    client = stack["connect"].client()
     for _ in range(2):
         out = run_cli("connector", "register", "--json")
         assert out.returncode == 0, out.stderr
@@ -158,7 +158,7 @@ def test_a_wrong_field_is_rejected_by_name(stack, tmp_path):
     out = run_cli("connector", "register", str(bad))
     assert out.returncode == 2, out.stderr
     assert "snapshot.mode" in out.stderr
-    assert "users-cdc-invalid" not in ConnectClient(stack["connect"].url).list()
+    assert "users-cdc-invalid" not in stack["connect"].client().list()
 
 
 def test_connect_unreachable_is_a_clear_error():
@@ -175,7 +175,7 @@ def test_existing_rows_arrive_as_snapshot_reads(stack, pg):
     slot = f"snapshot_test_{run}"
     config = {**definition.config, "slot.name": slot, "topic.prefix": f"snaptest{run}"}
     probe = ConnectorFile(name=f"users-cdc-snapshot-test-{run}", config=config)
-    client = ConnectClient(stack["connect"].url)
+    client = stack["connect"].client()
     reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"].url, topic=f"snaptest{run}.public.users")
     try:
         client.validate(probe)
@@ -209,7 +209,7 @@ def test_changes_made_while_connect_is_down_arrive_after_restart(stack, conf, pg
         pg.execute("UPDATE public.users SET city = 'Cork' WHERE id = ANY(%s)", (list(ids),))
     finally:
         runtime.up(conf, ["connect"], progress=lambda _m: None)
-    ConnectClient(stack["connect"].url).wait_for_state(connector.name, "RUNNING", timeout=120)
+    stack["connect"].client().wait_for_state(connector.name, "RUNNING", timeout=120)
     events = topic_reader.read_until(
         lambda evs: len([e for e in for_ids(evs, ids) if e["value"] and e["value"]["op"] == "u"]) >= 5, timeout=120
     )

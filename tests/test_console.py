@@ -14,8 +14,6 @@ import requests
 from cdc_helpers import settings_where_nothing_listens, shot
 from confluent_kafka import Producer
 
-from cdcpipe.connect_client import ConnectClient
-
 TOPIC = "cdc.public.users"
 CONNECTOR = "users-cdc"
 
@@ -49,7 +47,7 @@ def test_a_request_without_the_credentials_is_refused(console, browser, stack, c
     for headers in ({}, {"HX-Request": "true"}):
         refused = requests.post(f"{console.url}/connector/{CONNECTOR}/pause", auth=console.auth, headers=headers, timeout=10)
         assert refused.status_code == 403, headers
-    assert ConnectClient(stack["connect"].url).status(CONNECTOR)["connector"]["state"] == "RUNNING"
+    assert stack["connect"].client().status(CONNECTOR)["connector"]["state"] == "RUNNING"
     # ... and a browser without the login gets nothing but the refusal.
     # (Headless Chromium, with nobody to type a login, abandons the navigation.)
     from playwright.sync_api import Error
@@ -118,7 +116,7 @@ def test_the_schema_page_lists_the_value_subject(page, connector):
 def test_pause_pauses_the_connector_and_resume_resumes_it(page, stack, connector):
     from playwright.sync_api import expect
 
-    client = ConnectClient(stack["connect"].url)
+    client = stack["connect"].client()
 
     def wait_for(state: str) -> None:
         deadline = time.monotonic() + 60

@@ -33,8 +33,6 @@ import requests
 from cdc_helpers import wait_for
 from confluent_kafka import Producer
 
-from cdcpipe.connect_client import ConnectClient
-
 TOPIC = "cdc.public.users"
 CONNECTOR = "users-cdc"
 
@@ -246,7 +244,7 @@ def test_another_origin_on_this_machine_cannot_take_an_action(browser, console, 
     threading.Thread(target=server.serve_forever, daemon=True).start()
     user, password = console.auth
     context = browser.new_context(http_credentials={"username": user, "password": password})
-    client = ConnectClient(stack["connect"].url)
+    client = stack["connect"].client()
     try:
         page = context.new_page()
         answers = []

@@ -7,7 +7,7 @@ import signal
 import time
 import uuid
 
-from cdc_helpers import ROW, TOPIC, insert, wait_for, wait_until_read_model_matches
+from cdc_helpers import ROW, TOPIC, insert, pipeline_facts, wait_for, wait_until_read_model_matches
 
 from cdcpipe import processes, runtime
 from cdcpipe.latency import Load
@@ -190,7 +190,7 @@ def _healed(conf, stack, started: float, timeout: float = 240.0) -> float:
             time.sleep(1)
         finally:
             session.cluster.shutdown()
-    raise AssertionError(f"the pipeline did not heal within {timeout:.0f}s")
+    raise AssertionError(f"the pipeline did not heal within {timeout:.0f}s\n{pipeline_facts(conf)}")
 
 
 def test_every_service_killed_under_load_then_a_freeze(conf, stack, spark_job, connector):

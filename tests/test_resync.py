@@ -16,7 +16,7 @@ import pytest
 from cdc_helpers import ROW, wait_until_read_model_matches
 
 from cdcpipe import resync, verify
-from cdcpipe.connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
+from cdcpipe.connect_client import DEFAULT_FILE, ConnectorFile
 from cdcpipe.latency import Load
 from cdcpipe.pipeline import sync_state
 
@@ -25,7 +25,7 @@ def run_resync(stack, conf, pg, cassandra, rebuild: bool = False) -> dict:
     return resync.run(
         pg=pg,
         session=cassandra,
-        connect=ConnectClient(stack["connect"].url),
+        connect=stack["connect"].client(),
         connector=ConnectorFile.load(DEFAULT_FILE),
         bootstrap=stack["kafka"].bootstrap,
         registry_url=stack["schema_registry"].url,
@@ -108,7 +108,7 @@ def test_slot_loss_gap_is_repaired_by_resync_while_streaming(stack, conf, pg, ca
     load = Load(stack["postgres"].dsn(), rate=20, seed=13)  # inserts, updates, deletes the whole time
     load.start()
     try:
-        client = ConnectClient(stack["connect"].url)
+        client = stack["connect"].client()
         client.delete(connector.name)
         with admin(stack) as su:
             deadline = time.monotonic() + 60
@@ -152,7 +152,7 @@ def test_a_replaced_source_stops_the_job_naming_resync(stack, conf, pg, cassandr
     wait_until_read_model_matches(pg, cassandra)
     other = dataclasses.replace(conf, home=tmp_path / "other", ports={**conf.ports, "postgres": free_port()})
     other.home.mkdir(mode=0o700)
-    client = ConnectClient(stack["connect"].url)
+    client = stack["connect"].client()
     failover = fresh("users-cdc-failover")  # a new name: no offsets from an earlier run
     runtime.up(other, ["postgres"], progress=lambda m: print(m, flush=True))
     second = runtime.service(other, "postgres")
@@ -213,7 +213,7 @@ def test_truncate_deletes_the_rows_before_it_and_keeps_those_after_it(stack, con
     assert journal(pg, since) == [("truncate", None, None, False)]
     model = wait_until_read_model_matches(pg, cassandra)
     assert list(model) == [after]
-    assert ConnectClient(stack["connect"].url).status(connector.name)["tasks"][0]["state"] == "RUNNING"
+    assert stack["connect"].client().status(connector.name)["tasks"][0]["state"] == "RUNNING"
     applied = [r for r in cassandra.execute("SELECT kind, lsn FROM cdc.schema_changes WHERE table_name = 'users'") if r.kind == "truncate"]
     assert applied, "the job records the truncate it applied (its floor for late records)"
 

@@ -72,7 +72,7 @@ def test_schema_registry_register_and_fetch_by_id(stack):
 
 
 def test_connect_lists_debezium_postgres_plugin(stack):
-    plugins = requests.get(stack["connect"].url + "/connector-plugins", timeout=10).json()
+    plugins = stack["connect"].client().plugins()
     assert POSTGRES_CONNECTOR in {p["class"] for p in plugins}
     postgres = next(p for p in plugins if p["class"] == POSTGRES_CONNECTOR)
     assert postgres["version"].startswith("3.")

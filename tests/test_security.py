@@ -128,6 +128,54 @@ def test_state_directory_and_files_are_private(conf, stack):
     assert not loose
 
 
+def test_connect_refuses_every_request_without_its_login(conf, stack):
+    """Issue 24: any local account could create, change or delete connectors. Now every
+    endpoint, reads included, answers 401 without the runtime's login or with a wrong one."""
+    import requests
+
+    url = stack["connect"].url
+    calls = [
+        ("GET", "/connectors"),
+        ("GET", "/connector-plugins"),
+        ("GET", "/connectors/users-cdc/status"),
+        ("POST", "/connectors"),
+        ("PUT", "/connectors/users-cdc/pause"),
+        ("DELETE", "/connectors/users-cdc"),
+        ("PUT", "/connector-plugins/PostgresConnector/config/validate"),
+    ]
+    for auth in (None, ("cdcpipe", "not-the-password"), ("admin", _secrets(conf)["connect"])):
+        answers = {f"{m} {p}": requests.request(m, url + p, json={}, auth=auth, timeout=10).status_code for m, p in calls}
+        assert set(answers.values()) == {401}, (auth and auth[0], answers)
+    client = stack["connect"].client()
+    assert client.status("users-cdc")["connector"]["state"] == "RUNNING"  # still there, with the login
+    assert client.plugins()
+
+
+def test_connect_resolves_only_the_variables_connector_configs_name(conf, stack):
+    """Issue 24: ``${env:NAME}`` in a validated config echoed any variable of the worker back
+    (the Debezium password came back in an error message). The worker now inherits only a few
+    basics and ``CDC_*``, and its provider resolves ``CDC_*`` alone: asked for ``PATH``, which
+    the worker has, validation answers without its value."""
+    pid = processes.pid_of(conf, "connect")
+    environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+    assert set(environ) <= {"PATH", "LANG", "LC_ALL", "TZ", "TMPDIR"} | {k for k in environ if k.startswith("CDC_")}, sorted(environ)
+    assert environ["PATH"] and "CDC_POSTGRES_PASSWORD" in environ
+    config = {
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "name": "leak-probe",
+        "topic.prefix": "leak",
+        "database.hostname": "${env:CDC_POSTGRES_HOST}",
+        "database.port": "${env:CDC_POSTGRES_PORT}",
+        "database.dbname": "${env:CDC_POSTGRES_DB}",
+        "database.user": "${env:PATH}",
+        "database.password": "${env:PATH}",
+    }
+    answer = stack["connect"].client()._json("PUT", "/connector-plugins/PostgresConnector/config/validate", json=config)
+    text = json.dumps(answer)
+    assert environ["PATH"] not in text
+    assert "${env:PATH}" in text  # left unresolved, so its user is refused by name
+
+
 @pytest.mark.parametrize("dbname", ["airflow", "registry", "postgres"])
 def test_replication_role_cannot_connect_to_other_databases(stack, conf, dbname):
     pg = stack["postgres"]

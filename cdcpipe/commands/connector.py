@@ -12,7 +12,9 @@ from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile, registe
 
 
 def _client(args: argparse.Namespace) -> ConnectClient:
-    return ConnectClient(args.connect_url or runtime.service(settings.load(), "connect").url)
+    if args.connect_url:  # another Connect: its login, if any, from CDCPIPE_CONNECT_USER/_PASSWORD
+        return ConnectClient.from_env(args.connect_url)
+    return runtime.service(settings.load(), "connect").client()
 
 
 def _name(args: argparse.Namespace) -> str:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import runtime, settings, verify
-from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
+from ..connect_client import DEFAULT_FILE, ConnectorFile
 from ..errors import Mismatch
 
 
@@ -34,7 +34,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
         summary = resync.run(
             pg=pg,
             session=session,
-            connect=ConnectClient(url("connect")),
+            connect=runtime.service(conf, "connect").client(),
             connector=connector,
             bootstrap=runtime.service(conf, "kafka").bootstrap,
             registry_url=url("schema_registry"),

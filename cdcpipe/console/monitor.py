@@ -30,7 +30,7 @@ from urllib.parse import quote
 import requests
 
 from .. import runtime, streaming_job, topics
-from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
+from ..connect_client import DEFAULT_FILE, ConnectorFile
 from ..pipeline.avro_reader import DecodeError, SchemaCache, decode, to_json
 from ..pipeline.cassandra_sink import quote as quote_name
 from ..settings import Settings
@@ -55,7 +55,7 @@ class Monitor:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.services = {s.name: s for s in runtime.services(settings)}
-        self.connect = ConnectClient(self.services["connect"].url, timeout=10)
+        self.connect = self.services["connect"].client(timeout=10)
         self.registry_url = self.services["schema_registry"].url
         self.registry = SchemaCache(self.registry_url)
         self.cdc_topics = [spec.name for spec in topics.load()]

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import requests
 
 from ..errors import MissingDependency, ServiceFailed
-from ..settings import private_dir
+from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
 ADMIN_USER = "admin"
@@ -91,9 +91,7 @@ class Airflow(Service):
     def prepare(self) -> None:
         private_dir(self.dir)
         # The simple auth manager generates passwords only for users missing from this file.
-        fd = os.open(self.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({ADMIN_USER: self.secrets["airflow_admin"]}, fh)
+        write_private(self.passwords_file, json.dumps({ADMIN_USER: self.secrets["airflow_admin"]}))
         done = subprocess.run([airflow_bin(), "db", "migrate"], env=self.env(), capture_output=True, text=True, cwd=self.dir)
         if done.returncode != 0:
             raise ServiceFailed("airflow", "'airflow db migrate' failed", (done.stdout + done.stderr)[-4000:], "airflow db migrate")

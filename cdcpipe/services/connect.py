@@ -4,6 +4,13 @@ The converters are set here, at the worker, so the connector config in ``connect
 carries none and serves the Docker stack (Confluent's converter) unchanged. Every key and
 value is Avro in the Confluent wire format: magic byte 0, a 4-byte schema id that the
 registry's Confluent-compatible API resolves, then the Avro body; no headers.
+
+Its REST API needs a login (Kafka's ``BasicAuthSecurityRestExtension``, users in a 0600
+file named by a JAAS file): without one, any local account could create, change or delete
+connectors, and ``PUT .../config/validate`` with ``"database.user": "${env:...}"`` echoed any
+variable of the worker's environment back in its error message (issue 24). The worker also
+gets only the environment it needs (``CDC_*`` and a few basics), and its ``env`` config
+provider resolves ``CDC_*`` names alone.
 """
 
 from __future__ import annotations
@@ -14,11 +21,15 @@ from typing import Any
 import requests
 
 from .. import java
-from ..settings import private_dir
+from ..connect_client import RUNTIME_USER, ConnectClient, runtime_client
+from ..settings import private_dir, write_private
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
 
 HEAP_MB = 512
+BASIC_AUTH_EXTENSION = "org.apache.kafka.connect.rest.basic.auth.extension.BasicAuthSecurityRestExtension"
+#: What the worker inherits from the environment of whoever ran ``cdcpipe up``, besides ``CDC_*``.
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
 
@@ -84,7 +95,21 @@ class Connect(Service):
             # Secrets and addresses reach connector configs as ${env:NAME}, never in the JSON.
             "config.providers": "env",
             "config.providers.env.class": "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+            "config.providers.env.param.allowlist.pattern": "^CDC_[A-Z0-9_]+$",
+            "rest.extension.classes": BASIC_AUTH_EXTENSION,
         }
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return RUNTIME_USER, self.secrets["connect"]
+
+    def client(self, timeout: float = 30.0) -> ConnectClient:
+        """A REST client logged in as the runtime's user."""
+        return runtime_client(self.settings, timeout)
+
+    def worker_env(self) -> dict[str, str]:
+        """The worker's whole environment: a few basics, and what the connector configs name."""
+        return {**{k: v for k, v in os.environ.items() if k in INHERITED_ENV}, **self.connector_env()}
 
     def connector_env(self) -> dict[str, str]:
         """What ``${env:...}`` in connectors/*.json resolves to in the local runtime."""
@@ -99,6 +124,12 @@ class Connect(Service):
     def prepare(self) -> None:
         private_dir(self.dir)
         (self.dir / "connect-distributed.properties").write_text(properties(self.worker_properties()))
+        users = write_private(self.dir / "rest-users.properties", f"{RUNTIME_USER}: {self.secrets['connect']}\n")
+        write_private(
+            self.dir / "rest-jaas.conf",
+            "KafkaConnect {\n  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule required\n"
+            f'  file="{users}";\n}};\n',
+        )
         (self.dir / "log4j2.properties").write_text(log4j2_config())
 
     def launch(self) -> None:
@@ -107,18 +138,25 @@ class Connect(Service):
             *java.heap(HEAP_MB, 256),
             *java.COMMON_FLAGS,
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            f"-Djava.security.auth.login.config={self.dir / 'rest-jaas.conf'}",
             "-cp",
             java.classpath(self.settings.jars / "kafka"),
             "org.apache.kafka.connect.cli.ConnectDistributed",
             str(self.dir / "connect-distributed.properties"),
         ]
-        self.spawn("connect", argv, env={**os.environ, **self.connector_env()})
+        self.spawn("connect", argv, env=self.worker_env())
 
     def probe(self) -> None:
+        # /health (KIP-1017) answers 200 only once the worker has read its internal topics
+        # and joined its group: before that, or with its herder thread dead, REST requests
+        # such as /connector-plugins may still succeed while no connector can run.
         try:
-            response = requests.get(self.url + "/connector-plugins", timeout=5)
+            health = requests.get(self.url + "/health", timeout=5, auth=self.auth)
+            response = requests.get(self.url + "/connector-plugins", timeout=5, auth=self.auth)
         except requests.RequestException as exc:
             raise NotReady(f"REST not answering on {self.url}: {exc.__class__.__name__}") from None
+        if health.status_code != 200:
+            raise NotReady(f"/health answered {health.status_code}: {health.text[:200]}")
         if response.status_code != 200:
             raise NotReady(f"/connector-plugins answered {response.status_code}")
         classes = {plugin["class"] for plugin in response.json()}

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import migrations, processes
 from ..errors import ConfigError, MissingDependency, ServiceFailed
-from ..settings import private_dir
+from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
 MIN_VERSION = 15
@@ -236,9 +236,7 @@ class Postgres(Service):
         replication connection names its database and matches the ``all`` lines.
         """
         path = self.data_dir / "pg_hba.conf"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(PG_HBA)
+        write_private(path, PG_HBA)
         self._chown(path)
 
     def _initdb(self, bin_dir: Path) -> None:
@@ -258,9 +256,7 @@ class Postgres(Service):
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(mode=0o700)
         pwfile = self.dir / "initdb.pw"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.secrets["postgres"] + "\n")
+        write_private(pwfile, self.secrets["postgres"] + "\n")
         self._chown(self.dir, scratch, pwfile)
         try:
             done = subprocess.run(
