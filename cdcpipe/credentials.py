@@ -24,6 +24,7 @@ ACCOUNTS = (
     "spark_auth",  # Spark RPC shared secret (spark.authenticate) of master, worker and jobs
     "console",  # the browser console's login (user admin)
     "connect",  # Kafka Connect's REST API login (user cdcpipe)
+    "cassandra_jmx",  # Cassandra's JMX login (user cdcpipe; nodetool -u cdcpipe -pwf)
 )
 
 

@@ -238,6 +238,9 @@ def test_connect_worker_settings(compose, local):
             # (Docker); both write the same bytes, as checked below.
             "key.converter*": REGISTRY,
             "value.converter*": REGISTRY,
+            # The REST login (users file, JAAS file) is the local runtime's; the Docker stack's
+            # Connect has none yet: docs/security.md#docker.
+            "rest.extension.classes": "a REST login on the local runtime only (docs/security.md#docker)",
         },
         "Connect.worker_properties in cdcpipe/services/connect.py",
         "services.connect.environment",

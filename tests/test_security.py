@@ -176,6 +176,28 @@ def test_connect_resolves_only_the_variables_connector_configs_name(conf, stack)
     assert "${env:PATH}" in text  # left unresolved, so its user is refused by name
 
 
+def _nodetool(conf, stack, *login: str) -> subprocess.CompletedProcess[str]:
+    argv = stack["cassandra"].nodetool_argv(*login, "version", login=False)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def test_cassandra_jmx_refuses_a_client_without_the_login(conf, stack, tmp_path):
+    """Issue 24: JMX on 7199 took anyone, and its MBeans can load code that runs as the stack's
+    account. nodetool (JMX) is refused without the login and with a wrong password, and works
+    with the password file the runtime writes."""
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("cdcpipe not-the-password\n")
+    wrong.chmod(0o600)
+    for login in ((), ("-u", "cdcpipe", "-pwf", str(wrong))):
+        refused = _nodetool(conf, stack, *login)
+        assert refused.returncode != 0 and "ReleaseVersion" not in refused.stdout, (login, refused.stdout, refused.stderr)
+        said = refused.stdout + refused.stderr
+        assert "Credentials required" in said or "Invalid username or password" in said, said[-2000:]
+    allowed = _nodetool(conf, stack, "-u", "cdcpipe", "-pwf", str(stack["cassandra"].jmx_password_file))
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "ReleaseVersion: 5.0" in allowed.stdout
+
+
 @pytest.mark.parametrize("dbname", ["airflow", "registry", "postgres"])
 def test_replication_role_cannot_connect_to_other_databases(stack, conf, dbname):
     pg = stack["postgres"]

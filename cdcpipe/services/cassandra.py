@@ -3,6 +3,12 @@
 The binary tarball of 5.0 is not on Maven Central, so this module writes what the tarball's
 conf/ and bin/ scripts would provide: cassandra.yaml, logback.xml and the JVM options of
 conf/jvm-server.options + conf/jvm17-server.options.
+
+JMX (``CDCPIPE_PORT_CASSANDRA_JMX``, 7199) wants a login: user ``cdcpipe``, password the
+``cassandra_jmx`` secret, in a 0600 password file. Without one, any local account could use
+MBeans that load code, which then runs as the account that runs the stack (issue 24). Nothing
+in the runtime uses JMX; it is kept for ``nodetool`` (``-u cdcpipe -pwf <state>/cassandra/conf/
+jmx.password``).
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from typing import Any
 
 from .. import java, migrations
 from ..errors import MissingDependency
-from ..settings import private_dir
+from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
 HEAP_MB = 1024
+#: The one JMX user (``nodetool -u``); its password is the ``cassandra_jmx`` secret.
+JMX_USER = "cdcpipe"
 
 #: conf/jvm17-server.options of Cassandra 5.0: module access Cassandra needs on Java 17.
 JVM17_OPTIONS = """
@@ -26,6 +34,7 @@ JVM17_OPTIONS = """
 -Djdk.attach.allowAttachSelf=true
 --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
 --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+--add-exports java.management/com.sun.jmx.remote.security=ALL-UNNAMED
 --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
 --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
 --add-exports java.sql/java.sql=ALL-UNNAMED
@@ -149,6 +158,14 @@ class Cassandra(Service):
         # JSON is valid YAML: no YAML writer needed.
         (self.dir / "conf" / "cassandra.yaml").write_text(json.dumps(self._yaml(), indent=2))
         (self.dir / "conf" / "logback.xml").write_text(LOGBACK)
+        (self.dir / "conf" / "logback-tools.xml").write_text(LOGBACK.replace('root level="INFO"', 'root level="WARN"'))
+        # The JDK's format, "<user> <password>" (it refuses a file others can read); nodetool's
+        # -pwf reads the same file.
+        write_private(self.jmx_password_file, f"{JMX_USER} {self.secrets['cassandra_jmx']}\n")
+
+    @property
+    def jmx_password_file(self):
+        return self.dir / "conf" / "jmx.password"
 
     def _jamm(self) -> str:
         found = glob.glob(str(self.settings.jars / "cassandra" / "jamm-*.jar"))
@@ -179,6 +196,8 @@ class Cassandra(Service):
             f"-Dlogback.configurationFile={conf / 'logback.xml'}",
             "-Dcassandra-foreground=yes",
             f"-Dcassandra.jmx.local.port={self.port('cassandra_jmx')}",
+            "-Dcom.sun.management.jmxremote.authenticate=true",
+            f"-Dcom.sun.management.jmxremote.password.file={self.jmx_password_file}",
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.libjemalloc=-",
             "-Dcassandra.available_processors=2",
@@ -187,6 +206,22 @@ class Cassandra(Service):
             "org.apache.cassandra.service.CassandraDaemon",
         ]
         self.spawn("cassandra", argv, env={**os.environ, "MALLOC_ARENA_MAX": "4"})
+
+    def nodetool_argv(self, *args: str, login: bool = True) -> list[str]:
+        """``nodetool <args>`` against this node, logged in unless ``login`` is False; its
+        history goes to the service's directory, not the home directory."""
+        argv = [
+            java.java_bin(),
+            *JVM17_OPTIONS,
+            f"-Duser.home={self.dir}",
+            f"-Dlogback.configurationFile={self.dir / 'conf' / 'logback-tools.xml'}",
+            "-cp",
+            java.classpath(self.settings.jars / "cassandra"),
+        ]
+        argv += ["org.apache.cassandra.tools.NodeTool", "-h", self.host, "-p", str(self.port("cassandra_jmx"))]
+        if login:
+            argv += ["-u", JMX_USER, "-pwf", str(self.jmx_password_file)]
+        return [*argv, *args]
 
     def session(self, keyspace: str | None = None):
         """A long-lived cassandra-driver session; the caller shuts the cluster down

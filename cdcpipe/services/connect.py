@@ -95,7 +95,7 @@ class Connect(Service):
             # Secrets and addresses reach connector configs as ${env:NAME}, never in the JSON.
             "config.providers": "env",
             "config.providers.env.class": "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
-            "config.providers.env.param.allowlist.pattern": "^CDC_[A-Z0-9_]+$",
+            "config.providers.env.param.allowlist.pattern": "CDC_[A-Z0-9_]+",  # matched whole
             "rest.extension.classes": BASIC_AUTH_EXTENSION,
         }
 
