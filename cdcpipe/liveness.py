@@ -32,7 +32,7 @@ STUCK_AFTER = float(os.environ.get("CDCPIPE_WATCHDOG_STUCK_AFTER", "60"))
 
 @dataclass(frozen=True)
 class Liveness:
-    state: str  # moving | stuck | failed | paused | absent | unknown
+    state: str  # moving | stuck | failed | paused | stopped | absent | unknown
     reason: str
     connector_state: str | None
     heartbeat_age_s: float | None
@@ -78,14 +78,22 @@ def judge(
         return Liveness("failed", "the connector or a task is FAILED", *facts)
     if connector == "PAUSED":
         return Liveness("paused", "paused by someone: not restarted", *facts)
-    if connector != "RUNNING" or not tasks or any(t.get("state") != "RUNNING" for t in tasks):
-        return Liveness("unknown", f"connector {connector}, tasks {[t.get('state') for t in tasks]}", *facts)
+    if connector == "STOPPED":
+        return Liveness("stopped", "stopped by someone (resync and reset-offsets stop it): not restarted", *facts)
+    states = f"connector {connector}, tasks {[t.get('state') for t in tasks]}"
+    running = connector == "RUNNING" and tasks and all(t.get("state") == "RUNNING" for t in tasks)
     if produced_age is not None and produced_age <= stuck_after and (heartbeat_age is None or heartbeat_age > stuck_after):
         return Liveness("moving", f"no heartbeat, but records reached its topics {produced_age:.0f}s ago (a snapshot)", *facts)
     if heartbeat_age is not None and heartbeat_age > stuck_after and (slot_lag or 0) > 0:
+        # Not only a RUNNING connector can stop moving: one left UNASSIGNED (or without
+        # tasks) by a worker that came back never moves again by itself, and Connect's
+        # restart is what assigns it again.
+        said = "RUNNING" if running else states
         return Liveness(
-            "stuck", f"RUNNING, but no heartbeat for {heartbeat_age:.0f}s while the slot is {slot_lag} bytes behind the WAL", *facts
+            "stuck", f"{said}, but no heartbeat for {heartbeat_age:.0f}s while the slot is {slot_lag} bytes behind the WAL", *facts
         )
+    if not running:
+        return Liveness("unknown", states, *facts)
     return Liveness("moving", "heartbeats arrive and the slot follows the WAL", *facts)
 
 

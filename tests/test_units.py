@@ -23,6 +23,13 @@ RUNNING = {"connector": {"state": "RUNNING"}, "tasks": [{"id": 0, "state": "RUNN
         ({"connector": {"state": "PAUSED"}, "tasks": [{"id": 0, "state": "PAUSED"}]}, 90.0, 4096, "paused"),
         (None, None, None, "absent"),
         ({"connector": {"state": "RUNNING"}, "tasks": []}, 1.0, 0, "unknown"),
+        # Left unassigned (or without tasks) by a worker that came back: stuck once no
+        # heartbeat came for the threshold while WAL waits, so the watchdog restarts it.
+        ({"connector": {"state": "UNASSIGNED"}, "tasks": [{"id": 0, "state": "UNASSIGNED"}]}, 10.0, 4096, "unknown"),
+        ({"connector": {"state": "UNASSIGNED"}, "tasks": [{"id": 0, "state": "UNASSIGNED"}]}, 90.0, 4096, "stuck"),
+        ({"connector": {"state": "RUNNING"}, "tasks": []}, 90.0, 4096, "stuck"),
+        # Stopped on purpose (resync, reset-offsets): never restarted, however long.
+        ({"connector": {"state": "STOPPED"}, "tasks": []}, 900.0, 4096, "stopped"),
     ],
 )
 def test_liveness_verdicts(status, age, lag, verdict):
