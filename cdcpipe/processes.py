@@ -176,7 +176,10 @@ def tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) used so far by the process and the live members of its tree."""
+    """CPU time (user + system) used so far by the process and its tree: each live member's
+    own, plus what its exited children used once it reaped them (cutime, cstime). Without the
+    latter, PostgreSQL's backends and Spark's Python workers took their CPU with them when
+    they exited, and a window's difference came out negative."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for member in tree(pid):
@@ -185,7 +188,7 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
     return total / ticks
 
 

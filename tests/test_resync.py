@@ -593,3 +593,12 @@ def test_a_resync_of_an_empty_table_empties_the_read_model(stack, conf, pg, cass
     # with no column ('SELECT "id", FROM') and failed.
     assert run_resync(stack, conf, pg, cassandra, rebuild=True)["stale_rows_deleted"] == 0
     assert wait_until_read_model_matches(pg, cassandra) == {}
+    # The first change brings the columns back (the job adds them from its writer schema),
+    # and leaves cdc.users as the tests after this one expect it: with its columns.
+    first = insert(pg, ROW)
+    assert list(wait_until_read_model_matches(pg, cassandra)) == [first]
+    columns = {
+        r.column_name
+        for r in cassandra.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = 'cdc' AND table_name = 'users'")
+    }
+    assert {"email", "latitude", "dob", "updated_at"} <= columns

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .. import bench, end_to_end, latency, settings
+from .. import bench, end_to_end, latency, settings, soak
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -22,6 +22,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress=lambda m: print(m, file=sys.stderr, flush=True),
         )
         print(json.dumps(report, indent=2) if args.json else end_to_end.summary(report))
+        return 0
+    if args.soak:
+        report = soak.run(
+            settings.load(),
+            seconds=args.soak,
+            load=args.load,
+            window=args.window,
+            plot=Path(args.plot) if args.plot else None,
+            progress=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+        print(json.dumps(report, indent=2) if args.json else soak.summary(report))
         return 0
     if args.latency:
         report = latency.measure(
@@ -72,8 +83,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=2000,
         metavar="CHANGES_PER_S",
-        help="with --latency: background writes to PostgreSQL during the second round (default 2000; 0: none)",
+        help="with --latency: background writes to PostgreSQL during the second round; with --soak: during the whole soak "
+        "(default 2000; 0: none)",
     )
+    p.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        default=0,
+        help="instead: --load changes/s for SECONDS through the running connector and job, a probe insert about every second; "
+        "per --window: latency p50/p99/max, slot and topic lag, memory and CPU of every process (core-ms per 1,000 changes), "
+        "Cassandra's pending compactions and GC time, the job's batch sizes",
+    )
+    p.add_argument("--window", type=float, default=60.0, metavar="SECONDS", help="with --soak: seconds per report (default 60)")
     p.add_argument(
         "--from-postgres",
         type=int,
@@ -89,7 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--plot",
         metavar="PNG",
-        help="with --latency: each probe's latency over the run; with --from-postgres: throughput per stage and each change's latency",
+        help="with --latency: each probe's latency over the run; with --from-postgres: throughput per stage and each change's latency; "
+        "with --soak: latency and each process's memory over the soak",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
