@@ -13,8 +13,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import jars, processes, runtime, settings
-from .errors import CdcpipeError, exit_codes_text
+from . import credentials, jars, processes, runtime, settings
+from .errors import CdcpipeError, ConfigError, exit_codes_text
 
 Handler = Callable[[argparse.Namespace], int]
 #: Each command group module exposes ``register(subparsers)``; listed here in help order.
@@ -81,6 +81,31 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cqlsh(args: argparse.Namespace) -> int:
+    """cqlsh against the local Cassandra, logged in as role cdcpipe through its 0600 credentials
+    file (the password never reaches a command line); its exit code is cqlsh's."""
+    cass = runtime.service(settings.load(), "cassandra")
+    cqlsh = os.path.join(os.path.dirname(sys.executable), "cqlsh")
+    argv = [cqlsh, "--credentials", str(cass.credentials_file()), *args.cqlsh_args, cass.host, str(cass.port())]
+    sys.stdout.flush()
+    os.execv(cqlsh, argv)
+    return 0  # pragma: no cover (execv does not return)
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    """One generated password on stdout, asked for by name: status, demo and logs never print
+    one (they end up in terminals' scrollback and CI logs)."""
+    conf = settings.load()
+    if args.name is None:
+        for name, what in credentials.ACCOUNTS.items():
+            print(f"{name:<18} {what}")
+        return 0
+    if args.name not in credentials.ACCOUNTS:
+        raise ConfigError(f"no secret named {args.name!r}; 'cdcpipe secret' lists them")
+    print(credentials.load(conf)[args.name])
+    return 0
+
+
 def cmd_jars(args: argparse.Namespace) -> int:
     conf = settings.load()
     jars.resolve(conf, force=args.force)
@@ -116,6 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.set_defaults(func=cmd_logs)
 
+    p = sub.add_parser(
+        "cqlsh",
+        help="cqlsh on the local Cassandra, logged in (e.g. cdcpipe cqlsh -e 'SELECT * FROM cdc.users LIMIT 5')",
+        description="Runs .venv/bin/cqlsh --credentials <state>/cassandra/conf/cdcpipe.credentials 127.0.0.1 <port> "
+        "with the arguments given; its exit code is cqlsh's.",
+    )
+    p.add_argument("cqlsh_args", nargs=argparse.REMAINDER, help="arguments for cqlsh (-e QUERY, -f FILE, ...)")
+    p.set_defaults(func=cmd_cqlsh)
+
+    p = sub.add_parser(
+        "secret",
+        help="print one generated password (e.g. cdcpipe secret console); without a name, list them",
+        description="Prints the password of NAME from <state>/secrets.json (0600). Without NAME, lists the names and what each is for.",
+    )
+    p.add_argument("name", nargs="?", help="the secret's name (see the list)")
+    p.set_defaults(func=cmd_secret)
+
     p = sub.add_parser("jars", help="resolve the pinned JVM artifacts with Maven (once; needs network)")
     p.add_argument("--force", action="store_true", help="resolve again even if up to date")
     p.set_defaults(func=cmd_jars)
@@ -129,7 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cqlsh"] and argv[1:2] not in (["-h"], ["--help"]):
+        # Everything after 'cqlsh' is cqlsh's own (argparse would claim its options).
+        args = argparse.Namespace(func=cmd_cqlsh, cqlsh_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except CdcpipeError as exc:

@@ -115,10 +115,14 @@ class ConnectClient:
         return response.json() if response.content else None
 
     # --- configuration ---------------------------------------------------------------
+    def validation(self, connector: ConnectorFile) -> dict[str, Any]:
+        """Connect's answer to validating ``connector``'s config, as it gives it."""
+        plugin = connector.config["connector.class"].rsplit(".", 1)[-1]
+        return self._json("PUT", f"/connector-plugins/{plugin}/config/validate", json={**connector.config, "name": connector.name})
+
     def validate(self, connector: ConnectorFile) -> None:
         """Raise ConnectorInvalid listing every field Connect's validation rejects."""
-        plugin = connector.config["connector.class"].rsplit(".", 1)[-1]
-        result = self._json("PUT", f"/connector-plugins/{plugin}/config/validate", json={**connector.config, "name": connector.name})
+        result = self.validation(connector)
         errors: dict[str, list[str]] = {}
         for entry in result.get("configs", []):
             value = entry.get("value", {})

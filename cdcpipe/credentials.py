@@ -12,20 +12,23 @@ import secrets
 
 from .settings import Settings, secure_home
 
-#: Accounts of the local runtime; each gets a random password on first use.
-ACCOUNTS = (
-    "postgres",  # PostgreSQL superuser, used only to provision
-    "cdcpipe",  # owner of the users database: Airflow's users_db connection, tests, checks
-    "debezium",  # the replication role Debezium connects as (REPLICATION + SELECT only)
-    "airflow",  # owner of Airflow's metadata database
-    "registry",  # owner of Apicurio Registry's storage database
-    "airflow_admin",  # Airflow UI / REST API login
-    "airflow_jwt",  # Airflow's JWT signing secret, shared by its processes
-    "spark_auth",  # Spark RPC shared secret (spark.authenticate) of master, worker and jobs
-    "console",  # the browser console's login (user admin)
-    "connect",  # Kafka Connect's REST API login (user cdcpipe)
-    "cassandra_jmx",  # Cassandra's JMX login (user cdcpipe; nodetool -u cdcpipe -pwf)
-)
+#: Accounts of the local runtime -> what each is for; each gets a random password on first use.
+ACCOUNTS: dict[str, str] = {
+    "postgres": "PostgreSQL superuser, used only to provision",
+    "cdcpipe": "owner of the users database: Airflow's users_db connection, tests, checks",
+    "debezium": "the replication role Debezium connects as (REPLICATION + SELECT only)",
+    "airflow": "owner of Airflow's metadata database",
+    "registry": "owner of Apicurio Registry's storage database",
+    "airflow_admin": "Airflow UI / REST API login",
+    "airflow_jwt": "Airflow's JWT signing secret, shared by its processes",
+    "spark_auth": "Spark RPC shared secret (spark.authenticate) of master, worker and jobs",
+    "console": "the browser console's login (user admin)",
+    "connect": "Kafka Connect's REST API login (user cdcpipe)",
+    "cassandra_jmx": "Cassandra's JMX login (user cdcpipe; nodetool -u cdcpipe -pwf)",
+    "cassandra_admin": "Cassandra superuser role cdcpipe: CLI, migrations, resync, verify, cqlsh",
+    "cassandra_job": "Cassandra role cdcpipe_job: the Spark job (reads and writes keyspace cdc)",
+    "cassandra_reader": "Cassandra role cdcpipe_reader: the console (reads keyspace cdc)",
+}
 
 
 def load(settings: Settings) -> dict[str, str]:

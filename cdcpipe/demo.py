@@ -111,14 +111,16 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
     cass = stack["cassandra"]
     cqlsh = Path(sys.executable).parent / "cqlsh"
     query = "SELECT id, first_name, last_name, email, city, country FROM cdc.users LIMIT 5"
-    say(f'\n==> {cqlsh} {cass.host} {cass.port()} -e "{query}"')
-    subprocess.run([str(cqlsh), cass.host, str(cass.port()), "-e", query])
+    login = ["--credentials", str(cass.credentials_file())]  # a 0600 file: no password on the command line
+    say(f'\n==> {cqlsh} {" ".join(login)} {cass.host} {cass.port()} -e "{query}"')
+    subprocess.run([str(cqlsh), *login, cass.host, str(cass.port()), "-e", query])
     airflow, console = stack["airflow"], stack["console"]
     say(
         "\nWhere to look next (the stack keeps running; 'make down' stops it):\n"
         f"  Airflow UI        {airflow.url}  (login {airflow.info()['login']})\n"
         f"  Connect REST      {stack['connect'].url}/connectors/users-cdc/status\n"
-        f"                    (user cdcpipe, password: the 'connect' entry of {stack['connect'].settings.secrets_file})\n"
+        "                    (login cdcpipe, password: cdcpipe secret connect)\n"
+        "  Read model        .venv/bin/cdcpipe cqlsh -e 'SELECT * FROM cdc.users LIMIT 5'\n"
         f"  Schema registry   {stack['schema_registry'].url}/subjects\n"
         "  Change events     .venv/bin/cdcpipe topic tail --from-beginning\n"
         "  Spark job         .venv/bin/cdcpipe spark status\n"

@@ -224,6 +224,7 @@ def job_writer_conf(settings: Settings, registry_url: str) -> tuple[dict[str, An
     conf = {
         "cassandra_host": settings.host,
         "cassandra_port": settings.port("cassandra"),
+        "cassandra_credentials": str(runtime.service(settings, "cassandra").credentials_file("job")),
         "keyspace": "cdc",
         "registry_url": registry_url,
         "write_consistency": wanted.get("write_consistency") or os.environ.get("CDC_WRITE_CONSISTENCY", "LOCAL_ONE"),

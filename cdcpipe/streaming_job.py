@@ -41,6 +41,8 @@ def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | N
         settings.host,
         "--cassandra-port",
         str(settings.port("cassandra")),
+        "--cassandra-credentials",
+        str(svcs["cassandra"].credentials_file("job")),
         "--checkpoint",
         str(checkpoint or checkpoint_dir(settings)),
         "--master",

@@ -62,6 +62,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--cassandra-host", default=env("CDC_CASSANDRA_HOST", "127.0.0.1"), help="[CDC_CASSANDRA_HOST]")
     p.add_argument("--cassandra-port", type=int, default=int(env("CDC_CASSANDRA_PORT", "9042")), help="[CDC_CASSANDRA_PORT]")
+    p.add_argument(
+        "--cassandra-credentials",
+        default=env("CDC_CASSANDRA_CREDENTIALS", ""),
+        help="a credentials file in cqlsh's format ([plain_text_auth] username, password) for Cassandra's login; "
+        "empty: no login [CDC_CASSANDRA_CREDENTIALS]",
+    )
     p.add_argument("--keyspace", default=env("CDC_KEYSPACE", "cdc"), help="[CDC_KEYSPACE]")
     p.add_argument("--table", default=env("CDC_TABLE", "users"), help="[CDC_TABLE]")
     p.add_argument(
@@ -323,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     conf = {
         "cassandra_host": args.cassandra_host,
         "cassandra_port": args.cassandra_port,
+        "cassandra_credentials": args.cassandra_credentials,
         "keyspace": args.keyspace,
         "table": args.table,
         "registry_url": args.registry_url,

@@ -95,6 +95,13 @@ def job_module():
     return module
 
 
+def rows_named_like(pg, *prefixes: str) -> int:
+    """Rows of public.users whose username starts with one of ``prefixes`` (what a benchmark
+    must have deleted when it ends)."""
+    where = " OR ".join(["username LIKE %s"] * len(prefixes))
+    return pg.execute(f"SELECT count(*) AS n FROM public.users WHERE {where}", [p + "%" for p in prefixes]).fetchone()["n"]
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """``cdcpipe ARGS`` in a child process as a user runs it; output captured as text."""
     return subprocess.run([sys.executable, "-m", "cdcpipe", *args], env=env, capture_output=True, text=True, timeout=timeout)

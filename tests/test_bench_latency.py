@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 
+from cdc_helpers import rows_named_like
+
 from cdcpipe import latency
 
 
@@ -24,8 +26,4 @@ def test_latency_small_run(conf, spark_job, pg, cassandra, tmp_path):
         assert legs["commit_to_kafka"]["p50_ms"] <= legs["end_to_end"]["max_ms"]
     assert report["load"]["changes_per_s"] > 100  # the background writer really wrote
     assert plot.stat().st_size > 10_000
-    leftovers = pg.execute(
-        "SELECT count(*) AS n FROM public.users WHERE username LIKE %s OR username LIKE %s",
-        [latency.PROBE_PREFIX + "%", latency.LOAD_PREFIX + "%"],
-    ).fetchone()["n"]
-    assert leftovers == 0
+    assert rows_named_like(pg, latency.PROBE_PREFIX, latency.LOAD_PREFIX) == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cdc_helpers import run_cli
+from cdc_helpers import rows_named_like, run_cli
 
 from cdcpipe import latency, soak
 
@@ -38,8 +38,4 @@ def test_a_short_soak_reports_every_window_from_the_real_processes(spark_job, pg
     assert report["worst_window_p99_ms"] == max(w["latency"]["p99_ms"] for w in windows)
     assert set(report["rss_growth_pct_from_window_2"]) >= {"cassandra", "connect", "spark job"}
     assert plot.stat().st_size > 10_000
-    leftovers = pg.execute(
-        "SELECT count(*) AS n FROM public.users WHERE username LIKE %s OR username LIKE %s",
-        [soak.PROBE_PREFIX + "%", latency.LOAD_PREFIX + "%"],
-    ).fetchone()["n"]
-    assert leftovers == 0
+    assert rows_named_like(pg, soak.PROBE_PREFIX, latency.LOAD_PREFIX) == 0

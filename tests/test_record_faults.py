@@ -177,6 +177,7 @@ def _conf(stack, table, registry_url=None):
     return {
         "cassandra_host": stack["cassandra"].host,
         "cassandra_port": stack["cassandra"].port(),
+        "cassandra_credentials": str(stack["cassandra"].credentials_file("job")),
         "keyspace": "cdc",
         "table": table,
         "registry_url": registry_url or stack["schema_registry"].url,

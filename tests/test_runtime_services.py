@@ -100,7 +100,15 @@ def test_cqlsh_works_against_cassandra(stack):
     cass = stack["cassandra"]
     cqlsh = [str(Path(sys.executable).parent / "cqlsh")]
     out = subprocess.run(
-        [*cqlsh, cass.host, str(cass.port()), "-e", "SELECT release_version FROM system.local"],
+        [
+            *cqlsh,
+            "--credentials",
+            str(cass.credentials_file()),
+            cass.host,
+            str(cass.port()),
+            "-e",
+            "SELECT release_version FROM system.local",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -170,8 +178,10 @@ def test_status_json_reports_every_service(stack):
     assert set(report) == {"postgres", "kafka", "schema_registry", "connect", "cassandra", "spark", "airflow", "watchdog", "console"}
     assert all(entry["state"] == "running" for entry in report.values()), report
     assert all(entry["rss_bytes"] > 0 for entry in report.values())
-    assert report["postgres"]["dsn"].startswith("postgresql://cdcpipe:")
-    with psycopg.connect(report["postgres"]["dsn"]) as conn:
+    # No password in status: the dsn and `cdcpipe secret cdcpipe` connect together.
+    assert report["postgres"]["dsn"].startswith("postgresql://cdcpipe@")
+    password = run_cli("secret", "cdcpipe").stdout.strip()
+    with psycopg.connect(report["postgres"]["dsn"], password=password) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert report["kafka"]["bootstrap"] == stack["kafka"].bootstrap
     assert report["schema_registry"]["url"].endswith("/apis/ccompat/v7")
@@ -179,7 +189,7 @@ def test_status_json_reports_every_service(stack):
     assert report["connect"]["url"] == stack["connect"].url
     assert report["cassandra"]["host"] == "127.0.0.1" and report["cassandra"]["port"] == stack["cassandra"].port()
     assert report["airflow"]["url"].startswith("http://127.0.0.1:")
-    assert report["airflow"]["username"] and report["airflow"]["password"]
+    assert report["airflow"]["username"] and "password" not in report["airflow"]
     assert report["console"]["url"] == stack["console"].url
-    assert report["console"]["username"] == "admin" and report["console"]["password"]
+    assert report["console"]["username"] == "admin" and "password" not in report["console"]
     assert report["watchdog"]["capture"] in ("moving", "unknown"), report["watchdog"]

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from cdcpipe import processes
+from cdcpipe.connect_client import ConnectorFile
 
 LOOPBACK = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"), ipaddress.ip_address("::ffff:127.0.0.1")}
 
@@ -112,6 +113,21 @@ def test_no_secret_in_command_lines_logs_or_pid_files(conf, stack):
     assert not leaks
 
 
+def test_status_prints_no_password_and_secret_prints_one_on_request(conf, stack):
+    """status (and its --json) used to print the console's and Airflow's passwords, so make
+    demo's output put them in CI logs and scrollback. Now they name the command that prints one."""
+    secrets = _secrets(conf)
+    cdcpipe = str(Path(sys.executable).parent / "cdcpipe")
+    for argv in ([cdcpipe, "status"], [cdcpipe, "status", "--json"]):
+        shown = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert "cdcpipe secret console" in shown.stdout, shown.stdout
+        assert not [name for name, value in secrets.items() if value in shown.stdout + shown.stderr]
+    asked = subprocess.run([cdcpipe, "secret", "console"], capture_output=True, text=True, timeout=60)
+    assert asked.returncode == 0 and asked.stdout.strip() == secrets["console"]
+    unknown = subprocess.run([cdcpipe, "secret", "no-such-secret"], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "'cdcpipe secret' lists them" in unknown.stderr
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
@@ -170,7 +186,7 @@ def test_connect_resolves_only_the_variables_connector_configs_name(conf, stack)
         "database.user": "${env:PATH}",
         "database.password": "${env:PATH}",
     }
-    answer = stack["connect"].client()._json("PUT", "/connector-plugins/PostgresConnector/config/validate", json=config)
+    answer = stack["connect"].client().validation(ConnectorFile(name="leak-probe", config=config))
     text = json.dumps(answer)
     assert environ["PATH"] not in text
     assert "${env:PATH}" in text  # left unresolved, so its user is refused by name
@@ -196,6 +212,78 @@ def test_cassandra_jmx_refuses_a_client_without_the_login(conf, stack, tmp_path)
     allowed = _nodetool(conf, stack, "-u", "cdcpipe", "-pwf", str(stack["cassandra"].jmx_password_file))
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert "ReleaseVersion: 5.0" in allowed.stdout
+
+
+def _cql(stack, login, query: str, params=None):
+    """Run one CQL statement as ``login`` (None: no login)."""
+    from cdcpipe.pipeline.cassandra_session import session
+
+    cass = stack["cassandra"]
+    with session(cass.host, cass.port(), login=login) as opened:
+        return list(opened.execute(query, params, timeout=30))
+
+
+def test_cassandra_refuses_a_client_without_a_login(conf, stack):
+    """Issue 24: CQL on 9042 took anyone: every local account could read every user's personal
+    data in cdc.users and write it. Now no login, a wrong password and the well-known default
+    superuser are all refused; the runtime's login reads."""
+    from cassandra.cluster import NoHostAvailable
+
+    from cdcpipe.pipeline.cassandra_session import Login, refused_login
+
+    for login in (None, Login("cdcpipe", "not-the-password"), Login("cassandra", "cassandra")):
+        with pytest.raises(NoHostAvailable) as refused:
+            _cql(stack, login, "SELECT id FROM cdc.users LIMIT 1")
+        assert refused_login(refused.value), (login, refused.value)
+    assert _cql(stack, stack["cassandra"].login(), "SELECT release_version FROM system.local")[0].release_version.startswith("5.0")
+
+
+def test_cassandra_roles_do_only_their_job(conf, stack):
+    """The job's role reads and writes keyspace cdc and adds columns, but cannot drop or create
+    a table; the console's reader cannot write. The admin's does all (the CLI, resync)."""
+    import uuid
+
+    from cassandra import Unauthorized
+
+    cass = stack["cassandra"]
+    job, reader = cass.login("job"), cass.login("reader")
+    key = uuid.uuid4()
+    try:
+        _cql(stack, job, "INSERT INTO cdc.users (id, username) VALUES (%s, 'role-probe') USING TIMESTAMP 1", (key,))
+        assert _cql(stack, reader, "SELECT username FROM cdc.users WHERE id = %s", (key,))[0].username == "role-probe"
+        for login, statement in (
+            (reader, f"INSERT INTO cdc.users (id, username) VALUES ({key}, 'reader-wrote')"),
+            (reader, "ALTER TABLE cdc.users ADD IF NOT EXISTS role_probe text"),
+            (job, "DROP TABLE IF EXISTS cdc.users"),
+            (job, "CREATE TABLE IF NOT EXISTS cdc.role_probe (id int PRIMARY KEY)"),
+            (job, "CREATE ROLE IF NOT EXISTS probe WITH LOGIN = true AND PASSWORD = 'x'"),
+        ):
+            with pytest.raises(Unauthorized):
+                _cql(stack, login, statement)
+        assert _cql(stack, reader, "SELECT username FROM cdc.users WHERE id = %s", (key,))[0].username == "role-probe"
+    finally:
+        _cql(stack, cass.login(), "DELETE FROM cdc.users USING TIMESTAMP 2 WHERE id = %s", (key,))
+
+
+def test_cqlsh_logs_in_through_the_credentials_file(conf, stack):
+    """The README's `cdcpipe cqlsh -e ...` works (a 0600 credentials file, no password on its
+    command line), and cqlsh without the file is refused."""
+    cass = stack["cassandra"]
+    assert _mode(cass.credentials_file()) == 0o600
+    cdcpipe = Path(sys.executable).parent / "cdcpipe"
+    query = "SELECT count(*) FROM system_auth.roles"
+    ok = subprocess.run([str(cdcpipe), "cqlsh", "-e", query], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "(1 rows)" in ok.stdout
+    cqlsh = Path(sys.executable).parent / "cqlsh"
+    refused = subprocess.run(
+        [str(cqlsh), cass.host, str(cass.port()), "-e", "SELECT id FROM cdc.users LIMIT 1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(conf.home / "no-such-home")},
+    )
+    assert refused.returncode != 0 and "requires authentication" in refused.stdout + refused.stderr
 
 
 @pytest.mark.parametrize("dbname", ["airflow", "registry", "postgres"])

@@ -21,5 +21,5 @@ def serve(port: int | None = None) -> None:
     port = port or conf.port("console")
     app = create_app(conf, credentials.load(conf)["console"], port=port)
     app.state.monitor.start()
-    print(f"cdcpipe console on http://{conf.host}:{port} (login: 'cdcpipe status')", flush=True)
+    print(f"cdcpipe console on http://{conf.host}:{port} (login: admin, password from 'cdcpipe secret console')", flush=True)
     uvicorn.run(app, host=conf.host, port=port, log_level="warning", access_log=False, log_config=None)

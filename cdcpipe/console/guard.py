@@ -100,7 +100,7 @@ class Guard:
             return PlainTextResponse("this is the cdcpipe console: open it at http://127.0.0.1:<its port>", status_code=421)
         if not self._authorized(headers.get(b"authorization", b"")):
             return PlainTextResponse(
-                "the cdcpipe console needs its login: 'cdcpipe status' prints it",
+                "the cdcpipe console needs its login: user admin, password from 'cdcpipe secret console'",
                 status_code=401,
                 headers={"WWW-Authenticate": 'Basic realm="cdcpipe console", charset="UTF-8"'},
             )

@@ -283,7 +283,7 @@ class Monitor:
         """Rows of a CQL query on a shared session (made again after Cassandra was away)."""
         with self._cassandra_lock:
             if self._cassandra is None:
-                self._cassandra = self.services["cassandra"].session()
+                self._cassandra = self.services["cassandra"].session(use="reader")
             session = self._cassandra
         try:
             return list(session.execute(query, params or None, timeout=timeout))

@@ -35,12 +35,13 @@ def executor_sink(conf: dict[str, Any]) -> tuple[Any, Any]:
     key = json.dumps(conf, sort_keys=True)
     if _executor_state.get("key") != key:
         from .avro_reader import SchemaCache
-        from .cassandra_session import connect
+        from .cassandra_session import connect, read_login
         from .cassandra_sink import CassandraSink
 
         if _executor_state.get("sink") is not None:  # settings changed: drop the old session
             _executor_state["sink"].session.cluster.shutdown()
-        session = connect(conf["cassandra_host"], conf["cassandra_port"], connect_timeout=10)
+        login = read_login(conf["cassandra_credentials"]) if conf.get("cassandra_credentials") else None
+        session = connect(conf["cassandra_host"], conf["cassandra_port"], connect_timeout=10, login=login)
         session.default_consistency_level = consistency(conf.get("write_consistency", "LOCAL_ONE"))
         _executor_state.update(
             key=key,

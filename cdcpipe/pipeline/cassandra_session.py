@@ -3,22 +3,66 @@
 Protocol v5 and a DC-aware round-robin policy (the driver's default policy with an explicit
 local DC warning silenced). The caller shuts the cluster down (``session.cluster.shutdown()``),
 or uses :func:`session` as a context manager, which does it.
+
+Logins come from a credentials file in cqlsh's format (``[plain_text_auth]`` with
+``username`` and ``password``), the same file ``cqlsh --credentials`` reads: a password
+travels as a path to a 0600 file, never on a command line or in the job's configuration
+(which Spark pickles to its executors and shows in its UI).
 """
 
 from __future__ import annotations
 
+import configparser
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 
-def connect(host: str, port: int, keyspace: str | None = None, connect_timeout: float = 5) -> Any:
+
+@dataclass(frozen=True)
+class Login:
+    """A Cassandra role and its password (never shown by repr)."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def file_text(self) -> str:
+        """This login as a credentials file (cqlsh's format)."""
+        return f"[plain_text_auth]\nusername = {self.username}\npassword = {self.password}\n"
+
+
+def read_login(path: str | Path) -> Login:
+    """The login in a cqlsh credentials file; ConfigError naming the file if it has none."""
+    parser = configparser.RawConfigParser()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+        return Login(parser.get("plain_text_auth", "username"), parser.get("plain_text_auth", "password"))
+    except OSError as exc:
+        raise ConfigError(f"Cassandra credentials file {path}: {exc.strerror or exc}") from None
+    except configparser.Error as exc:
+        raise ConfigError(
+            f"Cassandra credentials file {path}: no [plain_text_auth] username and password ({exc.__class__.__name__})"
+        ) from None
+
+
+def connect(host: str, port: int, keyspace: str | None = None, connect_timeout: float = 5, login: Login | None = None) -> Any:
     """A connected cassandra-driver session; its cluster is shut down if connecting fails."""
+    from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import Cluster
     from cassandra.policies import DCAwareRoundRobinPolicy
 
+    auth = PlainTextAuthProvider(login.username, login.password) if login else None
     cluster = Cluster(
-        [host], port=port, connect_timeout=connect_timeout, protocol_version=5, load_balancing_policy=DCAwareRoundRobinPolicy()
+        [host],
+        port=port,
+        connect_timeout=connect_timeout,
+        protocol_version=5,
+        load_balancing_policy=DCAwareRoundRobinPolicy(),
+        auth_provider=auth,
     )
     try:
         return cluster.connect(keyspace)
@@ -28,10 +72,25 @@ def connect(host: str, port: int, keyspace: str | None = None, connect_timeout: 
 
 
 @contextmanager
-def session(host: str, port: int, keyspace: str | None = None, connect_timeout: float = 5) -> Iterator[Any]:
+def session(host: str, port: int, keyspace: str | None = None, connect_timeout: float = 5, login: Login | None = None) -> Iterator[Any]:
     """``with session(host, port) as s:`` — the cluster is shut down on leaving."""
-    opened = connect(host, port, keyspace, connect_timeout)
+    opened = connect(host, port, keyspace, connect_timeout, login)
     try:
         yield opened
     finally:
         opened.cluster.shutdown()
+
+
+def refused_login(exc: Exception) -> str | None:
+    """The server's message when ``exc`` says the login was refused (bad or missing
+    credentials), else None. The driver wraps it in NoHostAvailable, one error per host."""
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    errors = list((exc.errors or {}).values()) if isinstance(exc, NoHostAvailable) else [exc]
+    for error in errors:
+        if isinstance(error, AuthenticationFailed) or "AuthenticationFailed" in type(error).__name__:
+            return str(error)
+        if "Bad credentials" in str(error) or "requires authentication" in str(error):
+            return str(error)
+    return None

@@ -135,8 +135,7 @@ class Airflow(Service):
         return {
             "url": self.url,
             "ui_url": self.url,
-            "login": f"{ADMIN_USER} / {self.secrets['airflow_admin']}",
+            "login": f"{ADMIN_USER}, password: cdcpipe secret airflow_admin",
             "username": ADMIN_USER,
-            "password": self.secrets["airflow_admin"],
             "dags_folder": str(self.dags_folder),
         }

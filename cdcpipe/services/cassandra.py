@@ -9,6 +9,20 @@ JMX (``CDCPIPE_PORT_CASSANDRA_JMX``, 7199) wants a login: user ``cdcpipe``, pass
 MBeans that load code, which then runs as the account that runs the stack (issue 24). Nothing
 in the runtime uses JMX; it is kept for ``nodetool`` (``-u cdcpipe -pwf <state>/cassandra/conf/
 jmx.password``).
+
+CQL wants a login too (``PasswordAuthenticator``, ``CassandraAuthorizer``), one role per use:
+
+* ``cdcpipe``, superuser: the CLI, migrations, resync, verify, the tests, ``cdcpipe cqlsh``;
+* ``cdcpipe_job``: the Spark job; SELECT, MODIFY and ALTER (new columns) on keyspace ``cdc``,
+  granted on the keyspace so they survive ``resync --rebuild`` re-creating ``cdc.users``;
+* ``cdcpipe_reader``: the console; SELECT on keyspace ``cdc``.
+
+Their passwords are secrets (``cassandra_admin``, ``cassandra_job``, ``cassandra_reader``),
+and each is also written to a 0600 credentials file in cqlsh's format under
+``<state>/cassandra/conf/``, which the job and ``cqlsh --credentials`` read. On a node's first
+start Cassandra creates the well-known superuser ``cassandra``/``cassandra``;
+:meth:`Cassandra.after_ready` logs in with it once to create ``cdcpipe`` and then drops it,
+seconds after the node first answers and before any row is written.
 """
 
 from __future__ import annotations
@@ -19,13 +33,24 @@ import os
 from typing import Any
 
 from .. import java, migrations
-from ..errors import MissingDependency
+from ..errors import ConfigError, MissingDependency
+from ..pipeline.cassandra_session import Login, refused_login
 from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
 HEAP_MB = 1024
 #: The one JMX user (``nodetool -u``); its password is the ``cassandra_jmx`` secret.
 JMX_USER = "cdcpipe"
+#: CQL roles: use -> (role, secret). See the module docstring.
+ROLES = {
+    "admin": ("cdcpipe", "cassandra_admin"),
+    "job": ("cdcpipe_job", "cassandra_job"),
+    "reader": ("cdcpipe_reader", "cassandra_reader"),
+}
+#: What each non-superuser role may do on keyspace cdc.
+GRANTS = {"job": ("SELECT", "MODIFY", "ALTER"), "reader": ("SELECT",)}
+#: The superuser Cassandra creates on a new node's first start; dropped by after_ready.
+DEFAULT_LOGIN = Login("cassandra", "cassandra")
 
 #: conf/jvm17-server.options of Cassandra 5.0: module access Cassandra needs on Java 17.
 JVM17_OPTIONS = """
@@ -112,8 +137,9 @@ class Cassandra(Service):
             "saved_caches_directory": str(data / "saved_caches"),
             "hints_directory": str(data / "hints"),
             "cdc_raw_directory": str(data / "cdc_raw"),
-            "authenticator": "AllowAllAuthenticator",
-            "authorizer": "AllowAllAuthorizer",
+            "authenticator": "PasswordAuthenticator",
+            "authorizer": "CassandraAuthorizer",
+            "role_manager": "CassandraRoleManager",
             "storage_compatibility_mode": "NONE",
             # Sized for a 2-core machine that runs the whole stack.
             "concurrent_reads": 8,
@@ -162,6 +188,21 @@ class Cassandra(Service):
         # The JDK's format, "<user> <password>" (it refuses a file others can read); nodetool's
         # -pwf reads the same file.
         write_private(self.jmx_password_file, f"{JMX_USER} {self.secrets['cassandra_jmx']}\n")
+        self._write_credentials()
+
+    def login(self, use: str = "admin") -> Login:
+        """The CQL login for ``use`` (admin, job or reader)."""
+        role, secret = ROLES[use]
+        return Login(role, self.secrets[secret])
+
+    def credentials_file(self, use: str = "admin"):
+        """The 0600 credentials file (cqlsh's format) of ``use``'s login."""
+        return self.dir / "conf" / f"{ROLES[use][0]}.credentials"
+
+    def _write_credentials(self) -> None:
+        private_dir(self.dir / "conf")
+        for use in ROLES:
+            write_private(self.credentials_file(use), self.login(use).file_text())
 
     @property
     def jmx_password_file(self):
@@ -199,6 +240,8 @@ class Cassandra(Service):
             "-Dcom.sun.management.jmxremote.authenticate=true",
             f"-Dcom.sun.management.jmxremote.password.file={self.jmx_password_file}",
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            # Create the default superuser at once (not 10 s after start), for after_ready.
+            "-Dcassandra.superuser_setup_delay_ms=0",
             "-Dcassandra.libjemalloc=-",
             "-Dcassandra.available_processors=2",
             "-cp",
@@ -223,34 +266,86 @@ class Cassandra(Service):
             argv += ["-u", JMX_USER, "-pwf", str(self.jmx_password_file)]
         return [*argv, *args]
 
-    def session(self, keyspace: str | None = None):
-        """A long-lived cassandra-driver session; the caller shuts the cluster down
-        (``session.cluster.shutdown()``). For a short use, :meth:`connected`."""
+    def session(self, keyspace: str | None = None, use: str = "admin"):
+        """A long-lived cassandra-driver session logged in for ``use`` (admin, job, reader);
+        the caller shuts the cluster down (``session.cluster.shutdown()``). For a short use,
+        :meth:`connected`."""
         from ..pipeline.cassandra_session import connect
 
-        return connect(self.host, self.port(), keyspace)
+        return connect(self.host, self.port(), keyspace, login=self.login(use))
 
-    def connected(self, keyspace: str | None = None):
+    def connected(self, keyspace: str | None = None, use: str = "admin"):
         """``with cassandra.connected() as session:`` — the cluster is shut down on leaving."""
         from ..pipeline.cassandra_session import session
 
-        return session(self.host, self.port(), keyspace)
+        return session(self.host, self.port(), keyspace, login=self.login(use))
 
     def probe(self) -> None:
         from cassandra import DriverException
         from cassandra.cluster import NoHostAvailable
 
-        try:
-            with self.connected() as session:
-                session.execute("SELECT release_version FROM system.local", timeout=10).one()
-        except NoHostAvailable as exc:
-            raise NotReady(f"CQL not answering on {self.host}:{self.port()}: {exc.errors or exc}") from None
-        except DriverException as exc:
-            raise NotReady(f"CQL query failed: {exc}") from None
+        from ..pipeline.cassandra_session import session
+
+        for login in (self.login(), DEFAULT_LOGIN):  # the default superuser: a new node (after_ready)
+            try:
+                with session(self.host, self.port(), login=login) as opened:
+                    opened.execute("SELECT release_version FROM system.local", timeout=10).one()
+                return
+            except NoHostAvailable as exc:
+                if refused_login(exc) is None:
+                    raise NotReady(f"CQL not answering on {self.host}:{self.port()}: {exc.errors or exc}") from None
+            except DriverException as exc:
+                raise NotReady(f"CQL query failed: {exc}") from None
+        raise NotReady(f"CQL answers on {self.host}:{self.port()} but refuses role {self.login().username}'s login")
 
     def after_ready(self) -> None:
+        self._take_over()
+        self._write_credentials()
         with self.connected() as session:
             migrations.apply_cassandra(session)
+            for use, permissions in GRANTS.items():
+                login = self.login(use)
+                session.execute(f"CREATE ROLE IF NOT EXISTS {login.username} WITH LOGIN = true AND PASSWORD = %s", (login.password,))
+                session.execute(f"ALTER ROLE {login.username} WITH LOGIN = true AND PASSWORD = %s", (login.password,))
+                for permission in permissions:
+                    session.execute(f"GRANT {permission} ON KEYSPACE cdc TO {login.username}")
+
+    def _take_over(self) -> None:
+        """Make sure role ``cdcpipe`` exists and the default superuser does not (a new node
+        has only the default one). ConfigError if neither login is accepted."""
+        from cassandra.cluster import NoHostAvailable
+
+        from ..pipeline.cassandra_session import session
+
+        admin = self.login()
+        try:
+            with self.connected() as opened:
+                opened.execute("DROP ROLE IF EXISTS cassandra")
+            return
+        except NoHostAvailable as exc:
+            if refused_login(exc) is None:
+                raise
+        try:
+            with session(self.host, self.port(), login=DEFAULT_LOGIN) as opened:
+                opened.execute(
+                    f"CREATE ROLE IF NOT EXISTS {admin.username} WITH SUPERUSER = true AND LOGIN = true AND PASSWORD = %s",
+                    (admin.password,),
+                )
+        except NoHostAvailable as exc:
+            if refused_login(exc) is None:
+                raise
+            raise ConfigError(
+                f"Cassandra refuses role {admin.username}'s login, and the default superuser's: its password is not "
+                f"the 'cassandra_admin' secret of {self.settings.secrets_file}. Step: restore that file, or "
+                "'cdcpipe down --purge' to start over with no data"
+            ) from None
+        with self.connected() as opened:
+            opened.execute("DROP ROLE IF EXISTS cassandra")
 
     def info(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port(), "keyspace": "cdc", "cqlsh": f"cqlsh {self.host} {self.port()}"}
+        return {
+            "host": self.host,
+            "port": self.port(),
+            "keyspace": "cdc",
+            "cqlsh": f"cqlsh --credentials {self.credentials_file()} {self.host} {self.port()}",
+        }

@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from .. import java
-from ..connect_client import RUNTIME_USER, ConnectClient, runtime_client
+from ..connect_client import RUNTIME_USER, ConnectClient
 from ..settings import private_dir, write_private
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
@@ -105,7 +105,7 @@ class Connect(Service):
 
     def client(self, timeout: float = 30.0) -> ConnectClient:
         """A REST client logged in as the runtime's user."""
-        return runtime_client(self.settings, timeout)
+        return ConnectClient(self.url, timeout=timeout, auth=self.auth)
 
     def worker_env(self) -> dict[str, str]:
         """The worker's whole environment: a few basics, and what the connector configs name."""

@@ -51,7 +51,6 @@ class Console(Service):
         return {
             "url": self.url,
             "ui_url": self.url,
-            "login": f"{ADMIN_USER} / {self.secrets['console']}",
+            "login": f"{ADMIN_USER}, password: cdcpipe secret console",
             "username": ADMIN_USER,
-            "password": self.secrets["console"],
         }

@@ -397,7 +397,8 @@ class Postgres(Service):
 
     def info(self) -> dict[str, Any]:
         return {
-            "dsn": self.dsn(),
+            # No password: status --json must not print one ('cdcpipe secret cdcpipe' does).
+            "dsn": f"postgresql://cdcpipe@{self.host}:{self.port()}/users",
             "host": self.host,
             "port": self.port(),
             "database": "users",
