@@ -29,8 +29,8 @@ from .settings import Settings
 SOURCE_TOPIC = "cdc.public.users"
 
 
-def _latest(registry_url: str, subject: str) -> tuple[int, Any]:
-    response = requests.get(f"{registry_url}/subjects/{subject}/versions/latest", timeout=10)
+def _latest(registry: Any, subject: str) -> tuple[int, Any]:
+    response = requests.get(f"{registry.url}/subjects/{subject}/versions/latest", timeout=10, auth=registry.auth)
     if response.status_code != 200:
         raise CdcpipeError(
             f"no schema under {subject}: register the connector and write a row first ('cdcpipe connector register', 'cdcpipe ingest')"
@@ -144,9 +144,8 @@ def run(
     from confluent_kafka.admin import AdminClient, NewTopic
 
     svcs = runtime.by_name(settings, ["kafka", "schema_registry", "cassandra"])
-    registry_url = svcs["schema_registry"].url
-    key_id, key_schema = _latest(registry_url, f"{SOURCE_TOPIC}-key")
-    value_id, value_schema = _latest(registry_url, f"{SOURCE_TOPIC}-value")
+    key_id, key_schema = _latest(svcs["schema_registry"], f"{SOURCE_TOPIC}-key")
+    value_id, value_schema = _latest(svcs["schema_registry"], f"{SOURCE_TOPIC}-value")
 
     session = svcs["cassandra"].session()
     migrations.create_users_copy(session, "users_bench")

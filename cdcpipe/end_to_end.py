@@ -227,6 +227,7 @@ def job_writer_conf(settings: Settings, registry_url: str) -> tuple[dict[str, An
         "cassandra_credentials": str(runtime.service(settings, "cassandra").credentials_file("job")),
         "keyspace": "cdc",
         "registry_url": registry_url,
+        "registry_credentials": str(runtime.service(settings, "schema_registry").credentials_file),
         "write_consistency": wanted.get("write_consistency") or os.environ.get("CDC_WRITE_CONSISTENCY", "LOCAL_ONE"),
     }
     tasks = int(wanted.get("min_partitions") or os.environ.get("CDC_MIN_PARTITIONS", "2"))
@@ -294,7 +295,7 @@ def run(
     except BaseException:
         session.cluster.shutdown()
         raise
-    kafka = KafkaTimes(svcs["kafka"].bootstrap, svcs["schema_registry"].url)
+    kafka = KafkaTimes(svcs["kafka"].bootstrap, svcs["schema_registry"].cache())
     kafka.wanted = set(touched)
     kafka.start()
     job = JobBatches(settings)

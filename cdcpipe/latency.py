@@ -73,13 +73,12 @@ class KafkaTimes(threading.Thread):
     per key (``seen``) and the newest change's raw record per key (``latest``: key bytes,
     value bytes, partition, offset). Keys are decoded, values are not."""
 
-    def __init__(self, bootstrap: str, registry_url: str):
+    def __init__(self, bootstrap: str, registry: Any):
+        """``registry``: a SchemaCache (logged in) to decode keys with."""
         super().__init__(daemon=True)
         from confluent_kafka import Consumer, TopicPartition
 
-        from .pipeline.avro_reader import SchemaCache
-
-        self.registry = SchemaCache(registry_url)
+        self.registry = registry
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -238,7 +237,7 @@ def measure(
 
     svcs = runtime.by_name(settings, ["postgres", "kafka", "schema_registry", "cassandra"])
     streaming_job.require_running(settings)
-    kafka = KafkaTimes(svcs["kafka"].bootstrap, svcs["schema_registry"].url)
+    kafka = KafkaTimes(svcs["kafka"].bootstrap, svcs["schema_registry"].cache())
     kafka.start()
     session = svcs["cassandra"].session()
     rng = random.Random(7)

@@ -341,7 +341,7 @@ class Checker:
                 connect=self.connect(),
                 connector=self.connector,
                 bootstrap=kafka.bootstrap,
-                registry_url=registry.url,
+                registry=registry.cache(),
                 settings=self.settings,
                 timeout=600,
                 rebuild=step == "resync --rebuild",

@@ -53,13 +53,13 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def notifications(bootstrap: str, registry_url: str, topic: str):
-    """A generator of decoded notification values from the topic's current end on (None while idle)."""
+def notifications(bootstrap: str, registry: Any, topic: str):
+    """A generator of decoded notification values from the topic's current end on (None while
+    idle); ``registry``: a SchemaCache, logged in."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from .pipeline.avro_reader import SchemaCache, decode
+    from .pipeline.avro_reader import decode
 
-    registry = SchemaCache(registry_url)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -198,7 +198,7 @@ def run(
     connect,
     connector,
     bootstrap: str,
-    registry_url: str,
+    registry: Any,
     settings=None,
     topic: str = "cdc.public.users",
     journal_topic: str | None = JOURNAL_TOPIC,
@@ -262,7 +262,7 @@ def run(
         # driver's server-side prepared statement; the connector sets driver.prepareThreshold=0.)
         pg.execute(f"UPDATE {table} SET {key} = {key} WHERE {key} = (SELECT {key} FROM {table} LIMIT 1)")
 
-        feed = notifications(bootstrap, registry_url, notification_topic)
+        feed = notifications(bootstrap, registry, notification_topic)
         next(feed)
         data = json.dumps({"data-collections": [table], "type": "incremental"})
         pg.execute(f"INSERT INTO {signal_table} (id, type, data) VALUES (%s, 'execute-snapshot', %s)", (signal_id, data))

@@ -37,6 +37,8 @@ def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | N
         svcs["kafka"].bootstrap,
         "--registry-url",
         svcs["schema_registry"].url,
+        "--registry-credentials",
+        str(svcs["schema_registry"].credentials_file),
         "--cassandra-host",
         settings.host,
         "--cassandra-port",

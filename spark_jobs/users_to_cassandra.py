@@ -60,6 +60,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         default=env("CDC_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
         help="Confluent-compatible registry URL [CDC_REGISTRY_URL]",
     )
+    p.add_argument(
+        "--registry-credentials",
+        default=env("CDC_REGISTRY_CREDENTIALS", ""),
+        help="a credentials file ([plain_text_auth] username, password) for the registry's login; empty: no login "
+        "[CDC_REGISTRY_CREDENTIALS]",
+    )
     p.add_argument("--cassandra-host", default=env("CDC_CASSANDRA_HOST", "127.0.0.1"), help="[CDC_CASSANDRA_HOST]")
     p.add_argument("--cassandra-port", type=int, default=int(env("CDC_CASSANDRA_PORT", "9042")), help="[CDC_CASSANDRA_PORT]")
     p.add_argument(
@@ -333,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "keyspace": args.keyspace,
         "table": args.table,
         "registry_url": args.registry_url,
+        "registry_credentials": args.registry_credentials,
         "write_consistency": args.write_consistency,
         "topic": args.topic,
         "schema_changes_topic": args.schema_changes_topic,

@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from cdcpipe import verify
-from cdcpipe.pipeline.avro_reader import SchemaCache, decode
+from cdcpipe.pipeline.avro_reader import decode
 
 TOPIC = "cdc.public.users"
 #: Where browser tests put their screenshots (a test artifact).
@@ -107,19 +107,21 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180)
     return subprocess.run([sys.executable, "-m", "cdcpipe", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def register_schema(registry_url: str, schema: dict[str, Any], subject: str | None = None) -> int:
+def register_schema(registry: Any, schema: dict[str, Any], subject: str | None = None) -> int:
     """Register ``schema`` under a fresh (or the given) subject via the Confluent-compatible
-    API; the id it answers is the one ``/schemas/ids/{id}`` resolves."""
+    API of ``registry`` (the runtime's SchemaRegistry, logged in); the id it answers is the
+    one ``/schemas/ids/{id}`` resolves."""
     import json
 
     import requests
 
     subject = subject or f"test-{uuid.uuid4().hex[:8]}-value"
     response = requests.post(
-        f"{registry_url}/subjects/{subject}/versions",
+        f"{registry.url}/subjects/{subject}/versions",
         json={"schema": json.dumps(schema)},
         headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
         timeout=10,
+        auth=registry.auth,
     )
     assert response.status_code == 200, response.text
     return response.json()["id"]
@@ -128,9 +130,10 @@ def register_schema(registry_url: str, schema: dict[str, Any], subject: str | No
 class TopicReader:
     """Reads one single-partition topic from the offset it had when the reader was made."""
 
-    def __init__(self, bootstrap: str, registry_url: str, topic: str = TOPIC):
+    def __init__(self, bootstrap: str, registry: Any, topic: str = TOPIC):
+        """``registry``: the runtime's SchemaRegistry (its cache is logged in)."""
         self.topic = topic
-        self.registry = SchemaCache(registry_url)
+        self.registry = registry.cache()
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False})
         try:
             _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)

@@ -14,7 +14,7 @@ import fastavro
 import pytest
 from cdc_helpers import register_schema
 
-from cdcpipe.pipeline.avro_reader import HEADER, DecodeError, SchemaCache, decode
+from cdcpipe.pipeline.avro_reader import HEADER, DecodeError, decode
 
 EVERY_TYPE = {
     "type": "record",
@@ -92,9 +92,8 @@ def _fastavro(parsed, data: bytes):
 
 @pytest.fixture(scope="module")
 def every(stack):
-    url = stack["schema_registry"].url
-    schema_id = register_schema(url, EVERY_TYPE)
-    registry = SchemaCache(url)
+    schema_id = register_schema(stack["schema_registry"], EVERY_TYPE)
+    registry = stack["schema_registry"].cache()
     return registry, schema_id, fastavro.parse_schema(registry.raw_schema(schema_id))
 
 
@@ -136,9 +135,8 @@ def _string(text: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def small(stack):
-    url = stack["schema_registry"].url
-    schema_id = register_schema(url, SMALL)
-    registry = SchemaCache(url)
+    schema_id = register_schema(stack["schema_registry"], SMALL)
+    registry = stack["schema_registry"].cache()
     return registry, HEADER.pack(0, schema_id), fastavro.parse_schema(registry.raw_schema(schema_id))
 
 
@@ -191,9 +189,8 @@ def test_logical_types_are_left_to_fastavro(stack):
             {"name": "day", "type": {"type": "int", "logicalType": "date"}},
         ],
     }
-    url = stack["schema_registry"].url
-    schema_id = register_schema(url, schema)
-    registry = SchemaCache(url)
+    schema_id = register_schema(stack["schema_registry"], schema)
+    registry = stack["schema_registry"].cache()
     parsed = fastavro.parse_schema(registry.raw_schema(schema_id))
     import datetime as dt
     from decimal import Decimal

@@ -85,7 +85,7 @@ def test_wire_format_and_registry_subjects(stack, pg, topic_reader):
     user_id = insert(pg, ROW)
     pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
     topic_reader.read_until(lambda evs: len(for_ids(evs, {user_id})) >= 3)
-    registry_url = stack["schema_registry"].url
+    registry_url, auth = stack["schema_registry"].url, stack["schema_registry"].auth
     checked = 0
     for key, value, _ in topic_reader.raw:
         for data in (key, value):
@@ -94,14 +94,14 @@ def test_wire_format_and_registry_subjects(stack, pg, topic_reader):
             assert data[0] == 0, f"magic byte {data[0]}"
             assert len(data) > HEADER.size
             schema_id = schema_id_of(data)
-            fetched = requests.get(f"{registry_url}/schemas/ids/{schema_id}", timeout=10)
+            fetched = requests.get(f"{registry_url}/schemas/ids/{schema_id}", timeout=10, auth=auth)
             assert fetched.status_code == 200, fetched.text
             checked += 1
     assert checked >= 5
-    subjects = requests.get(f"{registry_url}/subjects", timeout=10).json()
+    subjects = requests.get(f"{registry_url}/subjects", timeout=10, auth=auth).json()
     assert {f"{TOPIC}-key", f"{TOPIC}-value"} <= set(subjects)
     # The value subject's latest schema is the Debezium envelope.
-    latest = requests.get(f"{registry_url}/subjects/{TOPIC}-value/versions/latest", timeout=10).json()
+    latest = requests.get(f"{registry_url}/subjects/{TOPIC}-value/versions/latest", timeout=10, auth=auth).json()
     field_names = {f["name"] for f in json.loads(latest["schema"])["fields"]}
     assert {"before", "after", "source", "op"} <= field_names
 
@@ -176,7 +176,7 @@ def test_existing_rows_arrive_as_snapshot_reads(stack, pg):
     config = {**definition.config, "slot.name": slot, "topic.prefix": f"snaptest{run}"}
     probe = ConnectorFile(name=f"users-cdc-snapshot-test-{run}", config=config)
     client = stack["connect"].client()
-    reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"].url, topic=f"snaptest{run}.public.users")
+    reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"], topic=f"snaptest{run}.public.users")
     try:
         client.validate(probe)
         client.put_config(probe)

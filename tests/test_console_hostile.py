@@ -106,9 +106,9 @@ def test_record_values_and_keys_in_the_live_tail_and_the_read_model(watched, pg,
     )
     # A key no PostgreSQL row has, raw on the topic, in the key schema Debezium registered:
     # a tombstone (the job passes tombstones over; the tail shows their key).
-    registry = stack["schema_registry"].url
+    registry, auth = stack["schema_registry"].url, stack["schema_registry"].auth
     latest = wait_for(
-        lambda: (lambda r: r.ok and r.json())(requests.get(f"{registry}/subjects/{TOPIC}-key/versions/latest", timeout=10)),
+        lambda: (lambda r: r.ok and r.json())(requests.get(f"{registry}/subjects/{TOPIC}-key/versions/latest", timeout=10, auth=auth)),
         timeout=30,
         what="the key schema from the registry",
     )
@@ -175,7 +175,7 @@ def test_a_subject_name_and_schema_text(watched, stack):
 
     tag = uuid.uuid4().hex[:6]
     hostile = payloads(tag)
-    registry = stack["schema_registry"].url
+    registry, auth = stack["schema_registry"].url, stack["schema_registry"].auth
     subject = f"hostile-{hostile[0]}-value"
     path = f"{registry}/subjects/{quote(subject, safe='')}"
     headers = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
@@ -186,7 +186,7 @@ def test_a_subject_name_and_schema_text(watched, stack):
             "doc": hostile[3],
             "fields": [{"name": f"f{i}", "type": "string", "doc": p} for i, p in enumerate(hostile[: 2 + version])],
         }
-        response = requests.post(f"{path}/versions", json={"schema": json.dumps(schema)}, headers=headers, timeout=10)
+        response = requests.post(f"{path}/versions", json={"schema": json.dumps(schema)}, headers=headers, timeout=10, auth=auth)
         assert response.status_code == 200, response.text
     try:
         watched.goto(f"/schemas?subject={quote(subject, safe='')}&full=1")  # the whole schema: every doc
@@ -197,8 +197,8 @@ def test_a_subject_name_and_schema_text(watched, stack):
         watched.goto("/schemas")
         assert_unharmed(watched, "the subject list")
     finally:
-        requests.delete(path, timeout=10)
-        requests.delete(f"{path}?permanent=true", timeout=10)
+        requests.delete(path, timeout=10, auth=auth)
+        requests.delete(f"{path}?permanent=true", timeout=10, auth=auth)
 
 
 def test_an_error_message_that_echoes_the_input(watched):

@@ -22,22 +22,23 @@ def framed(schema_id: int, body: bytes = b"\x02") -> bytes:
     return b"\x00" + struct.pack(">I", schema_id) + body
 
 
-def register(registry_url: str, schema: str, schema_type: str) -> int:
+def register(registry, schema: str, schema_type: str) -> int:
     response = requests.post(
-        f"{registry_url}/subjects/test-{uuid.uuid4().hex[:8]}-value/versions",
+        f"{registry.url}/subjects/test-{uuid.uuid4().hex[:8]}-value/versions",
         json={"schema": schema, "schemaType": schema_type},
         headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
         timeout=30,
+        auth=registry.auth,
     )
     assert response.status_code == 200, response.text
     return response.json()["id"]
 
 
-def _answered(url: str, attempts: int = 3) -> requests.Response:
+def _answered(url: str, auth, attempts: int = 3) -> requests.Response:
     """GET, asked again when left unanswered (as SchemaCache does; see avro_reader)."""
     for attempt in range(attempts):
         try:
-            return requests.get(url, timeout=10)
+            return requests.get(url, timeout=10, auth=auth)
         except requests.Timeout:
             if attempt == attempts - 1:
                 raise
@@ -55,9 +56,8 @@ def counting(registry: SchemaCache) -> list[str]:
 
 
 def test_unknown_id_on_a_healthy_registry_is_the_records_fault(stack):
-    url = stack["schema_registry"].url
-    register_schema(url, PROBE)  # the registry knows at least one schema
-    registry = SchemaCache(url, timeout=30)
+    register_schema(stack["schema_registry"], PROBE)  # the registry knows at least one schema
+    registry = stack["schema_registry"].cache(timeout=30)
     with pytest.raises(DecodeError, match="unknown schema id 987654"):
         decode(framed(987654), registry)
 
@@ -72,7 +72,7 @@ def test_unknown_id_on_a_healthy_registry_is_the_records_fault(stack):
     ],
 )
 def test_a_wrong_registry_url_is_the_systems_fault(stack, path):
-    registry = SchemaCache(stack["schema_registry"].base_url + path, timeout=10)
+    registry = SchemaCache(stack["schema_registry"].base_url + path, timeout=10, auth=stack["schema_registry"].auth)
     with pytest.raises(RegistryMisconfigured) as caught:
         decode(framed(987654), registry)
     assert isinstance(caught.value, ServiceUnavailable) and not isinstance(caught.value, DecodeError)
@@ -89,7 +89,7 @@ def test_a_wrong_url_is_named_even_when_apicurio_leaves_a_request_unanswered(sta
     verdicts: dict[str, int] = {}
     for _ in range(120):
         try:
-            decode(framed(987654), SchemaCache(url, timeout=2, attempts=5))
+            decode(framed(987654), SchemaCache(url, timeout=2, attempts=5, auth=stack["schema_registry"].auth))
         except ServiceUnavailable as exc:
             verdicts[type(exc).__name__] = verdicts.get(type(exc).__name__, 0) + 1
     assert verdicts == {"RegistryMisconfigured": 120}
@@ -97,10 +97,10 @@ def test_a_wrong_url_is_named_even_when_apicurio_leaves_a_request_unanswered(sta
 
 def test_the_registry_answers_as_the_rule_expects(stack):
     """The answers the rule in cdcpipe/pipeline/avro_reader.py is built on (Apicurio 3.3)."""
-    base = stack["schema_registry"].base_url
-    unknown = requests.get(f"{base}/apis/ccompat/v7/schemas/ids/987654", timeout=30)
+    base, auth = stack["schema_registry"].base_url, stack["schema_registry"].auth
+    unknown = requests.get(f"{base}/apis/ccompat/v7/schemas/ids/987654", timeout=30, auth=auth)
     assert unknown.status_code == 404 and unknown.json()["error_code"] == 40403
-    wrong = _answered(f"{base}/apis/ccompat/v6/schemas/ids/987654")
+    wrong = _answered(f"{base}/apis/ccompat/v6/schemas/ids/987654", auth)
     assert wrong.status_code == 404 and wrong.text == ""
 
 
@@ -115,9 +115,8 @@ def test_the_registry_answers_as_the_rule_expects(stack):
     ],
 )
 def test_a_non_avro_schema_is_the_records_fault_and_cached(stack, schema, schema_type, reason):
-    url = stack["schema_registry"].url
-    schema_id = register(url, schema, schema_type)
-    registry = SchemaCache(url, timeout=30)
+    schema_id = register(stack["schema_registry"], schema, schema_type)
+    registry = stack["schema_registry"].cache(timeout=30)
     requested = counting(registry)
     for _ in range(3):
         with pytest.raises(DecodeError, match=reason):
@@ -165,7 +164,7 @@ def _job():
 
 @pytest.fixture(scope="module")
 def envelope_id(stack):
-    return register_schema(stack["schema_registry"].url, ENVELOPE)
+    return register_schema(stack["schema_registry"], ENVELOPE)
 
 
 @pytest.fixture
@@ -178,6 +177,7 @@ def _conf(stack, table, registry_url=None):
         "cassandra_host": stack["cassandra"].host,
         "cassandra_port": stack["cassandra"].port(),
         "cassandra_credentials": str(stack["cassandra"].credentials_file("job")),
+        "registry_credentials": str(stack["schema_registry"].credentials_file),
         "keyspace": "cdc",
         "table": table,
         "registry_url": registry_url or stack["schema_registry"].url,

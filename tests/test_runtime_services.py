@@ -56,7 +56,7 @@ def test_kafka_produce_then_consume(stack):
 
 
 def test_schema_registry_register_and_fetch_by_id(stack):
-    url = stack["schema_registry"].url
+    url, auth = stack["schema_registry"].url, stack["schema_registry"].auth
     subject = f"test-{uuid.uuid4().hex[:8]}-value"
     schema = {
         "type": "record",
@@ -64,11 +64,11 @@ def test_schema_registry_register_and_fetch_by_id(stack):
         "namespace": "test",
         "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": ["null", "int"], "default": None}],
     }
-    schema_id = register_schema(url, schema, subject)
-    fetched = requests.get(f"{url}/schemas/ids/{schema_id}", timeout=10)
+    schema_id = register_schema(stack["schema_registry"], schema, subject)
+    fetched = requests.get(f"{url}/schemas/ids/{schema_id}", timeout=10, auth=auth)
     assert fetched.status_code == 200, fetched.text
     assert json.loads(fetched.json()["schema"]) == schema
-    assert subject in requests.get(f"{url}/subjects", timeout=10).json()
+    assert subject in requests.get(f"{url}/subjects", timeout=10, auth=auth).json()
 
 
 def test_connect_lists_debezium_postgres_plugin(stack):
@@ -185,7 +185,7 @@ def test_status_json_reports_every_service(stack):
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert report["kafka"]["bootstrap"] == stack["kafka"].bootstrap
     assert report["schema_registry"]["url"].endswith("/apis/ccompat/v7")
-    assert requests.get(report["schema_registry"]["url"] + "/subjects", timeout=10).status_code == 200
+    assert requests.get(report["schema_registry"]["url"] + "/subjects", timeout=10, auth=stack["schema_registry"].auth).status_code == 200
     assert report["connect"]["url"] == stack["connect"].url
     assert report["cassandra"]["host"] == "127.0.0.1" and report["cassandra"]["port"] == stack["cassandra"].port()
     assert report["airflow"]["url"].startswith("http://127.0.0.1:")

@@ -192,6 +192,33 @@ def test_connect_resolves_only_the_variables_connector_configs_name(conf, stack)
     assert "${env:PATH}" in text  # left unresolved, so its user is refused by name
 
 
+def test_the_registry_refuses_every_call_without_its_login(conf, stack):
+    """Issue 24: any local account could register, change or delete schemas (and so stop
+    capture, or make every record undecodable). Every API call, reads included, on the
+    Confluent-compatible API and Apicurio's own, now answers 401 without the login."""
+    import requests
+
+    from cdcpipe.errors import RegistryMisconfigured
+    from cdcpipe.pipeline.avro_reader import SchemaCache, decode
+
+    registry = stack["schema_registry"]
+    calls = [
+        ("GET", registry.url + "/subjects"),
+        ("GET", registry.url + "/schemas/ids/1"),
+        ("POST", registry.url + "/subjects/probe-value/versions"),
+        ("DELETE", registry.url + "/subjects/cdc.public.users-value"),
+        ("GET", registry.base_url + "/apis/registry/v2/groups/default/artifacts"),
+        ("GET", registry.base_url + "/apis/registry/v3/groups"),
+    ]
+    for auth in (None, ("cdcpipe", "not-the-password"), ("admin", _secrets(conf)["registry_api"])):
+        answers = {f"{m} {u}": requests.request(m, u, json={"schema": '"string"'}, auth=auth, timeout=10).status_code for m, u in calls}
+        assert set(answers.values()) == {401}, (auth and auth[0], answers)
+    subjects = requests.get(registry.url + "/subjects", auth=registry.auth, timeout=10)
+    assert subjects.status_code == 200 and "cdc.public.users-value" in subjects.json()
+    with pytest.raises(RegistryMisconfigured, match="refused a request without a login"):
+        decode(b"\x00\x00\x00\x00\x01\x02", SchemaCache(registry.url, timeout=5))
+
+
 def _nodetool(conf, stack, *login: str) -> subprocess.CompletedProcess[str]:
     argv = stack["cassandra"].nodetool_argv(*login, "version", login=False)
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
@@ -229,7 +256,8 @@ def test_cassandra_refuses_a_client_without_a_login(conf, stack):
     superuser are all refused; the runtime's login reads."""
     from cassandra.cluster import NoHostAvailable
 
-    from cdcpipe.pipeline.cassandra_session import Login, refused_login
+    from cdcpipe.pipeline.cassandra_session import refused_login
+    from cdcpipe.pipeline.logins import Login
 
     for login in (None, Login("cdcpipe", "not-the-password"), Login("cassandra", "cassandra")):
         with pytest.raises(NoHostAvailable) as refused:

@@ -108,7 +108,7 @@ def test_replaying_the_whole_topic_changes_nothing(conf, pg, cassandra, spark_jo
 def test_poison_records_go_to_dead_letters_and_the_stream_goes_on(stack, conf, pg, cassandra, spark_job):
     from cdc_helpers import TopicReader
 
-    reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"].url)
+    reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"])
     good = insert(pg, ROW)
     reader.read_until(lambda evs: any(e["key"] and e["key"]["id"] == good for e in evs))
     real_value = next(v for k, v, _ in reader.raw if v)

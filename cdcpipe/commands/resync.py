@@ -24,9 +24,6 @@ def cmd_resync(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    def url(name: str) -> str:
-        return runtime.service(conf, name).url
-
     with (
         runtime.service(conf, "cassandra").connected() as session,
         psycopg.connect(runtime.service(conf, "postgres").dsn(), autocommit=True) as pg,
@@ -37,7 +34,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
             connect=runtime.service(conf, "connect").client(),
             connector=connector,
             bootstrap=runtime.service(conf, "kafka").bootstrap,
-            registry_url=url("schema_registry"),
+            registry=runtime.service(conf, "schema_registry").cache(),
             settings=conf,
             timeout=args.timeout,
             rebuild=args.rebuild,

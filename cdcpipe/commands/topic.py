@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -22,7 +23,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     conf = settings.load()
     bootstrap = args.bootstrap or runtime.service(conf, "kafka").bootstrap
-    registry = SchemaCache(args.registry_url or runtime.service(conf, "schema_registry").url)
+    if args.registry_url:  # another registry: its login, if any, from the environment
+        user = os.environ.get("CDCPIPE_REGISTRY_USER")
+        auth = (user, os.environ.get("CDCPIPE_REGISTRY_PASSWORD", "")) if user else None
+        registry = SchemaCache(args.registry_url, auth=auth)
+    else:
+        registry = runtime.service(conf, "schema_registry").cache()
     errors: list[str] = []
 
     def on_error(err: KafkaError) -> None:
@@ -100,5 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max", type=int, default=0, help="stop after N records")
     p.add_argument("--idle-timeout", type=float, default=0, help="stop after S seconds without a record")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local runtime's)")
-    p.add_argument("--registry-url", help="Confluent-compatible registry URL (default: the local runtime's)")
+    p.add_argument(
+        "--registry-url",
+        help="Confluent-compatible registry URL (default: the local runtime's; "
+        "its login, if it wants one, from CDCPIPE_REGISTRY_USER and CDCPIPE_REGISTRY_PASSWORD)",
+    )
     p.set_defaults(func=cmd_tail)

@@ -57,7 +57,8 @@ class Monitor:
         self.services = {s.name: s for s in runtime.services(settings)}
         self.connect = self.services["connect"].client(timeout=10)
         self.registry_url = self.services["schema_registry"].url
-        self.registry = SchemaCache(self.registry_url)
+        self.registry_auth = self.services["schema_registry"].auth
+        self.registry = SchemaCache(self.registry_url, auth=self.registry_auth)
         self.cdc_topics = [spec.name for spec in topics.load()]
         self._admin: Any = None
         self._cassandra: Any = None
@@ -261,7 +262,7 @@ class Monitor:
 
     # --- registry --------------------------------------------------------------------
     def _registry(self, path: str) -> Any:
-        response = requests.get(self.registry_url + path, timeout=10)
+        response = requests.get(self.registry_url + path, timeout=10, auth=self.registry_auth)
         response.raise_for_status()
         return response.json()
 

@@ -35,8 +35,9 @@ def executor_sink(conf: dict[str, Any]) -> tuple[Any, Any]:
     key = json.dumps(conf, sort_keys=True)
     if _executor_state.get("key") != key:
         from .avro_reader import SchemaCache
-        from .cassandra_session import connect, read_login
+        from .cassandra_session import connect
         from .cassandra_sink import CassandraSink
+        from .logins import read_login
 
         if _executor_state.get("sink") is not None:  # settings changed: drop the old session
             _executor_state["sink"].session.cluster.shutdown()
@@ -46,7 +47,10 @@ def executor_sink(conf: dict[str, Any]) -> tuple[Any, Any]:
         _executor_state.update(
             key=key,
             sink=CassandraSink(session, conf["keyspace"], conf["table"]),
-            registry=SchemaCache(conf["registry_url"]),
+            registry=SchemaCache(
+                conf["registry_url"],
+                auth=read_login(conf["registry_credentials"], "registry credentials").pair if conf.get("registry_credentials") else None,
+            ),
             types={},
             checked=set(),
         )

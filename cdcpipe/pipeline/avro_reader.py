@@ -85,7 +85,7 @@ SCHEMA_NOT_FOUND = 40403
 class SchemaCache:
     """Writer schemas by id from a Confluent-compatible registry, cached (thread-safe)."""
 
-    def __init__(self, url: str, timeout: float = 10.0, attempts: int = 3):
+    def __init__(self, url: str, timeout: float = 10.0, attempts: int = 3, auth: tuple[str, str] | None = None):
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, not {attempts}")
         self.url = url.rstrip("/")
@@ -97,6 +97,7 @@ class SchemaCache:
         self._unusable: dict[int, str] = {}  # id -> why its schema cannot decode Avro
         self._lock = threading.Lock()
         self._session = requests.Session()
+        self._session.auth = auth  # sent with every request: Apicurio's 401 names no scheme to answer
 
     def schema(self, schema_id: int) -> Any:
         cached = self._cache.get(schema_id)
@@ -108,6 +109,11 @@ class SchemaCache:
         response = self._get(f"/schemas/ids/{schema_id}", f"fetching id {schema_id}")
         if response.status_code == 404:
             self._raise_not_found(schema_id, response)
+        if response.status_code in (401, 403):
+            raise RegistryMisconfigured(
+                f"schema registry {self.url} refused {'the login' if self._session.auth else 'a request without a login'} "
+                f"({response.status_code}) fetching id {schema_id}: check its user and password"
+            )
         if response.status_code != 200:
             raise ServiceUnavailable(f"schema registry answered {response.status_code} for id {schema_id}: {response.text[:200]}")
         body = _json(response)

@@ -4,49 +4,17 @@ Protocol v5 and a DC-aware round-robin policy (the driver's default policy with 
 local DC warning silenced). The caller shuts the cluster down (``session.cluster.shutdown()``),
 or uses :func:`session` as a context manager, which does it.
 
-Logins come from a credentials file in cqlsh's format (``[plain_text_auth]`` with
-``username`` and ``password``), the same file ``cqlsh --credentials`` reads: a password
-travels as a path to a 0600 file, never on a command line or in the job's configuration
-(which Spark pickles to its executors and shows in its UI).
+A login (:class:`cdcpipe.pipeline.logins.Login`) is given by the caller; the job's comes from
+a 0600 credentials file in cqlsh's format, the same file ``cqlsh --credentials`` reads.
 """
 
 from __future__ import annotations
 
-import configparser
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Login:
-    """A Cassandra role and its password (never shown by repr)."""
-
-    username: str
-    password: str = field(repr=False)
-
-    def file_text(self) -> str:
-        """This login as a credentials file (cqlsh's format)."""
-        return f"[plain_text_auth]\nusername = {self.username}\npassword = {self.password}\n"
-
-
-def read_login(path: str | Path) -> Login:
-    """The login in a cqlsh credentials file; ConfigError naming the file if it has none."""
-    parser = configparser.RawConfigParser()
-    try:
-        with open(path, encoding="utf-8") as fh:
-            parser.read_file(fh)
-        return Login(parser.get("plain_text_auth", "username"), parser.get("plain_text_auth", "password"))
-    except OSError as exc:
-        raise ConfigError(f"Cassandra credentials file {path}: {exc.strerror or exc}") from None
-    except configparser.Error as exc:
-        raise ConfigError(
-            f"Cassandra credentials file {path}: no [plain_text_auth] username and password ({exc.__class__.__name__})"
-        ) from None
+from .logins import Login
 
 
 def connect(host: str, port: int, keyspace: str | None = None, connect_timeout: float = 5, login: Login | None = None) -> Any:

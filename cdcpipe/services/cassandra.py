@@ -34,7 +34,8 @@ from typing import Any
 
 from .. import java, migrations
 from ..errors import ConfigError, MissingDependency
-from ..pipeline.cassandra_session import Login, refused_login
+from ..pipeline.cassandra_session import refused_login
+from ..pipeline.logins import Login
 from ..settings import private_dir, write_private
 from .base import NotReady, Service
 

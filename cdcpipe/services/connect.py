@@ -39,6 +39,10 @@ def converter_settings(prefix: str, registry_url: str) -> dict[str, Any]:
     return {
         prefix: AVRO_CONVERTER,
         f"{prefix}.apicurio.registry.url": registry_url,
+        # The registry's login: with a user and no token endpoint the converter sends HTTP
+        # Basic with every request; the password is resolved from the worker's environment.
+        f"{prefix}.apicurio.auth.username": "${env:CDC_REGISTRY_USER}",
+        f"{prefix}.apicurio.auth.password": "${env:CDC_REGISTRY_PASSWORD}",
         f"{prefix}.apicurio.registry.auto-register": "true",
         f"{prefix}.apicurio.registry.find-latest": "true",
         # Confluent framing: 4-byte id (the content id, which /apis/ccompat/v7/schemas/ids/{id}
@@ -112,13 +116,16 @@ class Connect(Service):
         return {**{k: v for k, v in os.environ.items() if k in INHERITED_ENV}, **self.connector_env()}
 
     def connector_env(self) -> dict[str, str]:
-        """What ``${env:...}`` in connectors/*.json resolves to in the local runtime."""
+        """What ``${env:...}`` in connectors/*.json and the worker's converter settings resolve
+        to in the local runtime."""
         return {
             "CDC_POSTGRES_HOST": self.host,
             "CDC_POSTGRES_PORT": str(self.settings.port("postgres")),
             "CDC_POSTGRES_DB": "users",
             "CDC_POSTGRES_USER": "debezium",
             "CDC_POSTGRES_PASSWORD": self.secrets["debezium"],
+            "CDC_REGISTRY_USER": "cdcpipe",
+            "CDC_REGISTRY_PASSWORD": self.secrets["registry_api"],
         }
 
     def prepare(self) -> None:

@@ -2,6 +2,15 @@
 
 Schemas therefore survive restarts with the rest of the data. Clients use its
 Confluent-compatible API (``/apis/ccompat/v7``); the Connect converter uses its native API.
+
+Every API call wants a login (HTTP Basic, user ``cdcpipe``, password the ``registry_api``
+secret): Quarkus' basic mechanism with its embedded user list, which the 3.3 app bundles and
+enables at build time, so no OIDC server is needed. The password reaches Quarkus through its
+environment (``QUARKUS_SECURITY_USERS_EMBEDDED_USERS_cdcpipe``), the Connect converter through
+``${env:CDC_REGISTRY_PASSWORD}``, and the Spark job through a 0600 credentials file
+(:attr:`SchemaRegistry.credentials_file`). Apicurio answers 401 without a
+``WWW-Authenticate`` header, so clients send the login with every request. Only
+``/apis/registry/v3/system/info`` and the management port's health stay open (no data).
 """
 
 from __future__ import annotations
@@ -12,13 +21,17 @@ from typing import Any
 import requests
 
 from .. import java
-from ..settings import private_dir
+from ..pipeline.avro_reader import SchemaCache
+from ..pipeline.logins import Login
+from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
 HEAP_MB = 256
 #: Apicurio Registry 3.3 is compiled for Java 21.
 JAVA_VERSION = 21
 CCOMPAT_PATH = "/apis/ccompat/v7"
+#: The registry's one user; its password is the ``registry_api`` secret.
+API_USER = "cdcpipe"
 
 
 class SchemaRegistry(Service):
@@ -64,8 +77,10 @@ class SchemaRegistry(Service):
             "apicurio.datasource.jdbc.initial-size": 2,
             "apicurio.datasource.jdbc.min-size": 2,
             "apicurio.datasource.jdbc.max-size": 10,
-            # Local runtime: no authentication, as with Confluent Schema Registry's defaults.
-            "apicurio.auth.enabled": "false",
+            # A login for every API call (see the module docstring); the user's password comes
+            # from the environment.
+            "quarkus.http.auth.basic": "true",
+            "quarkus.security.users.embedded.plain-text": "true",
             "quarkus.log.console.format": "%d{HH:mm:ss} %-5p [%c{2.}] %s%e%n",
         }
         private_dir(self.dir)
@@ -80,13 +95,43 @@ class SchemaRegistry(Service):
         self.spawn("schema_registry", argv, cwd=self.dir, env=self.env())
 
     def env(self) -> dict[str, str]:
-        """Quarkus reads apicurio.datasource.password from APICURIO_DATASOURCE_PASSWORD."""
-        return {**os.environ, "APICURIO_DATASOURCE_PASSWORD": self.secrets["registry"]}
+        """Quarkus reads apicurio.datasource.password from APICURIO_DATASOURCE_PASSWORD, and the
+        embedded user's password from QUARKUS_SECURITY_USERS_EMBEDDED_USERS_<user>."""
+        return {
+            **os.environ,
+            "APICURIO_DATASOURCE_PASSWORD": self.secrets["registry"],
+            f"QUARKUS_SECURITY_USERS_EMBEDDED_USERS_{API_USER}": self.secrets["registry_api"],
+        }
+
+    @property
+    def login(self) -> Login:
+        return Login(API_USER, self.secrets["registry_api"])
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        """(user, password) for requests' ``auth=``."""
+        return self.login.pair
+
+    @property
+    def credentials_file(self):
+        """The login as a 0600 credentials file (for the Spark job, which gets only its path)."""
+        return self.dir / "client.credentials"
+
+    def cache(self, **options: Any) -> SchemaCache:
+        """A schema cache on this registry, logged in."""
+        return SchemaCache(self.url, auth=self.auth, **options)
+
+    def prepare(self) -> None:
+        private_dir(self.dir)
+        write_private(self.credentials_file, self.login.file_text())
+
+    def after_ready(self) -> None:
+        write_private(self.credentials_file, self.login.file_text())  # a stack started by an older cdcpipe
 
     def probe(self) -> None:
         try:
             health = requests.get(f"http://{self.host}:{self.port('schema_registry_management')}/health/ready", timeout=5)
-            subjects = requests.get(self.url + "/subjects", timeout=5)
+            subjects = requests.get(self.url + "/subjects", timeout=5, auth=self.auth)
         except requests.RequestException as exc:
             raise NotReady(f"not answering on {self.base_url}: {exc.__class__.__name__}") from None
         if health.status_code != 200:

@@ -1,0 +1,48 @@
+"""A login (user and password) kept in a 0600 file, for the processes that get a path, not a
+password: the Spark job and its executors (Spark pickles its configuration to them and shows it
+in its UI), cqlsh (``--credentials``).
+
+The file has cqlsh's credentials format, so one format serves every service::
+
+    [plain_text_auth]
+    username = cdcpipe_job
+    password = ...
+"""
+
+from __future__ import annotations
+
+import configparser
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Login:
+    """A user and its password (never shown by repr)."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def file_text(self) -> str:
+        """This login as a credentials file."""
+        return f"[plain_text_auth]\nusername = {self.username}\npassword = {self.password}\n"
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        """(username, password), as requests' ``auth=`` takes it."""
+        return self.username, self.password
+
+
+def read_login(path: str | Path, what: str = "credentials") -> Login:
+    """The login in a credentials file; ConfigError naming the file if it has none."""
+    parser = configparser.RawConfigParser()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+        return Login(parser.get("plain_text_auth", "username"), parser.get("plain_text_auth", "password"))
+    except OSError as exc:
+        raise ConfigError(f"{what} file {path}: {exc.strerror or exc}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{what} file {path}: no [plain_text_auth] username and password ({exc.__class__.__name__})") from None
