@@ -46,6 +46,9 @@ def local(tmp_path) -> settings.Settings:
     """The local runtime's settings with default ports and a state directory nothing uses."""
     return settings.load({"CDCPIPE_HOME": str(tmp_path / "state"), "CDCPIPE_JARS": str(tmp_path / "jars")})
 
+#: Stand-ins for the secrets the local Connect's settings name.
+SECRETS = {"debezium": "x", "registry_api": "x", "kafka": "x"}
+
 
 def _differs(key: str, local: dict, docker: dict) -> bool:
     return key not in local or key not in docker or str(local[key]) != str(docker[key])
@@ -124,7 +127,7 @@ def test_postgres_roles_databases_and_grants(compose, local):
 
     # Login roles whose password the runtime sets (besides the superuser's): the database
     # owners, and the role Connect logs in as (created without one by sql/postgres).
-    connector_user = Connect(local, {"debezium": "x"}).connector_env()["CDC_POSTGRES_USER"]
+    connector_user = Connect(local, SECRETS).connector_env()["CDC_POSTGRES_USER"]
     local_pw = dict.fromkeys({*postgres.DATABASES.values(), connector_user}, "password set")
     docker_pw = dict.fromkeys(re.findall(r"^ALTER ROLE (\w+) PASSWORD", script, re.M), "password set")
     created = re.search(r"unnest\(ARRAY\[([^\]]*)\]\)", script).group(1)
@@ -223,7 +226,7 @@ def test_topics_init_applies_what_the_local_runtime_applies(compose):
 
 
 def test_connect_worker_settings(compose, local):
-    worker = Connect(local, {"debezium": "x"}).worker_properties()
+    worker = Connect(local, SECRETS).worker_properties()
     docker_env = compose["services"]["connect"]["environment"]
     assert_same(
         worker,
@@ -260,9 +263,15 @@ def test_connector_environment(compose, local):
     """What ``${env:...}`` in connectors/users-cdc.json resolves to in each runtime."""
     env = compose["services"]["connect"]["environment"]
     assert_same(
-        Connect(local, {"debezium": "x"}).connector_env(),
+        Connect(local, SECRETS).connector_env(),
         {k: v for k, v in env.items() if k.startswith("CDC_")},
-        {"CDC_POSTGRES_HOST": ADDRESS, "CDC_POSTGRES_PORT": ADDRESS, "CDC_POSTGRES_PASSWORD": "secrets.json (local) vs .env (Docker)"},
+        {
+            "CDC_POSTGRES_HOST": ADDRESS,
+            "CDC_POSTGRES_PORT": ADDRESS,
+            "CDC_POSTGRES_PASSWORD": "secrets.json (local) vs .env (Docker)",
+            # The converter's registry login: the Docker stack's registry has none yet.
+            "CDC_REGISTRY_*": "a registry login on the local runtime only (docs/security.md#docker)",
+        },
         "Connect.connector_env in cdcpipe/services/connect.py",
         "services.connect.environment",
     )
