@@ -153,15 +153,15 @@ def run(
 
     run_id = time.strftime("%Y%m%d%H%M%S")
     topic = f"bench.{run_id}"
-    bootstrap = svcs["kafka"].bootstrap
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    kafka = svcs["kafka"]
+    admin = AdminClient(kafka.client_config())
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
 
     total = warmup + n
     progress(f"encoding {warmup} warm-up + {n} measured events over {keys} keys ...")
     generated = events(total, keys)
     frames = [(_frame(key_id, key_schema, {"id": user_id}), _frame(value_id, value_schema, value)) for user_id, value in generated]
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4"})
+    producer = Producer(kafka.client_config(**{"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4"}))
 
     def produce(chunk: list[tuple[bytes, bytes]]) -> float:
         started = time.monotonic()

@@ -25,6 +25,7 @@ ACCOUNTS: dict[str, str] = {
     "console": "the browser console's login (user admin)",
     "connect": "Kafka Connect's REST API login (user cdcpipe)",
     "cassandra_jmx": "Cassandra's JMX login (user cdcpipe; nodetool -u cdcpipe -pwf)",
+    "kafka": "Kafka's login (SASL/PLAIN, user cdcpipe) for every client and the broker itself",
     "registry_api": "the schema registry's API login (user cdcpipe)",
     "cassandra_admin": "Cassandra superuser role cdcpipe: CLI, migrations, resync, verify, cqlsh",
     "cassandra_job": "Cassandra role cdcpipe_job: the Spark job (reads and writes keyspace cdc)",

@@ -295,7 +295,7 @@ def run(
     except BaseException:
         session.cluster.shutdown()
         raise
-    kafka = KafkaTimes(svcs["kafka"].bootstrap, svcs["schema_registry"].cache())
+    kafka = KafkaTimes(svcs["kafka"].client_config(), svcs["schema_registry"].cache())
     kafka.wanted = set(touched)
     kafka.start()
     job = JobBatches(settings)

@@ -73,15 +73,16 @@ class KafkaTimes(threading.Thread):
     per key (``seen``) and the newest change's raw record per key (``latest``: key bytes,
     value bytes, partition, offset). Keys are decoded, values are not."""
 
-    def __init__(self, bootstrap: str, registry: Any):
-        """``registry``: a SchemaCache (logged in) to decode keys with."""
+    def __init__(self, kafka: dict[str, Any], registry: Any):
+        """``kafka``: a client configuration (``Kafka.client_config()``); ``registry``: a
+        SchemaCache (logged in) to decode keys with."""
         super().__init__(daemon=True)
         from confluent_kafka import Consumer, TopicPartition
 
         self.registry = registry
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka,
                 "group.id": f"cdcpipe-latency-{uuid.uuid4()}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
@@ -237,7 +238,7 @@ def measure(
 
     svcs = runtime.by_name(settings, ["postgres", "kafka", "schema_registry", "cassandra"])
     streaming_job.require_running(settings)
-    kafka = KafkaTimes(svcs["kafka"].bootstrap, svcs["schema_registry"].cache())
+    kafka = KafkaTimes(svcs["kafka"].client_config(), svcs["schema_registry"].cache())
     kafka.start()
     session = svcs["cassandra"].session()
     rng = random.Random(7)

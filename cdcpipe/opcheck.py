@@ -340,7 +340,7 @@ class Checker:
                 session=session,
                 connect=self.connect(),
                 connector=self.connector,
-                bootstrap=kafka.bootstrap,
+                kafka=kafka.client_config(),
                 registry=registry.cache(),
                 settings=self.settings,
                 timeout=600,
@@ -357,7 +357,9 @@ class Checker:
             report = None
             try:
                 with runtime.service(self.settings, "cassandra").connected() as session, self.pg() as pg:
-                    _, report = verify.judge_live(pg, session, self.settings, runtime.service(self.settings, "kafka").bootstrap, timeout=90)
+                    _, report = verify.judge_live(
+                        pg, session, self.settings, runtime.service(self.settings, "kafka").client_config(), timeout=90
+                    )
                 if report.equal:
                     entry.to_equal = round(time.monotonic() - started, 1)
                     entry.verdict = "equal" + (f" after {' + '.join(entry.steps)}" if entry.steps else "")

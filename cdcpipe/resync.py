@@ -41,10 +41,11 @@ def source_identity(pg: Any, slot: str) -> tuple[str, int | None]:
     return system_identifier, (int(row[0]) if row and row[0] is not None else None)
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+def end_offsets(kafka: dict[str, Any], topic: str) -> dict[int, int]:
+    """Each partition's end offset; ``kafka``: a client configuration (``Kafka.client_config()``)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdcpipe-resync-{uuid.uuid4().hex[:8]}"})
+    consumer = Consumer({**kafka, "group.id": f"cdcpipe-resync-{uuid.uuid4().hex[:8]}"})
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         partitions = sorted(meta.partitions) if meta is not None and meta.error is None else [0]
@@ -53,7 +54,7 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def notifications(bootstrap: str, registry: Any, topic: str):
+def notifications(kafka: dict[str, Any], registry: Any, topic: str):
     """A generator of decoded notification values from the topic's current end on (None while
     idle); ``registry``: a SchemaCache, logged in."""
     from confluent_kafka import Consumer, TopicPartition
@@ -62,14 +63,14 @@ def notifications(bootstrap: str, registry: Any, topic: str):
 
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka,
             "group.id": f"cdcpipe-resync-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "allow.auto.create.topics": True,
         }
     )
     try:
-        starts = end_offsets(bootstrap, topic)
+        starts = end_offsets(kafka, topic)
         consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
         yield None  # positioned: the caller may send the signal now
         while True:
@@ -159,8 +160,8 @@ def register(
     with svcs["postgres"].connect(dbname="users", autocommit=True) as pg:
         system_identifier, _ = source_identity(pg, connector.config.get("slot.name", "debezium"))
         lsn = int(pg.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0])
-    bootstrap = svcs["kafka"].bootstrap
-    starts = {t: end_offsets(bootstrap, t) for t in (topic, journal_topic) if t}
+    kafka = svcs["kafka"].client_config()
+    starts = {t: end_offsets(kafka, t) for t in (topic, journal_topic) if t}
     _verb, status = register_and_wait(svcs["connect"].client(), connector, timeout=timeout, progress=progress)
     if any(offset for offsets in starts.values() for offset in offsets.values()):
         return status  # not a first registration: epochs are resync's
@@ -197,7 +198,7 @@ def run(
     session,
     connect,
     connector,
-    bootstrap: str,
+    kafka: dict[str, Any],
     registry: Any,
     settings=None,
     topic: str = "cdc.public.users",
@@ -244,11 +245,11 @@ def run(
         epoch = (epochs[-1].number + 1) if epochs else 1
         if epoch > MAX_EPOCH:
             raise ResyncFailed(f"epoch {epoch} would overflow the write timestamps (at most {MAX_EPOCH} resyncs)")
-        starts = end_offsets(bootstrap, topic)
+        starts = end_offsets(kafka, topic)
         # The schema-change journal's topic gets the same epoch, from its end offset at the same
         # moment: a journal row before it is then of an older epoch, and a DDL the job stopped at
         # (pipeline/schema_changes.py) is passed over, since this snapshot re-reads every row.
-        journal_starts = end_offsets(bootstrap, journal_topic) if journal_topic else {}
+        journal_starts = end_offsets(kafka, journal_topic) if journal_topic else {}
         signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
         both = {topic: starts, **({journal_topic: journal_starts} if journal_topic else {})}
         sync_state.record(session, both, epoch, floor_lsn, system_identifier, slot, signal_id)
@@ -262,7 +263,7 @@ def run(
         # driver's server-side prepared statement; the connector sets driver.prepareThreshold=0.)
         pg.execute(f"UPDATE {table} SET {key} = {key} WHERE {key} = (SELECT {key} FROM {table} LIMIT 1)")
 
-        feed = notifications(bootstrap, registry, notification_topic)
+        feed = notifications(kafka, registry, notification_topic)
         next(feed)
         data = json.dumps({"data-collections": [table], "type": "incremental"})
         pg.execute(f"INSERT INTO {signal_table} (id, type, data) VALUES (%s, 'execute-snapshot', %s)", (signal_id, data))
@@ -304,7 +305,7 @@ def run(
         finally:
             feed.close()
 
-        ends = end_offsets(bootstrap, topic)
+        ends = end_offsets(kafka, topic)
         if settings is not None:
             say(f"waiting for the Spark job to apply {topic} up to {ends} ...")
             streaming_job.wait_for_offsets(

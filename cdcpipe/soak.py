@@ -85,7 +85,7 @@ def _topic_lag(settings: Settings) -> int | None:
     done = {str(p): int(o) for p, o in (committed.get(latency.TOPIC) or {}).items()}
     if not done:
         return None
-    consumer = Consumer({"bootstrap.servers": runtime.service(settings, "kafka").bootstrap, "group.id": f"cdcpipe-soak-{uuid.uuid4()}"})
+    consumer = Consumer(runtime.service(settings, "kafka").client_config(**{"group.id": f"cdcpipe-soak-{uuid.uuid4()}"}))
     try:
         ends = {p: consumer.get_watermark_offsets(TopicPartition(latency.TOPIC, int(p)), timeout=5)[1] for p in done}
     except Exception:  # noqa: BLE001 - Kafka busy: this window's lag is not known

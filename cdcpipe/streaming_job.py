@@ -35,6 +35,8 @@ def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | N
         str(JOB),
         "--bootstrap",
         svcs["kafka"].bootstrap,
+        "--kafka-credentials",
+        str(svcs["kafka"].credentials_file),
         "--registry-url",
         svcs["schema_registry"].url,
         "--registry-credentials",

@@ -331,9 +331,10 @@ def _job_state(settings) -> str:
     return f"the Spark job is {job.get('state')}" + (f": {job['reason']}" if job.get("reason") else "")
 
 
-def wait_until_applied(pg, settings, bootstrap: str, position: int, timeout: float, slot: str = "cdc_users") -> None:
+def wait_until_applied(pg, settings, kafka: dict[str, Any], position: int, timeout: float, slot: str = "cdc_users") -> None:
     """Return once every change committed at or before WAL ``position`` is in the read model
-    (see the module's docstring); Inconclusive naming the stage that did not get there."""
+    (see the module's docstring); Inconclusive naming the stage that did not get there.
+    ``kafka``: a confluent-kafka client configuration (``Kafka.client_config()``)."""
     from psycopg.rows import tuple_row
 
     from . import streaming_job
@@ -358,7 +359,7 @@ def wait_until_applied(pg, settings, bootstrap: str, position: int, timeout: flo
         time.sleep(0.2)
     ends = {}
     for topic in (USERS_TOPIC, JOURNAL_TOPIC):
-        parts = {str(p): o for p, o in end_offsets(bootstrap, topic).items() if o > 0}
+        parts = {str(p): o for p, o in end_offsets(kafka, topic).items() if o > 0}
         if parts:
             ends[topic] = parts
     try:
@@ -371,7 +372,7 @@ def judge_live(
     pg,
     session,
     settings,
-    bootstrap: str,
+    kafka: dict[str, Any],
     timeout: float = 120.0,
     max_rounds: int = 8,
     slot: str = "cdc_users",
@@ -394,7 +395,7 @@ def judge_live(
         before: dict[str, str] = {}
         source_rows(pg, candidates, before)
         position, final.position = wal_position(pg)
-        wait_until_applied(pg, settings, bootstrap, position, max(deadline - time.monotonic(), 5.0), slot)
+        wait_until_applied(pg, settings, kafka, position, max(deadline - time.monotonic(), 5.0), slot)
         _, again = judge(pg, session, candidates)
         after: dict[str, str] = {}
         source_rows(pg, candidates, after)

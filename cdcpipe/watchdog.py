@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import credentials, liveness, settings
+from . import topics as topics_module
 from .connect_client import ConnectClient, ConnectorFile, runtime_client
 from .errors import CdcpipeError
 from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
@@ -63,12 +64,9 @@ def topic_ends(conf: settings.Settings, topics: list[str]) -> dict[str, int] | N
     except OSError:
         return None
     consumer = Consumer(
-        {
-            "bootstrap.servers": f"{conf.host}:{conf.port('kafka')}",
-            "group.id": "cdcpipe-watchdog",
-            "socket.connection.setup.timeout.ms": 2000,
-            "reconnect.backoff.max.ms": 1000,
-        }
+        topics_module.client_config(
+            conf, **{"group.id": "cdcpipe-watchdog", "socket.connection.setup.timeout.ms": 2000, "reconnect.backoff.max.ms": 1000}
+        )
     )
     try:
         return {t: consumer.get_watermark_offsets(TopicPartition(t, 0), timeout=3)[1] for t in topics}

@@ -61,6 +61,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         help="Confluent-compatible registry URL [CDC_REGISTRY_URL]",
     )
     p.add_argument(
+        "--kafka-credentials",
+        default=env("CDC_KAFKA_CREDENTIALS", ""),
+        help="a credentials file ([plain_text_auth] username, password) for Kafka's SASL/PLAIN login; empty: "
+        "no login [CDC_KAFKA_CREDENTIALS]",
+    )
+    p.add_argument(
         "--registry-credentials",
         default=env("CDC_REGISTRY_CREDENTIALS", ""),
         help="a credentials file ([plain_text_auth] username, password) for the registry's login; empty: no login "
@@ -245,6 +251,17 @@ class ProgressReport(StreamingQueryListener):
             tmp.replace(self.path)
 
 
+def kafka_login(args: argparse.Namespace, form: str) -> dict[str, str]:
+    """Kafka's login from ``--kafka-credentials`` as a client's settings: ``form`` is
+    ``kafka_settings`` (confluent-kafka) or ``kafka_java_settings`` (Spark's Kafka source);
+    {} without a file."""
+    from cdcpipe.pipeline.logins import read_login
+
+    if not args.kafka_credentials:
+        return {}
+    return getattr(read_login(args.kafka_credentials, "Kafka credentials"), form)()
+
+
 def wait_for_topic(args: argparse.Namespace, report: ProgressReport, stopping: dict[str, bool]) -> bool:
     """Wait until the subscribed topic exists (False if asked to stop meanwhile).
 
@@ -259,7 +276,9 @@ def wait_for_topic(args: argparse.Namespace, report: ProgressReport, stopping: d
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": args.bootstrap, "socket.timeout.ms": 5000, "log_level": 0})
+    admin = AdminClient(
+        {"bootstrap.servers": args.bootstrap, **kafka_login(args, "kafka_settings"), "socket.timeout.ms": 5000, "log_level": 0}
+    )
     since, logged = time.monotonic(), 0.0
     while not stopping["now"]:
         try:
@@ -327,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         .config("spark.streaming.stopGracefullyOnShutdown", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.ui.killEnabled", "false")
+        # The Kafka source's options carry its login (sasl.jaas.config): Spark redacts the
+        # option by name, but not inside a plan's string (explain); this covers both.
+        .config("spark.sql.redaction.string.regex", '(?i)password="[^"]*"')
         # The executors' Python daemon without Spark's zips on sys.path (see the module).
         .config("spark.python.daemon.module", "cdcpipe.pipeline.spark_daemon")
     )
@@ -406,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             # A task reads up to the partition's end; the broker then held each fetch for the
             # default 500 ms waiting for more. Measured: a one-record batch 800 -> 300 ms.
             .option("kafka.fetch.max.wait.ms", "10")
+            .options(**{f"kafka.{k}": v for k, v in kafka_login(args, "kafka_java_settings").items()})
         )
         reader = (
             reader.option("subscribePattern", args.topic_pattern) if args.topic_pattern else reader.option("subscribe", subscribed(args))

@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from cdcpipe import verify
+from cdcpipe import topics, verify
 from cdcpipe.pipeline.avro_reader import decode
 
 TOPIC = "cdc.public.users"
@@ -130,11 +130,11 @@ def register_schema(registry: Any, schema: dict[str, Any], subject: str | None =
 class TopicReader:
     """Reads one single-partition topic from the offset it had when the reader was made."""
 
-    def __init__(self, bootstrap: str, registry: Any, topic: str = TOPIC):
-        """``registry``: the runtime's SchemaRegistry (its cache is logged in)."""
+    def __init__(self, kafka: Any, registry: Any, topic: str = TOPIC):
+        """``kafka``, ``registry``: the runtime's Kafka and SchemaRegistry (their clients log in)."""
         self.topic = topic
         self.registry = registry.cache()
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False})
+        self.consumer = Consumer(kafka.client_config(**{"group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}))
         try:
             _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
         except KafkaException as exc:  # a topic not made yet starts at 0; any other error is the test's failure
@@ -241,7 +241,7 @@ def pipeline_facts(conf: Any, log_lines: int = 6) -> str:
             ).fetchall()
 
     def topic_end() -> int:
-        consumer = Consumer({"bootstrap.servers": f"{conf.host}:{conf.port('kafka')}", "group.id": f"facts-{uuid.uuid4()}"})
+        consumer = Consumer(topics.client_config(conf, **{"group.id": f"facts-{uuid.uuid4()}"}))
         try:
             return consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=5)[1]
         finally:

@@ -93,7 +93,7 @@ def topic_reader(stack, connector):
     """Reads cdc.public.users from its current end."""
     from cdc_helpers import TopicReader
 
-    reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"])
+    reader = TopicReader(stack["kafka"], stack["schema_registry"])
     yield reader
     reader.close()
 

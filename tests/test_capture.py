@@ -176,7 +176,7 @@ def test_existing_rows_arrive_as_snapshot_reads(stack, pg):
     config = {**definition.config, "slot.name": slot, "topic.prefix": f"snaptest{run}"}
     probe = ConnectorFile(name=f"users-cdc-snapshot-test-{run}", config=config)
     client = stack["connect"].client()
-    reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"], topic=f"snaptest{run}.public.users")
+    reader = TopicReader(stack["kafka"], stack["schema_registry"], topic=f"snaptest{run}.public.users")
     try:
         client.validate(probe)
         client.put_config(probe)

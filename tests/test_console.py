@@ -144,7 +144,7 @@ def test_a_poison_record_shows_up_on_the_dead_letter_page(page, stack, spark_job
     from playwright.sync_api import expect
 
     delivered = []
-    producer = Producer({"bootstrap.servers": stack["kafka"].bootstrap})
+    producer = Producer(stack["kafka"].client_config())
     # Keyed: the topic is compacted and Kafka refuses key-less records on it.
     producer.produce(
         TOPIC,

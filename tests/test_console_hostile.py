@@ -115,7 +115,7 @@ def test_record_values_and_keys_in_the_live_tail_and_the_read_model(watched, pg,
 
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(json.loads(latest["schema"])), {"id": hostile[1]})
-    producer = Producer({"bootstrap.servers": stack["kafka"].bootstrap})
+    producer = Producer(stack["kafka"].client_config())
     producer.produce(TOPIC, key=b"\x00" + latest["id"].to_bytes(4, "big") + body.getvalue(), value=None)
     assert producer.flush(30) == 0
 

@@ -20,10 +20,10 @@ def kill(conf, service: str) -> None:
             processes.stop(conf, proc, sig=signal.SIGKILL, timeout=5)
 
 
-def _end_offset(bootstrap: str) -> int:
+def _end_offset(kafka) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}"})
+    consumer = Consumer(kafka.client_config(**{"group.id": f"test-{uuid.uuid4()}"}))
     try:
         return consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=10)[1]
     finally:
@@ -54,7 +54,7 @@ def test_cassandra_killed_right_after_a_batch_commits_loses_nothing(conf, stack,
             "the acknowledged rows readable in Cassandra",
         )
     # ... and the batch that wrote them has committed its offsets: the checkpoint is past them.
-    end = _end_offset(stack["kafka"].bootstrap)
+    end = _end_offset(stack["kafka"])
     wait_for(
         lambda: int(((spark_job.progress(conf)["committed_offsets"] or {}).get(TOPIC) or {}).get("0", -1)) >= end,
         60,

@@ -165,7 +165,7 @@ def test_ingest_lands_exact_rows_and_a_rerun_writes_nothing(stack, pg, api, conn
 
     from cdc_helpers import ROW, TopicReader, for_ids, insert
 
-    reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"])
+    reader = TopicReader(stack["kafka"], stack["schema_registry"])
     try:
         # The first run's events may still be on their way when the reader starts: a marker
         # committed after them comes after them in the topic, so what follows it is the rerun's.

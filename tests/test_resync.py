@@ -27,7 +27,7 @@ def run_resync(stack, conf, pg, cassandra, rebuild: bool = False) -> dict:
         session=cassandra,
         connect=stack["connect"].client(),
         connector=ConnectorFile.load(DEFAULT_FILE),
-        bootstrap=stack["kafka"].bootstrap,
+        kafka=stack["kafka"].client_config(),
         registry=stack["schema_registry"].cache(),
         settings=conf,
         timeout=300,
@@ -178,7 +178,7 @@ def test_a_replaced_source_stops_the_job_naming_resync(stack, conf, pg, cassandr
                 session=cassandra,
                 connect=client,
                 connector=replaced,
-                bootstrap=stack["kafka"].bootstrap,
+                kafka=stack["kafka"].client_config(),
                 registry=stack["schema_registry"].cache(),
                 settings=conf,
                 timeout=300,
@@ -556,19 +556,19 @@ def test_a_truncate_before_a_resync_that_never_completed_still_applies(stack, co
 
     from cdcpipe.pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
 
-    bootstrap = stack["kafka"].bootstrap
+    kafka = stack["kafka"].client_config()
     for _ in range(5):
         insert(pg, ROW)
     wait_until_read_model_matches(pg, cassandra)
     spark_job.stop(conf)
     try:
-        journal_end = resync.end_offsets(bootstrap, JOURNAL_TOPIC)[0]
+        journal_end = resync.end_offsets(kafka, JOURNAL_TOPIC)[0]
         with admin(stack) as su:
             su.execute("TRUNCATE public.users")
             system_identifier, floor = resync.source_identity(su, "cdc_users")
-        wait_for(lambda: resync.end_offsets(bootstrap, JOURNAL_TOPIC)[0] > journal_end, 60, "the TRUNCATE's journal row in Kafka")
+        wait_for(lambda: resync.end_offsets(kafka, JOURNAL_TOPIC)[0] > journal_end, 60, "the TRUNCATE's journal row in Kafka")
         # What a resync that timed out leaves behind: its epoch recorded, started, never completed.
-        starts = {topic: resync.end_offsets(bootstrap, topic) for topic in (USERS_TOPIC, JOURNAL_TOPIC)}
+        starts = {topic: resync.end_offsets(kafka, topic) for topic in (USERS_TOPIC, JOURNAL_TOPIC)}
         newest = sync_state.load(cassandra, USERS_TOPIC)[-1].number
         sync_state.record(cassandra, starts, newest + 1, floor, system_identifier, "cdc_users", "a-resync-that-timed-out")
     finally:

@@ -182,7 +182,7 @@ def test_postgres_roles_databases_and_grants(compose, local):
 
 def test_kafka_broker_settings(compose, local):
     assert_same(
-        Kafka(local, {})._server_properties(),
+        Kafka(local, SECRETS)._server_properties(),
         _env_properties(compose["services"]["kafka"]["environment"], "KAFKA_"),
         {
             "listeners": ADDRESS,
@@ -194,6 +194,11 @@ def test_kafka_broker_settings(compose, local):
             # Share groups (KIP-932) came with Kafka 4; the Docker image (Confluent 7.9) is Kafka 3.9.
             "share.coordinator.state.topic.replication.factor": "Kafka 4 only",
             "share.coordinator.state.topic.min.isr": "Kafka 4 only",
+            # SASL/PLAIN on both listeners: the local runtime's (docs/security.md#kafka); the
+            # Docker stack's Kafka has no login yet (docs/security.md#docker).
+            "inter.broker.listener.name": "a Kafka login on the local runtime only",
+            "sasl.*": "a Kafka login on the local runtime only",
+            "listener.name.*": "a Kafka login on the local runtime only",
         },
         "Kafka._server_properties in cdcpipe/services/kafka.py",
         "services.kafka.environment",
@@ -244,6 +249,12 @@ def test_connect_worker_settings(compose, local):
             # The REST login (users file, JAAS file) is the local runtime's; the Docker stack's
             # Connect has none yet: docs/security.md#docker.
             "rest.extension.classes": "a REST login on the local runtime only (docs/security.md#docker)",
+            # Kafka's login, for the worker and the clients it makes for connectors (local only).
+            "security.protocol": "a Kafka login on the local runtime only",
+            "sasl.*": "a Kafka login on the local runtime only",
+            "producer.*": "a Kafka login on the local runtime only",
+            "consumer.*": "a Kafka login on the local runtime only",
+            "admin.*": "a Kafka login on the local runtime only",
         },
         "Connect.worker_properties in cdcpipe/services/connect.py",
         "services.connect.environment",

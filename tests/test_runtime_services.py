@@ -30,15 +30,14 @@ def test_postgres_logical_wal_and_users_table(stack):
 
 
 def test_kafka_produce_then_consume(stack):
-    bootstrap = stack["kafka"].bootstrap
     topic = f"test.roundtrip.{uuid.uuid4().hex[:8]}"
     errors = []
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "error_cb": errors.append})
+    producer = Producer(stack["kafka"].client_config(**{"acks": "all", "error_cb": errors.append}))
     payloads = [f"message {i} ✓".encode() for i in range(5)]
     for i, payload in enumerate(payloads):
         producer.produce(topic, key=str(i).encode(), value=payload)
     assert producer.flush(30) == 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+    consumer = Consumer(stack["kafka"].client_config(**{"group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest"}))
     consumer.subscribe([topic])
     received = []
     try:
@@ -122,7 +121,7 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
 
     bootstrap = stack["kafka"].bootstrap
     topic = f"test.spark.{uuid.uuid4().hex[:8]}"
-    producer = Producer({"bootstrap.servers": bootstrap})
+    producer = Producer(stack["kafka"].client_config())
     for i in range(20):
         producer.produce(topic, key=str(i).encode(), value=f"v{i}".encode())
     assert producer.flush(30) == 0
@@ -150,6 +149,8 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
         frame = (
             spark.read.format("kafka")
             .option("kafka.bootstrap.servers", bootstrap)
+            # the login, as the job passes it; the executors on the worker read with it
+            .options(**{f"kafka.{k}": v for k, v in stack["kafka"].login.kafka_java_settings().items()})
             .option("subscribe", topic)
             .option("startingOffsets", "earliest")
             .load()

@@ -192,6 +192,31 @@ def test_connect_resolves_only_the_variables_connector_configs_name(conf, stack)
     assert "${env:PATH}" in text  # left unresolved, so its user is refused by name
 
 
+def test_kafka_refuses_a_client_without_its_login(conf, stack):
+    """Issue 24: any local account could read every user's personal data from cdc.public.users
+    and write to it. Both listeners now want the login: without one a client gets no metadata
+    (the broker disconnects it), a wrong password is refused by name, and the controller's
+    port is refused too. With the login the CDC topic is there."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from cdcpipe.pipeline.logins import Login
+
+    kafka = stack["kafka"]
+    controller = f"{kafka.host}:{kafka.port('kafka_controller')}"
+    quiet = {"socket.timeout.ms": 3000, "log_level": 0}
+    for address, login in ((kafka.bootstrap, None), (kafka.bootstrap, Login("cdcpipe", "not-the-password")), (controller, None)):
+        errors: list[str] = []
+        settings = login.kafka_settings() if login else {}
+        admin = AdminClient({"bootstrap.servers": address, **settings, **quiet, "error_cb": lambda e, seen=errors: seen.append(str(e))})
+        with pytest.raises(KafkaException):
+            admin.list_topics(timeout=5)
+        if login:
+            assert any("Authentication failed" in e or "invalid credentials" in e.lower() for e in errors), errors
+    topics = kafka.admin().list_topics(timeout=10).topics
+    assert "cdc.public.users" in topics
+
+
 def test_the_registry_refuses_every_call_without_its_login(conf, stack):
     """Issue 24: any local account could register, change or delete schemas (and so stop
     capture, or make every record undecodable). Every API call, reads included, on the

@@ -11,6 +11,7 @@ import uuid
 from cdc_helpers import ROW, TOPIC, insert, wait_for, wait_until_read_model_matches
 from confluent_kafka import Producer
 
+from cdcpipe import topics
 from cdcpipe.verify import read_model_rows
 
 UTC = dt.UTC
@@ -88,7 +89,7 @@ def test_replaying_the_whole_topic_changes_nothing(conf, pg, cassandra, spark_jo
         spark_job.start(conf, checkpoint=fresh, progress=lambda _m: None)
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{conf.port('kafka')}", "group.id": "replay-probe"})
+        consumer = Consumer(topics.client_config(conf, **{"group.id": "replay-probe"}))
         _, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=10)
         consumer.close()
         # The topic holds every change of the session (1 h before compaction), so the replay's
@@ -108,7 +109,7 @@ def test_replaying_the_whole_topic_changes_nothing(conf, pg, cassandra, spark_jo
 def test_poison_records_go_to_dead_letters_and_the_stream_goes_on(stack, conf, pg, cassandra, spark_job):
     from cdc_helpers import TopicReader
 
-    reader = TopicReader(stack["kafka"].bootstrap, stack["schema_registry"])
+    reader = TopicReader(stack["kafka"], stack["schema_registry"])
     good = insert(pg, ROW)
     reader.read_until(lambda evs: any(e["key"] and e["key"]["id"] == good for e in evs))
     real_value = next(v for k, v, _ in reader.raw if v)
@@ -120,7 +121,7 @@ def test_poison_records_go_to_dead_letters_and_the_stream_goes_on(stack, conf, p
         real_value[: len(real_value) // 2]: "truncated or corrupt Avro body",
     }
     delivered: list = []
-    producer = Producer({"bootstrap.servers": stack["kafka"].bootstrap})
+    producer = Producer(stack["kafka"].client_config())
     for n, value in enumerate(poison):
         # With a key: the topic is compacted, and Kafka refuses key-less records on it.
         producer.produce(TOPIC, key=f"poison-{n}".encode(), value=value, on_delivery=lambda err, msg: delivered.append((err, msg)))

@@ -71,7 +71,9 @@ def test_the_job_waits_for_a_missing_topic_and_says_so(stack):
     waits for it instead, reporting 'waiting' with the reason, and goes on once it exists."""
     job = job_module()
     name = f"test.notyet.{uuid.uuid4().hex[:8]}"
-    args = argparse.Namespace(topic=name, topic_pattern=None, bootstrap=stack["kafka"].bootstrap)
+    args = argparse.Namespace(
+        topic=name, topic_pattern=None, bootstrap=stack["kafka"].bootstrap, kafka_credentials=str(stack["kafka"].credentials_file)
+    )
     report = _Report()
     admin = stack["kafka"].admin()
 
@@ -92,7 +94,12 @@ def test_the_job_waits_for_a_missing_topic_and_says_so(stack):
 
 def test_waiting_for_a_topic_ends_when_the_job_is_asked_to_stop(stack):
     job = job_module()
-    args = argparse.Namespace(topic=f"test.never.{uuid.uuid4().hex[:8]}", topic_pattern=None, bootstrap=stack["kafka"].bootstrap)
+    args = argparse.Namespace(
+        topic=f"test.never.{uuid.uuid4().hex[:8]}",
+        topic_pattern=None,
+        bootstrap=stack["kafka"].bootstrap,
+        kafka_credentials=str(stack["kafka"].credentials_file),
+    )
     stopping = {"now": False}
     threading.Timer(2, lambda: stopping.update(now=True)).start()
     assert job.wait_for_topic(args, _Report(), stopping) is False

@@ -37,8 +37,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         f"  round {r.rounds}: {len(r.keys()):,} confirmed so far, judged at WAL {r.position}", file=sys.stderr, flush=True
                     )
 
-            bootstrap = runtime.service(conf, "kafka").bootstrap
-            _, report = verify.judge_live(pg, session, conf, bootstrap, timeout=args.recheck_timeout, on_round=progress)
+            kafka = runtime.service(conf, "kafka").client_config()
+            _, report = verify.judge_live(pg, session, conf, kafka, timeout=args.recheck_timeout, on_round=progress)
         extra = verify.extra_columns(pg, session)
     if args.json:
         print(json.dumps({**report.to_json(), "columns_only_in_cassandra": extra}))

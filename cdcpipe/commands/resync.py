@@ -33,7 +33,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
             session=session,
             connect=runtime.service(conf, "connect").client(),
             connector=connector,
-            bootstrap=runtime.service(conf, "kafka").bootstrap,
+            kafka=runtime.service(conf, "kafka").client_config(),
             registry=runtime.service(conf, "schema_registry").cache(),
             settings=conf,
             timeout=args.timeout,
@@ -41,8 +41,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
             say=say,
         )
         say(f"verifying (re-checks up to {args.verify_wait:.0f}s) ...")
-        bootstrap = runtime.service(conf, "kafka").bootstrap
-        _, report = verify.judge_live(pg, session, conf, bootstrap, timeout=args.verify_wait)
+        _, report = verify.judge_live(pg, session, conf, runtime.service(conf, "kafka").client_config(), timeout=args.verify_wait)
     summary["verify"] = report.to_json()
     summary["verified_rows"] = report.source_rows
     if not report.equal:

@@ -14,6 +14,7 @@ from typing import Any
 from .. import runtime, settings
 from ..errors import CdcpipeError, DecodeError, ServiceUnavailable
 from ..pipeline.avro_reader import SchemaCache, decode, to_json
+from ..pipeline.logins import Login
 
 DEFAULT_TOPIC = "cdc.public.users"
 
@@ -22,7 +23,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from confluent_kafka import Consumer, KafkaError
 
     conf = settings.load()
-    bootstrap = args.bootstrap or runtime.service(conf, "kafka").bootstrap
+    if args.bootstrap:  # another Kafka: its SASL/PLAIN login, if any, from the environment
+        bootstrap, user = args.bootstrap, os.environ.get("CDCPIPE_KAFKA_USER")
+        kafka = {"bootstrap.servers": bootstrap}
+        if user:
+            kafka.update(Login(user, os.environ.get("CDCPIPE_KAFKA_PASSWORD", "")).kafka_settings())
+    else:
+        kafka = runtime.service(conf, "kafka").client_config()
+        bootstrap = kafka["bootstrap.servers"]
     if args.registry_url:  # another registry: its login, if any, from the environment
         user = os.environ.get("CDCPIPE_REGISTRY_USER")
         auth = (user, os.environ.get("CDCPIPE_REGISTRY_PASSWORD", "")) if user else None
@@ -37,7 +45,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka,
             "group.id": f"cdcpipe-tail-{uuid.uuid4()}",  # never commits: tailing changes nothing
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest" if args.from_beginning else "latest",
@@ -105,7 +113,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from-beginning", action="store_true", help="start at the earliest offset, not the end")
     p.add_argument("--max", type=int, default=0, help="stop after N records")
     p.add_argument("--idle-timeout", type=float, default=0, help="stop after S seconds without a record")
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local runtime's)")
+    p.add_argument(
+        "--bootstrap",
+        help="Kafka bootstrap servers (default: the local runtime's; a SASL/PLAIN login, if it wants one, "
+        "from CDCPIPE_KAFKA_USER and CDCPIPE_KAFKA_PASSWORD)",
+    )
     p.add_argument(
         "--registry-url",
         help="Confluent-compatible registry URL (default: the local runtime's; "

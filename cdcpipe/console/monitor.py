@@ -185,12 +185,13 @@ class Monitor:
             consumer = None
             try:
                 consumer = Consumer(
-                    {
-                        "bootstrap.servers": self.services["kafka"].bootstrap,
-                        "group.id": f"cdcpipe-console-{uuid.uuid4()}",  # never commits
-                        "enable.auto.commit": False,
-                        "log_level": 0,
-                    }
+                    self.services["kafka"].client_config(
+                        **{
+                            "group.id": f"cdcpipe-console-{uuid.uuid4()}",  # never commits
+                            "enable.auto.commit": False,
+                            "log_level": 0,
+                        }
+                    )
                 )
                 offsets = self.end_offsets(self.cdc_topics)
                 if not offsets:

@@ -34,6 +34,30 @@ class Login:
         """(username, password), as requests' ``auth=`` takes it."""
         return self.username, self.password
 
+    def kafka_settings(self) -> dict[str, str]:
+        """librdkafka's (confluent-kafka's) settings for this login on Kafka's SASL/PLAIN."""
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanisms": "PLAIN",
+            "sasl.username": self.username,
+            "sasl.password": self.password,
+        }
+
+    def kafka_jaas(self, server: bool = False) -> str:
+        """The JAAS line of Java clients (Connect, Spark's Kafka source) for this login; with
+        ``server``, the broker's too, which also lists this login as its one user."""
+        for value in (self.username, self.password):
+            if not value or any(c in value for c in '"\\;\n'):
+                raise ValueError("a Kafka login cannot hold quotes, backslashes, semicolons or newlines")
+        user = f' user_{self.username}="{self.password}"' if server else ""
+        return (
+            f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{self.username}" password="{self.password}"{user};'
+        )
+
+    def kafka_java_settings(self) -> dict[str, str]:
+        """A Java Kafka client's settings for this login (SASL/PLAIN)."""
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.jaas.config": self.kafka_jaas()}
+
 
 def read_login(path: str | Path, what: str = "credentials") -> Login:
     """The login in a credentials file; ConfigError naming the file if it has none."""

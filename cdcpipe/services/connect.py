@@ -22,9 +22,11 @@ import requests
 
 from .. import java
 from ..connect_client import RUNTIME_USER, ConnectClient
+from ..pipeline.logins import Login
 from ..settings import private_dir, write_private
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
+from .kafka import USER as KAFKA_USER
 
 HEAP_MB = 512
 BASIC_AUTH_EXTENSION = "org.apache.kafka.connect.rest.basic.auth.extension.BasicAuthSecurityRestExtension"
@@ -101,7 +103,14 @@ class Connect(Service):
             "config.providers.env.class": "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
             "config.providers.env.param.allowlist.pattern": "CDC_[A-Z0-9_]+",  # matched whole
             "rest.extension.classes": BASIC_AUTH_EXTENSION,
+            # Kafka's login, for the worker's own clients and the ones it makes for connectors
+            # (prefixes producer., consumer., admin.: without them a task's producer connects
+            # unauthenticated and retries quietly while its status says RUNNING).
+            **{f"{prefix}{k}": v for prefix in ("", "producer.", "consumer.", "admin.") for k, v in self._kafka_login().items()},
         }
+
+    def _kafka_login(self) -> dict[str, str]:
+        return Login(KAFKA_USER, self.secrets["kafka"]).kafka_java_settings()
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -130,7 +139,7 @@ class Connect(Service):
 
     def prepare(self) -> None:
         private_dir(self.dir)
-        (self.dir / "connect-distributed.properties").write_text(properties(self.worker_properties()))
+        write_private(self.dir / "connect-distributed.properties", properties(self.worker_properties()))  # Kafka's login
         users = write_private(self.dir / "rest-users.properties", f"{RUNTIME_USER}: {self.secrets['connect']}\n")
         write_private(
             self.dir / "rest-jaas.conf",

@@ -1,4 +1,16 @@
-"""Kafka 4 in KRaft mode: one process that is both broker and controller."""
+"""Kafka 4 in KRaft mode: one process that is both broker and controller.
+
+Both listeners want a login: SASL/PLAIN (``SASL_PLAINTEXT`` on 127.0.0.1), user ``cdcpipe``,
+password the ``kafka`` secret, for every client (Connect, the Spark job, the CLI, the console,
+the watchdog) and for the broker's own calls to its controller. Without it any local account
+could read every user's personal data from ``cdc.public.users`` and write to it (issue 24).
+PLAIN rather than SCRAM: the broker keeps its user in its own 0600 config, so a data directory
+formatted before logins existed starts with one too (SCRAM users are added when the storage is
+formatted). Clients get the password from :meth:`Kafka.client_config` in-process, or, the
+Spark job, from a 0600 credentials file by path. A client without the login is disconnected
+at once, and librdkafka's clients then retry quietly: readiness checks ask for metadata with a
+timeout, and errors name the broker.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +20,15 @@ from typing import Any
 
 from .. import java
 from ..errors import ServiceFailed
-from ..settings import private_dir
+from ..pipeline.logins import Login
+from ..settings import private_dir, write_private
+from ..topics import KAFKA_USER
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
 
 HEAP_MB = 512
+#: The one Kafka user; its password is the ``kafka`` secret.
+USER = KAFKA_USER
 
 
 def new_cluster_id(random_bytes=lambda: uuid.uuid4().bytes) -> str:
@@ -35,17 +51,39 @@ class Kafka(Service):
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port()}"
 
+    @property
+    def login(self) -> Login:
+        return Login(USER, self.secrets["kafka"])
+
+    def client_config(self, **settings: Any) -> dict[str, Any]:
+        """A confluent-kafka client's configuration for this broker, logged in, plus ``settings``
+        (librdkafka names have dots: pass them as ``**{"group.id": ...}``)."""
+        return {"bootstrap.servers": self.bootstrap, **self.login.kafka_settings(), **settings}
+
+    @property
+    def credentials_file(self):
+        """The login as a 0600 credentials file (for the Spark job, which gets only its path)."""
+        return self.dir / "client.credentials"
+
     def _server_properties(self) -> dict[str, Any]:
         ctrl = self.port("kafka_controller")
+        jaas = self.login.kafka_jaas(server=True)
         return {
             "process.roles": "broker,controller",
             "node.id": 1,
             "controller.quorum.voters": f"1@{self.host}:{ctrl}",
-            "listeners": f"PLAINTEXT://{self.host}:{self.port()},CONTROLLER://{self.host}:{ctrl}",
-            "advertised.listeners": f"PLAINTEXT://{self.bootstrap}",
+            "listeners": f"SASL_PLAINTEXT://{self.host}:{self.port()},CONTROLLER://{self.host}:{ctrl}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{self.bootstrap}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            # Both listeners want the login (see the module docstring); the broker logs in to
+            # its own controller with it too.
+            "sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+            "listener.name.controller.plain.sasl.jaas.config": jaas,
             "log.dirs": self.dir / "data",
             "num.partitions": 1,
             # One node: every internal topic has a single replica.
@@ -75,7 +113,8 @@ class Kafka(Service):
     def prepare(self) -> None:
         private_dir(self.dir)
         config = self.dir / "server.properties"
-        config.write_text(properties(self._server_properties()))
+        write_private(config, properties(self._server_properties()))  # it holds the login
+        write_private(self.credentials_file, self.login.file_text())
         (self.dir / "log4j2.properties").write_text(log4j2_config())
         if not (self.dir / "data" / "meta.properties").exists():
             self._format()
@@ -97,7 +136,7 @@ class Kafka(Service):
             data.rmdir()
         shutil.rmtree(scratch, ignore_errors=True)
         config = self.dir / "format.properties"
-        config.write_text(properties({**self._server_properties(), "log.dirs": scratch}))
+        write_private(config, properties({**self._server_properties(), "log.dirs": scratch}))
         cluster_id = new_cluster_id()
         done = subprocess.run(
             self._jvm("kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config)),
@@ -117,7 +156,7 @@ class Kafka(Service):
         from confluent_kafka.admin import AdminClient
 
         # log_level 0: a broker that is still starting is expected here, not worth a log line.
-        return AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 5000, "log_level": 0})
+        return AdminClient(self.client_config(**{"socket.timeout.ms": 5000, "log_level": 0}))
 
     def probe(self) -> None:
         from confluent_kafka import KafkaException
@@ -133,6 +172,7 @@ class Kafka(Service):
         """The CDC topics of connectors/topics.json, before Connect writes or Spark reads them."""
         from .. import topics
 
+        write_private(self.credentials_file, self.login.file_text())  # a broker started by an older cdcpipe
         topics.ensure(self.admin(), topics.load())
 
     def info(self) -> dict[str, Any]:
