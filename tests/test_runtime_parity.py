@@ -46,6 +46,7 @@ def local(tmp_path) -> settings.Settings:
     """The local runtime's settings with default ports and a state directory nothing uses."""
     return settings.load({"CDCPIPE_HOME": str(tmp_path / "state"), "CDCPIPE_JARS": str(tmp_path / "jars")})
 
+
 #: Stand-ins for the secrets the local Connect's settings name.
 SECRETS = {"debezium": "x", "registry_api": "x", "kafka": "x"}
 

@@ -211,6 +211,7 @@ def test_kafka_refuses_a_client_without_its_login(conf, stack):
         admin = AdminClient({"bootstrap.servers": address, **settings, **quiet, "error_cb": lambda e, seen=errors: seen.append(str(e))})
         with pytest.raises(KafkaException):
             admin.list_topics(timeout=5)
+        admin.poll(1)  # serves error_cb
         if login:
             assert any("Authentication failed" in e or "invalid credentials" in e.lower() for e in errors), errors
     topics = kafka.admin().list_topics(timeout=10).topics
