@@ -24,9 +24,10 @@ import requests
 
 from . import migrations, processes, runtime, streaming_job
 from .errors import CdcpipeError
+from .pipeline.schema_changes import USERS_TOPIC
 from .settings import Settings
 
-SOURCE_TOPIC = "cdc.public.users"
+SOURCE_TOPIC = USERS_TOPIC
 
 
 def _latest(registry: Any, subject: str) -> tuple[int, Any]:

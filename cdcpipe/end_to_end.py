@@ -60,9 +60,11 @@ from . import change_mix, processes, runtime, sink_ceiling, streaming_job, verif
 from .bench import _epoch
 from .errors import PipelineStalled
 from .latency import KafkaTimes, TopicRecord, percentiles, until_readable
+from .pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
+from .pipeline.schema_changes import USERS_TOPIC
 from .settings import Settings
 
-TOPIC = "cdc.public.users"
+TOPIC = USERS_TOPIC
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ def job_writer_conf(settings: Settings, registry_url: str) -> tuple[dict[str, An
         "keyspace": "cdc",
         "registry_url": registry_url,
         "registry_credentials": str(runtime.service(settings, "schema_registry").credentials_file),
-        "write_consistency": wanted.get("write_consistency") or os.environ.get("CDC_WRITE_CONSISTENCY", "LOCAL_ONE"),
+        "write_consistency": wanted.get("write_consistency") or os.environ.get("CDC_WRITE_CONSISTENCY", DEFAULT_WRITE_CONSISTENCY),
     }
     tasks = int(wanted.get("min_partitions") or os.environ.get("CDC_MIN_PARTITIONS", "2"))
     return conf, tasks

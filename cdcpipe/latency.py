@@ -33,9 +33,10 @@ from typing import Any
 
 from . import runtime, streaming_job
 from .errors import CdcpipeError
+from .pipeline.schema_changes import USERS_TOPIC
 from .settings import Settings
 
-TOPIC = "cdc.public.users"
+TOPIC = USERS_TOPIC
 PROBE_PREFIX = "latency-probe-"
 LOAD_PREFIX = "latency-load-"
 

@@ -24,7 +24,7 @@ from . import runtime, streaming_job
 from .errors import ResyncFailed
 from .pipeline import sync_state
 from .pipeline.changes import EPOCH_BASE, MAX_EPOCH
-from .pipeline.schema_changes import JOURNAL_TOPIC
+from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
 
 #: The PostgreSQL advisory lock a resync holds while it runs (any number: 'cdcr' in ASCII).
 RESYNC_LOCK = 0x63646372
@@ -142,7 +142,7 @@ def register(
     connector: Any,
     timeout: float = 120.0,
     progress: Callable[[str], None] = print,
-    topic: str = "cdc.public.users",
+    topic: str = USERS_TOPIC,
     journal_topic: str | None = JOURNAL_TOPIC,
 ) -> dict[str, Any]:
     """Register ``connector`` (``connect_client.register_and_wait``) and, the first time, record
@@ -201,7 +201,7 @@ def run(
     kafka: dict[str, Any],
     registry: Any,
     settings=None,
-    topic: str = "cdc.public.users",
+    topic: str = USERS_TOPIC,
     journal_topic: str | None = JOURNAL_TOPIC,
     table: str = "public.users",
     keyspace: str = "cdc",

@@ -30,6 +30,7 @@ from typing import Any
 
 from . import migrations, verify
 from .errors import CeilingFailed
+from .pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
 
 #: Raw records as KafkaTimes keeps them: (key bytes, value bytes, partition, offset).
 RawRecord = tuple[bytes, bytes, int, int]
@@ -103,7 +104,7 @@ def measure(
         "seconds": round(seconds, 2),
         "rows_per_s": round(len(records) / seconds) if seconds > 0 else None,
         "processes": processes,
-        "write_consistency": conf.get("write_consistency", "LOCAL_ONE"),
+        "write_consistency": conf.get("write_consistency", DEFAULT_WRITE_CONSISTENCY),
         "rejected": len(rejected),
         "exact": not differences and not rejected,
         "differences": differences,

@@ -283,10 +283,11 @@ def source_identity_problem(pg, session) -> str | None:
     from cassandra import InvalidRequest
 
     from .pipeline import sync_state
+    from .pipeline.schema_changes import USERS_TOPIC
     from .resync import source_identity
 
     try:
-        epochs = sync_state.load(session, "cdc.public.users")
+        epochs = sync_state.load(session, USERS_TOPIC)
     except InvalidRequest:  # no cdc.sync_state yet (a read model older than resync): nothing recorded
         return None
     recorded = next((e.system_identifier for e in reversed(epochs) if e.system_identifier), None)

@@ -35,7 +35,8 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQueryListener
 
 from cdcpipe.pipeline.apply import apply_arrow, consistency, executor_sink, keep_warm_arrow
-from cdcpipe.pipeline.schema_changes import SchemaChange
+from cdcpipe.pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
+from cdcpipe.pipeline.schema_changes import USERS_TOPIC, SchemaChange
 from cdcpipe.pipeline.schema_changes import apply as apply_schema_changes
 
 log = logging.getLogger("users_to_cassandra")
@@ -47,7 +48,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--bootstrap", default=env("CDC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), help="Kafka bootstrap servers [CDC_KAFKA_BOOTSTRAP]"
     )
-    p.add_argument("--topic", default=env("CDC_TOPIC", "cdc.public.users"), help="topic to read [CDC_TOPIC]")
+    p.add_argument("--topic", default=env("CDC_TOPIC", USERS_TOPIC), help="topic to read [CDC_TOPIC]")
     p.add_argument(
         "--schema-changes-topic",
         default=env("CDC_SCHEMA_CHANGES_TOPIC", "cdc.public.cdc_schema_changes"),
@@ -84,7 +85,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table", default=env("CDC_TABLE", "users"), help="[CDC_TABLE]")
     p.add_argument(
         "--write-consistency",
-        default=env("CDC_WRITE_CONSISTENCY", "LOCAL_ONE"),
+        default=env("CDC_WRITE_CONSISTENCY", DEFAULT_WRITE_CONSISTENCY),
         help="consistency level of every write; a batch's offsets are committed once its writes are acknowledged "
         "at this level (default LOCAL_ONE: the one local node; on a cluster with RF 3 use LOCAL_QUORUM) "
         "[CDC_WRITE_CONSISTENCY]",

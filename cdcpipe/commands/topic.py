@@ -15,8 +15,9 @@ from .. import runtime, settings
 from ..errors import CdcpipeError, DecodeError, ServiceUnavailable
 from ..pipeline.avro_reader import SchemaCache, decode, to_json
 from ..pipeline.logins import Login
+from ..pipeline.schema_changes import USERS_TOPIC
 
-DEFAULT_TOPIC = "cdc.public.users"
+DEFAULT_TOPIC = USERS_TOPIC
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

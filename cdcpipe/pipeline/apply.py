@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from .avro_reader import DecodeError, decode, schema_id_of
+from .cassandra_session import DEFAULT_WRITE_CONSISTENCY
 from .cassandra_sink import REBUILD_STEP, DeadLetter, TableUnusable, after_field_types, type_conflicts
 from .changes import Change, Epoch, MalformedChange, check_source, epoch_for, from_event, image_key, last_per_key, superseded_below
 from .schema_changes import JOURNAL_TOPIC, USERS_TOPIC, Floors, SchemaChange, from_journal_event, load_floors
@@ -43,7 +44,7 @@ def executor_sink(conf: dict[str, Any]) -> tuple[Any, Any]:
             _executor_state["sink"].session.cluster.shutdown()
         login = read_login(conf["cassandra_credentials"]) if conf.get("cassandra_credentials") else None
         session = connect(conf["cassandra_host"], conf["cassandra_port"], connect_timeout=10, login=login)
-        session.default_consistency_level = consistency(conf.get("write_consistency", "LOCAL_ONE"))
+        session.default_consistency_level = consistency(conf.get("write_consistency", DEFAULT_WRITE_CONSISTENCY))
         _executor_state.update(
             key=key,
             sink=CassandraSink(session, conf["keyspace"], conf["table"]),

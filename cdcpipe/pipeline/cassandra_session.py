@@ -16,6 +16,10 @@ from typing import Any
 
 from .logins import Login
 
+#: The consistency of the job's writes unless it is told otherwise: the one local node (on a
+#: cluster with RF 3, LOCAL_QUORUM; ``--write-consistency``).
+DEFAULT_WRITE_CONSISTENCY = "LOCAL_ONE"
+
 
 def connect(host: str, port: int, keyspace: str | None = None, connect_timeout: float = 5, login: Login | None = None) -> Any:
     """A connected cassandra-driver session; its cluster is shut down if connecting fails."""
