@@ -385,14 +385,7 @@ def run(
 
 def cpu_snapshot(settings: Settings) -> dict[str, float]:
     """CPU seconds so far of every process of the stack, the job, this command and the machine."""
-    out: dict[str, float] = {}
-    for svc in runtime.services(settings):
-        for name, pid in svc.pids().items():
-            if pid is not None:
-                out[name] = processes.cpu_seconds(pid)
-    job = processes.pid_of(settings, streaming_job.PROCESS)
-    if job is not None:
-        out["spark job"] = processes.cpu_seconds(job)
+    out = {name: processes.cpu_seconds(pid) for name, pid in runtime.pids(settings).items()}
     out["this command"] = processes.cpu_seconds(os.getpid())
     out["machine"] = processes.machine_busy_seconds()
     return out

@@ -137,6 +137,18 @@ def state_of(svc: Service) -> str:
     return "running"
 
 
+def pids(settings: Settings) -> dict[str, int]:
+    """Every running process of the stack by name: each service's processes and the Spark job
+    ("spark job"). What the benchmarks measure memory and CPU of."""
+    from . import streaming_job
+
+    out = {name: pid for svc in services(settings) for name, pid in svc.pids().items() if pid is not None}
+    job = processes.pid_of(settings, streaming_job.PROCESS)
+    if job is not None:
+        out["spark job"] = job
+    return out
+
+
 def status(settings: Settings) -> dict[str, Any]:
     result: dict[str, Any] = {"home": str(settings.home), "services": {}}
     for svc in services(settings):

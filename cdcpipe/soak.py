@@ -46,13 +46,8 @@ STAGES = ("postgres", "connect", "kafka", "schema_registry", "spark job", "cassa
 
 
 def memory(settings: Settings) -> dict[str, int]:
-    """Resident bytes of every process of the stack and of the job (named as in
-    :func:`cdcpipe.end_to_end.cpu_snapshot`)."""
-    out = {name: processes.rss_bytes(pid) for svc in runtime.services(settings) for name, pid in svc.pids().items() if pid is not None}
-    job = processes.pid_of(settings, streaming_job.PROCESS)
-    if job is not None:
-        out["spark job"] = processes.rss_bytes(job)
-    return out
+    """Resident bytes of every process of the stack and of the job (:func:`cdcpipe.runtime.pids`)."""
+    return {name: processes.rss_bytes(pid) for name, pid in runtime.pids(settings).items()}
 
 
 def cassandra_facts(settings: Settings) -> dict[str, Any]:
