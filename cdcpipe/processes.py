@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,6 +61,31 @@ def _private_file(path: Path, flags: int) -> int:
     return fd
 
 
+def temp_dir(settings: Settings, name: str) -> Path:
+    """Process ``name``'s own temporary directory, ``<state>/tmp/<name>`` (0700)."""
+    return settings.home / "tmp" / name
+
+
+def temp_env(settings: Settings, name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the process's temporary files sent to :func:`temp_dir`, emptied first.
+
+    Left to themselves they all use the machine's shared /tmp: Python's tempfile, every JVM
+    (``java.io.tmpdir``: lz4's and snappy's native libraries, Spark's block managers), and
+    Vert.x's cache under the registry's Quarkus. Nothing removed them, and a directory one
+    account left there (``/tmp/vertx-cache``, made by a root run) stopped another account's
+    registry from starting. ``TMPDIR`` covers Python and native code; ``JAVA_TOOL_OPTIONS`` every
+    JVM, the ones the JVMs start (Spark's executors, the job's driver) included."""
+    tmp = temp_dir(settings, name)
+    if tmp.exists():
+        shutil.rmtree(tmp, ignore_errors=True)  # the last run's: nothing runs from it now
+    private_dir(tmp)
+    if any(c.isspace() for c in str(tmp)):  # JAVA_TOOL_OPTIONS splits on whitespace: Python's only
+        return {**env, "TMPDIR": str(tmp)}
+    java = f"-Djava.io.tmpdir={tmp} -Dvertx.cacheDirBase={tmp / 'vertx-cache'}"
+    inherited = env.get("JAVA_TOOL_OPTIONS", "")
+    return {**env, "TMPDIR": str(tmp), "JAVA_TOOL_OPTIONS": f"{inherited} {java}".strip()}
+
+
 def spawn(
     settings: Settings,
     name: str,
@@ -69,7 +95,11 @@ def spawn(
     cwd: Path | None = None,
     user: str | None = None,
 ) -> int:
-    """Start ``argv`` detached, logging to the process's log file; return its pid."""
+    """Start ``argv`` detached, logging to the process's log file; return its pid. Its
+    temporary files go to its own directory (:func:`temp_env`), unless it runs as another
+    ``user``, which could not enter the state directory."""
+    if user is None:
+        env = temp_env(settings, name, os.environ if env is None else env)
     private_dir(settings.run_dir)
     private_dir(settings.logs_dir)
     log_path = settings.log_file(name)

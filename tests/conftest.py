@@ -12,14 +12,19 @@ nothing else can pass then (``connector`` and ``spark_job`` need ``connect``; th
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
 import pytest
 
-# Airflow imported by tests (DagBag) must not touch ~/airflow or load example DAGs.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="cdcpipe-test-airflow-"))
+# Airflow imported by tests (DagBag) must not touch ~/airflow or load example DAGs; its
+# scratch home is removed when the session ends (one was left per run).
+if "AIRFLOW_HOME" not in os.environ:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="cdcpipe-test-airflow-")
+    atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from cdcpipe import runtime, settings

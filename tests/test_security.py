@@ -128,6 +128,38 @@ def test_status_prints_no_password_and_secret_prints_one_on_request(conf, stack)
     assert unknown.returncode == 2 and "'cdcpipe secret' lists them" in unknown.stderr
 
 
+def test_no_process_of_the_stack_uses_the_shared_tmp(conf, stack, spark_job):
+    """Issue 24: every JVM unpacked native libraries (lz4, snappy) and Spark its block managers
+    into /tmp, never removed; a /tmp/vertx-cache a root run left there stopped another account's
+    registry. Each process now has <state>/tmp/<name>: no process of the stack, the job and
+    its Python workers included, has a file under /tmp mapped or open."""
+    from cdcpipe import streaming_job
+
+    shared = []
+    pids = stack_pids(conf, stack)
+    job = processes.pid_of(conf, streaming_job.PROCESS)
+    assert job in pids
+    for pid in pids:
+        try:
+            mapped = {
+                line.split(None, 5)[5] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if len(line.split(None, 5)) == 6
+            }
+            opened = set()
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    opened.add(os.readlink(fd))
+                except OSError:
+                    continue
+        except OSError:  # it ended meanwhile
+            continue
+        shared += [f"pid {pid}: {path}" for path in sorted(mapped | opened) if path.startswith("/tmp/")]
+    assert not shared, shared[:20]
+    environ = Path(f"/proc/{job}/environ").read_bytes().decode().split("\0")
+    own = conf.home / "tmp" / streaming_job.PROCESS
+    assert f"TMPDIR={own}" in environ and own.is_dir()
+    assert any(e.startswith("JAVA_TOOL_OPTIONS=") and f"-Djava.io.tmpdir={own}" in e for e in environ), environ
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
@@ -174,7 +206,8 @@ def test_connect_resolves_only_the_variables_connector_configs_name(conf, stack)
     the worker has, validation answers without its value."""
     pid = processes.pid_of(conf, "connect")
     environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
-    assert set(environ) <= {"PATH", "LANG", "LC_ALL", "TZ", "TMPDIR"} | {k for k in environ if k.startswith("CDC_")}, sorted(environ)
+    basics = {"PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "JAVA_TOOL_OPTIONS"}  # the last two: its own temp dir
+    assert set(environ) <= basics | {k for k in environ if k.startswith("CDC_")}, sorted(environ)
     assert environ["PATH"] and "CDC_POSTGRES_PASSWORD" in environ
     config = {
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
