@@ -122,6 +122,7 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
         "                    (login cdcpipe, password: cdcpipe secret connect)\n"
         "  Read model        .venv/bin/cdcpipe cqlsh -e 'SELECT * FROM cdc.users LIMIT 5'\n"
         f"  Schema registry   {stack['schema_registry'].url}/subjects\n"
+        "                    (login cdcpipe, password: cdcpipe secret registry_api)\n"
         "  Change events     .venv/bin/cdcpipe topic tail --from-beginning\n"
         "  Spark job         .venv/bin/cdcpipe spark status\n"
         "  Everything        .venv/bin/cdcpipe status\n"
