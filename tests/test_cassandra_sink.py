@@ -119,6 +119,26 @@ def test_a_dropped_column_is_the_tables_fault_and_comes_back(own_table, cassandr
     assert got == {row["id"]: row["city"] for row in rows}
 
 
+def test_missing_columns_are_added_by_one_alter(own_table, cassandra, monkeypatch):
+    """A table rebuilt empty meets every source column at once: one ALTER adds them all (one
+    schema agreement, not one per column), and a second call adds nothing."""
+    sink = CassandraSink(cassandra, "cdc", own_table)
+    statements: list[str] = []
+    execute = sink.session.execute
+    monkeypatch.setattr(sink.session, "execute", lambda query, *a, **k: statements.append(str(query)) or execute(query, *a, **k))
+    types = {"extra_a": "text", "extra_b": "bigint", "extra_c": "timestamp", "city": "text"}
+    assert sorted(sink.ensure_columns(types)) == ["extra_a", "extra_b", "extra_c"]
+    assert [q for q in statements if q.startswith("ALTER")] == [
+        f'ALTER TABLE cdc.{own_table} ADD IF NOT EXISTS ("extra_a" text, "extra_b" bigint, "extra_c" timestamp)'
+    ]
+    assert {n: sink.columns[n] for n in ("extra_a", "extra_b", "extra_c")} == {
+        "extra_a": "text",
+        "extra_b": "bigint",
+        "extra_c": "timestamp",
+    }
+    assert sink.ensure_columns(types) == []
+
+
 def test_a_dropped_table_is_the_systems_fault(own_table, cassandra):
     from cdcpipe.pipeline.cassandra_sink import TableUnusable
 

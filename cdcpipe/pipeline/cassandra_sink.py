@@ -352,12 +352,14 @@ class CassandraSink:
                 " (the job then passes over the records it stopped at)"
             )
         with self._lock:
-            for name in missing:
-                if name in self.columns:
-                    continue
-                log.warning("adding column %s %s to %s.%s", name, types[name], self.keyspace, self.table)
-                self.session.execute(f"ALTER TABLE {self.keyspace}.{self.table} ADD IF NOT EXISTS {quote(name)} {types[name]}", timeout=60)
-            self.session.cluster.control_connection.wait_for_schema_agreement()
+            missing = [name for name in missing if name not in self.columns]
+            if missing:
+                # One ALTER for all of them: each schema change waits for agreement, and a
+                # table rebuilt from a source with 40 columns took one round per column.
+                log.warning("adding columns to %s.%s: %s", self.keyspace, self.table, ", ".join(f"{n} {types[n]}" for n in missing))
+                added = ", ".join(f"{quote(name)} {types[name]}" for name in missing)
+                self.session.execute(f"ALTER TABLE {self.keyspace}.{self.table} ADD IF NOT EXISTS ({added})", timeout=60)
+                self.session.cluster.control_connection.wait_for_schema_agreement()
             self._load_table()
         return missing
 
