@@ -128,6 +128,16 @@ def test_status_prints_no_password_and_secret_prints_one_on_request(conf, stack)
     assert unknown.returncode == 2 and "'cdcpipe secret' lists them" in unknown.stderr
 
 
+def _in_shared_tmp(path: str, conf) -> bool:
+    """A file in the machine's shared /tmp: not the JVM's own hsperfdata (per account, made and
+    emptied by the JVM, at a path java.io.tmpdir does not move), and not inside this checkout,
+    its virtualenv or its state directory (CI clones the project under /tmp)."""
+    if not path.startswith("/tmp/") or path.startswith("/tmp/hsperfdata_"):
+        return False
+    ours = {Path(__file__).resolve().parents[1], Path(sys.prefix).resolve(), conf.home.resolve()}
+    return not any(Path(path).is_relative_to(root) for root in ours)
+
+
 def test_no_process_of_the_stack_uses_the_shared_tmp(conf, stack, spark_job):
     """Issue 24: every JVM unpacked native libraries (lz4, snappy) and Spark its block managers
     into /tmp, never removed; a /tmp/vertx-cache a root run left there stopped another account's
@@ -154,9 +164,7 @@ def test_no_process_of_the_stack_uses_the_shared_tmp(conf, stack, spark_job):
             continue
         # /tmp/hsperfdata_<account>/<pid> is the JVM's own (jps, jstat): one directory per
         # account, made and emptied by the JVM, at a path java.io.tmpdir does not move.
-        shared += [
-            f"pid {pid}: {path}" for path in sorted(mapped | opened) if path.startswith("/tmp/") and not path.startswith("/tmp/hsperfdata_")
-        ]
+        shared += [f"pid {pid}: {path}" for path in sorted(mapped | opened) if _in_shared_tmp(path, conf)]
     assert not shared, shared[:20]
     environ = Path(f"/proc/{job}/environ").read_bytes().decode().split("\0")
     own = conf.home / "tmp" / streaming_job.PROCESS
