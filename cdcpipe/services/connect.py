@@ -27,6 +27,7 @@ from ..settings import private_dir, write_private
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
 from .kafka import USER as KAFKA_USER
+from .schema_registry import API_USER as REGISTRY_USER
 
 HEAP_MB = 512
 BASIC_AUTH_EXTENSION = "org.apache.kafka.connect.rest.basic.auth.extension.BasicAuthSecurityRestExtension"
@@ -133,7 +134,7 @@ class Connect(Service):
             "CDC_POSTGRES_DB": "users",
             "CDC_POSTGRES_USER": "debezium",
             "CDC_POSTGRES_PASSWORD": self.secrets["debezium"],
-            "CDC_REGISTRY_USER": "cdcpipe",
+            "CDC_REGISTRY_USER": REGISTRY_USER,
             "CDC_REGISTRY_PASSWORD": self.secrets["registry_api"],
         }
 
