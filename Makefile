@@ -27,7 +27,7 @@ TEST_DEPS :=
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || [ -n "$$CDCPIPE_PG_BIN" ] || missing="$$missing postgresql"; \
-	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v javac >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$(TEST_DEPS)" ]; then command -v chromium >/dev/null || missing="$$missing chromium"; fi; \

@@ -22,6 +22,7 @@ ACCOUNTS: dict[str, str] = {
     "airflow_admin": "Airflow UI / REST API login",
     "airflow_jwt": "Airflow's JWT signing secret, shared by its processes",
     "spark_auth": "Spark RPC shared secret (spark.authenticate) of master, worker and jobs",
+    "spark_ui": "the Spark web UIs' login (user cdcpipe): master, worker and the job's",
     "console": "the browser console's login (user admin)",
     "connect": "Kafka Connect's REST API login (user cdcpipe)",
     "cassandra_jmx": "Cassandra's JMX login (user cdcpipe; nodetool -u cdcpipe -pwf)",

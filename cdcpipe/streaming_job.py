@@ -29,7 +29,7 @@ def progress_file(settings: Settings) -> Path:
 
 
 def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | None = None, **extra: Any) -> list[str]:
-    svcs = by_name(settings, ["kafka", "schema_registry", "cassandra"])
+    svcs = by_name(settings, ["kafka", "schema_registry", "cassandra", "spark"])
     argv = [
         sys.executable,
         str(JOB),
@@ -47,6 +47,8 @@ def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | N
         str(settings.port("cassandra")),
         "--cassandra-credentials",
         str(svcs["cassandra"].credentials_file("job")),
+        "--ui-credentials",
+        str(svcs["spark"].ui_credentials_file),
         "--checkpoint",
         str(checkpoint or checkpoint_dir(settings)),
         "--master",

@@ -56,6 +56,7 @@ SECRETS = {
     "AIRFLOW_SECRET": _password,
     "AIRFLOW_FERNET_KEY": _fernet_key,
     "SPARK_AUTH_SECRET": _password,
+    "SPARK_UI_PASSWORD": _password,
 }
 # Required and generated, but not secret: KRaft's cluster id.
 GENERATED = {**SECRETS, "KAFKA_CLUSTER_ID": _cluster_id}

@@ -36,6 +36,7 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from cdcpipe.pipeline.apply import apply_arrow, consistency, executor_sink, keep_warm_arrow
 from cdcpipe.pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
+from cdcpipe.pipeline.logins import UI_LOGIN_FILTER
 from cdcpipe.pipeline.schema_changes import USERS_TOPIC, SchemaChange
 from cdcpipe.pipeline.schema_changes import apply as apply_schema_changes
 
@@ -80,6 +81,13 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         default=env("CDC_CASSANDRA_CREDENTIALS", ""),
         help="a credentials file in cqlsh's format ([plain_text_auth] username, password) for Cassandra's login; "
         "empty: no login [CDC_CASSANDRA_CREDENTIALS]",
+    )
+    p.add_argument(
+        "--ui-credentials",
+        default=env("CDC_UI_CREDENTIALS", ""),
+        help="a credentials file (username = ..., password = ...) that the job's web UI asks for, through the "
+        "login filter cdcpipe.spark.UiLoginFilter (its jar in --jars); empty: no web UI at all, since Spark's "
+        "has no login of its own [CDC_UI_CREDENTIALS]",
     )
     p.add_argument("--keyspace", default=env("CDC_KEYSPACE", "cdc"), help="[CDC_KEYSPACE]")
     p.add_argument("--table", default=env("CDC_TABLE", "users"), help="[CDC_TABLE]")
@@ -353,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         # The executors' Python daemon without Spark's zips on sys.path (see the module).
         .config("spark.python.daemon.module", "cdcpipe.pipeline.spark_daemon")
     )
+    if args.ui_credentials:
+        builder = builder.config("spark.ui.filters", UI_LOGIN_FILTER).config(
+            f"spark.{UI_LOGIN_FILTER}.param.credentials", args.ui_credentials
+        )
+    else:
+        builder = builder.config("spark.ui.enabled", "false")
     spark = authenticated(builder, os.environ.get(AUTH_SECRET_ENV)).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     conf = {

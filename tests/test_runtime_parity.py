@@ -25,6 +25,7 @@ from compose_file import load, option, topic_commands
 from packaging.specifiers import SpecifierSet
 
 from cdcpipe import settings, topics
+from cdcpipe.pipeline.logins import UI_LOGIN_FILTER
 from cdcpipe.services import postgres, spark
 from cdcpipe.services.connect import Connect
 from cdcpipe.services.kafka import Kafka
@@ -304,9 +305,15 @@ def _daemon_opts(value: str) -> dict[str, str]:
     return dict(arg[2:].split("=", 1) for arg in value.split() if arg.startswith("-D"))
 
 
+def _exec_line(command: list[str]) -> list[str]:
+    """The argv a ``bash -ec`` script's ``exec`` line runs (the daemon's command line)."""
+    line = next(line for line in command[-1].splitlines() if line.startswith("exec "))
+    return shlex.split(line)[1:]
+
+
 def test_spark_worker_size_and_daemon_settings(compose):
     services = compose["services"]
-    worker = services["spark-worker"]["command"]
+    worker = _exec_line(services["spark-worker"]["command"])
     assert_same(
         {"cores": spark.WORKER_CORES, "memory": spark.WORKER_MEMORY},
         {"cores": option(worker, "--cores")[0], "memory": option(worker, "--memory")[0]},
@@ -314,21 +321,31 @@ def test_spark_worker_size_and_daemon_settings(compose):
         "WORKER_CORES / WORKER_MEMORY in cdcpipe/services/spark.py",
         "services.spark-worker.command",
     )
+    # The UIs' login filter and its credentials file, whose path differs.
+    local = {**spark.DAEMON_CONF, **spark.ui_login_conf("(path)")}
+    credentials = f"spark.{UI_LOGIN_FILTER}.param.credentials"
     assert_same(
-        spark.DAEMON_CONF,
+        local,
         _daemon_opts(services["spark-master"]["environment"]["SPARK_MASTER_OPTS"]),
-        {},
-        "DAEMON_CONF in cdcpipe/services/spark.py",
+        {credentials: ADDRESS},
+        "DAEMON_CONF, ui_login_conf in cdcpipe/services/spark.py",
         "services.spark-master.environment.SPARK_MASTER_OPTS",
     )
     assert_same(
-        spark.DAEMON_CONF,
+        local,
         _daemon_opts(services["spark-worker"]["environment"]["SPARK_WORKER_OPTS"]),
         # Read by the master only; the local runtime passes one set to both daemons.
-        {"spark.master.rest.enabled": "master only"},
-        "DAEMON_CONF in cdcpipe/services/spark.py",
+        {"spark.master.rest.enabled": "master only", credentials: ADDRESS},
+        "DAEMON_CONF, ui_login_conf in cdcpipe/services/spark.py",
         "services.spark-worker.environment.SPARK_WORKER_OPTS",
     )
+    # Every UI's login file is the one the container writes, and the job's UI has the same.
+    for name in ("spark-master", "spark-worker"):
+        command = services[name]["command"][-1]
+        path = _daemon_opts(services[name]["environment"][f"SPARK_{name.split('-')[1].upper()}_OPTS"])[credentials]
+        assert f'"$$SPARK_UI_PASSWORD" > {path}' in command, name
+    job = services["spark-job"]
+    assert f'"$$SPARK_UI_PASSWORD" > {job["environment"]["CDC_UI_CREDENTIALS"]}' in job["command"][-1]
 
 
 # --- The Spark image's Python -----------------------------------------------------------------

@@ -464,6 +464,51 @@ def _run_app(conf, stack, tmp_path, secret: str | None, timeout: float, stop_at:
     return log.read_text(errors="replace"), cmdlines
 
 
+def _http_listeners(conf, stack, process: str) -> list[int]:
+    """The listening ports of one process tree (by pid-file name) that answer HTTP."""
+    import requests
+
+    root = processes.pid_of(conf, process)
+    assert root is not None, f"{process} is not running"
+    sockets = listening_sockets()
+    ports = {sockets[i][1] for pid in processes.tree(root) for i in _socket_inodes(pid) & sockets.keys()}
+    found = []
+    for port in sorted(ports):
+        try:
+            requests.get(f"http://127.0.0.1:{port}/", timeout=3, allow_redirects=False)
+        except requests.RequestException:
+            continue  # RPC, block manager, py4j: not HTTP
+        found.append(port)
+    return found
+
+
+def test_every_spark_ui_refuses_a_client_without_the_login(conf, stack, spark_job):
+    import requests
+
+    spark = stack["spark"]
+    login = spark.ui_login.pair
+    uis = {
+        "master": spark.port("spark_master_ui"),
+        "worker": spark.port("spark_worker_ui"),
+        **{f"job:{port}": port for port in _http_listeners(conf, stack, "spark-job")},
+    }
+    assert any(name.startswith("job:") for name in uis), "the job's web UI was not found among its listeners"
+    # Pages, the JSON and REST APIs, static files and the worker's executor log pages.
+    paths = ["/", "/json/", "/api/v1/applications", "/static/spark-logo-77x50px-hd.png", "/logPage/?appId=a&executorId=0&logType=stdout"]
+    opened = []
+    for name, port in uis.items():
+        for path in paths:
+            url = f"http://127.0.0.1:{port}{path}"
+            for auth in (None, ("cdcpipe", "not-the-password"), ("admin", login[1])):
+                answer = requests.get(url, auth=auth, timeout=10, allow_redirects=False)
+                if answer.status_code != 401 or "cdcpipe spark" not in answer.headers.get("WWW-Authenticate", ""):
+                    opened.append(f"{name} {path} with {auth and auth[0]}: {answer.status_code}")
+        # The filter stands in front of a working UI: the login opens it.
+        assert requests.get(f"http://127.0.0.1:{port}/", auth=login, timeout=10).status_code == 200, name
+    assert not opened, opened
+    assert stat.S_IMODE(spark.ui_credentials_file.stat().st_mode) == 0o600
+
+
 def test_spark_master_refuses_an_application_without_the_secret(conf, stack, tmp_path):
     output, _ = _run_app(conf, stack, tmp_path, None, timeout=60, stop_at="SASL")
     assert "RESULT" not in output

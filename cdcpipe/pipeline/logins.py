@@ -17,6 +17,10 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
+#: The servlet filter (cdcpipe/jvm/ui-login) that asks for a login in front of a Spark web UI;
+#: it reads the file this module writes.
+UI_LOGIN_FILTER = "cdcpipe.spark.UiLoginFilter"
+
 
 @dataclass(frozen=True)
 class Login:

@@ -3,6 +3,12 @@
 Jobs run on ``local[N]`` by default (``CDCPIPE_SPARK_MASTER``), or on this cluster with
 ``--master spark://127.0.0.1:7077``. The Kafka source and Avro jars come from the jars
 directory, resolved ahead of time, so no job downloads anything when it starts.
+
+Spark's web UIs have no login of their own (``spark.acls.enable`` only judges a user some
+filter has authenticated), so every UI of the stack, master, worker and the job's, runs the
+project's filter (``cdcpipe/jvm/ui-login``): HTTP Basic, user ``cdcpipe``, password the
+``spark_ui`` secret, which the filter reads from a 0600 file (:attr:`Spark.ui_credentials_file`)
+so that it is never a Spark setting (those show in ``ps`` and on the UI's environment page).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import requests
 
 from .. import java
 from ..errors import MissingDependency
-from ..settings import private_dir
+from ..jars import ui_login_jar
+from ..pipeline.logins import UI_LOGIN_FILTER, Login
+from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
 DAEMON_HEAP_MB = 256
@@ -28,6 +36,8 @@ DAEMON_CONF = {
     "spark.ui.killEnabled": "false",
     "spark.master.rest.enabled": "false",
 }
+#: The login of every Spark UI.
+UI_USER = "cdcpipe"
 #: Memory and cores the worker offers to executors.
 WORKER_MEMORY = "2g"
 WORKER_CORES = 2
@@ -43,8 +53,14 @@ def spark_home() -> Path:
 
 
 def job_jars(jars_dir: Path) -> list[str]:
-    """The jars a streaming job adds to Spark: the Kafka source and Avro support."""
-    return sorted(str(p) for p in (jars_dir / "spark").glob("*.jar"))
+    """The jars a streaming job adds to Spark: the Kafka source, Avro support and the UI's login filter."""
+    return sorted(str(p) for p in [*(jars_dir / "spark").glob("*.jar"), *(jars_dir / "spark-ui").glob("*.jar")])
+
+
+def ui_login_conf(credentials: str | Path) -> dict[str, str]:
+    """The settings that put the login filter in front of a Spark UI; ``credentials`` is the
+    path of its 0600 credentials file (never the password: settings are visible)."""
+    return {"spark.ui.filters": UI_LOGIN_FILTER, f"spark.{UI_LOGIN_FILTER}.param.credentials": str(credentials)}
 
 
 class Spark(Service):
@@ -60,6 +76,15 @@ class Spark(Service):
     @property
     def ui_url(self) -> str:
         return f"http://{self.host}:{self.port('spark_master_ui')}"
+
+    @property
+    def ui_login(self) -> Login:
+        return Login(UI_USER, self.secrets["spark_ui"])
+
+    @property
+    def ui_credentials_file(self) -> Path:
+        """The UIs' login (0600), read by the filter of master, worker and job."""
+        return self.dir / "ui.credentials"
 
     def env(self) -> dict[str, str]:
         return {
@@ -81,9 +106,9 @@ class Spark(Service):
             java.java_bin(),
             *java.heap(DAEMON_HEAP_MB, 128),
             *java.COMMON_FLAGS,
-            *(f"-D{key}={value}" for key, value in DAEMON_CONF.items()),
+            *(f"-D{key}={value}" for key, value in {**DAEMON_CONF, **ui_login_conf(self.ui_credentials_file)}.items()),
             "-cp",
-            java.classpath(spark_home() / "jars"),
+            java.classpath(spark_home() / "jars", ui_login_jar(self.settings).parent),
             main,
             *args,
         ]
@@ -92,6 +117,7 @@ class Spark(Service):
         private_dir(self.dir)
         for sub in ("work", "tmp"):
             private_dir(self.dir / sub)
+        write_private(self.ui_credentials_file, self.ui_login.file_text())
 
     def launch(self) -> None:
         self.spawn(
@@ -128,7 +154,9 @@ class Spark(Service):
 
     def probe(self) -> None:
         try:
-            state = requests.get(self.ui_url + "/json/", timeout=5).json()
+            answer = requests.get(self.ui_url + "/json/", auth=self.ui_login.pair, timeout=5)
+            answer.raise_for_status()
+            state = answer.json()
         except (requests.RequestException, ValueError) as exc:
             raise NotReady(f"master not answering on {self.ui_url}: {exc.__class__.__name__}") from None
         if state.get("status") != "ALIVE":
@@ -140,6 +168,7 @@ class Spark(Service):
         return {
             "master_url": self.master_url,
             "ui_url": self.ui_url,
+            "login": f"{UI_USER}, password: cdcpipe secret spark_ui",
             "default_job_master": self.settings.spark_master,
             "spark_home": str(spark_home()),
             "job_jars": job_jars(self.settings.jars),
