@@ -280,6 +280,9 @@ def test_the_registry_refuses_every_call_without_its_login(conf, stack):
         ("DELETE", registry.url + "/subjects/cdc.public.users-value"),
         ("GET", registry.base_url + "/apis/registry/v2/groups/default/artifacts"),
         ("GET", registry.base_url + "/apis/registry/v3/groups"),
+        ("GET", registry.base_url + "/apis/registry/v3/system/info"),
+        ("GET", registry.base_url + "/q/health"),
+        ("GET", registry.base_url + "/"),
     ]
     for auth in (None, ("cdcpipe", "not-the-password"), ("admin", _secrets(conf)["registry_api"])):
         answers = {f"{m} {u}": requests.request(m, u, json={"schema": '"string"'}, auth=auth, timeout=10).status_code for m, u in calls}
@@ -288,6 +291,12 @@ def test_the_registry_refuses_every_call_without_its_login(conf, stack):
     assert subjects.status_code == 200 and "cdc.public.users-value" in subjects.json()
     with pytest.raises(RegistryMisconfigured, match="refused a request without a login"):
         decode(b"\x00\x00\x00\x00\x01\x02", SchemaCache(registry.url, timeout=5))
+    # The management port answers without a login (Apicurio's build fixes its authentication
+    # off; docs/security.md), so it must hold nothing: status and counters, no subject, no schema.
+    management = f"http://{registry.host}:{registry.port('schema_registry_management')}"
+    for path in ("/health", "/health/ready", "/metrics"):
+        text = requests.get(management + path, timeout=10).text
+        assert "cdc.public.users" not in text and '"type":"record"' not in text.replace(" ", ""), path
 
 
 def _nodetool(conf, stack, *login: str) -> subprocess.CompletedProcess[str]:

@@ -9,8 +9,11 @@ enables at build time, so no OIDC server is needed. The password reaches Quarkus
 environment (``QUARKUS_SECURITY_USERS_EMBEDDED_USERS_cdcpipe``), the Connect converter through
 ``${env:CDC_REGISTRY_PASSWORD}``, and the Spark job through a 0600 credentials file
 (:attr:`SchemaRegistry.credentials_file`). Apicurio answers 401 without a
-``WWW-Authenticate`` header, so clients send the login with every request. Only
-``/apis/registry/v3/system/info`` and the management port's health stay open (no data).
+``WWW-Authenticate`` header, so clients send the login with every request. Every path of the
+API port wants it (``quarkus.http.auth.permission``), ``system/info`` included. The management
+port (health, metrics) stays open: its authentication (``quarkus.management.auth.basic``) is
+fixed off when Apicurio's app is built, and a runtime setting only draws a warning. It holds
+statuses and counters, no subject and no schema.
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ class SchemaRegistry(Service):
             # from the environment.
             "quarkus.http.auth.basic": "true",
             "quarkus.security.users.embedded.plain-text": "true",
+            # ... on every path, system/info and the UI's included.
+            "quarkus.http.auth.permission.cdcpipe.paths": "/*",
+            "quarkus.http.auth.permission.cdcpipe.policy": "authenticated",
             "quarkus.log.console.format": "%d{HH:mm:ss} %-5p [%c{2.}] %s%e%n",
         }
         private_dir(self.dir)
