@@ -24,6 +24,7 @@ ACCOUNTS: dict[str, str] = {
     "spark_auth": "Spark RPC shared secret (spark.authenticate) of master, worker and jobs",
     "spark_ui": "the Spark web UIs' login (user cdcpipe): master, worker and the job's",
     "console": "the browser console's login (user admin)",
+    "randomuser": "the local randomuser stand-in's API key (Authorization: Bearer), sent by the ingest DAGs",
     "connect": "Kafka Connect's REST API login (user cdcpipe)",
     "cassandra_jmx": "Cassandra's JMX login (user cdcpipe; nodetool -u cdcpipe -pwf)",
     "kafka": "Kafka's login (SASL/PLAIN, user cdcpipe) for every client and the broker itself",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from . import processes, resync, runtime, streaming_job, verify
+from . import credentials, processes, resync, runtime, streaming_job, verify
 from .airflow_client import AirflowClient, run_dag
 from .connect_client import DEFAULT_FILE, ConnectorFile
 from .errors import CdcpipeError, StepFailed
@@ -38,9 +38,10 @@ def ensure_standin(settings: Settings) -> str:
     url = f"http://{settings.host}:{port}/api/"
     if processes.pid_of(settings, STANDIN_PROCESS) is None:
         processes.spawn(settings, STANDIN_PROCESS, [sys.executable, "-m", "cdcpipe", "randomuser", "serve", "--port", str(port)])
+    key = {"Authorization": f"Bearer {credentials.load(settings)['randomuser']}"}
     for _ in range(50):
         try:
-            if requests.get(url, params={"results": 1}, timeout=2).ok:
+            if requests.get(url, params={"results": 1}, headers=key, timeout=2).ok:
                 return url
         except requests.RequestException:
             time.sleep(0.2)

@@ -6,6 +6,11 @@ It answers ``GET /api/`` (and ``/api/1.4/``) with the real response shapes: ``re
 (1-5000), ``seed``, ``page``, ``nat``, ``gender``, ``inc``/``exc``, ``noinfo``, ``format``
 (json only). The same seed and page give the same users.
 
+The real API wants no key; this one can (``make_server(api_key=...)``; ``cdcpipe randomuser
+serve`` always does): every request without ``Authorization: Bearer <key>`` is answered 401,
+so no other local account can read its users or queue faults. The ingest DAGs send the key
+from ``RANDOMUSER_API_KEY`` to ``RANDOMUSER_API_KEY_ORIGIN`` only (``users_etl/api.py``).
+
 For tests, ``POST /__faults`` (not part of the real API) queues failures for the next
 requests: ``{"status": [500, 503]}`` answers those statuses first; ``{"error": 1}`` answers
 the API's error document once; ``{"drop_field": "email"}`` removes a field from one user of
@@ -15,6 +20,7 @@ the next answer.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import random
 import threading
@@ -282,7 +288,9 @@ class _Faults:
         self.requests = 0
 
 
-def make_handler(faults: _Faults):
+def make_handler(faults: _Faults, api_key: str | None = None):
+    expected = f"Bearer {api_key}".encode() if api_key else None
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "randomuser-standin/1.4"
 
@@ -297,7 +305,24 @@ def make_handler(faults: _Faults):
             self.end_headers()
             self.wfile.write(data)
 
+        def _refused(self) -> bool:
+            """Answer 401 (and say so) unless the request carries the key, if there is one."""
+            if expected is None or hmac.compare_digest((self.headers.get("Authorization") or "").strip().encode(), expected):
+                return False
+            if int(self.headers.get("Content-Length") or 0):
+                self.close_connection = True  # the body stays unread
+            data = json.dumps({"error": "this randomuser stand-in wants its API key (Authorization: Bearer ...)"}).encode()
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer realm="cdcpipe randomuser"')
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return True
+
         def do_GET(self):  # noqa: N802
+            if self._refused():
+                return
             url = urlparse(self.path)
             if url.path.rstrip("/") not in ("/api", f"/api/{VERSION}"):
                 return self._send(404, {"error": f"not found: {url.path}"})
@@ -321,6 +346,8 @@ def make_handler(faults: _Faults):
             self._send(200, body)
 
         def do_POST(self):  # noqa: N802
+            if self._refused():
+                return
             if self.path != "/__faults":
                 return self._send(404, {"error": "not found"})
             payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
@@ -334,7 +361,8 @@ def make_handler(faults: _Faults):
     return Handler
 
 
-def make_server(host: str = "127.0.0.1", port: int = 8089) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(_Faults()))
+def make_server(host: str = "127.0.0.1", port: int = 8089, api_key: str | None = None) -> ThreadingHTTPServer:
+    """The stand-in on ``host:port``; with ``api_key``, it refuses every request without it."""
+    server = ThreadingHTTPServer((host, port), make_handler(_Faults(), api_key))
     server.daemon_threads = True
     return server

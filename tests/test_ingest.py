@@ -34,6 +34,40 @@ def api():
     server.shutdown()
 
 
+# --- the stand-in's key ------------------------------------------------------------------------
+def test_the_standin_refuses_every_request_without_its_key():
+    from users_etl.api import ApiError, fetch_users
+
+    server = make_server("127.0.0.1", 0, api_key="the-right-key-0123")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dGhlLXJpZ2h0LWtleS0wMTIz"}):
+            answer = requests.get(base + "/api/", params={"results": 1}, headers=headers, timeout=5)
+            assert answer.status_code == 401 and "API key" in answer.json()["error"], headers
+            assert "the-right-key" not in answer.text
+            faults = requests.post(base + "/__faults", json={"status": [500]}, headers=headers, timeout=5)
+            assert faults.status_code == 401, headers
+        with pytest.raises(ApiError, match="HTTP 401"):
+            fetch_users(base + "/api/", 1)
+        assert len(fetch_users(base + "/api/", 3, api_key="the-right-key-0123")["results"]) == 3
+    finally:
+        server.shutdown()
+
+
+def test_the_dags_send_the_key_to_its_origin_only(monkeypatch):
+    from users_etl.api import api_key_for
+
+    assert api_key_for("http://127.0.0.1:8089/api/") is None  # no connection: the public API
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RANDOMUSER_API", json.dumps({"conn_type": "http", "host": "http://127.0.0.1:8089", "password": "k3y-0123456"})
+    )
+    assert api_key_for("http://127.0.0.1:8089/api/") == "k3y-0123456"
+    assert api_key_for("HTTP://127.0.0.1:8089/api/1.4/?results=5") == "k3y-0123456"
+    for elsewhere in ("https://randomuser.me/api/", "http://127.0.0.1:8088/api/", "https://127.0.0.1:8089/api/", "http://localhost:8089/api/"):
+        assert api_key_for(elsewhere) is None, elsewhere
+
+
 # --- DAG files -------------------------------------------------------------------------------
 def test_dagbag_imports_both_dags_without_io(monkeypatch):
     from airflow.dag_processing.dagbag import DagBag

@@ -7,7 +7,7 @@ from the WAL, and the Spark job applies it to Cassandra.
 
 | task | does |
 |---|---|
-| `fetch` | `GET {api_url}?results=&seed=&nat=`; retries with backoff on connection errors, 429 and 5xx; the API's `{"error": …}` fails the task |
+| `fetch` | `GET {api_url}?results=&seed=&nat=`, with the key of connection `randomuser_api` if `api_url` is on its host; retries with backoff on connection errors, 429 and 5xx; the API's `{"error": …}` fails the task |
 | `transform` | validates every user and maps it to a `public.users` row; one bad user fails the batch, naming the user and the field |
 | `upsert` | one transaction through `PostgresHook` (`users_db`): `INSERT … ON CONFLICT (id) DO UPDATE … WHERE … IS DISTINCT FROM …`, so identical data writes nothing |
 
@@ -48,11 +48,11 @@ def ingest_users():
     def fetch() -> dict:
         """Fetch `results` users from the randomuser.me API (`api_url`), retrying connection
         errors, 429 and 5xx with backoff; the API's own `{"error": …}` fails the task."""
-        from users_etl.api import default_api_url, fetch_users
+        from users_etl.api import api_key_for, default_api_url, fetch_users
 
         params = get_current_context()["params"]
         api_url = params.get("api_url") or default_api_url()
-        payload = fetch_users(api_url, int(params["results"]), params.get("seed"), params.get("nat"))
+        payload = fetch_users(api_url, int(params["results"]), params.get("seed"), params.get("nat"), api_key=api_key_for(api_url))
         print(f"fetched {len(payload['results'])} users from {api_url}")
         return payload
 

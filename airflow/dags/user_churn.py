@@ -73,13 +73,14 @@ def user_churn():
     @task
     def fresh_data(picked: dict) -> list[dict]:
         """Fetch new contact and location data for the users picked for an update."""
-        from users_etl.api import default_api_url, fetch_users
+        from users_etl.api import api_key_for, default_api_url, fetch_users
         from users_etl.transform import to_rows
 
         params = get_current_context()["params"]
         if not picked["update"]:
             return []
-        payload = fetch_users(params.get("api_url") or default_api_url(), min(len(picked["update"]), 5000), params.get("seed"))
+        api_url = params.get("api_url") or default_api_url()
+        payload = fetch_users(api_url, min(len(picked["update"]), 5000), params.get("seed"), api_key=api_key_for(api_url))
         rows = to_rows(payload)
         return [{**{c: row[c] for c in REFRESHED}, "id": user_id} for user_id, row in zip(picked["update"], rows)]
 

@@ -8,14 +8,16 @@ import signal
 import sys
 import threading
 
-from .. import settings
+from .. import credentials, settings
 from ..errors import CdcpipeError, PortInUse
 from ..randomuser import make_server
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # The key is the runtime's secret (cdcpipe secret randomuser), never an argument (ps).
+    key = credentials.load(settings.load())["randomuser"]
     try:
-        server = make_server(args.host, args.port)
+        server = make_server(args.host, args.port, api_key=key)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse("randomuser", args.port, args.host) from None
@@ -34,7 +36,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("randomuser", help="the local randomuser.me-compatible API (tests, offline demos)")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = actions.add_parser("serve", help="serve GET /api/ like randomuser.me (foreground)")
+    p = actions.add_parser(
+        "serve",
+        help="serve GET /api/ like randomuser.me (foreground); every request wants 'Authorization: Bearer KEY', "
+        "KEY from 'cdcpipe secret randomuser'",
+    )
     p.add_argument("--host", default=settings.HOST)
     p.add_argument("--port", type=int, default=settings.DEFAULT_PORTS["randomuser"])
     p.set_defaults(func=cmd_serve)

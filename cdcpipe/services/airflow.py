@@ -81,6 +81,15 @@ class Airflow(Service):
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "cdcpipe.airflow_log_server.loopback_hostname",
             # The pipeline's database, for the DAGs (PostgresHook conn id users_db).
             "AIRFLOW_CONN_USERS_DB": f"postgresql://cdcpipe:{pw('cdcpipe')}@{pg_host}:{pg_port}/users",
+            # The local randomuser stand-in's origin and API key (users_etl/api.py sends the key
+            # to that origin only).
+            "AIRFLOW_CONN_RANDOMUSER_API": json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": f"http://{self.host}:{self.settings.port('randomuser')}",
+                    "password": self.secrets["randomuser"],
+                }
+            ),
         }
         return env
 
