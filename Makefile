@@ -21,7 +21,7 @@ help:
 	@echo "make opcheck  random operations against the running stack, each judged (OPCHECK_ARGS=\"--seed 7 --ops 300\")"
 	@echo "make up|down|status   the local runtime"
 
-# PostgreSQL server binaries, Java 17, Maven and npm; the tests also want Chromium (TEST_DEPS).
+# PostgreSQL server binaries, a JDK 17, Maven and npm; the tests also want Chromium and setfacl (TEST_DEPS).
 # Installed with apt-get when running as root (CI); otherwise we say what to install and stop.
 TEST_DEPS :=
 system-deps:
@@ -30,7 +30,8 @@ system-deps:
 	command -v javac >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
-	if [ -n "$(TEST_DEPS)" ]; then command -v chromium >/dev/null || missing="$$missing chromium"; fi; \
+	if [ -n "$(TEST_DEPS)" ]; then command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  command -v setfacl >/dev/null || missing="$$missing acl"; fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
