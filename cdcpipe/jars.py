@@ -85,9 +85,7 @@ def _stamped(stamp: Path, digest: str) -> bool:
 
 
 def resolved(settings: Settings) -> bool:
-    return _stamped(_stamp(settings), _digest()) and _stamped(
-        ui_login_jar(settings).with_suffix(".sha256"), _sources_digest()
-    )
+    return _stamped(_stamp(settings), _digest()) and _stamped(ui_login_jar(settings).with_suffix(".sha256"), _sources_digest())
 
 
 def _javac() -> str:

@@ -229,7 +229,9 @@ def spark_app():
         ".config('spark.ui.enabled', 'false').config('spark.driver.host', '127.0.0.1').getOrCreate()\n"
         "print('RESULT', spark.sparkContext.parallelize(range(10), 2).sum(), flush=True)\n"
     )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     seen: list[str] = []
     deadline = time.monotonic() + 90
     try:  # stop at the answer: the driver retries its registration for a minute otherwise

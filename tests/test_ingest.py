@@ -64,7 +64,12 @@ def test_the_dags_send_the_key_to_its_origin_only(monkeypatch):
     )
     assert api_key_for("http://127.0.0.1:8089/api/") == "k3y-0123456"
     assert api_key_for("HTTP://127.0.0.1:8089/api/1.4/?results=5") == "k3y-0123456"
-    for elsewhere in ("https://randomuser.me/api/", "http://127.0.0.1:8088/api/", "https://127.0.0.1:8089/api/", "http://localhost:8089/api/"):
+    for elsewhere in (
+        "https://randomuser.me/api/",
+        "http://127.0.0.1:8088/api/",
+        "https://127.0.0.1:8089/api/",
+        "http://localhost:8089/api/",
+    ):
         assert api_key_for(elsewhere) is None, elsewhere
 
 
