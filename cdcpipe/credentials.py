@@ -32,6 +32,7 @@ ACCOUNTS: dict[str, str] = {
     "cassandra_admin": "Cassandra superuser role cdcpipe: CLI, migrations, resync, verify, cqlsh",
     "cassandra_job": "Cassandra role cdcpipe_job: the Spark job (reads and writes keyspace cdc)",
     "cassandra_reader": "Cassandra role cdcpipe_reader: the console (reads keyspace cdc)",
+    "cassandra_keystore": "password of Cassandra's internode keystore and truststore (storage port TLS)",
 }
 
 

@@ -162,6 +162,29 @@ def cql_default():
     return _cqlsh("-u", "cassandra", "-p", "cassandra")
 
 
+@attempt("Cassandra 7000 (internode): open a messaging connection, plain and over TLS", "cassandra_storage")
+def cassandra_storage():
+    import socket
+    import ssl
+
+    address = (CONF["host"], CONF["ports"]["cassandra_storage"])
+    hello = bytes.fromhex("ca552dfa") + bytes(8)  # the messaging protocol's magic, then a header
+    with socket.create_connection(address, timeout=10) as plain:
+        plain.sendall(hello)
+        if plain.recv(64):
+            return False, "answered a plain connection"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # we have no certificate to present
+    try:
+        with socket.create_connection(address, timeout=10) as raw, context.wrap_socket(raw) as tls:
+            tls.sendall(hello)
+            answer = tls.recv(64)
+    except ssl.SSLError as exc:
+        refused = "CERTIFICATE_REQUIRED" in str(exc) or "HANDSHAKE_FAILURE" in str(exc)
+        return refused, f"plain: closed; TLS: {exc.reason or exc}"
+    return False, f"answered over TLS without a certificate: {answer!r}"
+
+
 @attempt("JMX 7199: nodetool with no login", "cassandra_jmx")
 def jmx():
     done = subprocess.run(

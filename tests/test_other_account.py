@@ -3,7 +3,7 @@
 The test creates a Linux account, ``cdcpipe-other``, that can run this checkout's clients (the
 virtualenv, the jars) but cannot read ``.cdcpipe/``, where every password lives. As that
 account, tests/other_account_probes.py tries each port of the stack with the service's own
-client: read and write topics, run CQL, call JMX, validate and create a connector (one with
+client: read and write topics, run CQL, join Cassandra's internode port, call JMX, validate and create a connector (one with
 ``${env:…}``), write a schema, run a Spark application, open the web UIs and the console,
 connect to PostgreSQL, fetch from the randomuser stand-in. Every attempt must be refused; the
 test prints what was tried and what each service said.
@@ -38,7 +38,7 @@ PROBES = Path(__file__).resolve().parent / "other_account_probes.py"
 #: Ports that answer without a login, by design, and why (docs/security.md says the same).
 OPEN_BY_DESIGN = {"schema_registry_management": "Apicurio's build fixes the management port's auth off; statuses and counters only"}
 #: Ports no probe tries yet, and why.
-NOT_PROBED = {"cassandra_storage": "internode messaging: Cassandra has no password for it (issue 24 note)"}
+NOT_PROBED: dict[str, str] = {}
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:

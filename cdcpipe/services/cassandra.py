@@ -17,6 +17,14 @@ CQL wants a login too (``PasswordAuthenticator``, ``CassandraAuthorizer``), one 
   granted on the keyspace so they survive ``resync --rebuild`` re-creating ``cdc.users``;
 * ``cdcpipe_reader``: the console; SELECT on keyspace ``cdc``.
 
+The storage port (internode messaging, 7000) has no password in Cassandra, and any process
+that reaches it and knows the cluster's name could join the ring and have data streamed to it.
+So it speaks TLS only and wants the peer's certificate (``require_client_auth``): a key pair
+made on the first ``up`` with the JDK's ``keytool`` into a 0600 PKCS12 keystore, the same
+certificate alone in the truststore, both under ``<state>/cassandra/conf/``, their password
+the ``cassandra_keystore`` secret (never on keytool's command line: ``-storepass:env``). A peer
+without that key is refused at the handshake.
+
 Their passwords are secrets (``cassandra_admin``, ``cassandra_job``, ``cassandra_reader``),
 and each is also written to a 0600 credentials file in cqlsh's format under
 ``<state>/cassandra/conf/``, which the job and ``cqlsh --credentials`` read. On a node's first
@@ -30,10 +38,13 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from .. import java, migrations
-from ..errors import ConfigError, MissingDependency
+from ..errors import ConfigError, MissingDependency, ServiceFailed
 from ..pipeline.cassandra_session import refused_login
 from ..pipeline.logins import Login
 from ..settings import private_dir, write_private
@@ -138,6 +149,17 @@ class Cassandra(Service):
             "saved_caches_directory": str(data / "saved_caches"),
             "hints_directory": str(data / "hints"),
             "cdc_raw_directory": str(data / "cdc_raw"),
+            # Internode TLS with the peer's certificate required (see the module docstring).
+            "server_encryption_options": {
+                "internode_encryption": "all",
+                "optional": False,
+                "store_type": "PKCS12",
+                "keystore": str(self.keystore),
+                "keystore_password": self.secrets["cassandra_keystore"],
+                "truststore": str(self.truststore),
+                "truststore_password": self.secrets["cassandra_keystore"],
+                "require_client_auth": True,
+            },
             "authenticator": "PasswordAuthenticator",
             "authorizer": "CassandraAuthorizer",
             "role_manager": "CassandraRoleManager",
@@ -182,8 +204,9 @@ class Cassandra(Service):
         private_dir(self.dir)
         private_dir(self.dir / "conf")
         private_dir(self.dir / "data")
-        # JSON is valid YAML: no YAML writer needed.
-        (self.dir / "conf" / "cassandra.yaml").write_text(json.dumps(self._yaml(), indent=2))
+        self._write_keystores()
+        # JSON is valid YAML: no YAML writer needed. 0600: it holds the keystore's password.
+        write_private(self.dir / "conf" / "cassandra.yaml", json.dumps(self._yaml(), indent=2))
         (self.dir / "conf" / "logback.xml").write_text(LOGBACK)
         (self.dir / "conf" / "logback-tools.xml").write_text(LOGBACK.replace('root level="INFO"', 'root level="WARN"'))
         # The JDK's format, "<user> <password>" (it refuses a file others can read); nodetool's
@@ -204,6 +227,47 @@ class Cassandra(Service):
         private_dir(self.dir / "conf")
         for use in ROLES:
             write_private(self.credentials_file(use), self.login(use).file_text())
+
+    @property
+    def keystore(self):
+        """The node's TLS key pair for the storage port (PKCS12, 0600)."""
+        return self.dir / "conf" / "internode.keystore.p12"
+
+    @property
+    def truststore(self):
+        """The certificate a peer must present on the storage port (PKCS12, 0600)."""
+        return self.dir / "conf" / "internode.truststore.p12"
+
+    def _write_keystores(self) -> None:
+        """Make the internode key pair and truststore once (kept across restarts)."""
+        if self.keystore.exists() and self.truststore.exists():
+            return
+        keytool = Path(java.java_bin()).resolve().parent / "keytool"
+        tool = str(keytool) if keytool.exists() else shutil.which("keytool")
+        if tool is None:
+            raise MissingDependency("keytool (part of every JDK and JRE) is needed once to make Cassandra's internode keys")
+        env = {**os.environ, "CDCPIPE_KEYSTORE_PASSWORD": self.secrets["cassandra_keystore"]}
+        password = ["-storepass:env", "CDCPIPE_KEYSTORE_PASSWORD"]
+        work = self.dir / "conf" / "keys.tmp"
+        shutil.rmtree(work, ignore_errors=True)
+        private_dir(work)
+        steps = [
+            ["-genkeypair", "-alias", "node", "-keyalg", "EC", "-groupname", "secp256r1", "-validity", "36500",
+             "-dname", "CN=cdcpipe cassandra internode", "-keystore", str(work / "keystore"), "-storetype", "PKCS12",
+             *password, "-keypass:env", "CDCPIPE_KEYSTORE_PASSWORD"],
+            ["-exportcert", "-alias", "node", "-keystore", str(work / "keystore"), "-storetype", "PKCS12", *password,
+             "-file", str(work / "node.crt")],
+            ["-importcert", "-noprompt", "-alias", "node", "-file", str(work / "node.crt"), "-keystore",
+             str(work / "truststore"), "-storetype", "PKCS12", *password],
+        ]  # fmt: skip
+        for step in steps:
+            done = subprocess.run([tool, *step], capture_output=True, text=True, env=env, timeout=120)
+            if done.returncode != 0:
+                raise ServiceFailed(self.name, f"keytool {step[0]} failed: {(done.stdout + done.stderr).strip()[-500:]}")
+        for made, target in ((work / "keystore", self.keystore), (work / "truststore", self.truststore)):
+            made.chmod(0o600)
+            os.replace(made, target)
+        shutil.rmtree(work, ignore_errors=True)
 
     @property
     def jmx_password_file(self):
