@@ -13,7 +13,7 @@ import requests
 from .errors import CdcpipeError, DagRunFailed, HttpError, NotFound, ServiceUnavailable
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    pass
 
 FINISHED = {"success", "failed"}
 
@@ -92,14 +92,6 @@ class AirflowClient:
                 return run
             time.sleep(0.5)
         raise CdcpipeError(f"run {run_id} of {dag_id} not finished after {timeout:.0f}s: {last}")
-
-
-def for_runtime(settings: Settings) -> AirflowClient:
-    """A client for the local runtime's Airflow, logged in as its admin."""
-    from . import runtime
-
-    airflow = runtime.service(settings, "airflow")
-    return AirflowClient(airflow.url, "admin", airflow.secrets["airflow_admin"])
 
 
 @dataclass(frozen=True)

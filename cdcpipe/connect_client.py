@@ -23,7 +23,7 @@ from .errors import (
     NotFound,
     ServiceUnavailable,
 )
-from .settings import REPO, Settings
+from .settings import REPO
 
 #: The connector definition the CLI, the demo and the tests register by default.
 DEFAULT_FILE = REPO / "connectors" / "users-cdc.json"
@@ -38,7 +38,6 @@ __all__ = [
     "ConnectorFile",
     "ConnectorInvalid",
     "register_and_wait",
-    "runtime_client",
     "summarize",
 ]
 
@@ -59,14 +58,6 @@ class ConnectorFile:
         if "connector.class" not in config:
             raise ConfigError(f"{path}: config has no connector.class")
         return cls(name=data["name"], config=config)
-
-
-def runtime_client(settings: Settings, timeout: float = 30.0) -> ConnectClient:
-    """The local runtime's Connect, logged in as its user."""
-    from . import credentials
-
-    url = f"http://{settings.host}:{settings.port('connect')}"
-    return ConnectClient(url, timeout=timeout, auth=(RUNTIME_USER, credentials.load(settings)["connect"]))
 
 
 def _first_lines(trace: str | None, n: int = 8) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 from . import credentials, processes, resync, runtime, streaming_job, verify
-from .airflow_client import AirflowClient, run_dag
+from .airflow_client import run_dag
 from .connect_client import DEFAULT_FILE, ConnectorFile
 from .errors import CdcpipeError, StepFailed
 from .settings import Settings
@@ -80,7 +80,7 @@ def run(settings: Settings, results: int = 500, api_url: str | None = None, say:
         return url
 
     url = step("choose the randomuser API", pick_api)
-    airflow = AirflowClient(stack["airflow"].url, "admin", stack["airflow"].secrets["airflow_admin"])
+    airflow = stack["airflow"].client()
 
     def dag(dag_id: str, conf: dict, result_task: str) -> None:
         run = run_dag(airflow, dag_id, conf, result_task, progress=lambda m: say(f"    {m}"))

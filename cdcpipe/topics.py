@@ -37,21 +37,7 @@ from typing import Any
 
 from . import jsonfile
 from .errors import ConfigError, ServiceUnavailable
-from .settings import REPO, Settings
-
-#: The local runtime's one Kafka user (SASL/PLAIN; its password is the ``kafka`` secret).
-KAFKA_USER = "cdcpipe"
-
-
-def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """A confluent-kafka client configuration for the local runtime's Kafka, logged in, plus
-    ``extra`` (librdkafka names have dots: pass them as ``**{"group.id": ...}``)."""
-    from . import credentials
-    from .pipeline.logins import Login
-
-    login = Login(KAFKA_USER, credentials.load(settings)["kafka"])
-    return {"bootstrap.servers": f"{settings.host}:{settings.port('kafka')}", **login.kafka_settings(), **extra}
-
+from .settings import REPO
 
 TOPICS_FILE = REPO / "connectors" / "topics.json"
 

@@ -21,28 +21,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import credentials, liveness, settings
-from . import topics as topics_module
-from .connect_client import ConnectClient, ConnectorFile, runtime_client
+from . import credentials, liveness, runtime, settings
+from .connect_client import ConnectClient, ConnectorFile
 from .errors import CdcpipeError
 from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
+from .services.watchdog import state_file
 
 log = logging.getLogger("cdcpipe.watchdog")
 
 INTERVAL = float(os.environ.get("CDCPIPE_WATCHDOG_INTERVAL", "15"))
 BACKOFF_FIRST, BACKOFF_MAX = 60.0, 600.0
 CONNECTOR_FILE = settings.REPO / "connectors" / "users-cdc.json"
-
-
-def state_file(conf: settings.Settings) -> Path:
-    return conf.service_dir("watchdog") / "state.json"
-
-
-def read_state(conf: settings.Settings) -> dict[str, Any] | None:
-    try:
-        return json.loads(state_file(conf).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _write(path: Path, report: dict[str, Any]) -> None:
@@ -64,8 +53,8 @@ def topic_ends(conf: settings.Settings, topics: list[str]) -> dict[str, int] | N
     except OSError:
         return None
     consumer = Consumer(
-        topics_module.client_config(
-            conf, **{"group.id": "cdcpipe-watchdog", "socket.connection.setup.timeout.ms": 2000, "reconnect.backoff.max.ms": 1000}
+        runtime.service(conf, "kafka").client_config(
+            **{"group.id": "cdcpipe-watchdog", "socket.connection.setup.timeout.ms": 2000, "reconnect.backoff.max.ms": 1000}
         )
     )
     try:
@@ -107,7 +96,7 @@ def check_once(
 
 
 def run(conf: settings.Settings, stop: threading.Event) -> None:
-    client = runtime_client(conf, timeout=10)
+    client = runtime.service(conf, "connect").client(timeout=10)
     name = ConnectorFile.load(CONNECTOR_FILE).name
     path = state_file(conf)
     path.parent.mkdir(parents=True, exist_ok=True)

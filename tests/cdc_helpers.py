@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from cdcpipe import topics, verify
+from cdcpipe import verify
 from cdcpipe.pipeline.avro_reader import decode
 
 TOPIC = "cdc.public.users"
@@ -220,8 +220,8 @@ def pipeline_facts(conf: Any, log_lines: int = 6) -> str:
 
     import psycopg
 
-    from cdcpipe import credentials, streaming_job, watchdog
-    from cdcpipe.connect_client import runtime_client
+    from cdcpipe import credentials, runtime, streaming_job
+    from cdcpipe.services.watchdog import read_state as read_watchdog_state
 
     facts: list[str] = []
 
@@ -241,7 +241,7 @@ def pipeline_facts(conf: Any, log_lines: int = 6) -> str:
             ).fetchall()
 
     def topic_end() -> int:
-        consumer = Consumer(topics.client_config(conf, **{"group.id": f"facts-{uuid.uuid4()}"}))
+        consumer = Consumer(runtime.service(conf, "kafka").client_config(**{"group.id": f"facts-{uuid.uuid4()}"}))
         try:
             return consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=5)[1]
         finally:
@@ -259,11 +259,11 @@ def pipeline_facts(conf: Any, log_lines: int = 6) -> str:
             "ends": ends,
         }
 
-    fact("connector", lambda: json.dumps(runtime_client(conf, timeout=5).status("users-cdc")))
+    fact("connector", lambda: json.dumps(runtime.service(conf, "connect").client(timeout=5).status("users-cdc")))
     fact("slot", slot)
     fact("topic end", topic_end)
     fact("job", job)
-    fact("watchdog", lambda: {k: (watchdog.read_state(conf) or {}).get(k) for k in ("state", "reason", "last_action")})
+    fact("watchdog", lambda: {k: (read_watchdog_state(conf) or {}).get(k) for k in ("state", "reason", "last_action")})
     for name in ("connect", "kafka", "spark-job"):
 
         def tail(name: str = name) -> str:

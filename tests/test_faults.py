@@ -122,7 +122,8 @@ def test_a_stuck_connector_is_restarted_by_the_watchdog(conf, stack, pg, spark_j
 
     import psycopg
 
-    from cdcpipe import credentials, watchdog
+    from cdcpipe import credentials
+    from cdcpipe.services.watchdog import read_state as read_watchdog_state
 
     def restart_watchdog(env: dict[str, str]) -> None:
         runtime.down(conf, ["watchdog"], progress=lambda _m: None)
@@ -144,7 +145,7 @@ def test_a_stuck_connector_is_restarted_by_the_watchdog(conf, stack, pg, spark_j
 
         def restarted():
             ids.append(insert(pg, {**ROW, "city": "while-stuck"}))
-            state = watchdog.read_state(conf) or {}
+            state = read_watchdog_state(conf) or {}
             return state.get("restarts") and state
 
         state = wait_for(restarted, 120, "the watchdog restarting a stuck connector")
@@ -156,7 +157,7 @@ def test_a_stuck_connector_is_restarted_by_the_watchdog(conf, stack, pg, spark_j
         restart_watchdog({})
     model = read_model_equal(stack, pg, timeout=180)
     assert all(i in model for i in ids)
-    wait_for(lambda: (watchdog.read_state(conf) or {}).get("state") == "moving", 120, "capture moving again")
+    wait_for(lambda: (read_watchdog_state(conf) or {}).get("state") == "moving", 120, "capture moving again")
     assert runtime.status(conf)["services"]["watchdog"]["capture"] == "moving"
 
 

@@ -5,9 +5,14 @@ circle was hidden by one. The layers, from the bottom:
 
 * ``errors``: imports nothing of cdcpipe's;
 * ``pipeline/``: the executors' code, shipped to Spark workers: ``errors`` and itself only;
-* everything else in between, in any order that makes no circle;
+* then, each importing only from the layers before it (:data:`LAYERS`): the clients of the
+  services' APIs, which know nothing of the local runtime; the local runtime (settings,
+  processes, secrets, the services and what runs beside them); the flows built on it (demo,
+  resync, verify, the operations checker); the benchmarks;
 * ``commands/``, ``console/`` and ``cli``: the top. Nothing below imports them, and the
   console and the commands do not import each other or ``cli``.
+
+A new module must be given its layer here.
 
 ``make check`` runs this (no service needed).
 """
@@ -24,6 +29,45 @@ ENTRY_POINTS = {
     ("cdcpipe.__main__", "cdcpipe.cli"): "python -m cdcpipe runs the CLI",
     ("cdcpipe.commands.console", "cdcpipe.console"): "'cdcpipe console' serves the console",
 }
+
+
+#: The layers from the bottom: (name, module prefixes). A module may import its own layer and
+#: those before it, never one after it.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("cdcpipe", "cdcpipe.errors", "cdcpipe.settings", "cdcpipe.jsonfile")),
+    ("pipeline", ("cdcpipe.pipeline",)),
+    ("clients", ("cdcpipe.connect_client", "cdcpipe.airflow_client", "cdcpipe.topics")),
+    (
+        "runtime",
+        (
+            "cdcpipe.runtime",
+            "cdcpipe.processes",
+            "cdcpipe.credentials",
+            "cdcpipe.jars",
+            "cdcpipe.java",
+            "cdcpipe.migrations",
+            "cdcpipe.services",
+            "cdcpipe.streaming_job",
+            "cdcpipe.watchdog",
+            "cdcpipe.liveness",
+            "cdcpipe.randomuser",
+            "cdcpipe.airflow_log_server",
+        ),
+    ),
+    ("flows", ("cdcpipe.demo", "cdcpipe.resync", "cdcpipe.verify", "cdcpipe.opcheck")),
+    ("bench", ("cdcpipe.bench", "cdcpipe.change_mix", "cdcpipe.end_to_end", "cdcpipe.latency", "cdcpipe.sink_ceiling", "cdcpipe.soak")),
+    ("top", TOP),
+]
+
+
+def layer_of(module: str) -> int | None:
+    """The index in :data:`LAYERS` of the longest prefix naming ``module``."""
+    best: tuple[int, int] | None = None
+    for index, (_name, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (index, len(prefix))
+    return best[0] if best else None
 
 
 def module_name(path: Path) -> str:
@@ -95,6 +139,19 @@ def test_each_layer_imports_only_below_it():
                 if (name, target) not in ENTRY_POINTS and not (name == "cdcpipe.cli" and target.startswith("cdcpipe.commands")):
                     wrong.append((name, target))  # (cli builds the commands' parsers)
     assert wrong == [], "imports against the layers: " + ", ".join(f"{a} -> {b}" for a, b in sorted(wrong))
+
+
+def test_the_middle_layers_import_only_downwards():
+    g = graph()
+    unplaced = sorted(m for m in g if layer_of(m) is None)
+    assert unplaced == [], f"modules with no layer (add them to LAYERS): {unplaced}"
+    upward = [
+        f"{a} ({LAYERS[layer_of(a)][0]}) -> {b} ({LAYERS[layer_of(b)][0]})"
+        for a, targets in g.items()
+        for b in targets
+        if layer_of(b) > layer_of(a)
+    ]
+    assert upward == [], "imports reaching up a layer: " + ", ".join(sorted(upward))
 
 
 def test_the_checker_sees_imports():

@@ -11,7 +11,7 @@ import uuid
 from cdc_helpers import ROW, TOPIC, insert, wait_for, wait_until_read_model_matches
 from confluent_kafka import Producer
 
-from cdcpipe import topics
+from cdcpipe import runtime
 from cdcpipe.verify import read_model_rows
 
 UTC = dt.UTC
@@ -89,7 +89,7 @@ def test_replaying_the_whole_topic_changes_nothing(conf, pg, cassandra, spark_jo
         spark_job.start(conf, checkpoint=fresh, progress=lambda _m: None)
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer = Consumer(topics.client_config(conf, **{"group.id": "replay-probe"}))
+        consumer = Consumer(runtime.service(conf, "kafka").client_config(**{"group.id": "replay-probe"}))
         _, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=10)
         consumer.close()
         # The topic holds every change of the session (1 h before compaction), so the replay's

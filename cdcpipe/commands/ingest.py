@@ -7,13 +7,20 @@ import argparse
 import json
 import sys
 
-from .. import settings
-from ..airflow_client import DagRunFailed, for_runtime, run_dag
+from .. import runtime, settings
+from ..airflow_client import DagRunFailed, run_dag
 
 
 def _run(dag_id: str, run_conf: dict, timeout: float, result_task: str, as_json: bool) -> int:
     try:
-        run = run_dag(for_runtime(settings.load()), dag_id, run_conf, result_task, timeout, progress=lambda m: print(m, file=sys.stderr))
+        run = run_dag(
+            runtime.service(settings.load(), "airflow").client(),
+            dag_id,
+            run_conf,
+            result_task,
+            timeout,
+            progress=lambda m: print(m, file=sys.stderr),
+        )
     except DagRunFailed as exc:
         if as_json and exc.run is not None:  # scripts read the outcome on stdout either way
             print(json.dumps(exc.run.as_dict()))

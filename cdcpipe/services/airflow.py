@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import requests
 
+from ..airflow_client import AirflowClient
 from ..errors import MissingDependency, ServiceFailed
 from ..settings import private_dir, write_private
 from .base import NotReady, Service
@@ -139,6 +140,10 @@ class Airflow(Service):
         )
         response.raise_for_status()
         return response.json()["access_token"]
+
+    def client(self) -> AirflowClient:
+        """A REST client logged in as the runtime's admin."""
+        return AirflowClient(self.url, ADMIN_USER, self.secrets["airflow_admin"])
 
     def info(self) -> dict[str, Any]:
         return {

@@ -22,13 +22,13 @@ from .. import java
 from ..errors import ServiceFailed
 from ..pipeline.logins import Login
 from ..settings import private_dir, write_private
-from ..topics import KAFKA_USER
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
 
 HEAP_MB = 512
 #: The one Kafka user; its password is the ``kafka`` secret.
-USER = KAFKA_USER
+#: The runtime's one Kafka user (SASL/PLAIN; its password is the ``kafka`` secret).
+USER = "cdcpipe"
 
 
 def new_cluster_id(random_bytes=lambda: uuid.uuid4().bytes) -> str:

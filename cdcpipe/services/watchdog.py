@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from ..settings import Settings
 from .base import NotReady, Service
+
+
+def state_file(conf: Settings) -> Path:
+    """Where the watchdog writes its last check (the process writes, everyone else reads)."""
+    return conf.service_dir("watchdog") / "state.json"
+
+
+def read_state(conf: Settings) -> dict[str, Any] | None:
+    """The watchdog's last check, or None before its first."""
+    try:
+        return json.loads(state_file(conf).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class Watchdog(Service):
@@ -20,8 +36,6 @@ class Watchdog(Service):
         self.spawn("watchdog", [sys.executable, "-m", "cdcpipe.watchdog"], cwd=self.dir)
 
     def probe(self) -> None:
-        from ..watchdog import read_state
-
         state = read_state(self.settings)
         pid = self.pids()["watchdog"]
         if not state or state.get("pid") != pid:
@@ -30,8 +44,6 @@ class Watchdog(Service):
             raise NotReady(f"last check {time.time() - state['checked_at']:.0f}s ago")
 
     def info(self) -> dict[str, Any]:
-        from ..watchdog import read_state
-
         state = read_state(self.settings) or {}
         return {
             "capture": state.get("state"),
