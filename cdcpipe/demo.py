@@ -16,8 +16,8 @@ from pathlib import Path
 import requests
 
 from . import credentials, processes, resync, runtime, streaming_job, verify
-from .airflow_client import run_dag
-from .connect_client import DEFAULT_FILE, ConnectorFile
+from .clients.airflow import run_dag
+from .clients.connect import DEFAULT_FILE, ConnectorFile
 from .errors import CdcpipeError, StepFailed
 from .settings import Settings
 

@@ -47,7 +47,7 @@ from decimal import Decimal
 from typing import Any
 
 from . import processes, resync, runtime, streaming_job, verify
-from .connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile
+from .clients.connect import DEFAULT_FILE, ConnectClient, ConnectorFile
 from .errors import CdcpipeError, Inconclusive
 from .settings import Settings
 

@@ -154,7 +154,7 @@ def register(
     A source replaced later (a restore, a fresh initdb, a failover) is then caught before the
     first ``cdcpipe resync``, not only after it. Returns the connector's status.
     """
-    from .connect_client import register_and_wait
+    from .clients.connect import register_and_wait
 
     svcs = runtime.by_name(settings, ["postgres", "kafka", "cassandra", "connect"])
     with svcs["postgres"].connect(dbname="users", autocommit=True) as pg:

@@ -16,7 +16,7 @@ from typing import Any
 from . import jars, processes
 from .errors import CdcpipeError, ConfigError, PortInUse, ServiceFailed
 from .services import Service, services
-from .services import by_name as by_name  # re-exported: runtime.by_name and runtime.service are the public names
+from .services import by_name as by_name
 from .services import service as service
 from .services.base import NotReady
 from .settings import Settings, secure_home

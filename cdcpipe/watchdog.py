@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import credentials, liveness, runtime, settings
-from .connect_client import ConnectClient, ConnectorFile
+from .clients.connect import ConnectClient, ConnectorFile
 from .errors import CdcpipeError
 from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
 from .services.watchdog import state_file

@@ -16,7 +16,7 @@ import psycopg
 
 from cdcpipe import runtime, streaming_job
 from cdcpipe import settings as cdcpipe_settings
-from cdcpipe.latency import PROBE_PREFIX, until_readable
+from cdcpipe.bench.latency import PROBE_PREFIX, until_readable
 
 
 def main(gaps: list[float]) -> None:

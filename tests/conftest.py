@@ -76,7 +76,7 @@ def stack(conf) -> dict[str, Service]:
 def connector(stack):
     """The users-cdc connector, registered from connectors/users-cdc.json and RUNNING."""
     from cdcpipe import resync
-    from cdcpipe.connect_client import DEFAULT_FILE, ConnectorFile
+    from cdcpipe.clients.connect import DEFAULT_FILE, ConnectorFile
 
     definition = ConnectorFile.load(DEFAULT_FILE)
     resync.register(settings.load(), definition, timeout=120, progress=_progress)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cdcpipe import end_to_end
+from cdcpipe.bench import end_to_end
 from cdcpipe.commands import bench as bench_command
 
 

@@ -8,7 +8,7 @@ import sys
 
 from cdc_helpers import rows_named_like
 
-from cdcpipe import latency
+from cdcpipe.bench import latency
 
 
 def test_latency_small_run(conf, spark_job, pg, cassandra, tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 from cdc_helpers import rows_named_like, run_cli
 
-from cdcpipe import latency, soak
+from cdcpipe.bench import latency, soak
 
 
 def test_a_short_soak_reports_every_window_from_the_real_processes(spark_job, pg, tmp_path):

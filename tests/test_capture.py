@@ -11,7 +11,7 @@ import requests
 from cdc_helpers import ROW, TOPIC, TopicReader, for_ids, insert, pg_row_as_event, replay, run_cli
 
 from cdcpipe import runtime
-from cdcpipe.connect_client import DEFAULT_FILE, ConnectorFile
+from cdcpipe.clients.connect import DEFAULT_FILE, ConnectorFile
 from cdcpipe.pipeline.avro_reader import HEADER, schema_id_of
 
 

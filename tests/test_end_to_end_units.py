@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cdcpipe import change_mix, end_to_end
-from cdcpipe.end_to_end import Batch
-from cdcpipe.latency import TopicRecord
+from cdcpipe.bench import change_mix, end_to_end
+from cdcpipe.bench.end_to_end import Batch
+from cdcpipe.bench.latency import TopicRecord
 
 
 def _replay(plan: change_mix.Plan) -> set[str]:

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from cdcpipe import cli, errors
-from cdcpipe.airflow_client import AirflowClient
+from cdcpipe.clients.airflow import AirflowClient
 from cdcpipe.commands import connector as connector_cmd
 
 
@@ -97,7 +97,7 @@ class _Airflow(BaseHTTPRequestHandler):
 
 
 def test_wait_for_dag_waits_on_404_by_status(monkeypatch):
-    monkeypatch.setattr("cdcpipe.airflow_client.time.sleep", lambda _s: None)
+    monkeypatch.setattr("cdcpipe.clients.airflow.time.sleep", lambda _s: None)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

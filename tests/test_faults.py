@@ -10,7 +10,7 @@ import uuid
 from cdc_helpers import ROW, TOPIC, insert, pipeline_facts, wait_for, wait_until_read_model_matches
 
 from cdcpipe import processes, runtime
-from cdcpipe.latency import Load
+from cdcpipe.bench.latency import Load
 
 
 def kill(conf, service: str) -> None:

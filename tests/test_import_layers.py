@@ -36,7 +36,7 @@ ENTRY_POINTS = {
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("cdcpipe", "cdcpipe.errors", "cdcpipe.settings", "cdcpipe.jsonfile")),
     ("pipeline", ("cdcpipe.pipeline",)),
-    ("clients", ("cdcpipe.connect_client", "cdcpipe.airflow_client", "cdcpipe.topics")),
+    ("clients", ("cdcpipe.clients",)),
     (
         "runtime",
         (
@@ -55,7 +55,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("flows", ("cdcpipe.demo", "cdcpipe.resync", "cdcpipe.verify", "cdcpipe.opcheck")),
-    ("bench", ("cdcpipe.bench", "cdcpipe.change_mix", "cdcpipe.end_to_end", "cdcpipe.latency", "cdcpipe.sink_ceiling", "cdcpipe.soak")),
+    ("bench", ("cdcpipe.bench",)),
     ("top", TOP),
 ]
 
@@ -125,6 +125,11 @@ def test_no_module_imports_itself_through_others():
     assert circles == [], "import circles: " + "; ".join(" -> ".join(c) for c in circles)
 
 
+def _under(module: str, prefixes: tuple[str, ...]) -> bool:
+    """``module`` is one of ``prefixes`` or inside one (``cdcpipe.clients`` is not under ``cdcpipe.cli``)."""
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
 def test_each_layer_imports_only_below_it():
     wrong = []
     for name, targets in graph().items():
@@ -133,9 +138,9 @@ def test_each_layer_imports_only_below_it():
                 wrong.append((name, target))
             elif name.startswith("cdcpipe.pipeline") and not (target == "cdcpipe.errors" or target.startswith("cdcpipe.pipeline")):
                 wrong.append((name, target))
-            elif target.startswith(TOP) and not name.startswith(TOP):
+            elif _under(target, TOP) and not _under(name, TOP):
                 wrong.append((name, target))
-            elif name.startswith(TOP) and target.startswith(TOP) and name.split(".")[:2] != target.split(".")[:2]:
+            elif _under(name, TOP) and _under(target, TOP) and name.split(".")[:2] != target.split(".")[:2]:
                 if (name, target) not in ENTRY_POINTS and not (name == "cdcpipe.cli" and target.startswith("cdcpipe.commands")):
                     wrong.append((name, target))  # (cli builds the commands' parsers)
     assert wrong == [], "imports against the layers: " + ", ".join(f"{a} -> {b}" for a, b in sorted(wrong))

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from cdcpipe import demo
-from cdcpipe.connect_client import DEFAULT_FILE, ConnectorFile
+from cdcpipe.clients.connect import DEFAULT_FILE, ConnectorFile
 from cdcpipe.services.cassandra import JVM17_OPTIONS
 from cdcpipe.settings import REPO
 

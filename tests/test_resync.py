@@ -16,8 +16,8 @@ import pytest
 from cdc_helpers import ROW, wait_until_read_model_matches
 
 from cdcpipe import resync, verify
-from cdcpipe.connect_client import DEFAULT_FILE, ConnectorFile
-from cdcpipe.latency import Load
+from cdcpipe.bench.latency import Load
+from cdcpipe.clients.connect import DEFAULT_FILE, ConnectorFile
 from cdcpipe.pipeline import sync_state
 
 

@@ -24,7 +24,8 @@ from compose_file import dockerfile as compose_dockerfile
 from compose_file import load, option, topic_commands
 from packaging.specifiers import SpecifierSet
 
-from cdcpipe import settings, topics
+from cdcpipe import settings
+from cdcpipe.clients import topics
 from cdcpipe.pipeline.logins import UI_LOGIN_FILTER
 from cdcpipe.services import postgres, spark
 from cdcpipe.services.connect import Connect
@@ -210,7 +211,7 @@ def test_kafka_broker_settings(compose, local):
 def test_topics_init_applies_what_the_local_runtime_applies(compose):
     """tests/test_compose.py::test_topics_init_matches_topics_json checks topics-init's flags
     against connectors/topics.json; this holds it to what the local runtime's loader makes of
-    that file (cdcpipe.topics.load, the TopicSpecs ``cdcpipe up`` applies)."""
+    that file (cdcpipe.clients.topics.load, the TopicSpecs ``cdcpipe up`` applies)."""
     commands = topic_commands(compose)
     docker = {}
     for cmd in commands:

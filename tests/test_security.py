@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from cdcpipe import processes
-from cdcpipe.connect_client import ConnectorFile
+from cdcpipe.clients.connect import ConnectorFile
 
 LOOPBACK = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"), ipaddress.ip_address("::ffff:127.0.0.1")}
 

@@ -10,7 +10,7 @@ import uuid
 
 from cdc_helpers import job_module
 
-from cdcpipe import topics
+from cdcpipe.clients import topics
 
 
 def test_up_made_the_cdc_topic_as_topics_json_says(stack):

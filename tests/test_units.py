@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from cdcpipe import latency, liveness, topics
-from cdcpipe.connect_client import ConnectClient
+from cdcpipe import liveness
+from cdcpipe.bench import latency
+from cdcpipe.clients import topics
+from cdcpipe.clients.connect import ConnectClient
 from cdcpipe.errors import ConfigError
 
 RUNNING = {"connector": {"state": "RUNNING"}, "tasks": [{"id": 0, "state": "RUNNING"}]}

@@ -16,7 +16,7 @@ import pytest
 from cdc_helpers import run_cli, wait_for
 
 from cdcpipe import verify
-from cdcpipe.latency import Load
+from cdcpipe.bench.latency import Load
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from .. import bench, end_to_end, latency, settings, soak
+from .. import settings
+from ..bench import end_to_end, job, latency, soak
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -44,7 +45,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         print(json.dumps(report, indent=2) if args.json else latency.summary(report))
         return 0
-    report = bench.run(
+    report = job.run(
         settings.load(),
         n=args.events,
         keys=args.keys,

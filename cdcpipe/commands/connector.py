@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import resync, runtime, settings
-from ..connect_client import DEFAULT_FILE, ConnectClient, ConnectorFile, register_and_wait, summarize
+from ..clients.connect import DEFAULT_FILE, ConnectClient, ConnectorFile, register_and_wait, summarize
 
 
 def _client(args: argparse.Namespace) -> ConnectClient:

@@ -8,7 +8,7 @@ import json
 import sys
 
 from .. import runtime, settings
-from ..airflow_client import DagRunFailed, run_dag
+from ..clients.airflow import DagRunFailed, run_dag
 
 
 def _run(dag_id: str, run_conf: dict, timeout: float, result_task: str, as_json: bool) -> int:

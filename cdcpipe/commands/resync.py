@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import runtime, settings, verify
-from ..connect_client import DEFAULT_FILE, ConnectorFile
+from ..clients.connect import DEFAULT_FILE, ConnectorFile
 from ..errors import Mismatch
 
 

@@ -2,7 +2,7 @@
 
 Nothing here re-implements the CLI: service states come from :func:`cdcpipe.runtime.status`,
 the job's progress from :func:`cdcpipe.streaming_job.progress`, connector actions from
-:class:`cdcpipe.connect_client.ConnectClient`, change events are decoded by
+:class:`cdcpipe.clients.connect.ConnectClient`, change events are decoded by
 :func:`cdcpipe.pipeline.avro_reader.decode` and made JSON by ``avro_reader.to_json``.
 
 Two background threads keep what a page should not wait for:
@@ -29,8 +29,9 @@ from urllib.parse import quote
 
 import requests
 
-from .. import runtime, streaming_job, topics
-from ..connect_client import DEFAULT_FILE, ConnectorFile
+from .. import runtime, streaming_job
+from ..clients import topics
+from ..clients.connect import DEFAULT_FILE, ConnectorFile
 from ..pipeline.avro_reader import DecodeError, SchemaCache, decode, to_json
 from ..pipeline.cassandra_sink import quote as quote_name
 from ..settings import Settings

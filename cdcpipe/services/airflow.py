@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import requests
 
-from ..airflow_client import AirflowClient
+from ..clients.airflow import AirflowClient
 from ..errors import MissingDependency, ServiceFailed
 from ..settings import private_dir, write_private
 from .base import NotReady, Service

@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from .. import java
-from ..connect_client import RUNTIME_USER, ConnectClient
+from ..clients.connect import RUNTIME_USER, ConnectClient
 from ..pipeline.logins import Login
 from ..settings import private_dir, write_private
 from .base import NotReady, Service

@@ -170,7 +170,7 @@ class Kafka(Service):
 
     def after_ready(self) -> None:
         """The CDC topics of connectors/topics.json, before Connect writes or Spark reads them."""
-        from .. import topics
+        from ..clients import topics
 
         write_private(self.credentials_file, self.login.file_text())  # a broker started by an older cdcpipe
         topics.ensure(self.admin(), topics.load())

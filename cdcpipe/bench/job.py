@@ -22,10 +22,10 @@ from typing import Any
 import fastavro
 import requests
 
-from . import migrations, processes, runtime, streaming_job
-from .errors import CdcpipeError
-from .pipeline.schema_changes import USERS_TOPIC
-from .settings import Settings
+from .. import migrations, processes, runtime, streaming_job
+from ..errors import CdcpipeError
+from ..pipeline.schema_changes import USERS_TOPIC
+from ..settings import Settings
 
 SOURCE_TOPIC = USERS_TOPIC
 

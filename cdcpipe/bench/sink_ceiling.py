@@ -28,9 +28,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import migrations, verify
-from .errors import CeilingFailed
-from .pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
+from .. import migrations, verify
+from ..errors import CeilingFailed
+from ..pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
 
 #: Raw records as KafkaTimes keeps them: (key bytes, value bytes, partition, offset).
 RawRecord = tuple[bytes, bytes, int, int]
@@ -39,9 +39,9 @@ RawRecord = tuple[bytes, bytes, int, int]
 def _writer(conf: dict[str, Any], records: list[RawRecord], ready: Any, results: Any) -> None:
     """One writer process: decode, open the sink as an executor does, wait, write, report."""
     try:
-        from .pipeline.apply import executor_sink
-        from .pipeline.avro_reader import decode
-        from .pipeline.changes import from_event
+        from ..pipeline.apply import executor_sink
+        from ..pipeline.avro_reader import decode
+        from ..pipeline.changes import from_event
 
         sink, registry = executor_sink(conf)
         changes = [from_event(None, decode(value, registry), offset) for _key, value, _partition, offset in records]
@@ -52,7 +52,7 @@ def _writer(conf: dict[str, Any], records: list[RawRecord], ready: Any, results:
     except BaseException as exc:  # reported by the parent, which raises
         results.put(("error", f"{exc.__class__.__name__}: {exc}"))
     finally:
-        from .pipeline.apply import shutdown_executor
+        from ..pipeline.apply import shutdown_executor
 
         shutdown_executor()
 

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import runtime, streaming_job
-from .errors import CdcpipeError
-from .pipeline.schema_changes import USERS_TOPIC
-from .settings import Settings
+from .. import runtime, streaming_job
+from ..errors import CdcpipeError
+from ..pipeline.schema_changes import USERS_TOPIC
+from ..settings import Settings
 
 TOPIC = USERS_TOPIC
 PROBE_PREFIX = "latency-probe-"
@@ -101,7 +101,7 @@ class KafkaTimes(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from .pipeline.avro_reader import decode
+        from ..pipeline.avro_reader import decode
 
         while not self.stop.is_set():
             for msg in self.consumer.consume(1000, 0.05):

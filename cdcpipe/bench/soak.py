@@ -6,7 +6,7 @@ every JVM, a backlog the job batches bigger and bigger. So the soak keeps one lo
 long as asked and reports each window (``--window``, 60 s) on its own:
 
 * **latency**: commit -> readable in ``cdc.users`` of a probe insert about every second (the
-  probes of :mod:`cdcpipe.latency`), p50/p99/max;
+  probes of :mod:`cdcpipe.bench.latency`), p50/p99/max;
 * **lag**: the slot's WAL not yet confirmed by Debezium (bytes) and the topic's records not
   yet consumed by the job, at the window's end;
 * **memory**: resident memory of every service and of the job (process trees);
@@ -18,7 +18,7 @@ long as asked and reports each window (``--window``, 60 s) on its own:
 * **the job**: how many records its batches took (median, max) and their duration: of the
   window's batches that its progress file still lists (its last 20).
 
-The load is :class:`cdcpipe.latency.Load` (inserts, updates, deletes of its own rows). Its rows
+The load is :class:`cdcpipe.bench.latency.Load` (inserts, updates, deletes of its own rows). Its rows
 and the probes are deleted at the end. Figures are printed, never judged here: what they should
 be is issue 27's, and dated runs go in ``docs/benchmarks.md``.
 """
@@ -35,9 +35,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import end_to_end, latency, liveness, processes, runtime, streaming_job
-from .errors import CdcpipeError
-from .settings import Settings
+from .. import liveness, processes, runtime, streaming_job
+from ..errors import CdcpipeError
+from ..settings import Settings
+from . import end_to_end, latency
 
 PROBE_PREFIX = "soak-probe-"
 #: The processes a change passes through: their sum is the pipeline's cost per change (Airflow,

@@ -3,11 +3,11 @@
 ``cdcpipe bench --from-postgres N`` (issue 14), on the running pipeline (connector and job up):
 
 0. **Warm-up.** One insert and its delete go through first (see :func:`_warm_up`).
-1. **Write.** :mod:`cdcpipe.change_mix` plans N changes (40 % inserts, 50 % updates, 10 %
+1. **Write.** :mod:`cdcpipe.bench.change_mix` plans N changes (40 % inserts, 50 % updates, 10 %
    deletes, 1,000 per transaction, each key once per transaction) before the clock starts,
    then commits them back to back on one connection, three ``unnest`` statements per
    transaction. ``t0`` is the first COMMIT's return.
-2. **Capture.** A consumer of ``cdc.public.users`` (:class:`cdcpipe.latency.KafkaTimes`,
+2. **Capture.** A consumer of ``cdc.public.users`` (:class:`cdcpipe.bench.latency.KafkaTimes`,
    from the topic's end before the first write) keeps every record of a touched key: offset
    and timestamp (CreateTime, set by Connect's producer). *Captured* = the last change's
    record timestamp − t0; every change must arrive exactly once (and a tombstone per delete).
@@ -22,7 +22,7 @@
    committed the last record's batch, whose writes were acknowledged before; it takes
    seconds for 40,000 keys and is reported apart). Polling Cassandra during the run would
    take CPU from the pipeline it measures.
-5. **Ceiling.** :mod:`cdcpipe.sink_ceiling`: the newest record of each touched key, written
+5. **Ceiling.** :mod:`cdcpipe.bench.sink_ceiling`: the newest record of each touched key, written
    by the job's own sink code in as many processes as the job has tasks, into a scratch table
    (dropped afterwards). *Ratio* = the pipeline's row writes/s ÷ the ceiling's rows/s.
 6. **Cleanup.** The run's rows are deleted from PostgreSQL; the command waits until they are
@@ -56,13 +56,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import change_mix, processes, runtime, sink_ceiling, streaming_job, verify
-from .bench import _epoch
-from .errors import PipelineStalled
+from .. import processes, runtime, streaming_job, verify
+from ..errors import PipelineStalled
+from ..pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
+from ..pipeline.schema_changes import USERS_TOPIC
+from ..settings import Settings
+from . import change_mix, sink_ceiling
+from .job import _epoch
 from .latency import KafkaTimes, TopicRecord, percentiles, until_readable
-from .pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
-from .pipeline.schema_changes import USERS_TOPIC
-from .settings import Settings
 
 TOPIC = USERS_TOPIC
 

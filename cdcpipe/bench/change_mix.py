@@ -17,7 +17,7 @@ generating while it writes, and so its rules are unit-tested:
 :func:`write` sends each transaction as at most three statements over ``unnest`` of arrays
 (one INSERT, one UPDATE … FROM, one DELETE … = ANY), about 28 parameters whatever the size,
 so the client's per-row cost is building the arrays. Measured on the 2-core machine, stack up:
-see cdcpipe/end_to_end.py.
+see cdcpipe/bench/end_to_end.py.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import WriteConflict
-from .randomuser import NATS, STREETS, TIMEZONES, TITLES
+from ..errors import WriteConflict
+from ..randomuser import NATS, STREETS, TIMEZONES, TITLES
 
 #: Column -> PostgreSQL array type, for the unnest() statements (public.users minus created_at
 #: and updated_at, which the table fills).

@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 import requests
 
-from . import jsonfile
-from .errors import (
+from .. import jsonfile
+from ..errors import (
     CdcpipeError,
     ConfigError,
     ConnectorFailed,
@@ -23,7 +23,7 @@ from .errors import (
     NotFound,
     ServiceUnavailable,
 )
-from .settings import REPO
+from ..settings import REPO
 
 #: The connector definition the CLI, the demo and the tests register by default.
 DEFAULT_FILE = REPO / "connectors" / "users-cdc.json"

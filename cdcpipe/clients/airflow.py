@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from .errors import CdcpipeError, DagRunFailed, HttpError, NotFound, ServiceUnavailable
+from ..errors import CdcpipeError, DagRunFailed, HttpError, NotFound, ServiceUnavailable
 
 if TYPE_CHECKING:
     pass

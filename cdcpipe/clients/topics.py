@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import jsonfile
-from .errors import ConfigError, ServiceUnavailable
-from .settings import REPO
+from .. import jsonfile
+from ..errors import ConfigError, ServiceUnavailable
+from ..settings import REPO
 
 TOPICS_FILE = REPO / "connectors" / "topics.json"
 
