@@ -39,6 +39,8 @@ from cdcpipe.pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
 from cdcpipe.pipeline.logins import UI_LOGIN_FILTER
 from cdcpipe.pipeline.schema_changes import USERS_TOPIC, SchemaChange
 from cdcpipe.pipeline.schema_changes import apply as apply_schema_changes
+from cdcpipe.pipeline.sync_state import BATCH_PROPERTY as SYNC_BATCH_PROPERTY
+from cdcpipe.pipeline.sync_state import snapshot as sync_snapshot
 
 log = logging.getLogger("users_to_cassandra")
 
@@ -156,7 +158,7 @@ RETRY_MAX_SECONDS = 30.0
 
 #: The Kafka source's columns the executors read, and what each partition returns.
 COLUMNS = ("key", "value", "topic", "partition", "offset")
-APPLIED_SCHEMA = "records long, writes long, dead long, schema_changes array<string>"
+APPLIED_SCHEMA = "records long, writes long, dead long, schema_changes array<string>, epoch_view string"
 
 
 class ArrowMapper:
@@ -381,13 +383,21 @@ def main(argv: list[str] | None = None) -> int:
         "topic": args.topic,
         "schema_changes_topic": args.schema_changes_topic,
     }
-    totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0}
+    # tasks_*_epochs: how the batches' tasks got their sync epochs (one view per batch, or each
+    # reading the table); the tests check the first is what happens.
+    totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0, "tasks_batch_epochs": 0, "tasks_own_epochs": 0}
+    epoch_topics = [conf["topic"], conf["schema_changes_topic"]]
 
     apply_on_executors = ArrowMapper(lambda it: apply_arrow(it, conf), APPLIED_SCHEMA, COLUMNS)
 
     def apply_batch(batch, batch_id: int) -> None:
         # The work happens on the executors; only one row of counts per partition returns.
         try:
+            # One view of cdc.sync_state for every task of the batch (pipeline/sync_state.py).
+            # pyspark pins this thread to a JVM thread, whose local properties the batch's job
+            # takes to its tasks.
+            view = sync_snapshot(executor_sink(conf)[0].session, epoch_topics, conf["keyspace"])
+            spark.sparkContext.setLocalProperty(SYNC_BATCH_PROPERTY, view)
             counts = apply_on_executors(batch).collect()
             # DDL after the batch's row writes, on the driver: a TRUNCATE or DROP COLUMN then
             # covers every write of the batch older than it (pipeline/schema_changes.py).
@@ -402,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             totals["records"] += row.records
             totals["writes"] += row.writes
             totals["dead"] += row.dead
+            totals["tasks_batch_epochs" if row.epoch_view == "batch" else "tasks_own_epochs"] += 1
         totals["batches"] += 1
 
     report = ProgressReport(args.progress_file, totals)

@@ -229,3 +229,32 @@ def test_keep_warm_makes_the_workers_session_and_reports_ready(monkeypatch):
     out = list(apply.keep_warm_arrow(iter([pa.RecordBatch.from_pydict({"id": [0]})]), {"table": "users"}))
     assert made == [{"table": "users"}]
     assert [b.to_pydict() for b in out] == [{"ready": [1]}]
+
+
+def test_a_batch_s_epochs_travel_from_the_driver_to_its_tasks_unchanged():
+    """The driver's one read of cdc.sync_state per micro-batch (sync_state.snapshot) reaches
+    every task as text; what the tasks read back is what the table held, partitions as ints."""
+    from types import SimpleNamespace
+
+    from cdcpipe.pipeline.changes import Epoch
+    from cdcpipe.pipeline.sync_state import from_snapshot, snapshot
+
+    rows = {
+        "cdc.public.users": [
+            SimpleNamespace(epoch=2, start_offsets={0: 900, 1: 40}, floor_lsn=123456, system_identifier="7420", state="completed"),
+            SimpleNamespace(epoch=3, start_offsets={0: 1200}, floor_lsn=None, system_identifier=None, state="started"),
+        ],
+        "cdc.schema_changes": [],
+    }
+
+    class Session:
+        def execute(self, query, params):
+            return rows[params[0]]
+
+    view = from_snapshot(snapshot(Session(), ["cdc.public.users", "cdc.schema_changes"]))
+    assert view == {
+        "cdc.public.users": [Epoch(2, {0: 900, 1: 40}, 123456, "7420", True), Epoch(3, {0: 1200}, None, None, False)],
+        "cdc.schema_changes": [],
+    }
+    # Outside a Spark task there is no batch view, and apply_partition reads the table itself.
+    assert apply.batch_epochs() is None

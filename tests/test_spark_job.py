@@ -49,6 +49,21 @@ def test_mixed_writes_are_reflected_exactly(pg, cassandra, spark_job):
     assert model[ids[1]]["username"] == "user-1 🐘𝔘 漢字"
 
 
+def test_every_task_of_a_batch_gets_the_driver_s_one_view_of_the_sync_epochs(conf, pg, cassandra, spark_job):
+    """Issue 23: each task read cdc.sync_state itself, so a resync writing an epoch while a
+    batch ran gave its tasks different views. The driver now reads it once per batch and hands
+    it to every task (a Spark local property); the job counts which view each task used."""
+
+    def totals() -> dict:
+        return spark_job.progress(conf).get("totals") or {}
+
+    before = totals().get("tasks_batch_epochs", 0)
+    user_id = insert(pg, ROW)
+    assert user_id in wait_until_read_model_matches(pg, cassandra)
+    after = wait_for(lambda: totals() if totals().get("tasks_batch_epochs", 0) > before else None, 30, "a batch's task counted")
+    assert after["tasks_own_epochs"] == 0, after  # no task of this job read the table itself
+
+
 def test_pk_update_txn_and_twenty_updates_end_exact(pg, cassandra, spark_job):
     old_id, new_id = uuid.uuid4(), uuid.uuid4()
     insert(pg, ROW, old_id)

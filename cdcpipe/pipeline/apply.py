@@ -84,13 +84,16 @@ def apply_partition(
     epochs: Callable[[str], list[Epoch]] | None = None,
     schema_changes: list[SchemaChange] | None = None,
     floors: Floors | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> tuple[int, int, int]:
     """Decode, keep the newest change per key, write; dead-letter what cannot be used.
 
     ``rows`` yields (key, value, topic, partition, offset); returns (records, writes, dead).
     ``sink`` and ``registry`` default to this worker's own (from ``conf``); tests pass stand-ins
     with the same methods (``tests/test_apply.py``). ``epochs(topic)`` gives the topic's sync
-    epochs, oldest first (default: cdc.sync_state, read once per task; stand-ins: none).
+    epochs, oldest first (default: the micro-batch's snapshot the driver handed every task, else
+    cdc.sync_state read once per task; stand-ins: none); ``stats["epoch_view"]`` then says which
+    ("batch" or "task").
     Records of the schema-change journal (``conf["schema_changes_topic"]``) are appended to
     ``schema_changes``, for the driver to apply after the batch (pipeline/schema_changes.py);
     ``floors`` (default: cdc.schema_changes, read once per task) rule out what an applied
@@ -111,8 +114,13 @@ def apply_partition(
             from .sync_state import load
 
             session = sink.session
+            batch_view = batch_epochs()
+            if stats is not None:
+                stats["epoch_view"] = "batch" if batch_view is not None else "task"
 
             def epochs(topic: str) -> list[Epoch]:
+                if batch_view is not None and topic in batch_view:
+                    return batch_view[topic]  # the driver's one view for the whole micro-batch
                 return load(session, topic, conf["keyspace"])
 
         if floors is None:
@@ -266,6 +274,20 @@ def check_types(sink: Any, writer: dict[str, str]) -> None:
     sink.widened.update(n for n, t in writer.items() if n in sink.columns and sink.columns[n] != t)
 
 
+def batch_epochs() -> dict[str, list[Epoch]] | None:
+    """The micro-batch's epochs, as the driver read them (pipeline/sync_state.py), if this runs
+    in a Spark task whose job carries them."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return None
+    from .sync_state import BATCH_PROPERTY, from_snapshot
+
+    context = TaskContext.get()
+    text = context.getLocalProperty(BATCH_PROPERTY) if context is not None else None
+    return from_snapshot(text) if text else None
+
+
 def apply_arrow(batches, conf: dict[str, Any]):
     """mapInArrow: a partition's records arrive as Arrow batches (far cheaper than pickled
     rows); one small batch of counts goes back."""
@@ -277,13 +299,20 @@ def apply_arrow(batches, conf: dict[str, Any]):
             yield from zip(*columns)
 
     schema_changes: list[SchemaChange] = []
+    stats: dict[str, Any] = {}
     try:
-        records, writes, dead = apply_partition(rows(), conf, schema_changes=schema_changes)
+        records, writes, dead = apply_partition(rows(), conf, schema_changes=schema_changes, stats=stats)
     except BaseException:
         _executor_state["failed"] = True  # the retry reads the table again (apply_partition)
         raise
     yield pa.RecordBatch.from_pydict(
-        {"records": [records], "writes": [writes], "dead": [dead], "schema_changes": [[c.to_json() for c in schema_changes]]}
+        {
+            "records": [records],
+            "writes": [writes],
+            "dead": [dead],
+            "schema_changes": [[c.to_json() for c in schema_changes]],
+            "epoch_view": [stats.get("epoch_view", "none")],
+        }
     )
 
 

@@ -1,11 +1,20 @@
 """cdc.sync_state: the read model's sync epochs (rule and argument in :mod:`cdcpipe.pipeline.changes`).
 
 Written by ``cdcpipe resync`` (one row per epoch, before the snapshot is signalled), read by
-the Spark job's executors (every task, one small query) and by ``cdcpipe verify``.
+the Spark job and by ``cdcpipe verify``.
+
+The job's driver reads every topic's epochs once per micro-batch (:func:`snapshot`) and hands
+them to all of the batch's tasks as a Spark local property (:data:`BATCH_PROPERTY`). Read by
+each task instead, a resync recording or completing an epoch while the batch ran gave its tasks
+different views: one task could judge a TRUNCATE against epoch E and another a later insert
+against E+1 (issue 23). A batch's offsets are fixed before the driver reads, so an epoch
+recorded after that starts past every record of the batch: the snapshot misses nothing the
+batch holds. Tasks without the property (stand-ins, a job older than this code) read the table.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .changes import Epoch
@@ -22,6 +31,31 @@ def load(session: Any, topic: str, keyspace: str = "cdc") -> list[Epoch]:
         Epoch(r.epoch, dict(r.start_offsets or {}), r.floor_lsn, r.system_identifier, r.state == "completed")
         for r in sorted(rows, key=lambda r: r.epoch)
     ]
+
+
+#: The Spark local property that carries a micro-batch's epochs (:func:`snapshot`) to its tasks.
+BATCH_PROPERTY = "cdcpipe.sync_epochs"
+
+
+def snapshot(session: Any, topics: list[str], keyspace: str = "cdc") -> str:
+    """The epochs of ``topics`` as one JSON text (:func:`from_snapshot` reads it)."""
+    return json.dumps(
+        {
+            topic: [[e.number, e.start_offsets, e.floor_lsn, e.system_identifier, e.completed] for e in load(session, topic, keyspace)]
+            for topic in topics
+        }
+    )
+
+
+def from_snapshot(text: str) -> dict[str, list[Epoch]]:
+    """topic -> its epochs, oldest first, from :func:`snapshot`'s text."""
+    return {
+        topic: [
+            Epoch(number, {int(p): o for p, o in starts.items()}, floor, system, completed)
+            for number, starts, floor, system, completed in rows
+        ]
+        for topic, rows in json.loads(text).items()
+    }
 
 
 def record(
