@@ -530,8 +530,13 @@ def _first_line(exc: Any) -> str:
         if re.match(r"^(?:(?:[A-Za-z_]\w*\.)+[A-Z]\w*|[A-Z]\w*(?:Error|Exception|Unavailable|Timeout|Failure)): ", line)
         and not line.startswith(("pyspark.", "py4j.", "org.apache.spark.", "Traceback"))
     ]
+    kind = type(exc)
+    if not codes and not causes and not kind.__module__.startswith(("pyspark", "py4j")):
+        # Raised on the driver by our own code (e.g. its read of cdc.sync_state while Cassandra
+        # is down): a Python exception whose text alone may not say what it is.
+        return f"{kind.__module__}.{kind.__qualname__}: {lines[0] if lines else ''}"[:600]
     parts = [codes[0]] if codes else []
-    parts.append(causes[-1] if causes else (lines[0] if lines else exc.__class__.__name__))
+    parts.append(causes[-1] if causes else (lines[0] if lines else kind.__name__))
     return ": ".join(parts)[:600]
 
 

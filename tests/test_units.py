@@ -116,3 +116,21 @@ def test_the_watchdog_reads_no_topic_from_a_kafka_that_is_away(tmp_path):
     started = time.monotonic()
     assert watchdog.topic_ends(conf, ["cdc.public.users"]) is None
     assert time.monotonic() - started < 5
+
+
+def test_a_failed_batch_s_reason_names_the_exception_raised_on_the_driver():
+    """The job's driver reads cdc.sync_state before each batch: with Cassandra down, that
+    read raises cassandra's NoHostAvailable, whose text alone does not name it. The reason
+    `cdcpipe spark status` shows must (an operator, and test_faults, look for it)."""
+    from cassandra.cluster import NoHostAvailable
+    from cdc_helpers import job_module
+
+    first_line = job_module()._first_line
+    down = NoHostAvailable("Unable to complete the operation against any hosts", {"127.0.0.1:9042": ConnectionRefusedError(111, "refused")})
+    assert first_line(down).startswith("cassandra.cluster.NoHostAvailable: ('Unable to complete the operation")
+    # A query failure from Spark keeps its error class and the Python cause at its root.
+    spark_text = (
+        "[FOREACH_BATCH_USER_FUNCTION_ERROR] An error occurred.\n"
+        "Traceback (most recent call last):\ncassandra.cluster.NoHostAvailable: ('Unable', {})"
+    )
+    assert first_line(Exception(spark_text)) == "FOREACH_BATCH_USER_FUNCTION_ERROR: cassandra.cluster.NoHostAvailable: ('Unable', {})"
