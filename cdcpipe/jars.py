@@ -76,7 +76,7 @@ def _sources_digest() -> str:
 
 
 def ui_login_jar(settings: Settings) -> Path:
-    """The jar of the Spark UIs' login filter (:data:`UI_LOGIN_FILTER`)."""
+    """The jar of the Spark UIs' login filter (:data:`cdcpipe.pipeline.logins.UI_LOGIN_FILTER`)."""
     return settings.jars / UI_LOGIN_JAR
 
 

@@ -297,9 +297,11 @@ def make_handler(faults: _Faults, api_key: str | None = None):
         def log_message(self, fmt, *args):  # quiet; the access log is not interesting
             pass
 
-        def _send(self, status: int, body: Any) -> None:
+        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(body, ensure_ascii=False).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -311,13 +313,11 @@ def make_handler(faults: _Faults, api_key: str | None = None):
                 return False
             if int(self.headers.get("Content-Length") or 0):
                 self.close_connection = True  # the body stays unread
-            data = json.dumps({"error": "this randomuser stand-in wants its API key (Authorization: Bearer ...)"}).encode()
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Bearer realm="cdcpipe randomuser"')
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self._send(
+                401,
+                {"error": "this randomuser stand-in wants its API key (Authorization: Bearer ...)"},
+                {"WWW-Authenticate": 'Bearer realm="cdcpipe randomuser"'},
+            )
             return True
 
         def do_GET(self):  # noqa: N802

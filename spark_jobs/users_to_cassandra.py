@@ -36,7 +36,7 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from cdcpipe.pipeline.apply import apply_arrow, consistency, executor_sink, keep_warm_arrow
 from cdcpipe.pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
-from cdcpipe.pipeline.logins import UI_LOGIN_FILTER
+from cdcpipe.pipeline.logins import ui_login_conf
 from cdcpipe.pipeline.schema_changes import USERS_TOPIC, SchemaChange
 from cdcpipe.pipeline.schema_changes import apply as apply_schema_changes
 from cdcpipe.pipeline.sync_state import BATCH_PROPERTY as SYNC_BATCH_PROPERTY
@@ -364,9 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         .config("spark.python.daemon.module", "cdcpipe.pipeline.spark_daemon")
     )
     if args.ui_credentials:
-        builder = builder.config("spark.ui.filters", UI_LOGIN_FILTER).config(
-            f"spark.{UI_LOGIN_FILTER}.param.credentials", args.ui_credentials
-        )
+        for key, value in ui_login_conf(args.ui_credentials).items():
+            builder = builder.config(key, value)
     else:
         builder = builder.config("spark.ui.enabled", "false")
     spark = authenticated(builder, os.environ.get(AUTH_SECRET_ENV)).getOrCreate()

@@ -26,7 +26,7 @@ from packaging.specifiers import SpecifierSet
 
 from cdcpipe import settings
 from cdcpipe.clients import topics
-from cdcpipe.pipeline.logins import UI_LOGIN_FILTER
+from cdcpipe.pipeline.logins import UI_LOGIN_FILTER, ui_login_conf
 from cdcpipe.services import postgres, spark
 from cdcpipe.services.connect import Connect
 from cdcpipe.services.kafka import Kafka
@@ -323,7 +323,7 @@ def test_spark_worker_size_and_daemon_settings(compose):
         "services.spark-worker.command",
     )
     # The UIs' login filter and its credentials file, whose path differs.
-    local = {**spark.DAEMON_CONF, **spark.ui_login_conf("(path)")}
+    local = {**spark.DAEMON_CONF, **ui_login_conf("(path)")}
     credentials = f"spark.{UI_LOGIN_FILTER}.param.credentials"
     assert_same(
         local,

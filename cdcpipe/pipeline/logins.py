@@ -22,6 +22,12 @@ from ..errors import ConfigError
 UI_LOGIN_FILTER = "cdcpipe.spark.UiLoginFilter"
 
 
+def ui_login_conf(credentials: str | Path) -> dict[str, str]:
+    """The Spark settings that put the login filter in front of a web UI; ``credentials`` is
+    the path of its 0600 credentials file (never the password: Spark settings are visible)."""
+    return {"spark.ui.filters": UI_LOGIN_FILTER, f"spark.{UI_LOGIN_FILTER}.param.credentials": str(credentials)}
+
+
 @dataclass(frozen=True)
 class Login:
     """A user and its password (never shown by repr)."""

@@ -23,7 +23,7 @@ import requests
 from .. import java
 from ..errors import MissingDependency
 from ..jars import ui_login_jar
-from ..pipeline.logins import UI_LOGIN_FILTER, Login
+from ..pipeline.logins import Login, ui_login_conf
 from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
@@ -55,12 +55,6 @@ def spark_home() -> Path:
 def job_jars(jars_dir: Path) -> list[str]:
     """The jars a streaming job adds to Spark: the Kafka source, Avro support and the UI's login filter."""
     return sorted(str(p) for p in [*(jars_dir / "spark").glob("*.jar"), *(jars_dir / "spark-ui").glob("*.jar")])
-
-
-def ui_login_conf(credentials: str | Path) -> dict[str, str]:
-    """The settings that put the login filter in front of a Spark UI; ``credentials`` is the
-    path of its 0600 credentials file (never the password: settings are visible)."""
-    return {"spark.ui.filters": UI_LOGIN_FILTER, f"spark.{UI_LOGIN_FILTER}.param.credentials": str(credentials)}
 
 
 class Spark(Service):
