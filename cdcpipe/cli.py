@@ -39,7 +39,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        print(f"state directory: {report['home']}")
+        print(f"state directory: {report['home']} (topology: {report['topology']})")
         print(f"{'SERVICE':<16} {'STATE':<8} {'RSS':>10}  ADDRESS")
         for name, entry in report["services"].items():
             address = (
@@ -51,6 +51,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                     print(f"{'':<16} {'':<8} {'':>10}  {key}: {entry[key]}")
             if entry.get("capture") not in (None, "moving"):
                 print(f"{'':<16} {'':<8} {'':>10}  why: {entry.get('capture_reason')}")
+            for node, about in report["nodes"].items():
+                if about["service"] == name:
+                    rss = processes.human_bytes(about["rss_bytes"])
+                    print(f"  {node:<14} {about['state']:<8} {rss:>10}  {entry.get('host', '127.0.0.1')}:{about['port']}")
         print(f"{'total':<16} {'':<8} {processes.human_bytes(report['total_rss_bytes']):>10}")
     states = {entry["state"] for entry in report["services"].values()}
     return 0 if states == {"running"} else 1

@@ -29,7 +29,7 @@ def _stderr(message: str) -> None:
 
 
 def _check_ports(svc: Service) -> None:
-    for port_name in svc.port_names:
+    for port_name in svc.bound_ports():
         port = svc.port(port_name)
         if processes.port_in_use(svc.host, port):
             raise PortInUse(svc.name if port_name == svc.name else f"{svc.name} ({port_name})", port, svc.host)
@@ -65,9 +65,14 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
             if svc.running():
                 progress(f"  {svc.name:<16} already running")
             else:
-                if svc.any_running():  # half up (a process died): restart it whole
+                if svc.any_running() and svc.revives_nodes:  # a node of a cluster died: start it alone
+                    down = [p for p, pid in svc.pids().items() if pid is None]
+                    progress(f"  {svc.name:<16} starting {', '.join(down)}")
+                elif svc.any_running():  # half up (a process died): restart it whole
                     svc.stop()
-                progress(f"  {svc.name:<16} starting")
+                    progress(f"  {svc.name:<16} starting")
+                else:
+                    progress(f"  {svc.name:<16} starting")
                 svc.prepare()
                 svc.launch()
                 launched_by_us.add(svc.name)
@@ -125,11 +130,12 @@ def down(settings: Settings, names: Iterable[str] | None = None, *, purge: bool 
 
 
 def state_of(svc: Service) -> str:
-    """'running' when every process is up and the service answers; 'failed' when half up or unanswering."""
+    """'running' when every process is up and the service answers; 'degraded' when a node of a
+    cluster is down and the others run; 'failed' when half up or unanswering."""
     if not svc.any_running():
         return "stopped"
     if not svc.running():
-        return "failed"
+        return "degraded" if svc.revives_nodes and svc.live_nodes() else "failed"
     try:
         svc.probe()
     except NotReady:
@@ -150,7 +156,9 @@ def pids(settings: Settings) -> dict[str, int]:
 
 
 def status(settings: Settings) -> dict[str, Any]:
-    result: dict[str, Any] = {"home": str(settings.home), "services": {}}
+    """Every service's state and details; on a cluster also every node as its own entry
+    (``nodes``: ``cassandra``, ``cassandra-2``, ... ``connect-2``, ``spark-worker-2``)."""
+    result: dict[str, Any] = {"home": str(settings.home), "topology": settings.topology, "services": {}, "nodes": {}}
     for svc in services(settings):
         state = state_of(svc)
         entry: dict[str, Any] = {"state": state}
@@ -159,5 +167,6 @@ def status(settings: Settings) -> dict[str, Any]:
         entry["rss_bytes"] = svc.rss_bytes() if state != "stopped" else 0
         entry["log"] = str(settings.log_file(svc.processes[0]))
         result["services"][svc.name] = entry
+        result["nodes"].update(svc.node_status())
     result["total_rss_bytes"] = sum(s["rss_bytes"] for s in result["services"].values())
     return result

@@ -3,13 +3,22 @@
 Everything is read from the environment once, so the CLI, the tests and the Spark job
 agree on addresses without any of them hard-coding one.
 
-| env var               | default                     |
-|-----------------------|-----------------------------|
-| CDCPIPE_HOME          | <checkout>/.cdcpipe         |
-| CDCPIPE_JARS          | <checkout>/build/jars       |
-| CDCPIPE_PORT_<NAME>   | see DEFAULT_PORTS           |
-| CDCPIPE_SPARK_MASTER  | local[2]                    |
-| CDCPIPE_CONSOLE_ASSETS| <checkout>/build/console    |
+| env var               | default                                          |
+|-----------------------|--------------------------------------------------|
+| CDCPIPE_TOPOLOGY      | single (or cluster: see TOPOLOGIES)              |
+| CDCPIPE_HOME          | <checkout>/.cdcpipe (cluster: .cdcpipe-cluster)  |
+| CDCPIPE_JARS          | <checkout>/build/jars                            |
+| CDCPIPE_PORT_<NAME>   | see DEFAULT_PORTS and node_ports                 |
+| CDCPIPE_SPARK_MASTER  | local[2] (cluster: the standalone master)        |
+| CDCPIPE_CONSOLE_ASSETS| <checkout>/build/console                         |
+
+**Topologies.** ``single`` runs one node of every service. ``cluster`` runs several nodes of
+the distributed ones (:data:`TOPOLOGIES`), all on 127.0.0.1 with a port each: node 1 keeps the
+service's ports, node N adds ``10 * (N - 1)`` to each (``cassandra_2`` = 9052, ``kafka_3`` =
+9112), overridable as ``CDCPIPE_PORT_CASSANDRA_2``. Distinct ports rather than 127.0.0.2-4:
+every service stays on the one address the project promises (127.0.0.1), and Cassandra 5,
+Kafka 4, Connect and Spark all take a port per node. A cluster keeps its own state directory,
+so the two topologies never share data; they share ports, so one runs at a time.
 """
 
 from __future__ import annotations
@@ -45,6 +54,42 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 
 
+#: Nodes per distributed service, by topology. What is not named runs one node.
+TOPOLOGIES: dict[str, dict[str, int]] = {
+    "single": {},
+    "cluster": {"cassandra": 3, "kafka": 3, "connect": 2, "spark_worker": 2},
+}
+#: The ports that each node of a multi-node service has its own of, by node kind.
+NODE_PORTS: dict[str, tuple[str, ...]] = {
+    "cassandra": ("cassandra", "cassandra_storage", "cassandra_jmx"),
+    "kafka": ("kafka", "kafka_controller"),
+    "connect": ("connect",),
+    "spark_worker": ("spark_worker_ui",),
+}
+NODE_PORT_STEP = 10
+
+
+def node_port_name(name: str, node: int) -> str:
+    """The ports-table key of port ``name`` on ``node`` (1-based): ``cassandra`` on node 2 is
+    ``cassandra_2``; node 1 keeps the plain name."""
+    return name if node == 1 else f"{name}_{node}"
+
+
+def node_process(name: str, node: int) -> str:
+    """The process (pid file, log) of ``node`` of ``name``: ``cassandra``, ``cassandra-2``, ..."""
+    return name if node == 1 else f"{name}-{node}"
+
+
+def node_ports(nodes: Mapping[str, int]) -> dict[str, int]:
+    """Default ports of nodes 2.. of each multi-node service (node 1 has DEFAULT_PORTS')."""
+    return {
+        node_port_name(port, node): DEFAULT_PORTS[port] + NODE_PORT_STEP * (node - 1)
+        for kind, count in nodes.items()
+        for port in NODE_PORTS[kind]
+        for node in range(2, count + 1)
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """The local runtime's layout. Build it with :func:`load`."""
@@ -57,9 +102,19 @@ class Settings:
     host: str = HOST
     #: The console's browser assets (htmx, Chart.js), installed by 'make console-assets'.
     console_assets: Path = REPO / "build" / "console"
+    #: ``single`` or ``cluster`` (:data:`TOPOLOGIES`).
+    topology: str = "single"
 
     def port(self, name: str) -> int:
         return self.ports[name]
+
+    def nodes(self, kind: str) -> int:
+        """How many nodes of ``kind`` (cassandra, kafka, connect, spark_worker) this topology runs."""
+        return TOPOLOGIES[self.topology].get(kind, 1)
+
+    @property
+    def clustered(self) -> bool:
+        return self.topology != "single"
 
     def service_dir(self, service: str) -> Path:
         return self.home / service
@@ -125,14 +180,22 @@ def _port_from_env(env: Mapping[str, str], name: str, default: int) -> int:
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
-    home = Path(env.get("CDCPIPE_HOME") or REPO / ".cdcpipe").resolve()
+    topology = env.get("CDCPIPE_TOPOLOGY") or "single"
+    if topology not in TOPOLOGIES:
+        raise ConfigError(f"CDCPIPE_TOPOLOGY={topology!r}: not one of {', '.join(TOPOLOGIES)}")
+    clustered = topology != "single"
+    home = Path(env.get("CDCPIPE_HOME") or REPO / (".cdcpipe-cluster" if clustered else ".cdcpipe")).resolve()
     jars = Path(env.get("CDCPIPE_JARS") or REPO / "build" / "jars").resolve()
-    ports = {name: _port_from_env(env, name, default) for name, default in DEFAULT_PORTS.items()}
+    defaults = {**DEFAULT_PORTS, **node_ports(TOPOLOGIES[topology])}
+    ports = {name: _port_from_env(env, name, default) for name, default in defaults.items()}
+    # On a cluster the job runs on the standalone master, with executors on every worker.
+    default_master = f"spark://{HOST}:{ports['spark_master']}" if clustered else "local[2]"
     return Settings(
         repo=REPO,
         home=home,
         jars=jars,
         ports=ports,
-        spark_master=env.get("CDCPIPE_SPARK_MASTER") or "local[2]",
+        spark_master=env.get("CDCPIPE_SPARK_MASTER") or default_master,
         console_assets=Path(env.get("CDCPIPE_CONSOLE_ASSETS") or REPO / "build" / "console").resolve(),
+        topology=topology,
     )

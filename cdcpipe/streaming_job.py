@@ -42,7 +42,7 @@ def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | N
         "--registry-credentials",
         str(svcs["schema_registry"].credentials_file),
         "--cassandra-host",
-        settings.host,
+        svcs["cassandra"].contact_points,
         "--cassandra-port",
         str(settings.port("cassandra")),
         "--cassandra-credentials",
@@ -58,6 +58,8 @@ def job_argv(settings: Settings, master: str | None = None, checkpoint: Path | N
         "--progress-file",
         str(progress_file(settings)),
     ]
+    if svcs["cassandra"].consistency and extra.get("write_consistency") is None:  # a cluster: RF 3
+        extra = {**extra, "write_consistency": svcs["cassandra"].consistency}
     for key, value in extra.items():
         if value is not None:
             argv += [f"--{key.replace('_', '-')}", str(value)]

@@ -224,14 +224,16 @@ def job_writer_conf(settings: Settings, registry_url: str) -> tuple[dict[str, An
         wanted = json.loads(streaming_job.wanted_file(settings).read_text())
     except (OSError, ValueError):
         wanted = {}
+    cassandra = runtime.service(settings, "cassandra")
     conf = {
-        "cassandra_host": settings.host,
+        "cassandra_host": cassandra.contact_points,
         "cassandra_port": settings.port("cassandra"),
-        "cassandra_credentials": str(runtime.service(settings, "cassandra").credentials_file("job")),
+        "cassandra_credentials": str(cassandra.credentials_file("job")),
         "keyspace": "cdc",
         "registry_url": registry_url,
         "registry_credentials": str(runtime.service(settings, "schema_registry").credentials_file),
-        "write_consistency": wanted.get("write_consistency") or os.environ.get("CDC_WRITE_CONSISTENCY", DEFAULT_WRITE_CONSISTENCY),
+        "write_consistency": wanted.get("write_consistency")
+        or os.environ.get("CDC_WRITE_CONSISTENCY", cassandra.consistency or DEFAULT_WRITE_CONSISTENCY),
     }
     tasks = int(wanted.get("min_partitions") or os.environ.get("CDC_MIN_PARTITIONS", "2"))
     return conf, tasks

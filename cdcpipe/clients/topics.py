@@ -48,6 +48,18 @@ class TopicSpec:
     partitions: int
     replication_factor: int
     config: dict[str, str] = field(default_factory=dict)
+    #: What the cluster topology changes (the file's ``cluster``: partitions,
+    #: replication_factor, config), applied by :meth:`on_cluster`.
+    cluster: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def on_cluster(self) -> TopicSpec:
+        """This topic as the cluster topology makes it (the file's ``cluster`` block)."""
+        return TopicSpec(
+            self.name,
+            int(self.cluster.get("partitions", self.partitions)),
+            int(self.cluster.get("replication_factor", self.replication_factor)),
+            {**self.config, **{str(k): str(v) for k, v in self.cluster.get("config", {}).items()}},
+        )
 
 
 def load(path: Path = TOPICS_FILE) -> list[TopicSpec]:
@@ -68,8 +80,11 @@ def load(path: Path = TOPICS_FILE) -> list[TopicSpec]:
         config = entry.get("config", {})
         if not isinstance(config, dict):
             raise ConfigError(f"{where} ({entry['name']}): 'config' must be an object of topic settings")
+        cluster = entry.get("cluster", {})
+        if not isinstance(cluster, dict) or not set(cluster) <= {"partitions", "replication_factor", "config"}:
+            raise ConfigError(f"{where} ({entry['name']}): 'cluster' may set partitions, replication_factor and config only")
         specs.append(
-            TopicSpec(entry["name"], entry["partitions"], entry["replication_factor"], {str(k): str(v) for k, v in config.items()})
+            TopicSpec(entry["name"], entry["partitions"], entry["replication_factor"], {str(k): str(v) for k, v in config.items()}, cluster)
         )
     return specs
 

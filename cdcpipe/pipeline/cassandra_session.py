@@ -19,17 +19,48 @@ from .logins import Login
 #: The consistency of the job's writes unless it is told otherwise: the one local node (on a
 #: cluster with RF 3, LOCAL_QUORUM; ``--write-consistency``).
 DEFAULT_WRITE_CONSISTENCY = "LOCAL_ONE"
+#: Reads and writes on a cluster with RF 3: two of three replicas, so one node may be lost.
+CLUSTER_CONSISTENCY = "LOCAL_QUORUM"
 
 
-def connect(host: str, port: int, keyspace: str | None = None, connect_timeout: float = 5, login: Login | None = None) -> Any:
-    """A connected cassandra-driver session; its cluster is shut down if connecting fails."""
+def contact_points(host: str, port: int) -> list[tuple[str, int]]:
+    """``host`` is one address (served on ``port``) or a comma-separated list of
+    ``address:port``, one per node of a cluster whose nodes share an address (the local
+    runtime's cluster topology): the driver tries each until one answers, so a session opens
+    with any node down."""
+    points = []
+    for item in (part.strip() for part in host.split(",")):
+        if not item:
+            continue
+        address, sep, node_port = item.rpartition(":")
+        if sep and address and node_port.isdigit():
+            points.append((address, int(node_port)))
+        else:
+            points.append((item, port))
+    if not points:
+        raise ValueError(f"no Cassandra contact point in {host!r}")
+    return points
+
+
+def connect(
+    host: str,
+    port: int,
+    keyspace: str | None = None,
+    connect_timeout: float = 5,
+    login: Login | None = None,
+    consistency: str | None = None,
+) -> Any:
+    """A connected cassandra-driver session; its cluster is shut down if connecting fails.
+    ``host``: see :func:`contact_points`. ``consistency``: the session's default level (the
+    driver's, LOCAL_ONE, if None)."""
+    from cassandra import ConsistencyLevel
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import Cluster
     from cassandra.policies import DCAwareRoundRobinPolicy
 
     auth = PlainTextAuthProvider(login.username, login.password) if login else None
     cluster = Cluster(
-        [host],
+        contact_points(host, port),
         port=port,
         connect_timeout=connect_timeout,
         protocol_version=5,
@@ -37,16 +68,26 @@ def connect(host: str, port: int, keyspace: str | None = None, connect_timeout: 
         auth_provider=auth,
     )
     try:
-        return cluster.connect(keyspace)
+        opened = cluster.connect(keyspace)
     except Exception:
         cluster.shutdown()
         raise
+    if consistency is not None:
+        opened.default_consistency_level = ConsistencyLevel.name_to_value[consistency]
+    return opened
 
 
 @contextmanager
-def session(host: str, port: int, keyspace: str | None = None, connect_timeout: float = 5, login: Login | None = None) -> Iterator[Any]:
+def session(
+    host: str,
+    port: int,
+    keyspace: str | None = None,
+    connect_timeout: float = 5,
+    login: Login | None = None,
+    consistency: str | None = None,
+) -> Iterator[Any]:
     """``with session(host, port) as s:`` — the cluster is shut down on leaving."""
-    opened = connect(host, port, keyspace, connect_timeout, login)
+    opened = connect(host, port, keyspace, connect_timeout, login, consistency)
     try:
         yield opened
     finally:

@@ -6,7 +6,7 @@ import signal
 from typing import Any, ClassVar
 
 from .. import processes
-from ..settings import Settings
+from ..settings import NODE_PORTS, Settings, node_port_name, node_process
 
 
 class NotReady(Exception):
@@ -21,6 +21,10 @@ class Service:
     """
 
     name: ClassVar[str]
+    #: The kind of node this service runs several of on a cluster topology (settings.TOPOLOGIES:
+    #: cassandra, kafka, connect), or None. Its processes are then one per node (``cassandra``,
+    #: ``cassandra-2``, ...), and ``up`` starts a node that died without touching the others.
+    node_kind: ClassVar[str | None] = None
     #: Services that must be ready before this one starts.
     depends_on: ClassVar[tuple[str, ...]] = ()
     #: Names of the processes this service runs (pid files, logs).
@@ -59,6 +63,63 @@ class Service:
 
     def purge(self) -> None:
         """Delete state kept outside the state directory (``down --purge``); most keep none."""
+
+    # --- nodes -----------------------------------------------------------------------
+    @property
+    def node_count(self) -> int:
+        return self.settings.nodes(self.node_kind) if self.node_kind else 1
+
+    @property
+    def nodes(self) -> range:
+        """1-based node numbers."""
+        return range(1, self.node_count + 1)
+
+    def node_process(self, node: int) -> str:
+        return node_process(self.name, node)
+
+    def node_port(self, name: str | None, node: int) -> int:
+        """Port ``name`` (default: the service's own) of ``node``."""
+        return self.settings.port(node_port_name(name or self.name, node))
+
+    def node_dir(self, node: int):
+        """Node 1's state is the service's directory; node N's is ``<service>-N``."""
+        return self.dir if node == 1 else self.settings.service_dir(self.node_process(node))
+
+    def live_nodes(self) -> list[int]:
+        return [node for node in self.nodes if processes.pid_of(self.settings, self.node_process(node)) is not None]
+
+    def bound_ports(self) -> list[str]:
+        """Keys of Settings.ports this service binds: its own and its nodes'."""
+        names = list(self.port_names)
+        if self.node_kind:
+            names += [node_port_name(port, node) for node in self.nodes if node > 1 for port in NODE_PORTS[self.node_kind]]
+        return names
+
+    def node_status(self) -> dict[str, dict[str, Any]]:
+        """Each node's process (running or stopped), pid, port and memory, by process name;
+        empty for a service that runs one node."""
+        if self.node_count == 1 or not self.node_kind:
+            return {}
+        out = {}
+        for node in self.nodes:
+            proc = self.node_process(node)
+            pid = processes.pid_of(self.settings, proc)
+            out[proc] = {
+                "service": self.name,
+                "node": node,
+                "state": "running" if pid is not None else "stopped",
+                "pid": pid,
+                "port": self.node_port(NODE_PORTS[self.node_kind][0], node),
+                "rss_bytes": processes.rss_bytes(pid) if pid is not None else 0,
+                "log": str(self.settings.log_file(proc)),
+            }
+        return out
+
+    @property
+    def revives_nodes(self) -> bool:
+        """True when ``up`` may start the missing nodes of a half-running service alone
+        (a cluster's nodes), instead of stopping and starting the whole service."""
+        return self.node_count > 1
 
     # --- derived ---------------------------------------------------------------------
     def pids(self) -> dict[str, int | None]:

@@ -40,17 +40,20 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 from .. import java, migrations
 from ..errors import ConfigError, MissingDependency, ServiceFailed
-from ..pipeline.cassandra_session import refused_login
+from ..pipeline.cassandra_session import CLUSTER_CONSISTENCY, refused_login
 from ..pipeline.logins import Login
 from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
 HEAP_MB = 1024
+#: Each node's heap on the cluster topology (three nodes share the machine).
+CLUSTER_HEAP_MB = 768
 #: The one JMX user (``nodetool -u``); its password is the ``cassandra_jmx`` secret.
 JMX_USER = "cdcpipe"
 #: CQL roles: use -> (role, secret). See the module docstring.
@@ -61,6 +64,8 @@ ROLES = {
 }
 #: What each non-superuser role may do on keyspace cdc.
 GRANTS = {"job": ("SELECT", "MODIFY", "ALTER"), "reader": ("SELECT",)}
+#: The data centre SimpleSnitch puts every node in (NetworkTopologyStrategy names it).
+DATA_CENTER = "datacenter1"
 #: The superuser Cassandra creates on a new node's first start; dropped by after_ready.
 DEFAULT_LOGIN = Login("cassandra", "cassandra")
 
@@ -109,30 +114,64 @@ LOGBACK = """<configuration scan="false">
 """
 
 
+def initial_token(node: int, nodes: int) -> int:
+    """Node ``node``'s one token (Murmur3): the ring split evenly, node 1 at 0."""
+    token = (node - 1) * (2**64 // nodes)
+    return token - 2**64 if token >= 2**63 else token
+
+
 class Cassandra(Service):
     name = "cassandra"
-    processes = ("cassandra",)
+    node_kind = "cassandra"
     port_names = ("cassandra", "cassandra_storage", "cassandra_jmx")
     start_timeout = 180.0
 
-    def _yaml(self) -> dict[str, Any]:
-        data = self.dir / "data"
+    @property
+    def processes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self.node_process(node) for node in self.nodes)
+
+    @property
+    def heap_mb(self) -> int:
+        return HEAP_MB if self.node_count == 1 else CLUSTER_HEAP_MB
+
+    @property
+    def contact_points(self) -> str:
+        """What the driver is given (``pipeline.cassandra_session.contact_points``): the one
+        address, or every node's ``address:port`` on a cluster."""
+        if self.node_count == 1:
+            return self.host
+        return ",".join(f"{self.host}:{self.node_port(None, node)}" for node in self.nodes)
+
+    @property
+    def consistency(self) -> str | None:
+        """Reads and writes of the CLI and the job: LOCAL_QUORUM on a cluster (RF 3), else the driver's."""
+        return CLUSTER_CONSISTENCY if self.node_count > 1 else None
+
+    def _yaml(self, node: int = 1) -> dict[str, Any]:
+        data = self.node_dir(node) / "data"
+        clustered = self.node_count > 1
+        seeds = ",".join(f"{self.host}:{self.node_port('cassandra_storage', n)}" for n in self.nodes)
         return {
             "cluster_name": "cdcpipe",
             "num_tokens": 1,
-            "initial_token": 0,
+            "initial_token": initial_token(node, self.node_count),
+            # A new cluster's nodes start together, each with its token: none streams data in.
+            "auto_bootstrap": not clustered,
             "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
+            # One data centre, "datacenter1": what NetworkTopologyStrategy and LOCAL_QUORUM name.
             "endpoint_snitch": "SimpleSnitch",
             "seed_provider": [
                 {
+                    # Every node is a seed: the nodes of a new cluster start at once, and a
+                    # node that is not a seed gives up when no seed answers its first gossip.
                     "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
-                    "parameters": [{"seeds": f"{self.host}:{self.port('cassandra_storage')}"}],
+                    "parameters": [{"seeds": seeds}],
                 }
             ],
             "listen_address": self.host,
             "rpc_address": self.host,
-            "storage_port": self.port("cassandra_storage"),
-            "native_transport_port": self.port(),
+            "storage_port": self.node_port("cassandra_storage", node),
+            "native_transport_port": self.node_port(None, node),
             # Durable before acknowledged: the Spark job commits a Kafka offset once Cassandra
             # has acknowledged the writes it covers, so an acknowledged write must survive a
             # crash. 'periodic' (the default) syncs every 10 s and acknowledges before: a
@@ -179,8 +218,8 @@ class Cassandra(Service):
                 }
             },
             "memtable_allocation_type": "offheap_objects",
-            "memtable_heap_space": "128MiB",
-            "memtable_offheap_space": "512MiB",
+            "memtable_heap_space": "128MiB" if not clustered else "64MiB",
+            "memtable_offheap_space": "512MiB" if not clustered else "256MiB",
             "memtable_flush_writers": 1,
             "key_cache_size": "16MiB",
             "counter_cache_size": "0MiB",
@@ -193,7 +232,11 @@ class Cassandra(Service):
             "tombstone_failure_threshold": 5000000,
             "auto_snapshot": False,
             "snapshot_before_compaction": False,
-            "hinted_handoff_enabled": False,
+            # On a cluster a node that was down gets the writes it missed from its peers'
+            # hints (kept up to 3 hours) when it comes back; repair covers longer outages.
+            # One node has no peer to keep hints for it.
+            "hinted_handoff_enabled": clustered,
+            "max_hint_window": "3h",
             # The Spark job writes UNLOGGED batches of up to 32 KiB (one row per partition).
             "batch_size_warn_threshold": "64KiB",
             "batch_size_fail_threshold": "128KiB",
@@ -203,11 +246,13 @@ class Cassandra(Service):
     def prepare(self) -> None:
         private_dir(self.dir)
         private_dir(self.dir / "conf")
-        private_dir(self.dir / "data")
-        self._write_keystores()
-        # JSON is valid YAML: no YAML writer needed. 0600: it holds the keystore's password.
-        write_private(self.dir / "conf" / "cassandra.yaml", json.dumps(self._yaml(), indent=2))
-        (self.dir / "conf" / "logback.xml").write_text(LOGBACK)
+        self._write_keystores()  # node 1's conf/; every node of a cluster uses the same pair
+        for node in self.nodes:
+            conf = private_dir(self.node_dir(node) / "conf")
+            private_dir(self.node_dir(node) / "data")
+            # JSON is valid YAML: no YAML writer needed. 0600: it holds the keystore's password.
+            write_private(conf / "cassandra.yaml", json.dumps(self._yaml(node), indent=2))
+            (conf / "logback.xml").write_text(LOGBACK)
         (self.dir / "conf" / "logback-tools.xml").write_text(LOGBACK.replace('root level="INFO"', 'root level="WARN"'))
         # The JDK's format, "<user> <password>" (it refuses a file others can read); nodetool's
         # -pwf reads the same file.
@@ -280,11 +325,15 @@ class Cassandra(Service):
         return found[0]
 
     def launch(self) -> None:
-        conf = self.dir / "conf"
-        argv = [
+        for node in self.nodes:
+            self.spawn(self.node_process(node), self._argv(node), env={**os.environ, "MALLOC_ARENA_MAX": "4"})
+
+    def _argv(self, node: int) -> list[str]:
+        conf = self.node_dir(node) / "conf"
+        return [
             java.java_bin(),
-            f"-Xms{HEAP_MB}m",
-            f"-Xmx{HEAP_MB}m",
+            f"-Xms{self.heap_mb}m",
+            f"-Xmx{self.heap_mb}m",
             "-Xss256k",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=300",
@@ -297,11 +346,11 @@ class Cassandra(Service):
             *JVM17_OPTIONS,
             f"-javaagent:{self._jamm()}",
             f"-Dcassandra.config=file://{conf / 'cassandra.yaml'}",
-            f"-Dcassandra.storagedir={self.dir / 'data'}",
+            f"-Dcassandra.storagedir={self.node_dir(node) / 'data'}",
             f"-Dcassandra.logdir={self.settings.logs_dir}",
             f"-Dlogback.configurationFile={conf / 'logback.xml'}",
             "-Dcassandra-foreground=yes",
-            f"-Dcassandra.jmx.local.port={self.port('cassandra_jmx')}",
+            f"-Dcassandra.jmx.local.port={self.node_port('cassandra_jmx', node)}",
             "-Dcom.sun.management.jmxremote.authenticate=true",
             f"-Dcom.sun.management.jmxremote.password.file={self.jmx_password_file}",
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
@@ -313,10 +362,9 @@ class Cassandra(Service):
             f"{conf}:{java.classpath(self.settings.jars / 'cassandra')}",
             "org.apache.cassandra.service.CassandraDaemon",
         ]
-        self.spawn("cassandra", argv, env={**os.environ, "MALLOC_ARENA_MAX": "4"})
 
-    def nodetool_argv(self, *args: str, login: bool = True) -> list[str]:
-        """``nodetool <args>`` against this node, logged in unless ``login`` is False; its
+    def nodetool_argv(self, *args: str, login: bool = True, node: int = 1) -> list[str]:
+        """``nodetool <args>`` against ``node``, logged in unless ``login`` is False; its
         history goes to the service's directory, not the home directory."""
         argv = [
             java.java_bin(),
@@ -326,7 +374,7 @@ class Cassandra(Service):
             "-cp",
             java.classpath(self.settings.jars / "cassandra"),
         ]
-        argv += ["org.apache.cassandra.tools.NodeTool", "-h", self.host, "-p", str(self.port("cassandra_jmx"))]
+        argv += ["org.apache.cassandra.tools.NodeTool", "-h", self.host, "-p", str(self.node_port("cassandra_jmx", node))]
         if login:
             argv += ["-u", JMX_USER, "-pwf", str(self.jmx_password_file)]
         return [*argv, *args]
@@ -337,13 +385,13 @@ class Cassandra(Service):
         :meth:`connected`."""
         from ..pipeline.cassandra_session import connect
 
-        return connect(self.host, self.port(), keyspace, login=self.login(use))
+        return connect(self.contact_points, self.port(), keyspace, login=self.login(use), consistency=self.consistency)
 
     def connected(self, keyspace: str | None = None, use: str = "admin"):
         """``with cassandra.connected() as session:`` — the cluster is shut down on leaving."""
         from ..pipeline.cassandra_session import session
 
-        return session(self.host, self.port(), keyspace, login=self.login(use))
+        return session(self.contact_points, self.port(), keyspace, login=self.login(use), consistency=self.consistency)
 
     def probe(self) -> None:
         from cassandra import DriverException
@@ -353,8 +401,10 @@ class Cassandra(Service):
 
         for login in (self.login(), DEFAULT_LOGIN):  # the default superuser: a new node (after_ready)
             try:
-                with session(self.host, self.port(), login=login) as opened:
+                with session(self.contact_points, self.port(), login=login) as opened:
                     opened.execute("SELECT release_version FROM system.local", timeout=10).one()
+                    if self.node_count > 1:
+                        self._probe_nodes(opened)
                 return
             except NoHostAvailable as exc:
                 if refused_login(exc) is None:
@@ -363,10 +413,44 @@ class Cassandra(Service):
                 raise NotReady(f"CQL query failed: {exc}") from None
         raise NotReady(f"CQL answers on {self.host}:{self.port()} but refuses role {self.login().username}'s login")
 
+    def _probe_nodes(self, opened) -> None:
+        """Every node of the cluster is up and answers a query of its own (NotReady if not)."""
+        from cassandra.cluster import NoHostAvailable
+
+        hosts = {host.endpoint.port: host for host in opened.cluster.metadata.all_hosts()}
+        for node in self.nodes:
+            port = self.node_port(None, node)
+            host = hosts.get(port)
+            if host is None or not host.is_up:
+                raise NotReady(f"node {self.node_process(node)} ({self.host}:{port}) not up in the ring yet")
+            # The session opens its pool to each host in the background: a query aimed at a
+            # host whose pool is not open yet fails with "marked down or removed".
+            for attempt in range(20):
+                try:
+                    opened.execute("SELECT release_version FROM system.local", timeout=10, host=host).one()
+                    break
+                except NoHostAvailable:
+                    if attempt == 19:
+                        raise NotReady(f"node {self.node_process(node)} ({self.host}:{port}) has no connection open") from None
+                    time.sleep(0.25)
+
+    def _replicate(self, session) -> None:
+        """On a cluster: the keyspaces that must survive the loss of a node get a replica on
+        every node (RF 3, NetworkTopologyStrategy). system_auth first: a role written while it
+        had one replica would live on one node only, whose loss would refuse every login."""
+        if self.node_count == 1:
+            return
+        replication = f"{{'class': 'NetworkTopologyStrategy', '{DATA_CENTER}': {self.node_count}}}"
+        for keyspace in ("system_auth", "system_distributed", "system_traces"):
+            session.execute(f"ALTER KEYSPACE {keyspace} WITH replication = {replication}", timeout=60)
+        session.execute(f"CREATE KEYSPACE IF NOT EXISTS cdc WITH replication = {replication}", timeout=60)
+        session.execute(f"ALTER KEYSPACE cdc WITH replication = {replication}", timeout=60)
+
     def after_ready(self) -> None:
         self._take_over()
         self._write_credentials()
         with self.connected() as session:
+            self._replicate(session)
             migrations.apply_cassandra(session)
             for use, permissions in GRANTS.items():
                 login = self.login(use)
@@ -391,7 +475,8 @@ class Cassandra(Service):
             if refused_login(exc) is None:
                 raise
         try:
-            with session(self.host, self.port(), login=DEFAULT_LOGIN) as opened:
+            with session(self.contact_points, self.port(), login=DEFAULT_LOGIN, consistency=self.consistency) as opened:
+                self._replicate(opened)  # before the role is written: see _replicate
                 opened.execute(
                     f"CREATE ROLE IF NOT EXISTS {admin.username} WITH SUPERUSER = true AND LOGIN = true AND PASSWORD = %s",
                     (admin.password,),
@@ -411,6 +496,7 @@ class Cassandra(Service):
         return {
             "host": self.host,
             "port": self.port(),
+            **({"contact_points": self.contact_points, "consistency": self.consistency} if self.node_count > 1 else {}),
             "keyspace": "cdc",
             "cqlsh": f"cqlsh --credentials {self.credentials_file()} {self.host} {self.port()}",
         }

@@ -27,6 +27,7 @@ from ..settings import private_dir, write_private
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
 from .kafka import USER as KAFKA_USER
+from .kafka import Kafka
 from .schema_registry import API_USER as REGISTRY_USER
 
 HEAP_MB = 512
@@ -63,26 +64,39 @@ def converter_settings(prefix: str, registry_url: str) -> dict[str, Any]:
 
 class Connect(Service):
     name = "connect"
+    node_kind = "connect"
     depends_on = ("kafka", "schema_registry", "postgres")
-    processes = ("connect",)
     port_names = ("connect",)
     start_timeout = 150.0
 
     @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port()}"
+    def processes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self.node_process(node) for node in self.nodes)
 
-    def worker_properties(self) -> dict[str, Any]:
+    def node_url(self, node: int) -> str:
+        return f"http://{self.host}:{self.node_port(None, node)}"
+
+    @property
+    def url(self) -> str:
+        """The REST API of the first worker that runs (any worker of the group forwards to
+        the leader what needs it)."""
+        live = self.live_nodes()
+        return self.node_url(live[0] if live else 1)
+
+    def worker_properties(self, node: int = 1) -> dict[str, Any]:
         registry = f"http://{self.host}:{self.settings.port('schema_registry')}/apis/registry/v2"
+        kafka = Kafka(self.settings, self.secrets)
+        port = self.node_port(None, node)
         return {
-            "bootstrap.servers": f"{self.host}:{self.settings.port('kafka')}",
+            "bootstrap.servers": kafka.bootstrap,
             "group.id": "cdcpipe-connect",
             "config.storage.topic": "_connect-configs",
             "offset.storage.topic": "_connect-offsets",
             "status.storage.topic": "_connect-status",
-            "config.storage.replication.factor": 1,
-            "offset.storage.replication.factor": 1,
-            "status.storage.replication.factor": 1,
+            # A replica on every broker (up to 3); the brokers' min.insync.replicas applies.
+            "config.storage.replication.factor": kafka.replication_factor,
+            "offset.storage.replication.factor": kafka.replication_factor,
+            "status.storage.replication.factor": kafka.replication_factor,
             # Commit source offsets every second: a restart then re-sends few already-sent
             # changes, and the slot's confirmed_flush_lsn (what verify's live judgement waits
             # for, cdcpipe/verify.py) trails the WAL by about a second, not five.
@@ -93,9 +107,9 @@ class Connect(Service):
             # 5 minutes (seen in CI: rejoined at 06:45:47, task started at 06:50:47). Reassign
             # at once; with several workers, a lost worker's tasks move right away too.
             "scheduled.rebalance.max.delay.ms": 0,
-            "listeners": f"http://{self.host}:{self.port()}",
+            "listeners": f"http://{self.host}:{port}",
             "rest.advertised.host.name": self.host,
-            "rest.advertised.port": self.port(),
+            "rest.advertised.port": port,
             "plugin.path": self.settings.jars / "plugins",
             **converter_settings("key.converter", registry),
             **converter_settings("value.converter", registry),
@@ -138,9 +152,13 @@ class Connect(Service):
             "CDC_REGISTRY_PASSWORD": self.secrets["registry_api"],
         }
 
+    def properties_file(self, node: int):
+        return self.dir / ("connect-distributed.properties" if node == 1 else f"connect-distributed-{node}.properties")
+
     def prepare(self) -> None:
         private_dir(self.dir)
-        write_private(self.dir / "connect-distributed.properties", properties(self.worker_properties()))  # Kafka's login
+        for node in self.nodes:
+            write_private(self.properties_file(node), properties(self.worker_properties(node)))  # Kafka's login
         users = write_private(self.dir / "rest-users.properties", f"{RUNTIME_USER}: {self.secrets['connect']}\n")
         write_private(
             self.dir / "rest-jaas.conf",
@@ -150,32 +168,37 @@ class Connect(Service):
         (self.dir / "log4j2.properties").write_text(log4j2_config())
 
     def launch(self) -> None:
-        argv = [
-            java.java_bin(),
-            *java.heap(HEAP_MB, 256),
-            *java.COMMON_FLAGS,
-            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
-            f"-Djava.security.auth.login.config={self.dir / 'rest-jaas.conf'}",
-            "-cp",
-            java.classpath(self.settings.jars / "kafka"),
-            "org.apache.kafka.connect.cli.ConnectDistributed",
-            str(self.dir / "connect-distributed.properties"),
-        ]
-        self.spawn("connect", argv, env=self.worker_env())
+        for node in self.nodes:
+            argv = [
+                java.java_bin(),
+                *java.heap(HEAP_MB, 256),
+                *java.COMMON_FLAGS,
+                f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+                f"-Djava.security.auth.login.config={self.dir / 'rest-jaas.conf'}",
+                "-cp",
+                java.classpath(self.settings.jars / "kafka"),
+                "org.apache.kafka.connect.cli.ConnectDistributed",
+                str(self.properties_file(node)),
+            ]
+            self.spawn(self.node_process(node), argv, env=self.worker_env())
 
     def probe(self) -> None:
+        for node in self.nodes:
+            self._probe_worker(self.node_url(node))
+
+    def _probe_worker(self, url: str) -> None:
         # /health (KIP-1017) answers 200 only once the worker has read its internal topics
         # and joined its group: before that, or with its herder thread dead, REST requests
         # such as /connector-plugins may still succeed while no connector can run.
         try:
-            health = requests.get(self.url + "/health", timeout=5, auth=self.auth)
-            response = requests.get(self.url + "/connector-plugins", timeout=5, auth=self.auth)
+            health = requests.get(url + "/health", timeout=5, auth=self.auth)
+            response = requests.get(url + "/connector-plugins", timeout=5, auth=self.auth)
         except requests.RequestException as exc:
-            raise NotReady(f"REST not answering on {self.url}: {exc.__class__.__name__}") from None
+            raise NotReady(f"REST not answering on {url}: {exc.__class__.__name__}") from None
         if health.status_code != 200:
-            raise NotReady(f"/health answered {health.status_code}: {health.text[:200]}")
+            raise NotReady(f"{url}/health answered {health.status_code}: {health.text[:200]}")
         if response.status_code != 200:
-            raise NotReady(f"/connector-plugins answered {response.status_code}")
+            raise NotReady(f"{url}/connector-plugins answered {response.status_code}")
         classes = {plugin["class"] for plugin in response.json()}
         if POSTGRES_CONNECTOR not in classes:
             raise NotReady(f"{POSTGRES_CONNECTOR} not among the loaded plugins")

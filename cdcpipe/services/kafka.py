@@ -43,13 +43,28 @@ def new_cluster_id(random_bytes=lambda: uuid.uuid4().bytes) -> str:
 
 class Kafka(Service):
     name = "kafka"
-    processes = ("kafka",)
+    node_kind = "kafka"
     port_names = ("kafka", "kafka_controller")
     start_timeout = 90.0
 
     @property
+    def processes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self.node_process(node) for node in self.nodes)
+
+    @property
     def bootstrap(self) -> str:
-        return f"{self.host}:{self.port()}"
+        """Every broker's address: a client starts with any one that answers."""
+        return ",".join(f"{self.host}:{self.node_port(None, node)}" for node in self.nodes)
+
+    @property
+    def replication_factor(self) -> int:
+        """Of every topic: one replica per broker, up to 3."""
+        return min(3, self.node_count)
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """2 of 3 replicas acknowledge a write (``acks=all``), so one broker may be lost."""
+        return 2 if self.replication_factor >= 3 else 1
 
     @property
     def login(self) -> Login:
@@ -65,15 +80,19 @@ class Kafka(Service):
         """The login as a 0600 credentials file (for the Spark job, which gets only its path)."""
         return self.dir / "client.credentials"
 
-    def _server_properties(self) -> dict[str, Any]:
-        ctrl = self.port("kafka_controller")
+    def _server_properties(self, node: int = 1) -> dict[str, Any]:
+        ctrl = self.node_port("kafka_controller", node)
+        port = self.node_port(None, node)
         jaas = self.login.kafka_jaas(server=True)
+        voters = ",".join(f"{n}@{self.host}:{self.node_port('kafka_controller', n)}" for n in self.nodes)
+        rf, isr = self.replication_factor, self.min_insync_replicas
         return {
+            # Every node is broker and controller: a quorum of 3 controllers survives one loss.
             "process.roles": "broker,controller",
-            "node.id": 1,
-            "controller.quorum.voters": f"1@{self.host}:{ctrl}",
-            "listeners": f"SASL_PLAINTEXT://{self.host}:{self.port()},CONTROLLER://{self.host}:{ctrl}",
-            "advertised.listeners": f"SASL_PLAINTEXT://{self.bootstrap}",
+            "node.id": node,
+            "controller.quorum.voters": voters,
+            "listeners": f"SASL_PLAINTEXT://{self.host}:{port},CONTROLLER://{self.host}:{ctrl}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{self.host}:{port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "SASL_PLAINTEXT",
             "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
@@ -84,14 +103,17 @@ class Kafka(Service):
             "sasl.mechanism.controller.protocol": "PLAIN",
             "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
             "listener.name.controller.plain.sasl.jaas.config": jaas,
-            "log.dirs": self.dir / "data",
+            "log.dirs": self.node_dir(node) / "data",
             "num.partitions": 1,
-            # One node: every internal topic has a single replica.
-            "offsets.topic.replication.factor": 1,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
-            "share.coordinator.state.topic.replication.factor": 1,
-            "share.coordinator.state.topic.min.isr": 1,
+            # Every topic, internal ones included, has a replica per broker (up to 3), and a
+            # write is acknowledged by 2 of 3 (one on a single node).
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            "offsets.topic.replication.factor": rf,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
             "group.initial.rebalance.delay.ms": 0,
             # Change events are the source of truth downstream: keep them a week by default.
             "log.retention.hours": 168,
@@ -103,7 +125,7 @@ class Kafka(Service):
             java.java_bin(),
             *java.heap(HEAP_MB, 256),
             *java.COMMON_FLAGS,
-            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",  # node 1's, for all
             "-cp",
             java.classpath(self.settings.jars / "kafka"),
             main,
@@ -112,20 +134,39 @@ class Kafka(Service):
 
     def prepare(self) -> None:
         private_dir(self.dir)
-        config = self.dir / "server.properties"
-        write_private(config, properties(self._server_properties()))  # it holds the login
         write_private(self.credentials_file, self.login.file_text())
         (self.dir / "log4j2.properties").write_text(log4j2_config())
-        if not (self.dir / "data" / "meta.properties").exists():
-            self._format()
+        for node in self.nodes:
+            node_dir = private_dir(self.node_dir(node))
+            write_private(node_dir / "server.properties", properties(self._server_properties(node)))  # it holds the login
+            if not (node_dir / "data" / "meta.properties").exists():
+                self._format(node)
 
-    def _format(self) -> None:
+    def _cluster_id(self) -> str:
+        """The KRaft cluster id, made once and kept (0600) in node 1's directory: every node's
+        storage is formatted with it, also a node's whose storage was lost later."""
+        path = self.dir / "cluster.id"
+        if path.exists():
+            return path.read_text().strip()
+        for node in self.nodes:  # formatted before the id was kept
+            meta = self.node_dir(node) / "data" / "meta.properties"
+            if meta.exists():
+                for line in meta.read_text().splitlines():
+                    if line.startswith("cluster.id="):
+                        write_private(path, line.split("=", 1)[1].strip() + "\n")
+                        return line.split("=", 1)[1].strip()
+        cluster_id = new_cluster_id()
+        write_private(path, cluster_id + "\n")
+        return cluster_id
+
+    def _format(self, node: int = 1) -> None:
         """Format the KRaft storage in a scratch directory and rename it into place when
         complete, so a format killed half-way leaves nothing a later ``up`` would trust."""
         import shutil
         import subprocess
 
-        data, scratch = self.dir / "data", self.dir / "data.format"
+        node_dir = self.node_dir(node)
+        data, scratch = node_dir / "data", node_dir / "data.format"
         if data.exists():
             if any(data.iterdir()):
                 raise ServiceFailed(
@@ -135,9 +176,9 @@ class Kafka(Service):
                 )
             data.rmdir()
         shutil.rmtree(scratch, ignore_errors=True)
-        config = self.dir / "format.properties"
-        write_private(config, properties({**self._server_properties(), "log.dirs": scratch}))
-        cluster_id = new_cluster_id()
+        config = node_dir / "format.properties"
+        write_private(config, properties({**self._server_properties(node), "log.dirs": scratch}))
+        cluster_id = self._cluster_id()
         done = subprocess.run(
             self._jvm("kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config)),
             capture_output=True,
@@ -150,7 +191,8 @@ class Kafka(Service):
         scratch.rename(data)
 
     def launch(self) -> None:
-        self.spawn("kafka", self._jvm("kafka.Kafka", str(self.dir / "server.properties")))
+        for node in self.nodes:
+            self.spawn(self.node_process(node), self._jvm("kafka.Kafka", str(self.node_dir(node) / "server.properties")))
 
     def admin(self):
         from confluent_kafka.admin import AdminClient
@@ -167,13 +209,19 @@ class Kafka(Service):
             raise NotReady(str(exc)) from None
         if not meta.brokers:
             raise NotReady("no broker registered yet")
+        missing = sorted(set(self.nodes) - set(meta.brokers))
+        if missing:
+            raise NotReady(f"broker(s) {', '.join(self.node_process(n) for n in missing)} not registered yet")
 
     def after_ready(self) -> None:
         """The CDC topics of connectors/topics.json, before Connect writes or Spark reads them."""
         from ..clients import topics
 
         write_private(self.credentials_file, self.login.file_text())  # a broker started by an older cdcpipe
-        topics.ensure(self.admin(), topics.load())
+        specs = topics.load()
+        if self.node_count > 1:
+            specs = [spec.on_cluster() for spec in specs]
+        topics.ensure(self.admin(), specs)
 
     def info(self) -> dict[str, Any]:
         return {"bootstrap": self.bootstrap, "data_dir": str(self.dir / "data")}

@@ -24,7 +24,7 @@ from .. import java
 from ..errors import MissingDependency
 from ..jars import ui_login_jar
 from ..pipeline.logins import Login, ui_login_conf
-from ..settings import private_dir, write_private
+from ..settings import node_process, private_dir, write_private
 from .base import NotReady, Service
 
 DAEMON_HEAP_MB = 256
@@ -59,9 +59,22 @@ def job_jars(jars_dir: Path) -> list[str]:
 
 class Spark(Service):
     name = "spark"
-    processes = ("spark-master", "spark-worker")
+    node_kind = "spark_worker"
     port_names = ("spark_master", "spark_master_ui", "spark_worker_ui")
     start_timeout = 90.0
+
+    @property
+    def processes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("spark-master", *(self.node_process(node) for node in self.nodes))
+
+    def node_process(self, node: int) -> str:
+        """The workers are the nodes: ``spark-worker``, ``spark-worker-2``."""
+        return node_process("spark-worker", node)
+
+    @property
+    def worker_cores(self) -> int:
+        """Cores each worker offers: the machine's two, split between the workers of a cluster."""
+        return max(1, WORKER_CORES // self.node_count)
 
     @property
     def master_url(self) -> str:
@@ -107,10 +120,14 @@ class Spark(Service):
             *args,
         ]
 
+    def work_dir(self, node: int) -> Path:
+        return self.dir / ("work" if node == 1 else f"work-{node}")
+
     def prepare(self) -> None:
         private_dir(self.dir)
-        for sub in ("work", "tmp"):
-            private_dir(self.dir / sub)
+        private_dir(self.dir / "tmp")
+        for node in self.nodes:
+            private_dir(self.work_dir(node))
         write_private(self.ui_credentials_file, self.ui_login.file_text())
 
     def launch(self) -> None:
@@ -127,24 +144,25 @@ class Spark(Service):
             ),
             env=self.env(),
         )
-        self.spawn(
-            "spark-worker",
-            self._daemon(
-                "org.apache.spark.deploy.worker.Worker",
-                "--host",
-                self.host,
-                "--webui-port",
-                str(self.port("spark_worker_ui")),
-                "--cores",
-                str(WORKER_CORES),
-                "--memory",
-                WORKER_MEMORY,
-                "--work-dir",
-                str(self.dir / "work"),
-                self.master_url,
-            ),
-            env=self.env(),
-        )
+        for node in self.nodes:
+            self.spawn(
+                self.node_process(node),
+                self._daemon(
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    self.host,
+                    "--webui-port",
+                    str(self.node_port("spark_worker_ui", node)),
+                    "--cores",
+                    str(self.worker_cores),
+                    "--memory",
+                    WORKER_MEMORY,
+                    "--work-dir",
+                    str(self.work_dir(node)),
+                    self.master_url,
+                ),
+                env=self.env(),
+            )
 
     def probe(self) -> None:
         try:
@@ -155,8 +173,8 @@ class Spark(Service):
             raise NotReady(f"master not answering on {self.ui_url}: {exc.__class__.__name__}") from None
         if state.get("status") != "ALIVE":
             raise NotReady(f"master status {state.get('status')}")
-        if int(state.get("aliveworkers", 0)) < 1:
-            raise NotReady("no worker registered with the master yet")
+        if int(state.get("aliveworkers", 0)) < self.node_count:
+            raise NotReady(f"{state.get('aliveworkers', 0)} of {self.node_count} worker(s) registered with the master")
 
     def info(self) -> dict[str, Any]:
         return {
