@@ -11,13 +11,14 @@ CONSOLE_ASSETS := build/console
 CONSOLE_STAMP := $(CONSOLE_ASSETS)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv jars console-assets up down status check unit test demo bench opcheck clean
+.PHONY: help system-deps venv jars console-assets up down status check unit test test-cluster demo bench opcheck clean
 
 help:
 	@echo "make demo     the whole pipeline end to end, stack left running (make down stops it)"
 	@echo "make test     every test against the real local stack"
 	@echo "make check    ruff lint and format check, imports in one direction (no stack)"
 	@echo "make unit     the tests that need no service and no jars (under a minute)"
+	@echo "make test-cluster  the node-loss tests on the cluster topology (after CDCPIPE_TOPOLOGY=cluster make demo)"
 	@echo "make opcheck  random operations against the running stack, each judged (OPCHECK_ARGS=\"--seed 7 --ops 300\")"
 	@echo "make up|down|status   the local runtime"
 
@@ -91,6 +92,12 @@ test: jars console-assets
 demo: jars console-assets
 	$(CDCPIPE) demo
 
+# The cluster topology (three Cassandra and Kafka nodes, two Connect and Spark workers) is a
+# stack of its own, in .cdcpipe-cluster: `CDCPIPE_TOPOLOGY=cluster make demo` starts it, and
+# this runs its node-loss tests on it (they are skipped on the single-node stack).
+test-cluster: jars console-assets
+	CDCPIPE_TOPOLOGY=cluster $(VENV)/bin/python -m pytest --durations=10 -s -p no:warnings tests/test_cluster.py $(PYTEST_ARGS)
+
 # The operations checker on demand (make test runs a bounded one): it changes public.users'
 # columns, truncates it and kills services, so only on a stack whose data may go.
 OPCHECK_ARGS ?= --ops 100 --budget 1800
@@ -103,4 +110,4 @@ bench: jars console-assets
 	$(CDCPIPE) bench
 
 clean: down
-	rm -rf build .cdcpipe
+	rm -rf build .cdcpipe .cdcpipe-cluster

@@ -87,8 +87,8 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
             try:
                 svc.probe()
             except NotReady as exc:
-                if elapsed > svc.start_timeout:
-                    raise _fail(svc, f"not ready after {svc.start_timeout:.0f}s: {exc}") from None
+                if elapsed > svc.ready_timeout:
+                    raise _fail(svc, f"not ready after {svc.ready_timeout:.0f}s: {exc}") from None
                 if time.monotonic() - last_note.get(svc.name, started[svc.name]) >= 15:
                     progress(f"  {svc.name:<16} still starting ({elapsed:.0f}s): {str(exc)[:120]}")
                     last_note[svc.name] = time.monotonic()

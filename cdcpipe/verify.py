@@ -303,10 +303,21 @@ def source_identity_problem(pg, session) -> str | None:
 
 
 def wait_until_equal(pg, session, timeout: float = 120.0, on_wait=None) -> dict[str, dict[str, Any]]:
-    """Poll until cdc.users equals public.users; Mismatch with the first differences if not."""
+    """Poll until cdc.users equals public.users; Mismatch with the first differences if not.
+
+    A read of the whole table that Cassandra does not complete in time (a timeout, too few
+    replicas: a cluster with a node restarting and replaying hints) is a judgement not made
+    yet, tried again until ``timeout``; then it is raised as it came."""
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable
+
     deadline = time.monotonic() + timeout
     while True:
-        actual, diff = compare(pg, session)
+        try:
+            actual, diff = compare(pg, session)
+        except (ReadTimeout, OperationTimedOut, Unavailable) as exc:
+            if time.monotonic() > deadline:
+                raise
+            actual, diff = {}, [f"the read of cdc.users did not complete: {exc.__class__.__name__}"]
         if not diff:
             return actual
         if time.monotonic() > deadline:

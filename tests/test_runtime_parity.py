@@ -252,6 +252,8 @@ def test_connect_worker_settings(compose, local):
             # The REST login (users file, JAAS file) is the local runtime's; the Docker stack's
             # Connect has none yet: docs/security.md#docker.
             "rest.extension.classes": "a REST login on the local runtime only (docs/security.md#docker)",
+            "plugin.discovery": "service_load needs a manifest for every plugin; `cdcpipe jars` writes the local runtime's, "
+            "the image keeps Kafka's default scan (hybrid_warn) over Confluent's and Debezium's jars",
             # Kafka's login, for the worker and the clients it makes for connectors (local only).
             "security.protocol": "a Kafka login on the local runtime only",
             "sasl.*": "a Kafka login on the local runtime only",

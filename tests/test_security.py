@@ -78,7 +78,7 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(conf, stack):
             listeners[sockets[inode]] = pid
     ports = {port for _, port in listeners}
     # The mapping works: every configured port of every service is among the listeners found.
-    expected = {svc.port(name) for svc in stack.values() for name in svc.port_names}
+    expected = {svc.port(name) for svc in stack.values() for name in svc.bound_ports()}
     assert expected <= ports, f"configured ports not found listening: {sorted(expected - ports)}"
     exposed = {
         f"{addr}:{port} ({Path(f'/proc/{pid}/comm').read_text().strip()}, pid {pid})"

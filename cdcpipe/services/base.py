@@ -64,6 +64,13 @@ class Service:
     def purge(self) -> None:
         """Delete state kept outside the state directory (``down --purge``); most keep none."""
 
+    @property
+    def ready_timeout(self) -> float:
+        """``start_timeout``, doubled on a cluster topology: three times the processes start
+        on the same cores, and a node restarted under load recovers its logs first (a Kafka
+        broker SIGKILLed under load took 80 s to be unfenced)."""
+        return self.start_timeout * (2 if self.settings.clustered else 1)
+
     # --- nodes -----------------------------------------------------------------------
     @property
     def node_count(self) -> int:

@@ -41,6 +41,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,13 @@ class Cassandra(Service):
             # hints (kept up to 3 hours) when it comes back; repair covers longer outages.
             # One node has no peer to keep hints for it.
             "hinted_handoff_enabled": clustered,
+            # A scan of the whole table (verify) waits on two replicas on a cluster, on cores
+            # the other nodes share: the default 10 s timed out under load (seen).
+            "range_request_timeout": "10000ms" if not clustered else "30000ms",
+            # With a node down, a write at LOCAL_QUORUM needs both live replicas; on shared cores
+            # the remote one missed the default 2 s now and then, and the batch's task was run
+            # again (seen: stalls of 15-20 s after a node loss).
+            "write_request_timeout": "2000ms" if not clustered else "5000ms",
             "max_hint_window": "3h",
             # The Spark job writes UNLOGGED batches of up to 32 KiB (one row per partition).
             "batch_size_warn_threshold": "64KiB",
@@ -324,8 +332,9 @@ class Cassandra(Service):
             raise MissingDependency(f"jamm agent jar not found in {self.settings.jars / 'cassandra'}; run 'make jars'")
         return found[0]
 
-    def launch(self) -> None:
-        for node in self.nodes:
+    def launch(self, nodes: Iterable[int] | None = None) -> None:
+        """Start every node that is not running, or those of ``nodes``."""
+        for node in self.nodes if nodes is None else nodes:
             self.spawn(self.node_process(node), self._argv(node), env={**os.environ, "MALLOC_ARENA_MAX": "4"})
 
     def _argv(self, node: int) -> list[str]:
@@ -379,19 +388,19 @@ class Cassandra(Service):
             argv += ["-u", JMX_USER, "-pwf", str(self.jmx_password_file)]
         return [*argv, *args]
 
-    def session(self, keyspace: str | None = None, use: str = "admin"):
+    def session(self, keyspace: str | None = None, use: str = "admin", consistency: str | None = None):
         """A long-lived cassandra-driver session logged in for ``use`` (admin, job, reader);
         the caller shuts the cluster down (``session.cluster.shutdown()``). For a short use,
         :meth:`connected`."""
         from ..pipeline.cassandra_session import connect
 
-        return connect(self.contact_points, self.port(), keyspace, login=self.login(use), consistency=self.consistency)
+        return connect(self.contact_points, self.port(), keyspace, login=self.login(use), consistency=consistency or self.consistency)
 
-    def connected(self, keyspace: str | None = None, use: str = "admin"):
+    def connected(self, keyspace: str | None = None, use: str = "admin", consistency: str | None = None):
         """``with cassandra.connected() as session:`` — the cluster is shut down on leaving."""
         from ..pipeline.cassandra_session import session
 
-        return session(self.contact_points, self.port(), keyspace, login=self.login(use), consistency=self.consistency)
+        return session(self.contact_points, self.port(), keyspace, login=self.login(use), consistency=consistency or self.consistency)
 
     def probe(self) -> None:
         from cassandra import DriverException

@@ -111,6 +111,9 @@ class Connect(Service):
             "rest.advertised.host.name": self.host,
             "rest.advertised.port": port,
             "plugin.path": self.settings.jars / "plugins",
+            # Find plugins by their ServiceLoader manifests (cdcpipe jars writes the missing
+            # ones), not by scanning every class of every jar: 60-130 s of each start.
+            "plugin.discovery": "service_load",
             **converter_settings("key.converter", registry),
             **converter_settings("value.converter", registry),
             # Secrets and addresses reach connector configs as ${env:NAME}, never in the JSON.
