@@ -142,13 +142,12 @@ def report(what: str, run: UnderLoad, **more: Any) -> None:
     )
 
 
-def pending_hints(cassandra: Any, node: int) -> int:
-    """How many nodes ``node`` holds hints for (``nodetool listpendinghints``)."""
-    import subprocess
-
-    done = subprocess.run(cassandra.nodetool_argv("listpendinghints", node=node), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return len(re.findall(r"^[0-9a-f]{8}-[0-9a-f]{4}-", done.stdout, re.MULTILINE))
+def hint_files(cassandra: Any, *nodes: int) -> list[str]:
+    """The hint files ``nodes`` keep for a peer that is down (``<host id>-<time>-<version>.hints``
+    in each node's hints directory; replayed and deleted once the peer is back). Read from
+    disk: ``nodetool listpendinghints`` did not list a hint file still being written (seen in
+    CI, while the file was there)."""
+    return sorted(str(p) for node in nodes for p in (cassandra.node_dir(node) / "data" / "hints").glob("*.hints"))
 
 
 def test_one_cassandra_node_lost_stops_nothing_and_hints_catch_it_up(conf, stack, spark_job, connector):
@@ -159,21 +158,21 @@ def test_one_cassandra_node_lost_stops_nothing_and_hints_catch_it_up(conf, stack
     with UnderLoad(conf, stack, seed=11) as run:
         kill_node(conf, "cassandra-2")
         run.fault()
-        stored = wait_for(lambda: pending_hints(cassandra, 1), 60, "node 1 keeping hints for the dead node")
+        stored = wait_for(lambda: hint_files(cassandra, 1, 3), 90, "the live nodes keeping hints for the dead one")
         time.sleep(15)  # under load, one node down
         states = run.applied.states_since(run.fault_at)
         runtime.up(conf, ["cassandra"], progress=lambda _m: None)
         back_at = time.monotonic()
     assert [s for s in states if s[0] != "running"] == [], states
     assert [s for s in run.applied.states_since(run.fault_at) if s[0] != "running"] == []
-    wait_for(lambda: pending_hints(cassandra, 1) == 0 and pending_hints(cassandra, 3) == 0, 180, "the hints replayed")
+    wait_for(lambda: not hint_files(cassandra, 1, 3), 180, "the hints replayed (no hint file left)")
     replayed = time.monotonic() - back_at
     import psycopg
 
     with cassandra.connected(consistency="ALL") as session, psycopg.connect(stack["postgres"].dsn(), autocommit=True) as pg:
         model = verify.wait_until_equal(pg, session, timeout=60)
     assert len(model) == run.rows
-    report("cassandra-2 SIGKILL", run, hints_replayed_within=f"{replayed:.0f}s of its return (nodes holding hints: {stored})")
+    report("cassandra-2 SIGKILL", run, hints_replayed_within=f"{replayed:.0f}s of its return (hint files kept: {len(stored)})")
 
 
 def test_two_cassandra_nodes_lost_the_job_retries_and_names_it_then_heals(conf, stack, spark_job, connector):

@@ -15,11 +15,12 @@ timeout, and errors name the broker.
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from typing import Any
 
 from .. import java
-from ..errors import ServiceFailed
+from ..errors import ServiceFailed, ServiceUnavailable
 from ..pipeline.logins import Login
 from ..settings import private_dir, write_private
 from .base import NotReady, Service
@@ -221,7 +222,18 @@ class Kafka(Service):
         specs = topics.load()
         if self.node_count > 1:
             specs = [spec.on_cluster() for spec in specs]
-        topics.ensure(self.admin(), specs)
+        # ensure() is idempotent, so a request lost on the way is simply made again. With
+        # several brokers in the bootstrap list, librdkafka replaces the bootstrap connections
+        # by the brokers the metadata names, and a request in flight on one of those fails
+        # with _DESTROY_BROKER ("broker handle destroyed"; seen on the cluster topology).
+        for attempt in range(5):
+            try:
+                topics.ensure(self.admin(), specs)
+                return
+            except ServiceUnavailable:
+                if attempt == 4:
+                    raise
+                time.sleep(2)
 
     def info(self) -> dict[str, Any]:
         return {"bootstrap": self.bootstrap, "data_dir": str(self.dir / "data")}
