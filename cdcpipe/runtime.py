@@ -68,10 +68,9 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
                 if svc.any_running() and svc.revives_nodes:  # a node of a cluster died: start it alone
                     down = [p for p, pid in svc.pids().items() if pid is None]
                     progress(f"  {svc.name:<16} starting {', '.join(down)}")
-                elif svc.any_running():  # half up (a process died): restart it whole
-                    svc.stop()
-                    progress(f"  {svc.name:<16} starting")
                 else:
+                    if svc.any_running():  # half up (a process died): restart it whole
+                        svc.stop()
                     progress(f"  {svc.name:<16} starting")
                 svc.prepare()
                 svc.launch()

@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 import pytest
+import requests
 from cdc_helpers import pipeline_facts, wait_for
 
 from cdcpipe import processes, runtime, settings, streaming_job, verify
@@ -263,6 +264,9 @@ def test_a_spark_worker_lost_its_tasks_run_on_the_other(conf, stack, spark_job, 
     the master gives a new executor of the job."""
     spark = stack["spark"]
     with UnderLoad(conf, stack, seed=15) as run:
+        # The premise: the job has an executor (a core in use) on each worker, the killed one too.
+        master = requests.get(spark.ui_url + "/json/", auth=spark.ui_login.pair, timeout=10).json()
+        assert [w["coresused"] for w in master["workers"] if w["state"] == "ALIVE"] == [1, 1], master["workers"]
         kill_node(conf, "spark-worker-2")
         run.fault()
         time.sleep(20)

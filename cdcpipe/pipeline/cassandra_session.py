@@ -78,16 +78,10 @@ def connect(
 
 
 @contextmanager
-def session(
-    host: str,
-    port: int,
-    keyspace: str | None = None,
-    connect_timeout: float = 5,
-    login: Login | None = None,
-    consistency: str | None = None,
-) -> Iterator[Any]:
-    """``with session(host, port) as s:`` — the cluster is shut down on leaving."""
-    opened = connect(host, port, keyspace, connect_timeout, login, consistency)
+def session(host: str, port: int, keyspace: str | None = None, **options: Any) -> Iterator[Any]:
+    """``with session(host, port) as s:`` — :func:`connect` (same options); the cluster is
+    shut down on leaving."""
+    opened = connect(host, port, keyspace, **options)
     try:
         yield opened
     finally:

@@ -27,8 +27,6 @@ class Service:
     node_kind: ClassVar[str | None] = None
     #: Services that must be ready before this one starts.
     depends_on: ClassVar[tuple[str, ...]] = ()
-    #: Names of the processes this service runs (pid files, logs).
-    processes: ClassVar[tuple[str, ...]]
     #: Keys of Settings.ports this service binds.
     port_names: ClassVar[tuple[str, ...]] = ()
     #: Seconds to wait for readiness after launch.
@@ -72,6 +70,13 @@ class Service:
         return self.start_timeout * (2 if self.settings.clustered else 1)
 
     # --- nodes -----------------------------------------------------------------------
+    @property
+    def processes(self) -> tuple[str, ...]:
+        """Names of the processes this service runs (pid files, logs): one per node, named
+        after the service (``cassandra``, ``cassandra-2``, ...). A service whose processes are
+        not its nodes names them in a class attribute (``processes = ("postgres",)``)."""
+        return tuple(self.node_process(node) for node in self.nodes)
+
     @property
     def node_count(self) -> int:
         return self.settings.nodes(self.node_kind) if self.node_kind else 1

@@ -128,10 +128,6 @@ class Cassandra(Service):
     start_timeout = 180.0
 
     @property
-    def processes(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(self.node_process(node) for node in self.nodes)
-
-    @property
     def heap_mb(self) -> int:
         return HEAP_MB if self.node_count == 1 else CLUSTER_HEAP_MB
 

@@ -69,10 +69,6 @@ class Connect(Service):
     port_names = ("connect",)
     start_timeout = 150.0
 
-    @property
-    def processes(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(self.node_process(node) for node in self.nodes)
-
     def node_url(self, node: int) -> str:
         return f"http://{self.host}:{self.node_port(None, node)}"
 

@@ -49,10 +49,6 @@ class Kafka(Service):
     start_timeout = 90.0
 
     @property
-    def processes(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(self.node_process(node) for node in self.nodes)
-
-    @property
     def bootstrap(self) -> str:
         """Every broker's address: a client starts with any one that answers."""
         return ",".join(f"{self.host}:{self.node_port(None, node)}" for node in self.nodes)

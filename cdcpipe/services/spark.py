@@ -64,7 +64,7 @@ class Spark(Service):
     start_timeout = 90.0
 
     @property
-    def processes(self) -> tuple[str, ...]:  # type: ignore[override]
+    def processes(self) -> tuple[str, ...]:
         return ("spark-master", *(self.node_process(node) for node in self.nodes))
 
     def node_process(self, node: int) -> str:
