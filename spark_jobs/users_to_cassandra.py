@@ -34,7 +34,7 @@ from typing import Any
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQueryListener
 
-from cdcpipe.pipeline.apply import apply_arrow, consistency, executor_sink, keep_warm_arrow
+from cdcpipe.pipeline.apply import apply_arrow, consistency, executor_sink, explain_unreached, keep_warm_arrow
 from cdcpipe.pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
 from cdcpipe.pipeline.logins import ui_login_conf
 from cdcpipe.pipeline.schema_changes import USERS_TOPIC, SchemaChange
@@ -405,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 for done in apply_schema_changes(executor_sink(conf)[0], changes):
                     log.warning("schema change: %s", done)
         except Exception as exc:  # the executors' Python traceback is in this one, not in the query's
-            report.cause = _first_line(exc)
+            unreached = explain_unreached(exc)  # "against any hosts, {}" says nothing by itself
+            report.cause = _first_line(exc) + (f" ({unreached})" if unreached else "")
             raise
         for row in counts:
             totals["records"] += row.records

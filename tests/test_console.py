@@ -7,6 +7,7 @@ goes to ``build/screenshots/`` (a test artifact; ``CDCPIPE_SCREENSHOTS`` moves i
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -202,3 +203,28 @@ def test_every_page_renders_while_the_services_are_away(tmp_path):
             response = client.get(path)
             assert response.status_code == 200, path
             assert 'class="error"' in response.text, path
+
+
+def test_the_overview_lists_a_cluster_s_nodes_and_which_are_down(tmp_path):
+    """On the cluster topology the overview has a row per node (every one stopped here, as
+    nothing listens), and a card counting them; one node has none of either."""
+    from starlette.testclient import TestClient
+
+    from cdcpipe import settings
+    from cdcpipe.console.app import create_app
+
+    cluster = settings_where_nothing_listens(tmp_path / "cluster", topology="cluster")
+    single = settings_where_nothing_listens(tmp_path / "single")
+    expected = {"cassandra", "cassandra-2", "cassandra-3", "kafka", "kafka-2", "kafka-3", "connect", "connect-2"}
+    expected |= {f"spark-worker{'' if n == 1 else f'-{n}'}" for n in range(1, settings.TOPOLOGIES["cluster"]["spark_worker"] + 1)}
+    for conf, nodes in ((cluster, expected), (single, set())):
+        app = create_app(conf, "pw")
+        app.state.monitor.sample()
+        with TestClient(app, base_url=f"http://{conf.host}:{conf.port('console')}") as client:
+            client.auth = ("admin", "pw")
+            panel = client.get("/panel/overview").text
+        shown = set(re.findall(r'<tr data-node="([^"]+)">', panel))
+        assert shown == nodes, (conf.topology, shown)
+        for node in nodes:
+            assert re.search(rf'data-node="{re.escape(node)}">.*?class="state stopped">stopped<', panel, re.S), node
+        assert (f"0/{len(nodes)} running" in panel) == bool(nodes)

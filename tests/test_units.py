@@ -118,6 +118,29 @@ def test_the_watchdog_reads_no_topic_from_a_kafka_that_is_away(tmp_path):
     assert time.monotonic() - started < 5
 
 
+def test_a_no_host_error_that_names_no_node_says_how_the_driver_sees_each():
+    """A NoHostAvailable with no per-node error (the driver had no node left to try, seen with
+    two of three cluster nodes killed) gets the state of each node as the driver sees it; one
+    that names its nodes is left as it is."""
+    from cassandra.cluster import Cluster, NoHostAvailable
+    from cassandra.connection import DefaultEndPoint
+    from cassandra.pool import Host
+
+    from cdcpipe.pipeline.cassandra_session import no_node_to_try
+
+    cluster = Cluster(contact_points=["127.0.0.1"], port=1)
+    for port, up in ((9062, False), (9042, True), (9052, False)):
+        host, _ = cluster.metadata.add_or_return_host(Host(DefaultEndPoint("127.0.0.1", port), cluster.conviction_policy_factory))
+        host.set_up() if up else host.set_down()
+    nobody = NoHostAvailable("Unable to complete the operation against any hosts", {})
+    assert no_node_to_try(nobody, cluster) == (
+        "no Cassandra node left to try; the driver sees 127.0.0.1:9042 up, 127.0.0.1:9052 down, 127.0.0.1:9062 down"
+    )
+    named = NoHostAvailable("Unable to connect to any servers", {"127.0.0.1:9042": ConnectionRefusedError(111, "refused")})
+    assert no_node_to_try(named, cluster) is None and no_node_to_try(ValueError("x"), cluster) is None
+    assert no_node_to_try(nobody, Cluster(contact_points=["127.0.0.1"], port=1)).endswith("sees no node at all")
+
+
 def test_a_failed_batch_s_reason_names_the_exception_raised_on_the_driver():
     """The job's driver reads cdc.sync_state before each batch: with Cassandra down, that
     read raises cassandra's NoHostAvailable, whose text alone does not name it. The reason

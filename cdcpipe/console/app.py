@@ -103,12 +103,15 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
         job = streaming_job.progress(settings)
         connector, connector_error = attempt("Connect", monitor.connect.status, monitor.connector_name())
         services = (status or {}).get("services", {})
+        nodes = (status or {}).get("nodes", {})  # a cluster's nodes; none on one node
         history = list(monitor.history)
         return {
             "status": status,
             "status_error": monitor.status_error,
             "services": services,
             "running": sum(1 for s in services.values() if s["state"] == "running"),
+            "nodes": nodes,
+            "nodes_running": sum(1 for n in nodes.values() if n["state"] == "running"),
             "job": job,
             "connector": connector,
             "connector_error": connector_error,

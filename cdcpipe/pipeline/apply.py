@@ -58,6 +58,15 @@ def executor_sink(conf: dict[str, Any]) -> tuple[Any, Any]:
     return _executor_state["sink"], _executor_state["registry"]
 
 
+def explain_unreached(exc: Exception) -> str | None:
+    """What this process's Cassandra driver saw when ``exc`` named no node it tried
+    (:func:`~.cassandra_session.no_node_to_try`); None otherwise, or before any session."""
+    from .cassandra_session import no_node_to_try
+
+    sink = _executor_state.get("sink")
+    return no_node_to_try(exc, sink.session.cluster) if sink is not None else None
+
+
 def shutdown_executor() -> None:
     """Close this process's session, if it has one."""
     sink = _executor_state.get("sink")

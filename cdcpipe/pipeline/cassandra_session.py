@@ -88,6 +88,20 @@ def session(host: str, port: int, keyspace: str | None = None, **options: Any) -
         opened.cluster.shutdown()
 
 
+def no_node_to_try(exc: Exception, cluster: Any) -> str | None:
+    """When ``exc`` is a NoHostAvailable that names no node (the driver had none left to try:
+    it had marked every one down, or the live ones' pools were gone), the state the driver
+    sees each node in, e.g. ``127.0.0.1:9042 up, 127.0.0.1:9052 down``; else None. Without
+    it the operator reads only "against any hosts, {}"."""
+    from cassandra.cluster import NoHostAvailable
+
+    if not isinstance(exc, NoHostAvailable) or exc.errors:
+        return None
+    hosts = sorted(cluster.metadata.all_hosts(), key=lambda h: str(h.endpoint))
+    seen = ", ".join(f"{h.endpoint} {'up' if h.is_up else 'down'}" for h in hosts) or "no node at all"
+    return f"no Cassandra node left to try; the driver sees {seen}"
+
+
 def refused_login(exc: Exception) -> str | None:
     """The server's message when ``exc`` says the login was refused (bad or missing
     credentials), else None. The driver wraps it in NoHostAvailable, one error per host."""
