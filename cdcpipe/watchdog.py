@@ -41,7 +41,7 @@ def _write(path: Path, report: dict[str, Any]) -> None:
 
 
 def topic_ends(conf: settings.Settings, topics: list[str]) -> dict[str, int] | None:
-    """The end offsets of ``topics`` (None when Kafka does not answer at once). Capture is
+    """The end offsets of ``topics``, summed over each one's partitions (None when Kafka does not answer at once). Capture is
     judged from PostgreSQL; this is an extra fact, so it never holds a check up: nothing
     listening on Kafka's port means no answer, and the client's waits are short."""
     import socket
@@ -58,7 +58,12 @@ def topic_ends(conf: settings.Settings, topics: list[str]) -> dict[str, int] | N
         )
     )
     try:
-        return {t: consumer.get_watermark_offsets(TopicPartition(t, 0), timeout=3)[1] for t in topics}
+        ends = {}
+        for topic in topics:  # a topic's end: the sum over its partitions (three on a cluster)
+            meta = consumer.list_topics(topic, timeout=3).topics.get(topic)
+            partitions = sorted(meta.partitions) if meta is not None and meta.error is None and meta.partitions else [0]
+            ends[topic] = sum(max(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=3)[1], 0) for p in partitions)
+        return ends
     except Exception:  # noqa: BLE001 - Kafka away or busy: the fact is not known this time
         return None
     finally:

@@ -23,18 +23,19 @@ TOPIC = "cdc.public.users"
 SCREENSHOTS = Path(os.environ.get("CDCPIPE_SCREENSHOTS") or Path(__file__).resolve().parent.parent / "build" / "screenshots")
 
 
-def settings_where_nothing_listens(home: Path) -> Any:
-    """Settings of a state directory ``home`` whose every port is free now: no service answers."""
+def settings_where_nothing_listens(home: Path, topology: str = "single") -> Any:
+    """Settings of a state directory ``home`` whose every port (every node's, on a cluster
+    ``topology``) is free now: no service answers."""
     import socket
 
     from cdcpipe import settings
 
     ports = {}
-    for name in settings.DEFAULT_PORTS:
+    for name in {**settings.DEFAULT_PORTS, **settings.node_ports(settings.TOPOLOGIES[topology])}:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             ports[f"CDCPIPE_PORT_{name.upper()}"] = str(sock.getsockname()[1])
-    return settings.load({"CDCPIPE_HOME": str(home), **ports})
+    return settings.load({"CDCPIPE_HOME": str(home), "CDCPIPE_TOPOLOGY": topology, **ports})
 
 
 def shot(page: Any, name: str) -> Path:
@@ -128,21 +129,27 @@ def register_schema(registry: Any, schema: dict[str, Any], subject: str | None =
 
 
 class TopicReader:
-    """Reads one single-partition topic from the offset it had when the reader was made."""
+    """Reads a topic from the end each of its partitions had when the reader was made (a key's
+    events keep their order: Debezium keys by id, so a key stays in one partition)."""
 
     def __init__(self, kafka: Any, registry: Any, topic: str = TOPIC):
         """``kafka``, ``registry``: the runtime's Kafka and SchemaRegistry (their clients log in)."""
         self.topic = topic
         self.registry = registry.cache()
         self.consumer = Consumer(kafka.client_config(**{"group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}))
-        try:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        except KafkaException as exc:  # a topic not made yet starts at 0; any other error is the test's failure
-            if exc.args[0].code() not in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART):
-                raise
-            high = 0
-        self.start = max(high, 0)
-        self.consumer.assign([TopicPartition(topic, 0, self.start)])
+        meta = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = sorted(meta.partitions) if meta is not None and meta.error is None and meta.partitions else [0]
+        #: partition -> its end offset when the reader was made (every partition: three on a cluster)
+        self.starts: dict[int, int] = {}
+        for partition in partitions:
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            except KafkaException as exc:  # a topic not made yet starts at 0; any other error is the test's failure
+                if exc.args[0].code() not in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    raise
+                high = 0
+            self.starts[partition] = max(high, 0)
+        self.consumer.assign([TopicPartition(topic, p, o) for p, o in self.starts.items()])
         self.raw: list[tuple[bytes | None, bytes | None, int]] = []
 
     def read_until(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0) -> list[dict[str, Any]]:
@@ -240,12 +247,10 @@ def pipeline_facts(conf: Any, log_lines: int = 6) -> str:
                 "SELECT slot_name, active, active_pid, confirmed_flush_lsn, pg_current_wal_lsn() FROM pg_replication_slots"
             ).fetchall()
 
-    def topic_end() -> int:
-        consumer = Consumer(runtime.service(conf, "kafka").client_config(**{"group.id": f"facts-{uuid.uuid4()}"}))
-        try:
-            return consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=5)[1]
-        finally:
-            consumer.close()
+    def topic_end() -> int:  # summed over the partitions (three on a cluster)
+        from cdcpipe.resync import end_offsets
+
+        return sum(end_offsets(runtime.service(conf, "kafka").client_config(), TOPIC).values())
 
     def job() -> Any:
         report = streaming_job.read_progress(conf) or {}
