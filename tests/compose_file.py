@@ -1,9 +1,11 @@
-"""docker-compose.yml and its Dockerfiles, read without a Docker engine: helpers shared by
-tests/test_compose.py (the file on its own) and tests/test_runtime_parity.py (the file
-against the local runtime)."""
+"""docker-compose.yml, its cluster override and their Dockerfiles, read without a Docker
+engine: helpers shared by tests/test_compose.py (the files on their own),
+tests/test_runtime_parity.py (docker-compose.yml against the local runtime) and
+tests/test_compose_cluster.py (the merged cluster variant against the local cluster)."""
 
 from __future__ import annotations
 
+import copy
 import shlex
 from pathlib import Path
 
@@ -34,3 +36,162 @@ def topic_commands(compose: dict) -> list[list[str]]:
 def option(argv: list[str], flag: str) -> list[str]:
     """Every value given to ``flag`` in ``argv`` (``--config a --config b`` -> [a, b])."""
     return [argv[i + 1] for i, arg in enumerate(argv) if arg == flag]
+
+
+# --- The cluster variant: docker-compose.yml merged with docker-compose.cluster.yml -----------
+
+CLUSTER = REPO / "docker-compose.cluster.yml"
+#: Every compose file of the repository: docker-compose.yml and its override(s).
+COMPOSE_FILES = (COMPOSE, CLUSTER)
+
+#: Service attributes an override replaces instead of merging (Compose's "shell commands").
+_REPLACED = {"command", "entrypoint"}
+#: Service attributes written as a list or a mapping, merged as mappings (by variable, by name).
+_MAPPINGS = {"environment", "labels", "annotations", "sysctls", "extra_hosts", "depends_on"}
+
+
+def _as_mapping(key: str, value) -> dict:
+    if isinstance(value, dict):
+        return value
+    if key == "depends_on":  # the short form: a list of names, each "started"
+        return {name: {"condition": "service_started"} for name in value}
+    out = {}
+    for item in value:
+        name, sep, val = str(item).partition("=")
+        out[name] = val if sep else None
+    return out
+
+
+def _port_key(entry) -> tuple:
+    """Compose's unique key of a ports entry: {ip, target, published, protocol}."""
+    if isinstance(entry, dict):
+        return (entry.get("host_ip", ""), str(entry["target"]), str(entry.get("published", "")), entry.get("protocol", "tcp"))
+    spec, _, protocol = str(entry).partition("/")
+    # Split on the colons outside ${...} (an address may come from ${VAR:-default}).
+    parts, depth, current = [], 0, ""
+    for ch in spec:
+        depth += ch == "{"
+        depth -= ch == "}"
+        if ch == ":" and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    ip, published, target = ([""] * (3 - len(parts)) + parts)[-3:]
+    return (ip, target, published, protocol or "tcp")
+
+
+def _volume_key(entry) -> str:
+    """Compose's unique key of a service's volumes entry: its target (mount path)."""
+    if isinstance(entry, dict):
+        return entry["target"]
+    parts = str(entry).split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _merge_unique(base: list, override: list, key) -> list:
+    """Entries of ``override`` replace those of ``base`` with the same key; others are added."""
+    out = {key(e): e for e in base}
+    out.update({key(e): e for e in override})
+    return list(out.values())
+
+
+def merge(base, override, path: tuple = ()):
+    """``override`` merged into ``base`` by Compose's rules for several ``-f`` files
+    (https://docs.docker.com/reference/compose-file/merge/): mappings key by key, scalars
+    replaced, sequences appended, except a service's ``command``, ``entrypoint`` and
+    ``healthcheck.test`` (replaced), its ``ports`` and ``volumes``, ``secrets`` and
+    ``configs`` (unique by address or target), and its environment, labels and depends_on
+    (as mappings, whichever form each file uses). ``!reset`` and ``!override`` are not
+    supported (yaml.safe_load refuses their tags), nor is ``extends``."""
+    in_service = len(path) == 3 and path[0] == "services"
+    key = path[-1] if path else None
+    if in_service and key in _MAPPINGS:
+        base, override = _as_mapping(key, base), _as_mapping(key, override)
+    if in_service and key == "build" and isinstance(base, str) != isinstance(override, str):
+        base, override = ({"context": b} if isinstance(b, str) else b for b in (base, override))
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for name, value in override.items():
+            out[name] = merge(base[name], value, (*path, name)) if name in base else copy.deepcopy(value)
+        return out
+    if isinstance(base, list) and isinstance(override, list):
+        if (in_service and key in _REPLACED) or (len(path) == 4 and path[0] == "services" and path[2:] == ("healthcheck", "test")):
+            return copy.deepcopy(override)
+        if in_service and key == "ports":
+            return _merge_unique(base, override, _port_key)
+        if in_service and key == "volumes":
+            return _merge_unique(base, override, _volume_key)
+        if in_service and key in ("secrets", "configs"):
+            return _merge_unique(base, override, lambda e: e.get("target", e["source"]) if isinstance(e, dict) else e)
+        return [*base, *copy.deepcopy(override)]
+    return copy.deepcopy(override)
+
+
+def load_cluster() -> dict:
+    """The cluster variant as ``docker compose -f docker-compose.yml -f docker-compose.cluster.yml``
+    sees it (before interpolation)."""
+    override = yaml.safe_load(CLUSTER.read_text())
+    assert not any("extends" in svc for svc in override.get("services", {}).values()), "merge() does not follow extends"
+    return merge(load(), override)
+
+
+def node_services(compose: dict, first: str) -> list[str]:
+    """The nodes of a multi-node service as the compose files name them: ``first``, then
+    ``first-2``, ``first-3``, ... as long as they exist."""
+    names = [first] if first in compose["services"] else []
+    while f"{first}-{len(names) + 1}" in compose["services"]:
+        names.append(f"{first}-{len(names) + 1}")
+    return names
+
+
+# --- Comparing the two runtimes (tests/test_compose_cluster.py) ------------------------------
+
+#: The allow-list reason of a difference in addresses alone (see assert_same).
+ADDRESS = "addresses and paths: 127.0.0.1 and configurable ports (local) vs container names (Docker)"
+
+
+def _differs(key: str, local: dict, docker: dict) -> bool:
+    return key not in local or key not in docker or str(local[key]) != str(docker[key])
+
+
+def _matches(key: str, pattern: str) -> bool:
+    return key.startswith(pattern[:-1]) if pattern.endswith("*") else key == pattern
+
+
+def assert_same(local: dict, docker: dict, allowed: dict[str, str], local_src: str, docker_src: str) -> None:
+    """Every key of either side has the same value on both (compared as strings), except the
+    allow-listed ones (``key``, or ``prefix*``), each with its reason. An allow-listed
+    difference that is gone fails too, except an address, which may coincide."""
+    keys = sorted(set(local) | set(docker))
+    problems = []
+    for key in keys:
+        if not any(_matches(key, pattern) for pattern in allowed) and _differs(key, local, docker):
+            lv = repr(str(local[key])) if key in local else "nothing"
+            dv = repr(str(docker[key])) if key in docker else "nothing"
+            problems.append(f"{key}: the local runtime ({local_src}) has {lv}, the compose files ({docker_src}) have {dv}")
+    for pattern, why in allowed.items():
+        if why != ADDRESS and not any(_differs(k, local, docker) for k in keys if _matches(k, pattern)):
+            problems.append(f"allow-list entry {pattern!r} ({docker_src}): the runtimes agree on it now; remove the entry")
+    assert not problems, (
+        "the two runtimes disagree; change the wrong side (usually the compose file), or allow-list a deliberate "
+        "difference in the test with its reason:\n  " + "\n  ".join(problems)
+    )
+
+
+def env_properties(env: dict, prefix: str) -> dict[str, str]:
+    """Confluent images' environment-to-properties rule: CONNECT_KEY_CONVERTER -> key.converter
+    (``__`` stands for ``_``, ``___`` for ``-``). Heap and JVM options are not properties."""
+    out = {}
+    for name, value in env.items():
+        if name.startswith(prefix) and not name.endswith("_OPTS"):
+            key = name[len(prefix) :].lower().replace("___", "-").replace("__", "\0").replace("_", ".").replace("\0", "_")
+            out[key] = value
+    return out
+
+
+def exec_line(command: list[str]) -> list[str]:
+    """The argv a ``bash -ec`` script's ``exec`` line runs (the daemon's command line)."""
+    line = next(line for line in command[-1].splitlines() if line.startswith("exec "))
+    return shlex.split(line)[1:]

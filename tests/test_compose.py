@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from compose_file import COMPOSE, load
+from compose_file import CLUSTER, COMPOSE, COMPOSE_FILES, load, load_cluster
 from compose_file import dockerfile as _dockerfile
 from compose_file import option as opt
 from compose_file import topic_commands as _topic_commands
@@ -35,13 +35,24 @@ def compose() -> dict:
     return load()
 
 
+@pytest.fixture(scope="module", params=["docker-compose.yml", "cluster"])
+def any_compose(request) -> dict:
+    """docker-compose.yml, and the cluster variant (merged with docker-compose.cluster.yml):
+    the rules every stack follows."""
+    return load() if request.param == "docker-compose.yml" else load_cluster()
+
+
+def _compose_text() -> str:
+    return "\n".join(path.read_text() for path in COMPOSE_FILES)
+
+
 def _pinned(image: str) -> bool:
     name, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
     return bool(tag) and tag != "latest" and not tag.startswith("latest-")
 
 
-def test_every_image_is_pinned(compose):
-    for name, svc in compose["services"].items():
+def test_every_image_is_pinned(any_compose):
+    for name, svc in any_compose["services"].items():
         if "image" in svc:
             assert _pinned(svc["image"]), f"{name}: image {svc['image']} is not pinned"
         if "build" in svc:
@@ -50,26 +61,26 @@ def test_every_image_is_pinned(compose):
             assert bases and all(_pinned(b) for b in bases), f"{dockerfile}: unpinned base {bases}"
 
 
-def test_long_running_services_have_healthchecks(compose):
-    one_shots = {n for n, s in compose["services"].items() if s.get("restart") == "no"}
+def test_long_running_services_have_healthchecks(any_compose):
+    one_shots = {n for n, s in any_compose["services"].items() if s.get("restart") == "no"}
     assert {"preflight", "postgres-setup", "topics-init", "connector-init", "cassandra-init", "airflow-init"} <= one_shots
-    for name, svc in compose["services"].items():
+    for name, svc in any_compose["services"].items():
         if name not in one_shots:
             assert "healthcheck" in svc, f"{name} has no healthcheck"
             assert "mem_limit" in svc, f"{name} has no memory limit"
 
 
-def test_dependencies_use_conditions(compose):
-    for name, svc in compose["services"].items():
+def test_dependencies_use_conditions(any_compose):
+    for name, svc in any_compose["services"].items():
         deps = svc.get("depends_on", {})
         assert isinstance(deps, dict), f"{name}: depends_on without conditions"
         for dep, spec in deps.items():
-            assert dep in compose["services"], f"{name} depends on unknown {dep}"
+            assert dep in any_compose["services"], f"{name} depends on unknown {dep}"
             assert spec["condition"] in ("service_healthy", "service_completed_successfully"), (name, dep)
 
 
-def test_referenced_paths_exist(compose):
-    for name, svc in compose["services"].items():
+def test_referenced_paths_exist(any_compose):
+    for name, svc in any_compose["services"].items():
         for volume in svc.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
@@ -90,14 +101,14 @@ def test_pipeline_files_are_mounted_not_copied(compose):
 
 
 def test_every_variable_is_in_env_example():
-    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", COMPOSE.read_text()))
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", _compose_text()))
     example = REPO / ".env.example"
     defined = {line.split("=", 1)[0] for line in example.read_text().splitlines() if "=" in line and not line.startswith("#")}
     assert used and used <= defined, f"missing from .env.example: {sorted(used - defined)}"
 
 
-def test_published_ports_do_not_collide(compose):
-    published = [_host_port(p) for _, p in _ports(compose)]
+def test_published_ports_do_not_collide(any_compose):
+    published = [_host_port(p) for _, p in _ports(any_compose)]
     assert len(published) == len(set(published)), published
     assert {"8080", "9021", "8083", "8081", "8090", "9042", "5432"} <= set(published)
 
@@ -182,9 +193,9 @@ def _check(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ENV_SCRIPT), "--check"], env={**clean, **env}, capture_output=True, text=True, timeout=30)
 
 
-def test_ports_are_published_on_localhost_by_default(compose):
-    assert _ports(compose)
-    for name, entry in _ports(compose):
+def test_ports_are_published_on_localhost_by_default(any_compose):
+    assert _ports(any_compose)
+    for name, entry in _ports(any_compose):
         assert _host_ip(entry, {}) == "127.0.0.1", f"{name}: {entry} is published beyond this machine"
         assert _host_ip(entry, {"CDCPIPE_BIND_ADDRESS": ""}) == "127.0.0.1", f"{name}: {entry}"
         # ... and the one documented switch exposes them.
@@ -193,9 +204,9 @@ def test_ports_are_published_on_localhost_by_default(compose):
 
 
 def test_no_variable_has_a_default_except_the_optional_ones(compose, docker_env):
-    text = COMPOSE.read_text()
+    text = _compose_text()
     found = list(_VAR.finditer(text))
-    assert found
+    assert found and _VAR.search(CLUSTER.read_text())
     for match in found:
         name, op = match.group(1), match.group(2)
         if name in OPTIONAL:
@@ -254,7 +265,7 @@ def test_generated_env_is_complete_private_and_not_overwritten(docker_env, tmp_p
     env_file = _generated(docker_env, tmp_path)
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     values = docker_env.read_env_file(env_file)
-    used = {m.group(1) for m in _VAR.finditer(COMPOSE.read_text())}
+    used = {m.group(1) for m in _VAR.finditer(_compose_text())}
     assert used <= set(values), f"missing from the generated .env: {sorted(used - set(values))}"
     for name in docker_env.GENERATED:
         assert values[name], name
@@ -275,8 +286,8 @@ def test_generated_env_is_complete_private_and_not_overwritten(docker_env, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == [".env"], "temporary files left behind"
 
 
-def test_every_service_waits_for_preflight(compose):
-    services = compose["services"]
+def test_every_service_waits_for_preflight(any_compose):
+    services = any_compose["services"]
     assert services["preflight"]["restart"] == "no"
     assert services["preflight"]["command"][-2:] == ["/scripts/docker-env.py", "--check"]
 
@@ -297,9 +308,10 @@ def test_postgres_uses_scram(compose):
     assert "--auth-host=scram-sha-256" in env["POSTGRES_INITDB_ARGS"]
 
 
-def test_spark_authenticates_and_keeps_the_secret_off_command_lines(compose):
-    services = compose["services"]
-    for name, opts_var in (("spark-master", "SPARK_MASTER_OPTS"), ("spark-worker", "SPARK_WORKER_OPTS")):
+def test_spark_authenticates_and_keeps_the_secret_off_command_lines(any_compose):
+    services = any_compose["services"]
+    workers = [(name, "SPARK_WORKER_OPTS") for name in services if name.startswith("spark-worker")]
+    for name, opts_var in (("spark-master", "SPARK_MASTER_OPTS"), *workers):
         env = services[name]["environment"]
         opts = env[opts_var].split()
         assert "-Dspark.authenticate=true" in opts and "-Dspark.ui.killEnabled=false" in opts, name

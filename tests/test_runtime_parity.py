@@ -20,8 +20,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from compose_file import ADDRESS, assert_same, env_properties, exec_line, load, option, topic_commands
 from compose_file import dockerfile as compose_dockerfile
-from compose_file import load, option, topic_commands
 from packaging.specifiers import SpecifierSet
 
 from cdcpipe import settings
@@ -35,7 +35,6 @@ from cdcpipe.settings import REPO
 #: The Apicurio registry of the local runtime keeps its schemas in PostgreSQL (role and
 #: database "registry"); the Docker stack runs Confluent's registry, which keeps them in Kafka.
 REGISTRY = "registry storage: Apicurio in PostgreSQL (local) vs Confluent's registry in Kafka (Docker)"
-ADDRESS = "addresses and paths: 127.0.0.1 and configurable ports (local) vs container names (Docker)"
 
 
 @pytest.fixture(scope="module")
@@ -51,45 +50,6 @@ def local(tmp_path) -> settings.Settings:
 
 #: Stand-ins for the secrets the local Connect's settings name.
 SECRETS = {"debezium": "x", "registry_api": "x", "kafka": "x"}
-
-
-def _differs(key: str, local: dict, docker: dict) -> bool:
-    return key not in local or key not in docker or str(local[key]) != str(docker[key])
-
-
-def _matches(key: str, pattern: str) -> bool:
-    return key.startswith(pattern[:-1]) if pattern.endswith("*") else key == pattern
-
-
-def assert_same(local: dict, docker: dict, allowed: dict[str, str], local_src: str, docker_src: str) -> None:
-    """Every key of either side has the same value on both, except the allow-listed ones
-    (``key``, or ``prefix*``). An allow-listed difference that is gone fails too, except an
-    address, which may coincide (a default port)."""
-    keys = sorted(set(local) | set(docker))
-    problems = []
-    for key in keys:
-        if not any(_matches(key, pattern) for pattern in allowed) and _differs(key, local, docker):
-            lv = repr(str(local[key])) if key in local else "nothing"
-            dv = repr(str(docker[key])) if key in docker else "nothing"
-            problems.append(f"{key}: the local runtime ({local_src}) has {lv}, docker-compose.yml ({docker_src}) has {dv}")
-    for pattern, why in allowed.items():
-        if why != ADDRESS and not any(_differs(k, local, docker) for k in keys if _matches(k, pattern)):
-            problems.append(f"allow-list entry {pattern!r} ({docker_src}): the runtimes agree on it now; remove the entry")
-    assert not problems, (
-        "the two runtimes disagree; change the wrong side (usually docker-compose.yml), or allow-list a deliberate "
-        "difference in tests/test_runtime_parity.py with its reason:\n  " + "\n  ".join(problems)
-    )
-
-
-def _env_properties(env: dict, prefix: str) -> dict[str, str]:
-    """Confluent images' environment-to-properties rule: CONNECT_KEY_CONVERTER -> key.converter
-    (``__`` stands for ``_``, ``___`` for ``-``). Heap and JVM options are not properties."""
-    out = {}
-    for name, value in env.items():
-        if name.startswith(prefix) and not name.endswith("_OPTS"):
-            key = name[len(prefix) :].lower().replace("___", "-").replace("__", "\0").replace("_", ".").replace("\0", "_")
-            out[key] = value
-    return out
 
 
 # --- PostgreSQL ------------------------------------------------------------------------
@@ -186,7 +146,7 @@ def test_postgres_roles_databases_and_grants(compose, local):
 def test_kafka_broker_settings(compose, local):
     assert_same(
         Kafka(local, SECRETS)._server_properties(),
-        _env_properties(compose["services"]["kafka"]["environment"], "KAFKA_"),
+        env_properties(compose["services"]["kafka"]["environment"], "KAFKA_"),
         {
             "listeners": ADDRESS,
             "advertised.listeners": ADDRESS,
@@ -238,7 +198,7 @@ def test_connect_worker_settings(compose, local):
     docker_env = compose["services"]["connect"]["environment"]
     assert_same(
         worker,
-        _env_properties(docker_env, "CONNECT_"),
+        env_properties(docker_env, "CONNECT_"),
         {
             "bootstrap.servers": ADDRESS,
             "listeners": ADDRESS,
@@ -308,15 +268,9 @@ def _daemon_opts(value: str) -> dict[str, str]:
     return dict(arg[2:].split("=", 1) for arg in value.split() if arg.startswith("-D"))
 
 
-def _exec_line(command: list[str]) -> list[str]:
-    """The argv a ``bash -ec`` script's ``exec`` line runs (the daemon's command line)."""
-    line = next(line for line in command[-1].splitlines() if line.startswith("exec "))
-    return shlex.split(line)[1:]
-
-
 def test_spark_worker_size_and_daemon_settings(compose):
     services = compose["services"]
-    worker = _exec_line(services["spark-worker"]["command"])
+    worker = exec_line(services["spark-worker"]["command"])
     assert_same(
         {"cores": spark.WORKER_CORES, "memory": spark.WORKER_MEMORY},
         {"cores": option(worker, "--cores")[0], "memory": option(worker, "--memory")[0]},
