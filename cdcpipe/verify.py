@@ -77,6 +77,18 @@ def source_rows(pg, keys: Collection[str] | None = None, versions: dict[str, str
     return {str(r["id"]): {k: comparable(v) for k, v in r.items()} for r in rows}
 
 
+#: How often a chunk of keys whose read Cassandra did not finish is read, before the error is
+#: raised: a coordinator that timed out or lacked replicas (a busy or degraded cluster, as in
+#: a 100,000-key comparison on the cluster topology) answers the same read later.
+CHUNK_ATTEMPTS = 5
+
+
+def _unfinished_reads() -> tuple[type[Exception], ...]:
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable
+
+    return (ReadTimeout, OperationTimedOut, Unavailable)
+
+
 def read_model_rows(session, columns: list[str], keys: Collection[str] | None = None, table: str = "users") -> dict[str, dict[str, Any]]:
     """cdc.<table> (only ``keys`` if given: IN queries of 100 keys, 16 in flight). Column names
     are quoted (mixed case, reserved words); rows come as tuples, whatever the session's factory."""
@@ -96,10 +108,21 @@ def read_model_rows(session, columns: list[str], keys: Collection[str] | None = 
             ordered = [uuid.UUID(k) for k in keys]
             chunks = [(ordered[i : i + 100],) for i in range(0, len(ordered), 100)]
             rows = []
-            for ok, result in execute_concurrent_with_args(session, select, chunks, concurrency=16, raise_on_first_error=False):
-                if not ok:
-                    raise result
-                rows.extend(result)
+            for attempt in range(CHUNK_ATTEMPTS):
+                failed = []
+                for chunk, (ok, result) in zip(
+                    chunks, execute_concurrent_with_args(session, select, chunks, concurrency=16, raise_on_first_error=False)
+                ):
+                    if ok:
+                        rows.extend(result)
+                    elif isinstance(result, _unfinished_reads()) and attempt + 1 < CHUNK_ATTEMPTS:
+                        failed.append(chunk)
+                    else:
+                        raise result
+                if not failed:
+                    break
+                chunks = failed  # the cluster's fault, not the data's: read them again, slower
+                time.sleep(2**attempt)
     finally:
         session.row_factory = previous
     return {str(r[0]): {c: comparable(v) for c, v in zip(names, r) if c in columns} for r in rows}
@@ -308,13 +331,11 @@ def wait_until_equal(pg, session, timeout: float = 120.0, on_wait=None) -> dict[
     A read of the whole table that Cassandra does not complete in time (a timeout, too few
     replicas: a cluster with a node restarting and replaying hints) is a judgement not made
     yet, tried again until ``timeout``; then it is raised as it came."""
-    from cassandra import OperationTimedOut, ReadTimeout, Unavailable
-
     deadline = time.monotonic() + timeout
     while True:
         try:
             actual, diff = compare(pg, session)
-        except (ReadTimeout, OperationTimedOut, Unavailable) as exc:
+        except _unfinished_reads() as exc:
             if time.monotonic() > deadline:
                 raise
             actual, diff = {}, [f"the read of cdc.users did not complete: {exc.__class__.__name__}"]
