@@ -73,41 +73,43 @@ def _number(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
-def create_app(settings: Settings, password: str, monitor: Monitor | None = None, port: int | None = None) -> Starlette:
-    """The console; ``port`` is where it serves (the settings' console port by default),
-    which the Host header of every request must name."""
-    monitor = monitor or Monitor(settings)
-    csrf_token = guard.new_csrf_token()
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    assert templates.env.autoescape, "the console's templates must escape what they show"
-    templates.env.filters.update(
-        human_bytes=processes.human_bytes, when=_when, number=_number, path_segment=lambda v: quote(str(v), safe="")
-    )
-    templates.env.globals.update(csrf_header=guard.CSRF_HEADER, csrf_token=csrf_token)
-    assets = settings.console_assets / "node_modules"
-    missing_assets = [name for name, rel in VENDOR.items() if not (assets / rel).is_file()]
+class Pages:
+    """The console's pages, panels and APIs, one method each, over one monitor and one set of
+    templates (:func:`create_app` serves them behind the guard)."""
 
-    def page(request: Request, name: str, **context: Any) -> Response:
-        context.update(request=request, page=name.removesuffix(".html"), missing_assets=missing_assets)
-        return templates.TemplateResponse(request, name, context)
+    def __init__(self, settings: Settings, monitor: Monitor, csrf_token: str):
+        self.settings = settings
+        self.monitor = monitor
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        assert self.templates.env.autoescape, "the console's templates must escape what they show"
+        self.templates.env.filters.update(
+            human_bytes=processes.human_bytes, when=_when, number=_number, path_segment=lambda v: quote(str(v), safe="")
+        )
+        self.templates.env.globals.update(csrf_header=guard.CSRF_HEADER, csrf_token=csrf_token)
+        self.assets = settings.console_assets / "node_modules"
+        self.missing_assets = [name for name, rel in VENDOR.items() if not (self.assets / rel).is_file()]
 
-    def attempt(what: str, fn: Any, *args: Any) -> tuple[Any, str | None]:
+    def page(self, request: Request, name: str, **context: Any) -> Response:
+        context.update(request=request, page=name.removesuffix(".html"), missing_assets=self.missing_assets)
+        return self.templates.TemplateResponse(request, name, context)
+
+    def attempt(self, what: str, fn: Any, *args: Any) -> tuple[Any, str | None]:
         try:
             return fn(*args), None
         except Exception as exc:  # noqa: BLE001 - a service that is down is shown as such
             return None, f"{what}: {_error(exc)}"
 
     # --- overview --------------------------------------------------------------------
-    def overview_context() -> dict[str, Any]:
-        status = monitor.status
-        job = streaming_job.progress(settings)
-        connector, connector_error = attempt("Connect", monitor.connect.status, monitor.connector_name())
+    def overview_context(self) -> dict[str, Any]:
+        status = self.monitor.status
+        job = streaming_job.progress(self.settings)
+        connector, connector_error = self.attempt("Connect", self.monitor.connect.status, self.monitor.connector_name())
         services = (status or {}).get("services", {})
         nodes = (status or {}).get("nodes", {})  # a cluster's nodes; none on one node
-        history = list(monitor.history)
+        history = list(self.monitor.history)
         return {
             "status": status,
-            "status_error": monitor.status_error,
+            "status_error": self.monitor.status_error,
             "services": services,
             "running": sum(1 for s in services.values() if s["state"] == "running"),
             "nodes": nodes,
@@ -116,53 +118,53 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
             "connector": connector,
             "connector_error": connector_error,
             "lag": history[-1]["lag"] if history else None,
-            "kafka_error": getattr(monitor, "kafka_error", None),
+            "kafka_error": getattr(self.monitor, "kafka_error", None),
         }
 
-    def overview(request: Request) -> Response:
-        return page(request, "overview.html", **overview_context())
+    def overview(self, request: Request) -> Response:
+        return self.page(request, "overview.html", **self.overview_context())
 
-    def overview_panel(request: Request) -> Response:
-        return templates.TemplateResponse(request, "_overview.html", {"request": request, **overview_context()})
+    def overview_panel(self, request: Request) -> Response:
+        return self.templates.TemplateResponse(request, "_overview.html", {"request": request, **self.overview_context()})
 
-    def lag_history(request: Request) -> Response:
-        return JSONResponse([{"t": h["t"], "lag": h["lag"]} for h in monitor.history])
+    def lag_history(self, request: Request) -> Response:
+        return JSONResponse([{"t": h["t"], "lag": h["lag"]} for h in self.monitor.history])
 
-    def health(request: Request) -> Response:
-        return JSONResponse({"ok": True, "samples": len(monitor.history)})
+    def health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True, "samples": len(self.monitor.history)})
 
     # --- topics ----------------------------------------------------------------------
-    def topics_context() -> dict[str, Any]:
-        rows, error = attempt("Kafka", monitor.topics_overview)
-        return {"topics": rows or [], "topics_error": error, "tail_error": monitor.tail_error}
+    def topics_context(self) -> dict[str, Any]:
+        rows, error = self.attempt("Kafka", self.monitor.topics_overview)
+        return {"topics": rows or [], "topics_error": error, "tail_error": self.monitor.tail_error}
 
-    def topics_page(request: Request) -> Response:
+    def topics_page(self, request: Request) -> Response:
         key, op = request.query_params.get("key", ""), request.query_params.get("op", "")
-        return page(request, "topics.html", key=key, op=op, **topics_context())
+        return self.page(request, "topics.html", key=key, op=op, **self.topics_context())
 
-    def topics_panel(request: Request) -> Response:
-        return templates.TemplateResponse(request, "_topics.html", {"request": request, **topics_context()})
+    def topics_panel(self, request: Request) -> Response:
+        return self.templates.TemplateResponse(request, "_topics.html", {"request": request, **self.topics_context()})
 
-    def tail_table(request: Request) -> Response:
+    def tail_table(self, request: Request) -> Response:
         key, op = request.query_params.get("key", ""), request.query_params.get("op", "")
-        return templates.TemplateResponse(request, "_tail.html", {"request": request, "key": key, "op": op})
+        return self.templates.TemplateResponse(request, "_tail.html", {"request": request, "key": key, "op": op})
 
-    async def tail_stream(request: Request) -> Response:
+    async def tail_stream(self, request: Request) -> Response:
         key, op = request.query_params.get("key", "").strip(), request.query_params.get("op", "").strip()
-        row = templates.get_template("_event.html")
+        row = self.templates.get_template("_event.html")
 
         def message(event: dict[str, Any]) -> str:
             return sse_message("change", event["seq"], row.render(e=event))
 
         async def events():
-            recent = monitor.tail_since(0, key, op)[-50:]
-            seq = monitor.tail_seq
+            recent = self.monitor.tail_since(0, key, op)[-50:]
+            seq = self.monitor.tail_seq
             for event in recent:
                 yield message(event)
             last_ping = time.monotonic()
             while not await request.is_disconnected():
-                new = monitor.tail_since(seq, key, op)
-                seq = max([seq, *(e["seq"] for e in new)]) if new else max(seq, monitor.tail_seq)
+                new = self.monitor.tail_since(seq, key, op)
+                seq = max([seq, *(e["seq"] for e in new)]) if new else max(seq, self.monitor.tail_seq)
                 for event in new:
                     yield message(event)
                 if time.monotonic() - last_ping > 15:
@@ -173,11 +175,11 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
     # --- schemas ---------------------------------------------------------------------
-    def schemas_page(request: Request) -> Response:
-        subjects, error = attempt("schema registry", monitor.subjects)
+    def schemas_page(self, request: Request) -> Response:
+        subjects, error = self.attempt("schema registry", self.monitor.subjects)
         subjects = subjects or []
         names = [s["subject"] for s in subjects]
-        preferred = [f"{topic}-value" for topic in monitor.cdc_topics]  # the pipeline's own first
+        preferred = [f"{topic}-value" for topic in self.monitor.cdc_topics]  # the pipeline's own first
         subject = request.query_params.get("subject") or next((n for n in preferred if n in names), names[0] if names else None)
         versions = next((s["versions"] for s in subjects if s["subject"] == subject), [])
         a = request.query_params.get("a") or (str(versions[-2]) if len(versions) > 1 else str(versions[0]) if versions else None)
@@ -187,8 +189,8 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
         if bad:
             error = f"a schema version is a number or 'latest', not {bad[0]!r}"
         elif subject and a and b:
-            left, error_a = attempt("schema registry", monitor.schema_version, subject, a)
-            right, error_b = attempt("schema registry", monitor.schema_version, subject, b)
+            left, error_a = self.attempt("schema registry", self.monitor.schema_version, subject, a)
+            right, error_b = self.attempt("schema registry", self.monitor.schema_version, subject, b)
             error = error or error_a or error_b
             if left and right:
                 text = lambda v: json.dumps(json.loads(v["schema"]), indent=2).splitlines()  # noqa: E731
@@ -196,7 +198,7 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
                 whole = request.query_params.get("full") == "1" or a == b
                 hunks = schema_diff.side_by_side(text(left), text(right), context=None if whole else 4)
                 headers = (f"version {a} (id {left.get('id')})", f"version {b} (id {right.get('id')})")
-        return page(
+        return self.page(
             request,
             "schemas.html",
             subjects=subjects,
@@ -210,58 +212,58 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
         )
 
     # --- connector -------------------------------------------------------------------
-    def connector_context() -> dict[str, Any]:
-        names, error = attempt("Connect", monitor.connect.list)
+    def connector_context(self) -> dict[str, Any]:
+        names, error = self.attempt("Connect", self.monitor.connect.list)
         connectors = []
         for name in names or []:
-            status, status_error = attempt("Connect", monitor.connect.status, name)
+            status, status_error = self.attempt("Connect", self.monitor.connect.status, name)
             connectors.append({"name": name, "status": status, "error": status_error})
-        return {"connectors": connectors, "error": error, "connect_url": monitor.connect.url, "actions": ACTIONS}
+        return {"connectors": connectors, "error": error, "connect_url": self.monitor.connect.url, "actions": ACTIONS}
 
-    def connector_page(request: Request) -> Response:
-        return page(request, "connector.html", **connector_context())
+    def connector_page(self, request: Request) -> Response:
+        return self.page(request, "connector.html", **self.connector_context())
 
-    def connector_panel(request: Request) -> Response:
-        return templates.TemplateResponse(request, "_connector.html", {"request": request, **connector_context()})
+    def connector_panel(self, request: Request) -> Response:
+        return self.templates.TemplateResponse(request, "_connector.html", {"request": request, **self.connector_context()})
 
-    def connector_action(request: Request) -> Response:
+    def connector_action(self, request: Request) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
         if action not in ACTIONS:
             return PlainTextResponse(f"unknown action {action}", status_code=404)
-        _, error = attempt(f"{action} {name}", getattr(monitor.connect, action), name)
-        context = connector_context()
+        _, error = self.attempt(f"{action} {name}", getattr(self.monitor.connect, action), name)
+        context = self.connector_context()
         context["action_note"] = error or f"{action} sent to {name}"
-        return templates.TemplateResponse(request, "_connector.html", {"request": request, **context})
+        return self.templates.TemplateResponse(request, "_connector.html", {"request": request, **context})
 
     # --- spark -----------------------------------------------------------------------
-    def spark_context() -> dict[str, Any]:
-        report = streaming_job.read_progress(settings) or {}
-        count, count_error = attempt("Cassandra", lambda: monitor.cql("SELECT count(*) FROM cdc.dead_letters")[0][0])
-        letters, letters_error = attempt("Cassandra", monitor.dead_letters)
+    def spark_context(self) -> dict[str, Any]:
+        report = streaming_job.read_progress(self.settings) or {}
+        count, count_error = self.attempt("Cassandra", lambda: self.monitor.cql("SELECT count(*) FROM cdc.dead_letters")[0][0])
+        letters, letters_error = self.attempt("Cassandra", self.monitor.dead_letters)
         return {
-            "job": streaming_job.progress(settings),
+            "job": streaming_job.progress(self.settings),
             "recent": list(reversed(report.get("recent") or [])),
             "dead_letter_count": count,
             "dead_letters": letters or [],
             "cassandra_error": count_error or letters_error,
         }
 
-    def spark_page(request: Request) -> Response:
-        return page(request, "spark.html", **spark_context())
+    def spark_page(self, request: Request) -> Response:
+        return self.page(request, "spark.html", **self.spark_context())
 
-    def spark_panel(request: Request) -> Response:
-        return templates.TemplateResponse(request, "_spark.html", {"request": request, **spark_context()})
+    def spark_panel(self, request: Request) -> Response:
+        return self.templates.TemplateResponse(request, "_spark.html", {"request": request, **self.spark_context()})
 
     # --- cassandra -------------------------------------------------------------------
-    def cassandra_page(request: Request) -> Response:
-        count, error = attempt("Cassandra", lambda: monitor.cql("SELECT count(*) FROM cdc.users", timeout=60)[0][0])
+    def cassandra_page(self, request: Request) -> Response:
+        count, error = self.attempt("Cassandra", lambda: self.monitor.cql("SELECT count(*) FROM cdc.users", timeout=60)[0][0])
         user_id = (request.query_params.get("id") or "").strip()
         user, lookup_error = None, None
         if user_id:
-            user, lookup_error = attempt("lookup", monitor.user, user_id)
+            user, lookup_error = self.attempt("lookup", self.monitor.user, user_id)
             if user is None and not lookup_error:
                 lookup_error = f"no row with id {user_id} in cdc.users"
-        return page(
+        return self.page(
             request,
             "cassandra.html",
             count=count,
@@ -273,39 +275,48 @@ def create_app(settings: Settings, password: str, monitor: Monitor | None = None
         )
 
     # --- static ----------------------------------------------------------------------
-    def vendor(request: Request) -> Response:
+    def vendor(self, request: Request) -> Response:
         rel = VENDOR.get(request.path_params["name"])
-        if rel is None or not (assets / rel).is_file():
+        if rel is None or not (self.assets / rel).is_file():
             return PlainTextResponse("not found (run 'make console-assets')", status_code=404)
-        return FileResponse(assets / rel, headers={"Cache-Control": "max-age=3600"})
+        return FileResponse(self.assets / rel, headers={"Cache-Control": "max-age=3600"})
 
-    def static(request: Request) -> Response:
+    def static(self, request: Request) -> Response:
         name = request.path_params["name"]
         path = HERE / "static" / name
         if "/" in name or not path.is_file():
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(path)
 
-    routes = [
-        Route("/", overview),
-        Route("/panel/overview", overview_panel),
-        Route("/api/lag", lag_history),
-        Route("/api/health", health),
-        Route("/topics", topics_page),
-        Route("/panel/topics", topics_panel),
-        Route("/topics/tail", tail_table),
-        Route("/topics/stream", tail_stream),
-        Route("/schemas", schemas_page),
-        Route("/connector", connector_page),
-        Route("/panel/connector", connector_panel),
-        Route("/connector/{name}/{action}", connector_action, methods=["POST"]),
-        Route("/spark", spark_page),
-        Route("/panel/spark", spark_panel),
-        Route("/cassandra", cassandra_page),
-        Route("/vendor/{name}", vendor),
-        Route("/static/{name}", static),
-    ]
-    app = Starlette(routes=routes)
+    def routes(self) -> list[Route]:
+        """Every page, panel, API and asset of the console."""
+        return [
+            Route("/", self.overview),
+            Route("/panel/overview", self.overview_panel),
+            Route("/api/lag", self.lag_history),
+            Route("/api/health", self.health),
+            Route("/topics", self.topics_page),
+            Route("/panel/topics", self.topics_panel),
+            Route("/topics/tail", self.tail_table),
+            Route("/topics/stream", self.tail_stream),
+            Route("/schemas", self.schemas_page),
+            Route("/connector", self.connector_page),
+            Route("/panel/connector", self.connector_panel),
+            Route("/connector/{name}/{action}", self.connector_action, methods=["POST"]),
+            Route("/spark", self.spark_page),
+            Route("/panel/spark", self.spark_panel),
+            Route("/cassandra", self.cassandra_page),
+            Route("/vendor/{name}", self.vendor),
+            Route("/static/{name}", self.static),
+        ]
+
+
+def create_app(settings: Settings, password: str, monitor: Monitor | None = None, port: int | None = None) -> Starlette:
+    """The console; ``port`` is where it serves (the settings' console port by default),
+    which the Host header of every request must name."""
+    monitor = monitor or Monitor(settings)
+    csrf_token = guard.new_csrf_token()
+    app = Starlette(routes=Pages(settings, monitor, csrf_token).routes())
     hosts = guard.allowed_hosts(settings.host, port or settings.port("console"))
     app.add_middleware(guard.Guard, username=USERNAME, password=password, csrf_token=csrf_token, hosts=hosts)
     app.state.monitor = monitor

@@ -85,33 +85,17 @@ def consistency(name: str) -> int:
         raise ValueError(f"write consistency {name!r}: not one of {', '.join(sorted(ConsistencyLevel.name_to_value))}") from None
 
 
-def apply_partition(
-    rows,
+def _task_context(
     conf: dict[str, Any],
-    sink: Any = None,
-    registry: Any = None,
-    epochs: Callable[[str], list[Epoch]] | None = None,
-    schema_changes: list[SchemaChange] | None = None,
-    floors: Floors | None = None,
-    stats: dict[str, Any] | None = None,
-) -> tuple[int, int, int]:
-    """Decode, keep the newest change per key, write; dead-letter what cannot be used.
-
-    ``rows`` yields (key, value, topic, partition, offset); returns (records, writes, dead).
-    ``sink`` and ``registry`` default to this worker's own (from ``conf``); tests pass stand-ins
-    with the same methods (``tests/test_apply.py``). ``epochs(topic)`` gives the topic's sync
-    epochs, oldest first (default: the micro-batch's snapshot the driver handed every task, else
-    cdc.sync_state read once per task; stand-ins: none); ``stats["epoch_view"]`` then says which
-    ("batch" or "task").
-    Records of the schema-change journal (``conf["schema_changes_topic"]``) are appended to
-    ``schema_changes``, for the driver to apply after the batch (pipeline/schema_changes.py);
-    ``floors`` (default: cdc.schema_changes, read once per task) rule out what an applied
-    TRUNCATE or DROP COLUMN removed.
-
-    Table-level problems raise instead of dead-lettering every row (the batch fails, the job
-    reports the reason and retries): a source that changed identity (``SourceChanged``), a
-    column whose type changed at the source (``TableUnusable``, once per writer schema).
-    """
+    sink: Any,
+    registry: Any,
+    epochs: Callable[[str], list[Epoch]] | None,
+    floors: Floors | None,
+    stats: dict[str, Any] | None,
+) -> tuple[Any, Any, Callable[[str], list[Epoch]], Floors, dict[int, dict[str, str]], set[int]]:
+    """What a task of :func:`apply_partition` works with: this worker's sink and registry (or
+    the stand-ins given), the epochs and floors to judge records by, and the per-worker caches
+    of writer-schema types and of the schemas already checked against the table."""
     if sink is None or registry is None:
         sink, registry = executor_sink(conf)
         types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
@@ -143,6 +127,71 @@ def apply_partition(
 
     if floors is None:
         floors = Floors()
+    return sink, registry, epochs, floors, types_by_schema, checked_schemas
+
+
+def _write_newest(sink: Any, changes: list[Change], raw_by_change: dict[int, Any], dead: list[DeadLetter]) -> int:
+    """Write the newest change of every key; the number of rows written. A change the sink
+    rejects is appended to ``dead`` and its key's next-newest change is written instead."""
+    # Only the newest change of a key is written. If the sink rejects it (a value that cannot
+    # be stored), it is dead-lettered and the key's newest remaining change is written instead,
+    # and so on: no change is dropped without either being applied, superseded by an applied
+    # one, or dead-lettered. The fallback costs nothing unless something is rejected.
+    pending = last_per_key(changes)
+    writes = 0
+    older: dict[str, list] | None = None  # per rejected key, its other changes, oldest first
+    while pending:
+        rejected = sink.apply(pending)
+        writes += len(pending) - len(rejected)
+        if not rejected:
+            break
+        if older is None:
+            keys = {change.key for change, _ in rejected}
+            newest = {id(change) for change in pending}
+            older = {}
+            for change in changes:
+                if change.key in keys and id(change) not in newest:
+                    older.setdefault(change.key, []).append(change)
+            for backlog in older.values():
+                backlog.sort(key=lambda c: (c.timestamp, c.offset))
+        pending = []
+        for change, reason in rejected:
+            raw_key, raw_value, topic, partition, offset = raw_by_change[id(change)]
+            dead.append(DeadLetter(topic, partition, offset, raw_key, raw_value, f"BadValue: {reason}"))
+            backlog = older.get(change.key)
+            if backlog:
+                pending.append(backlog.pop())
+    return writes
+
+
+def apply_partition(
+    rows,
+    conf: dict[str, Any],
+    sink: Any = None,
+    registry: Any = None,
+    epochs: Callable[[str], list[Epoch]] | None = None,
+    schema_changes: list[SchemaChange] | None = None,
+    floors: Floors | None = None,
+    stats: dict[str, Any] | None = None,
+) -> tuple[int, int, int]:
+    """Decode, keep the newest change per key, write; dead-letter what cannot be used.
+
+    ``rows`` yields (key, value, topic, partition, offset); returns (records, writes, dead).
+    ``sink`` and ``registry`` default to this worker's own (from ``conf``); tests pass stand-ins
+    with the same methods (``tests/test_apply.py``). ``epochs(topic)`` gives the topic's sync
+    epochs, oldest first (default: the micro-batch's snapshot the driver handed every task, else
+    cdc.sync_state read once per task; stand-ins: none); ``stats["epoch_view"]`` then says which
+    ("batch" or "task").
+    Records of the schema-change journal (``conf["schema_changes_topic"]``) are appended to
+    ``schema_changes``, for the driver to apply after the batch (pipeline/schema_changes.py);
+    ``floors`` (default: cdc.schema_changes, read once per task) rule out what an applied
+    TRUNCATE or DROP COLUMN removed.
+
+    Table-level problems raise instead of dead-lettering every row (the batch fails, the job
+    reports the reason and retries): a source that changed identity (``SourceChanged``), a
+    column whose type changed at the source (``TableUnusable``, once per writer schema).
+    """
+    sink, registry, epochs, floors, types_by_schema, checked_schemas = _task_context(conf, sink, registry, epochs, floors, stats)
     journal_topic = conf.get("schema_changes_topic", JOURNAL_TOPIC)
     epochs_by_topic: dict[str, list[Epoch]] = {}  # cdc.sync_state is tiny: read once per task
     superseded: dict[str, int] = {}
@@ -228,34 +277,7 @@ def apply_partition(
             continue
         changes.append(change)
         raw_by_change[id(change)] = row
-    # Only the newest change of a key is written. If the sink rejects it (a value that cannot
-    # be stored), it is dead-lettered and the key's newest remaining change is written instead,
-    # and so on: no change is dropped without either being applied, superseded by an applied
-    # one, or dead-lettered. The fallback costs nothing unless something is rejected.
-    pending = last_per_key(changes)
-    writes = 0
-    older: dict[str, list] | None = None  # per rejected key, its other changes, oldest first
-    while pending:
-        rejected = sink.apply(pending)
-        writes += len(pending) - len(rejected)
-        if not rejected:
-            break
-        if older is None:
-            keys = {change.key for change, _ in rejected}
-            newest = {id(change) for change in pending}
-            older = {}
-            for change in changes:
-                if change.key in keys and id(change) not in newest:
-                    older.setdefault(change.key, []).append(change)
-            for backlog in older.values():
-                backlog.sort(key=lambda c: (c.timestamp, c.offset))
-        pending = []
-        for change, reason in rejected:
-            raw_key, raw_value, topic, partition, offset = raw_by_change[id(change)]
-            dead.append(DeadLetter(topic, partition, offset, raw_key, raw_value, f"BadValue: {reason}"))
-            backlog = older.get(change.key)
-            if backlog:
-                pending.append(backlog.pop())
+    writes = _write_newest(sink, changes, raw_by_change, dead)
     if truncate is not None:  # after the upserts: those older than the truncate go too
         sink.truncate(truncate.timestamp)
         writes += 1
