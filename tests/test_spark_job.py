@@ -142,7 +142,7 @@ def test_poison_records_go_to_dead_letters_and_the_stream_goes_on(stack, conf, p
         producer.produce(TOPIC, key=f"poison-{n}".encode(), value=value, on_delivery=lambda err, msg: delivered.append((err, msg)))
     assert producer.flush(30) == 0
     assert [err for err, _ in delivered if err is not None] == []
-    offsets = {msg.offset(): msg.value() for _, msg in delivered}
+    offsets = {(msg.partition(), msg.offset()): msg.value() for _, msg in delivered}  # partitions: 3 on a cluster
 
     after = insert(pg, {**ROW, "username": "after-poison"})  # a good change behind them
     model = wait_until_read_model_matches(pg, cassandra)
@@ -151,14 +151,19 @@ def test_poison_records_go_to_dead_letters_and_the_stream_goes_on(stack, conf, p
     # The poison and `after` may be read by different tasks of the batch (the job splits the
     # partition into ranges), and a task writes its rows before its dead letters: poll.
     def dead_letters():
-        query = "SELECT kafka_offset, record_value, error FROM cdc.dead_letters WHERE topic = %s AND kafka_partition = 0"
-        found = {r.kafka_offset: r for r in cassandra.execute(query, (TOPIC,)) if r.kafka_offset in offsets}
+        query = "SELECT kafka_offset, record_value, error FROM cdc.dead_letters WHERE topic = %s AND kafka_partition = %s"
+        found = {
+            (partition, r.kafka_offset): r
+            for partition in {p for p, _ in offsets}
+            for r in cassandra.execute(query, (TOPIC, partition))
+            if (partition, r.kafka_offset) in offsets
+        }
         return found if set(found) == set(offsets) else None
 
     rows = wait_for(dead_letters, 60, f"dead letters at offsets {sorted(offsets)}")
-    for offset, raw in offsets.items():
-        assert rows[offset].record_value == raw
-        assert f"value: DecodeError: {poison[raw]}" in rows[offset].error
+    for position, raw in offsets.items():
+        assert rows[position].record_value == raw
+        assert f"value: DecodeError: {poison[raw]}" in rows[position].error
     assert spark_job.status(conf)["dead_letters"] >= 3
 
 
@@ -183,12 +188,20 @@ def test_a_new_source_column_reaches_cassandra(stack, pg, cassandra, spark_job):
             admin.execute("ALTER TABLE public.users DROP COLUMN IF EXISTS loyalty_points")
 
 
-def _python_workers(driver_pid: int) -> set[int]:
-    """The job's Python worker processes: children of the spark_daemon its JVM forked."""
+def _python_workers(conf, driver_pid: int) -> set[int]:
+    """The job's Python worker processes: children of the spark_daemon its executors' JVM
+    forked (the driver's own JVM in local mode; on a cluster, the executors the Spark workers
+    started)."""
     import psutil
 
+    from cdcpipe import processes, runtime
+
+    roots = [driver_pid]
+    if conf.clustered:
+        spark = runtime.service(conf, "spark")
+        roots = [pid for proc in spark.processes if proc.startswith("spark-worker") and (pid := processes.pid_of(conf, proc))]
     workers = set()
-    for proc in psutil.Process(driver_pid).children(recursive=True):
+    for proc in (child for root in roots for child in psutil.Process(root).children(recursive=True)):
         try:
             if "cdcpipe.pipeline.spark_daemon" in " ".join(proc.cmdline()) and "spark_daemon" in " ".join(proc.parent().cmdline()):
                 workers.add(proc.pid)
@@ -206,9 +219,9 @@ def test_an_idle_job_keeps_its_python_workers(conf, pg, cassandra, spark_job):
     insert(pg, {**ROW, "username": "before-the-pause"})
     wait_until_read_model_matches(pg, cassandra)
     driver = spark_job.status(conf)["pid"]
-    before = _python_workers(driver)
+    before = _python_workers(conf, driver)
     assert before, f"no Python workers under the job's driver (pid {driver})"
     time.sleep(85)  # the JVM checks every 10 s for workers idle more than 60 s
-    assert before <= _python_workers(driver), "Spark stopped idle Python workers: the keep-warm task did not run"
+    assert before <= _python_workers(conf, driver), "Spark stopped idle Python workers: the keep-warm task did not run"
     insert(pg, {**ROW, "username": "after-the-pause"})
     wait_until_read_model_matches(pg, cassandra)
