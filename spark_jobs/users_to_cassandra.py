@@ -454,6 +454,14 @@ def main(argv: list[str] | None = None) -> int:
             # A task reads up to the partition's end; the broker then held each fetch for the
             # default 500 ms waiting for more. Measured: a one-record batch 800 -> 300 ms.
             .option("kafka.fetch.max.wait.ms", "10")
+            # The driver's AdminClient lists the latest offsets before each batch. A request
+            # for a partition whose leader just died stays pinned to that broker until it
+            # answers or default.api.timeout.ms (60 s) ends: on the cluster a leader-broker
+            # kill stalled the job 53 s, until the dead broker was back. With 10 s the call
+            # fails, Spark retries it (fetchOffset.numRetries) on a new AdminClient, which
+            # finds the new leader. request.timeout.ms must not exceed it (the client refuses).
+            .option("kafka.request.timeout.ms", "10000")
+            .option("kafka.default.api.timeout.ms", "10000")
             .options(**{f"kafka.{k}": v for k, v in kafka_login(args, "kafka_java_settings").items()})
         )
         reader = (
