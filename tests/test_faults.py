@@ -20,13 +20,6 @@ def kill(conf, service: str) -> None:
             processes.stop(conf, proc, sig=signal.SIGKILL, timeout=5)
 
 
-def _end_offset(kafka) -> int:
-    """The CDC topic's end, summed over its partitions (three on a cluster)."""
-    from cdcpipe.resync import end_offsets
-
-    return sum(end_offsets(kafka.client_config(), TOPIC).values())
-
-
 def read_model_equal(stack, pg, timeout: float) -> dict:
     """Wait until cdc.users equals public.users, on a Cassandra session of its own (the
     fixture's may predate a Cassandra restart)."""
@@ -51,12 +44,15 @@ def test_cassandra_killed_right_after_a_batch_commits_loses_nothing(conf, stack,
             "the acknowledged rows readable in Cassandra",
         )
     # ... and the batch that wrote them has committed its offsets: the checkpoint is past them.
-    end = _end_offset(stack["kafka"])
-    wait_for(
-        lambda: int(((spark_job.progress(conf)["committed_offsets"] or {}).get(TOPIC) or {}).get("0", -1)) >= end,
-        60,
-        f"the job's committed offset at the topic's end ({end})",
-    )
+    from cdcpipe.resync import end_offsets
+
+    ends = end_offsets(stack["kafka"].client_config(), TOPIC)  # each partition's (3 on a cluster)
+
+    def committed_to_the_end() -> bool:
+        committed = (spark_job.progress(conf)["committed_offsets"] or {}).get(TOPIC) or {}
+        return all(int(committed.get(str(p), -1)) >= end for p, end in ends.items())
+
+    wait_for(committed_to_the_end, 60, f"the job's committed offsets at the topic's end ({ends})")
     kill(conf, "cassandra")
     killed_at = time.monotonic()
 
