@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import runtime, streaming_job
+from .clients.topics import partitions
 from .errors import ResyncFailed
 from .pipeline import sync_state
 from .pipeline.changes import EPOCH_BASE, MAX_EPOCH
@@ -47,9 +48,7 @@ def end_offsets(kafka: dict[str, Any], topic: str) -> dict[int, int]:
 
     consumer = Consumer({**kafka, "group.id": f"cdcpipe-resync-{uuid.uuid4().hex[:8]}"})
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        partitions = sorted(meta.partitions) if meta is not None and meta.error is None else [0]
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions(consumer, topic)}
     finally:
         consumer.close()
 

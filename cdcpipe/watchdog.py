@@ -23,6 +23,7 @@ from typing import Any
 
 from . import credentials, liveness, runtime, settings
 from .clients.connect import ConnectClient, ConnectorFile
+from .clients.topics import partitions
 from .errors import CdcpipeError
 from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
 from .services.watchdog import state_file
@@ -41,9 +42,10 @@ def _write(path: Path, report: dict[str, Any]) -> None:
 
 
 def topic_ends(conf: settings.Settings, topics: list[str]) -> dict[str, int] | None:
-    """The end offsets of ``topics``, summed over each one's partitions (None when Kafka does not answer at once). Capture is
-    judged from PostgreSQL; this is an extra fact, so it never holds a check up: nothing
-    listening on Kafka's port means no answer, and the client's waits are short."""
+    """The end offsets of ``topics``, each summed over its partitions (None when Kafka does
+    not answer at once). Capture is judged from PostgreSQL; this is an extra fact, so it never
+    holds a check up: nothing listening on Kafka's port means no answer, and the client's
+    waits are short."""
     import socket
 
     from confluent_kafka import Consumer, TopicPartition
@@ -60,9 +62,9 @@ def topic_ends(conf: settings.Settings, topics: list[str]) -> dict[str, int] | N
     try:
         ends = {}
         for topic in topics:  # a topic's end: the sum over its partitions (three on a cluster)
-            meta = consumer.list_topics(topic, timeout=3).topics.get(topic)
-            partitions = sorted(meta.partitions) if meta is not None and meta.error is None and meta.partitions else [0]
-            ends[topic] = sum(max(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=3)[1], 0) for p in partitions)
+            ends[topic] = sum(
+                max(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=3)[1], 0) for p in partitions(consumer, topic, 3)
+            )
         return ends
     except Exception:  # noqa: BLE001 - Kafka away or busy: the fact is not known this time
         return None

@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from cdcpipe import verify
+from cdcpipe.clients.topics import partitions
 from cdcpipe.pipeline.avro_reader import decode
 
 TOPIC = "cdc.public.users"
@@ -137,11 +138,9 @@ class TopicReader:
         self.topic = topic
         self.registry = registry.cache()
         self.consumer = Consumer(kafka.client_config(**{"group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}))
-        meta = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
-        partitions = sorted(meta.partitions) if meta is not None and meta.error is None and meta.partitions else [0]
         #: partition -> its end offset when the reader was made (every partition: three on a cluster)
         self.starts: dict[int, int] = {}
-        for partition in partitions:
+        for partition in partitions(self.consumer, topic):
             try:
                 _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
             except KafkaException as exc:  # a topic not made yet starts at 0; any other error is the test's failure

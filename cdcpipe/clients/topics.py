@@ -154,6 +154,13 @@ def ensure(admin: Any, specs: list[TopicSpec], progress: Callable[[str], None] =
         _wait_until_shown(admin, spec, timeout)
 
 
+def partitions(client: Any, topic: str, timeout: float = 10.0) -> list[int]:
+    """The partition numbers of ``topic`` as a confluent_kafka Consumer or AdminClient sees
+    them; [0] for a topic not made yet (its first partition, where it will start)."""
+    meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    return sorted(meta.partitions) if meta is not None and meta.error is None and meta.partitions else [0]
+
+
 def _settled_partitions(admin: Any, name: str, timeout: float) -> int:
     """The partition count of a topic that exists but was missing from our first listing."""
     from confluent_kafka import KafkaException
