@@ -13,8 +13,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import credentials, jars, processes, runtime, settings
+from . import runtime, settings
 from .errors import CdcpipeError, ConfigError, exit_codes_text
+from .runtime import credentials, jars, processes
 
 Handler = Callable[[argparse.Namespace], int]
 #: Each command group module exposes ``register(subparsers)``; listed here in help order.

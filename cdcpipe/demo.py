@@ -15,10 +15,11 @@ from pathlib import Path
 
 import requests
 
-from . import credentials, processes, resync, runtime, streaming_job, verify
+from . import resync, runtime, verify
 from .clients.airflow import run_dag
 from .clients.connect import DEFAULT_FILE, ConnectorFile
 from .errors import CdcpipeError, StepFailed
+from .runtime import credentials, processes, streaming_job
 from .settings import Settings
 
 PUBLIC_API = "https://randomuser.me/api/"

@@ -46,9 +46,10 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from . import processes, resync, runtime, streaming_job, verify
+from . import resync, runtime, verify
 from .clients.connect import DEFAULT_FILE, ConnectClient, ConnectorFile
 from .errors import CdcpipeError, Inconclusive
+from .runtime import processes, streaming_job
 from .settings import Settings
 
 #: The username prefix of the checker's own rows.

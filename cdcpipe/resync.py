@@ -20,12 +20,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import runtime, streaming_job
+from . import runtime
 from .clients.topics import partitions
 from .errors import ResyncFailed
 from .pipeline import sync_state
 from .pipeline.changes import EPOCH_BASE, MAX_EPOCH
 from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
+from .runtime import streaming_job
 
 #: The PostgreSQL advisory lock a resync holds while it runs (any number: 'cdcr' in ASCII).
 RESYNC_LOCK = 0x63646372
@@ -126,7 +127,7 @@ def recreate_table(session: Any, keyspace: str, table: str) -> None:
     column as the first record carrying it arrives, typed from that record's writer schema,
     which is the source's current type. The other schema files then create whatever else is
     missing (idempotently)."""
-    from . import migrations
+    from .runtime import migrations
 
     session.execute(f"DROP TABLE IF EXISTS {keyspace}.{table}", timeout=120)
     session.cluster.control_connection.wait_for_schema_agreement()

@@ -48,7 +48,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "spark_master_ui": 8090,
     "spark_worker_ui": 8091,
     "airflow": 8080,
-    "airflow_log_server": 8793,  # Airflow's task log server (cdcpipe.airflow_log_server)
+    "airflow_log_server": 8793,  # Airflow's task log server (cdcpipe.runtime.airflow_log_server)
     "randomuser": 8089,  # the local randomuser.me stand-in (cdcpipe randomuser serve)
     "console": 8070,  # the browser console (cdcpipe console)
 }

@@ -358,7 +358,7 @@ def wal_position(pg) -> tuple[int, str]:
 
 
 def _job_state(settings) -> str:
-    from . import streaming_job
+    from .runtime import streaming_job
 
     job = streaming_job.progress(settings)
     return f"the Spark job is {job.get('state')}" + (f": {job['reason']}" if job.get("reason") else "")
@@ -370,9 +370,9 @@ def wait_until_applied(pg, settings, kafka: dict[str, Any], position: int, timeo
     ``kafka``: a confluent-kafka client configuration (``Kafka.client_config()``)."""
     from psycopg.rows import tuple_row
 
-    from . import streaming_job
     from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
     from .resync import end_offsets
+    from .runtime import streaming_job
 
     deadline = time.monotonic() + timeout
     while True:

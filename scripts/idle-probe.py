@@ -14,9 +14,10 @@ import uuid
 
 import psycopg
 
-from cdcpipe import runtime, streaming_job
+from cdcpipe import runtime
 from cdcpipe import settings as cdcpipe_settings
 from cdcpipe.bench.latency import PROBE_PREFIX, until_readable
+from cdcpipe.runtime import streaming_job
 
 
 def main(gaps: list[float]) -> None:

@@ -226,8 +226,9 @@ def pipeline_facts(conf: Any, log_lines: int = 6) -> str:
 
     import psycopg
 
-    from cdcpipe import credentials, runtime, streaming_job
-    from cdcpipe.services.watchdog import read_state as read_watchdog_state
+    from cdcpipe import runtime
+    from cdcpipe.runtime import credentials, streaming_job
+    from cdcpipe.runtime.services.watchdog import read_state as read_watchdog_state
 
     facts: list[str] = []
 

@@ -28,7 +28,7 @@ if "AIRFLOW_HOME" not in os.environ:
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from cdcpipe import runtime, settings
-from cdcpipe.services import Service
+from cdcpipe.runtime.services import Service
 
 
 def pytest_collection_modifyitems(items):
@@ -106,7 +106,7 @@ def topic_reader(stack, connector):
 @pytest.fixture(scope="session")
 def spark_job(conf, stack, connector):
     """The streaming job, running on the local runtime for the whole session."""
-    from cdcpipe import streaming_job as job
+    from cdcpipe.runtime import streaming_job as job
 
     was_running = job.status(conf)["state"] == "running"
     job.start(conf, progress=_progress)
@@ -126,7 +126,7 @@ def scratch_users_table(cassandra):
     """A copy of cdc.users under a name of its own (from sql/cassandra), dropped afterwards."""
     import uuid
 
-    from cdcpipe import migrations
+    from cdcpipe.runtime import migrations
 
     name = f"users_scratch_{uuid.uuid4().hex[:8]}"
     migrations.create_users_copy(cassandra, name)

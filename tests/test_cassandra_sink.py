@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from cdcpipe import migrations
 from cdcpipe.pipeline.cassandra_sink import CassandraSink
 from cdcpipe.pipeline.changes import STREAMING_BASE, Change
+from cdcpipe.runtime import migrations
 
 TABLE = "users_sink_test"
 

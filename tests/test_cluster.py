@@ -28,8 +28,9 @@ import pytest
 import requests
 from cdc_helpers import pipeline_facts, wait_for
 
-from cdcpipe import processes, runtime, settings, streaming_job, verify
+from cdcpipe import runtime, settings, verify
 from cdcpipe.bench.latency import Load
+from cdcpipe.runtime import processes, streaming_job
 
 pytestmark = pytest.mark.skipif(
     settings.load().topology != "cluster", reason="node-loss tests of the cluster topology: CDCPIPE_TOPOLOGY=cluster"

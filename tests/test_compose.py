@@ -26,7 +26,7 @@ from compose_file import dockerfile as _dockerfile
 from compose_file import option as opt
 from compose_file import topic_commands as _topic_commands
 
-from cdcpipe.jars import manifest_version
+from cdcpipe.runtime.jars import manifest_version
 from cdcpipe.settings import REPO
 
 

@@ -40,12 +40,12 @@ from compose_file import (
 from cdcpipe import settings
 from cdcpipe.clients import topics
 from cdcpipe.pipeline.cassandra_session import contact_points
-from cdcpipe.services import spark
-from cdcpipe.services.cassandra import DATA_CENTER, Cassandra
-from cdcpipe.services.connect import Connect
-from cdcpipe.services.kafka import Kafka
+from cdcpipe.runtime.services import spark
+from cdcpipe.runtime.services.cassandra import DATA_CENTER, Cassandra
+from cdcpipe.runtime.services.connect import Connect
+from cdcpipe.runtime.services.kafka import Kafka
+from cdcpipe.runtime.streaming_job import JOB, job_argv
 from cdcpipe.settings import NODE_PORTS, TOPOLOGIES, node_port_name
-from cdcpipe.streaming_job import JOB, job_argv
 
 #: Stand-ins for the secrets the local services' settings name.
 SECRETS = {"debezium": "x", "registry_api": "x", "kafka": "x", "cassandra_keystore": "x", "spark_auth": "x", "spark_ui": "x"}
@@ -258,7 +258,7 @@ def test_kafka_broker_settings_on_every_node(cluster, local):
                 "sasl.*": KAFKA_LOGIN,
                 "listener.name.*": KAFKA_LOGIN,
             },
-            f"Kafka._server_properties({node}) in cdcpipe/services/kafka.py",
+            f"Kafka._server_properties({node}) in cdcpipe/runtime/services/kafka.py",
             f"services.{name}.environment",
         )
 
@@ -378,7 +378,7 @@ def test_connect_workers_settings(cluster, local):
                     for key in ("security.protocol", "sasl.*")
                 },
             },
-            f"Connect.worker_properties({node}) in cdcpipe/services/connect.py",
+            f"Connect.worker_properties({node}) in cdcpipe/runtime/services/connect.py",
             f"services.{name}.environment",
         )
         # Each worker advertises its own address, so the other can forward requests to it.
@@ -427,7 +427,7 @@ def test_cassandra_settings_on_every_node(cluster, local, single):
                 "memtable_heap_space": "the local runtime's off-heap memtables (stock image's memtables in Docker)",
                 "memtable_offheap_space": "the local runtime's off-heap memtables (stock image's memtables in Docker)",
             },
-            f"Cassandra._yaml({node}) in cdcpipe/services/cassandra.py",
+            f"Cassandra._yaml({node}) in cdcpipe/runtime/services/cassandra.py",
             f"services.{name}.environment",
         )
 
@@ -549,6 +549,6 @@ def test_spark_workers_size(cluster, local):
             {"cores": cores, "memory": spark.WORKER_MEMORY},
             {"cores": option(argv, "--cores")[0], "memory": option(argv, "--memory")[0]},
             {},
-            "Spark.worker_cores / WORKER_MEMORY in cdcpipe/services/spark.py",
+            "Spark.worker_cores / WORKER_MEMORY in cdcpipe/runtime/services/spark.py",
             f"services.{name}.command",
         )

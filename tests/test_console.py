@@ -189,7 +189,7 @@ def test_every_page_renders_while_the_services_are_away(tmp_path):
     from starlette.testclient import TestClient
 
     from cdcpipe.console.app import create_app
-    from cdcpipe.services import SERVICES
+    from cdcpipe.runtime.services import SERVICES
 
     conf = settings_where_nothing_listens(tmp_path / "home")
     app = create_app(conf, "pw")

@@ -9,8 +9,9 @@ import uuid
 
 from cdc_helpers import ROW, TOPIC, insert, pipeline_facts, wait_for, wait_until_read_model_matches
 
-from cdcpipe import processes, runtime
+from cdcpipe import runtime
 from cdcpipe.bench.latency import Load
+from cdcpipe.runtime import processes
 
 
 def kill(conf, service: str) -> None:
@@ -115,8 +116,8 @@ def test_a_stuck_connector_is_restarted_by_the_watchdog(conf, stack, pg, spark_j
 
     import psycopg
 
-    from cdcpipe import credentials
-    from cdcpipe.services.watchdog import read_state as read_watchdog_state
+    from cdcpipe.runtime import credentials
+    from cdcpipe.runtime.services.watchdog import read_state as read_watchdog_state
 
     def restart_watchdog(env: dict[str, str]) -> None:
         runtime.down(conf, ["watchdog"], progress=lambda _m: None)

@@ -37,23 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("cdcpipe", "cdcpipe.errors", "cdcpipe.settings", "cdcpipe.jsonfile")),
     ("pipeline", ("cdcpipe.pipeline",)),
     ("clients", ("cdcpipe.clients",)),
-    (
-        "runtime",
-        (
-            "cdcpipe.runtime",
-            "cdcpipe.processes",
-            "cdcpipe.credentials",
-            "cdcpipe.jars",
-            "cdcpipe.java",
-            "cdcpipe.migrations",
-            "cdcpipe.services",
-            "cdcpipe.streaming_job",
-            "cdcpipe.watchdog",
-            "cdcpipe.liveness",
-            "cdcpipe.randomuser",
-            "cdcpipe.airflow_log_server",
-        ),
-    ),
+    ("runtime", ("cdcpipe.runtime",)),
     ("flows", ("cdcpipe.demo", "cdcpipe.resync", "cdcpipe.verify", "cdcpipe.opcheck")),
     ("bench", ("cdcpipe.bench",)),
     ("top", TOP),
@@ -163,5 +147,5 @@ def test_the_checker_sees_imports():
     """The graph is not empty by mistake: known edges are found."""
     g = graph()
     assert "cdcpipe.errors" in g["cdcpipe.pipeline.changes"]
-    assert "cdcpipe.services" in g["cdcpipe.streaming_job"]
-    assert "cdcpipe.streaming_job" in g["cdcpipe.runtime"]
+    assert "cdcpipe.runtime.services" in g["cdcpipe.runtime.streaming_job"]
+    assert "cdcpipe.runtime.streaming_job" in g["cdcpipe.runtime"]

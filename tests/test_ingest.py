@@ -11,7 +11,7 @@ import pytest
 import requests
 from cdc_helpers import run_cli
 
-from cdcpipe.randomuser import generate, make_server
+from cdcpipe.runtime.randomuser import generate, make_server
 from cdcpipe.settings import REPO
 
 sys.path.insert(0, str(REPO / "airflow" / "dags"))

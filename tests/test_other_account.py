@@ -30,7 +30,7 @@ import pytest
 
 from cdcpipe import demo
 from cdcpipe.clients.connect import DEFAULT_FILE, ConnectorFile
-from cdcpipe.services.cassandra import JVM17_OPTIONS
+from cdcpipe.runtime.services.cassandra import JVM17_OPTIONS
 from cdcpipe.settings import REPO
 
 OTHER = "cdcpipe-other"

@@ -6,7 +6,8 @@ import os
 import signal
 import time
 
-from cdcpipe import processes, settings
+from cdcpipe import settings
+from cdcpipe.runtime import processes
 
 
 def test_a_dead_leader_s_surviving_children_are_ended_not_forgotten(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cdc_helpers import run_cli
 
-from cdcpipe import processes
+from cdcpipe.runtime import processes
 
 # Each test starts PostgreSQL of a private state directory through `cdcpipe up`, which needs
 # the resolved JVM artifacts: not part of `make unit`.
@@ -152,7 +152,7 @@ def test_up_right_after_a_kill_is_not_refused_by_a_zombie_postmaster(private_hom
     import time
 
     from cdcpipe import runtime, settings
-    from cdcpipe.services.postgres import run_as
+    from cdcpipe.runtime.services.postgres import run_as
 
     home, env = private_home
     first = cdcpipe(env, "up", "postgres")

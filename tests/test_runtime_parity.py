@@ -27,9 +27,9 @@ from packaging.specifiers import SpecifierSet
 from cdcpipe import settings
 from cdcpipe.clients import topics
 from cdcpipe.pipeline.logins import UI_LOGIN_FILTER, ui_login_conf
-from cdcpipe.services import postgres, spark
-from cdcpipe.services.connect import Connect
-from cdcpipe.services.kafka import Kafka
+from cdcpipe.runtime.services import postgres, spark
+from cdcpipe.runtime.services.connect import Connect
+from cdcpipe.runtime.services.kafka import Kafka
 from cdcpipe.settings import REPO
 
 #: The Apicurio registry of the local runtime keeps its schemas in PostgreSQL (role and
@@ -69,7 +69,7 @@ def test_postgres_server_settings(compose):
         # The local runtime leaves it at PostgreSQL's default, which is this value since 14
         # (it requires 15+); Docker states it for the passwords postgres-setup writes.
         {"password_encryption": "PostgreSQL's default locally"},
-        "SERVER_SETTINGS in cdcpipe/services/postgres.py",
+        "SERVER_SETTINGS in cdcpipe/runtime/services/postgres.py",
         "services.postgres.command",
     )
     assert docker["password_encryption"] == "scram-sha-256" and postgres.MIN_VERSION >= 14
@@ -96,7 +96,7 @@ def test_postgres_roles_databases_and_grants(compose, local):
     created = re.search(r"unnest\(ARRAY\[([^\]]*)\]\)", script).group(1)
     for role in re.findall(r"'(\w+)'", created):
         assert role in docker_pw, f"docker-compose.yml ({where}): role {role} is created but gets no password"
-    assert_same(local_pw, docker_pw, {"registry": REGISTRY}, "DATABASES in cdcpipe/services/postgres.py", where)
+    assert_same(local_pw, docker_pw, {"registry": REGISTRY}, "DATABASES in cdcpipe/runtime/services/postgres.py", where)
 
     local_dbs = dict(postgres.DATABASES)
     docker_dbs = {env["POSTGRES_DB"]: env["POSTGRES_USER"], **dict(re.findall(r"CREATE DATABASE (\w+) OWNER (\w+)", script))}
@@ -110,7 +110,7 @@ def test_postgres_roles_databases_and_grants(compose, local):
             # the Docker side is the tighter one. Aligning the local runtime changes behaviour.
             "users": "owner: cdcpipe (local) vs postgres (Docker); see the comment",
         },
-        "DATABASES in cdcpipe/services/postgres.py",
+        "DATABASES in cdcpipe/runtime/services/postgres.py",
         f"{where} and services.postgres.environment",
     )
 
@@ -119,7 +119,7 @@ def test_postgres_roles_databases_and_grants(compose, local):
         dict.fromkeys(postgres.PRIVATE_DATABASES, "private"),
         dict.fromkeys((d.strip() for d in revoked.split(",")), "private"),
         {"registry": REGISTRY},
-        "PRIVATE_DATABASES in cdcpipe/services/postgres.py",
+        "PRIVATE_DATABASES in cdcpipe/runtime/services/postgres.py",
         where,
     )
     assert_same(
@@ -135,7 +135,7 @@ def test_postgres_roles_databases_and_grants(compose, local):
         dict.fromkeys(postgres.USERS_DB_GRANTS, "granted"),
         dict.fromkeys(docker_grants, "granted"),
         {},
-        "USERS_DB_GRANTS in cdcpipe/services/postgres.py",
+        "USERS_DB_GRANTS in cdcpipe/runtime/services/postgres.py",
         where,
     )
 
@@ -163,7 +163,7 @@ def test_kafka_broker_settings(compose, local):
             "sasl.*": "a Kafka login on the local runtime only",
             "listener.name.*": "a Kafka login on the local runtime only",
         },
-        "Kafka._server_properties in cdcpipe/services/kafka.py",
+        "Kafka._server_properties in cdcpipe/runtime/services/kafka.py",
         "services.kafka.environment",
     )
 
@@ -221,7 +221,7 @@ def test_connect_worker_settings(compose, local):
             "consumer.*": "a Kafka login on the local runtime only",
             "admin.*": "a Kafka login on the local runtime only",
         },
-        "Connect.worker_properties in cdcpipe/services/connect.py",
+        "Connect.worker_properties in cdcpipe/runtime/services/connect.py",
         "services.connect.environment",
     )
     # What makes the two converters interchangeable: Confluent framing (magic byte, 4-byte
@@ -248,7 +248,7 @@ def test_connector_environment(compose, local):
             # The converter's registry login: the Docker stack's registry has none yet.
             "CDC_REGISTRY_*": "a registry login on the local runtime only (docs/security.md#docker)",
         },
-        "Connect.connector_env in cdcpipe/services/connect.py",
+        "Connect.connector_env in cdcpipe/runtime/services/connect.py",
         "services.connect.environment",
     )
     # ... and the password Connect gets is the one postgres-setup gives that role.
@@ -275,7 +275,7 @@ def test_spark_worker_size_and_daemon_settings(compose):
         {"cores": spark.WORKER_CORES, "memory": spark.WORKER_MEMORY},
         {"cores": option(worker, "--cores")[0], "memory": option(worker, "--memory")[0]},
         {},
-        "WORKER_CORES / WORKER_MEMORY in cdcpipe/services/spark.py",
+        "WORKER_CORES / WORKER_MEMORY in cdcpipe/runtime/services/spark.py",
         "services.spark-worker.command",
     )
     # The UIs' login filter and its credentials file, whose path differs.
@@ -285,7 +285,7 @@ def test_spark_worker_size_and_daemon_settings(compose):
         local,
         _daemon_opts(services["spark-master"]["environment"]["SPARK_MASTER_OPTS"]),
         {credentials: ADDRESS},
-        "DAEMON_CONF, ui_login_conf in cdcpipe/services/spark.py",
+        "DAEMON_CONF, ui_login_conf in cdcpipe/runtime/services/spark.py",
         "services.spark-master.environment.SPARK_MASTER_OPTS",
     )
     assert_same(
@@ -293,7 +293,7 @@ def test_spark_worker_size_and_daemon_settings(compose):
         _daemon_opts(services["spark-worker"]["environment"]["SPARK_WORKER_OPTS"]),
         # Read by the master only; the local runtime passes one set to both daemons.
         {"spark.master.rest.enabled": "master only", credentials: ADDRESS},
-        "DAEMON_CONF, ui_login_conf in cdcpipe/services/spark.py",
+        "DAEMON_CONF, ui_login_conf in cdcpipe/runtime/services/spark.py",
         "services.spark-worker.environment.SPARK_WORKER_OPTS",
     )
     # Every UI's login file is the one the container writes, and the job's UI has the same.
@@ -339,7 +339,7 @@ def _norm(name: str) -> str:
 
 def test_spark_image_python_is_the_local_runtimes(compose):
     """The local runtime's Spark runs the job's Python workers with its own interpreter
-    (PYSPARK_PYTHON = sys.executable in cdcpipe/services/spark.py): the image's must be the
+    (PYSPARK_PYTHON = sys.executable in cdcpipe/runtime/services/spark.py): the image's must be the
     same minor version, which pyproject.toml's requires-python also admits."""
     path, lines = _spark_dockerfile(compose)
     venv = re.search(r"python3\.(\d+) -m venv (\S+)", " ".join(lines))

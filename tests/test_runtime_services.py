@@ -13,7 +13,7 @@ import requests
 from cdc_helpers import register_schema, run_cli
 from confluent_kafka import Consumer, Producer
 
-from cdcpipe.services.connect import POSTGRES_CONNECTOR
+from cdcpipe.runtime.services.connect import POSTGRES_CONNECTOR
 
 
 def test_postgres_logical_wal_and_users_table(stack):
@@ -117,7 +117,7 @@ def test_cqlsh_works_against_cassandra(stack):
 
 
 def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
-    from cdcpipe.services.spark import job_jars
+    from cdcpipe.runtime.services.spark import job_jars
 
     bootstrap = stack["kafka"].bootstrap
     topic = f"test.spark.{uuid.uuid4().hex[:8]}"

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cdcpipe import processes
 from cdcpipe.clients.connect import ConnectorFile
+from cdcpipe.runtime import processes
 
 LOOPBACK = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"), ipaddress.ip_address("::ffff:127.0.0.1")}
 
@@ -143,7 +143,7 @@ def test_no_process_of_the_stack_uses_the_shared_tmp(conf, stack, spark_job):
     into /tmp, never removed; a /tmp/vertx-cache a root run left there stopped another account's
     registry. Each process now has <state>/tmp/<name>: no process of the stack, the job and
     its Python workers included, has a file under /tmp mapped or open."""
-    from cdcpipe import streaming_job
+    from cdcpipe.runtime import streaming_job
 
     shared = []
     pids = stack_pids(conf, stack)

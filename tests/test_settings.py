@@ -41,10 +41,10 @@ def test_an_unknown_topology_is_named():
 
 def test_cluster_nodes_own_processes_tokens_and_contact_points():
     from cdcpipe.pipeline.cassandra_session import contact_points
-    from cdcpipe.services.cassandra import Cassandra, initial_token
-    from cdcpipe.services.connect import Connect
-    from cdcpipe.services.kafka import Kafka
-    from cdcpipe.services.spark import Spark
+    from cdcpipe.runtime.services.cassandra import Cassandra, initial_token
+    from cdcpipe.runtime.services.connect import Connect
+    from cdcpipe.runtime.services.kafka import Kafka
+    from cdcpipe.runtime.services.spark import Spark
 
     conf = settings.load({"CDCPIPE_TOPOLOGY": "cluster", "CDCPIPE_HOME": "/nonexistent/state"})
     secrets: dict[str, str] = {}  # nothing here reads one

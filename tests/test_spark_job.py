@@ -194,7 +194,8 @@ def _python_workers(conf, driver_pid: int) -> set[int]:
     started)."""
     import psutil
 
-    from cdcpipe import processes, runtime
+    from cdcpipe import runtime
+    from cdcpipe.runtime import processes
 
     roots = [driver_pid]
     if conf.clustered:

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from cdcpipe import liveness
 from cdcpipe.bench import latency
 from cdcpipe.clients import topics
 from cdcpipe.clients.connect import ConnectClient
 from cdcpipe.errors import ConfigError
+from cdcpipe.runtime import liveness
 
 RUNNING = {"connector": {"state": "RUNNING"}, "tasks": [{"id": 0, "state": "RUNNING"}]}
 
@@ -79,7 +79,7 @@ def test_a_bad_topics_file_is_named(tmp_path):
 
 
 def test_a_kraft_cluster_id_never_starts_with_a_dash():
-    from cdcpipe.services.kafka import new_cluster_id
+    from cdcpipe.runtime.services.kafka import new_cluster_id
 
     draws = iter([b"\xf8" + bytes(15), b"\x00" * 16])  # the first encodes as "-A...", an option to the tool
     assert new_cluster_id(lambda: next(draws)) == "AAAAAAAAAAAAAAAAAAAAAA"
@@ -110,7 +110,7 @@ def test_the_watchdog_reads_no_topic_from_a_kafka_that_is_away(tmp_path):
 
     from cdc_helpers import settings_where_nothing_listens
 
-    from cdcpipe import watchdog
+    from cdcpipe.runtime import watchdog
 
     conf = settings_where_nothing_listens(tmp_path / "home")
     started = time.monotonic()

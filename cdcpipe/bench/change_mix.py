@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import WriteConflict
-from ..randomuser import NATS, STREETS, TIMEZONES, TITLES
+from ..runtime.randomuser import NATS, STREETS, TIMEZONES, TITLES
 
 #: Column -> PostgreSQL array type, for the unnest() statements (public.users minus created_at
 #: and updated_at, which the table fills).

@@ -56,10 +56,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import processes, runtime, streaming_job, verify
+from .. import runtime, verify
 from ..errors import PipelineStalled
 from ..pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
 from ..pipeline.schema_changes import USERS_TOPIC
+from ..runtime import processes, streaming_job
 from ..settings import Settings
 from . import change_mix, sink_ceiling
 from .job import _epoch

@@ -22,9 +22,10 @@ from typing import Any
 import fastavro
 import requests
 
-from .. import migrations, processes, runtime, streaming_job
+from .. import runtime
 from ..errors import CdcpipeError
 from ..pipeline.schema_changes import USERS_TOPIC
+from ..runtime import migrations, processes, streaming_job
 from ..settings import Settings
 
 SOURCE_TOPIC = USERS_TOPIC

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import runtime, streaming_job
+from .. import runtime
 from ..errors import CdcpipeError
 from ..pipeline.schema_changes import USERS_TOPIC
+from ..runtime import streaming_job
 from ..settings import Settings
 
 TOPIC = USERS_TOPIC

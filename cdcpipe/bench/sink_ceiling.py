@@ -28,9 +28,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .. import migrations, verify
+from .. import verify
 from ..errors import CeilingFailed
 from ..pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
+from ..runtime import migrations
 
 #: Raw records as KafkaTimes keeps them: (key bytes, value bytes, partition, offset).
 RawRecord = tuple[bytes, bytes, int, int]

@@ -35,8 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import liveness, processes, runtime, streaming_job
+from .. import runtime
 from ..errors import CdcpipeError
+from ..runtime import liveness, processes, streaming_job
 from ..settings import Settings
 from . import end_to_end, latency
 

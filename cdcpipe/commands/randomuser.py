@@ -8,9 +8,10 @@ import signal
 import sys
 import threading
 
-from .. import credentials, settings
+from .. import settings
 from ..errors import CdcpipeError, PortInUse
-from ..randomuser import make_server
+from ..runtime import credentials
+from ..runtime.randomuser import make_server
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

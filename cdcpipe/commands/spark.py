@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from .. import settings, streaming_job
+from .. import settings
+from ..runtime import streaming_job
 
 
 def cmd_start(args: argparse.Namespace) -> int:

@@ -14,7 +14,8 @@ def serve(port: int | None = None) -> None:
     """Run the console in the foreground on 127.0.0.1 until interrupted."""
     import uvicorn
 
-    from .. import credentials, settings
+    from .. import settings
+    from ..runtime import credentials
     from .app import create_app
 
     conf = settings.load()

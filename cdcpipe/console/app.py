@@ -28,8 +28,8 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .. import processes, streaming_job
 from ..pipeline import changes
+from ..runtime import processes, streaming_job
 from ..settings import Settings
 from . import guard, schema_diff
 from .monitor import Monitor, _error

@@ -1,7 +1,7 @@
 """What the console shows, read through the package's own clients.
 
 Nothing here re-implements the CLI: service states come from :func:`cdcpipe.runtime.status`,
-the job's progress from :func:`cdcpipe.streaming_job.progress`, connector actions from
+the job's progress from :func:`cdcpipe.runtime.streaming_job.progress`, connector actions from
 :class:`cdcpipe.clients.connect.ConnectClient`, change events are decoded by
 :func:`cdcpipe.pipeline.avro_reader.decode` and made JSON by ``avro_reader.to_json``.
 
@@ -29,11 +29,12 @@ from urllib.parse import quote
 
 import requests
 
-from .. import runtime, streaming_job
+from .. import runtime
 from ..clients import topics
 from ..clients.connect import DEFAULT_FILE, ConnectorFile
 from ..pipeline.avro_reader import DecodeError, SchemaCache, decode, to_json
 from ..pipeline.cassandra_sink import quote as quote_name
+from ..runtime import streaming_job
 from ..settings import Settings
 
 SAMPLE_SECONDS = 5.0

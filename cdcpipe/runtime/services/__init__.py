@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ...errors import ConfigError
+from ...settings import Settings
 from .. import credentials
-from ..errors import ConfigError
-from ..settings import Settings
 from .airflow import Airflow
 from .base import NotReady, Service
 from .cassandra import Cassandra

@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 import requests
 
-from ..clients.airflow import AirflowClient
-from ..errors import MissingDependency, ServiceFailed
-from ..settings import private_dir, write_private
+from ...clients.airflow import AirflowClient
+from ...errors import MissingDependency, ServiceFailed
+from ...settings import private_dir, write_private
 from .base import NotReady, Service
 
 ADMIN_USER = "admin"
@@ -75,11 +75,11 @@ class Airflow(Service):
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.dir / "logs"),
-            # Task logs are served by cdcpipe.airflow_log_server on 127.0.0.1 (the scheduler's
+            # Task logs are served by cdcpipe.runtime.airflow_log_server on 127.0.0.1 (the scheduler's
             # own log server would listen on every interface), and the api-server asks for
             # them at 127.0.0.1, not at the machine's name.
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port("airflow_log_server")),
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "cdcpipe.airflow_log_server.loopback_hostname",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "cdcpipe.runtime.airflow_log_server.loopback_hostname",
             # The pipeline's database, for the DAGs (PostgresHook conn id users_db).
             "AIRFLOW_CONN_USERS_DB": f"postgresql://cdcpipe:{pw('cdcpipe')}@{pg_host}:{pg_port}/users",
             # The local randomuser stand-in's origin and API key (users_etl/api.py sends the key
@@ -111,7 +111,7 @@ class Airflow(Service):
         self.spawn("airflow-api-server", [airflow_bin(), "api-server"], env=env, cwd=self.dir)
         self.spawn("airflow-scheduler", [airflow_bin(), "scheduler", "--skip-serve-logs"], env=env, cwd=self.dir)
         self.spawn("airflow-dag-processor", [airflow_bin(), "dag-processor"], env=env, cwd=self.dir)
-        self.spawn("airflow-log-server", [sys.executable, "-m", "cdcpipe.airflow_log_server"], env=env, cwd=self.dir)
+        self.spawn("airflow-log-server", [sys.executable, "-m", "cdcpipe.runtime.airflow_log_server"], env=env, cwd=self.dir)
 
     def health(self) -> dict[str, Any]:
         return requests.get(self.url + "/api/v2/monitor/health", timeout=5).json()

@@ -10,7 +10,7 @@ import json
 import os
 import secrets
 
-from .settings import Settings, secure_home
+from ..settings import Settings, secure_home
 
 #: Accounts of the local runtime -> what each is for; each gets a random password on first use.
 ACCOUNTS: dict[str, str] = {

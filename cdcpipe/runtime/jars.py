@@ -29,11 +29,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..errors import CdcpipeError, MissingDependency
+from ..settings import Settings
 from . import java
-from .errors import CdcpipeError, MissingDependency
-from .settings import Settings
 
-MANIFEST = Path(__file__).resolve().parent / "jvm" / "pom.xml"
+MANIFEST = Path(__file__).resolve().parents[1] / "jvm" / "pom.xml"
 #: Java sources compiled by this project (a Spark UI filter), and the jar they become.
 UI_LOGIN_SOURCES = MANIFEST.parent / "ui-login"
 UI_LOGIN_JAR = Path("spark-ui") / "cdcpipe-spark-ui-login.jar"

@@ -23,10 +23,10 @@ from typing import Any
 
 import requests
 
+from ...pipeline.avro_reader import SchemaCache
+from ...pipeline.logins import Login
+from ...settings import private_dir, write_private
 from .. import java
-from ..pipeline.avro_reader import SchemaCache
-from ..pipeline.logins import Login
-from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
 HEAP_MB = 256

@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..errors import CdcpipeError, ConfigError, PortInUse, ServiceFailed
+from ..settings import Settings, secure_home
 from . import jars, processes
-from .errors import CdcpipeError, ConfigError, PortInUse, ServiceFailed
 from .services import Service, services
 from .services import by_name as by_name
 from .services import service as service
 from .services.base import NotReady
-from .settings import Settings, secure_home
 
 Progress = Callable[[str], None]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .settings import REPO
+from ..settings import REPO
 
 POSTGRES_DIR = REPO / "sql" / "postgres"
 CASSANDRA_DIR = REPO / "sql" / "cassandra"

@@ -19,10 +19,10 @@ import time
 import uuid
 from typing import Any
 
+from ...errors import ServiceFailed, ServiceUnavailable
+from ...pipeline.logins import Login
+from ...settings import private_dir, write_private
 from .. import java
-from ..errors import ServiceFailed, ServiceUnavailable
-from ..pipeline.logins import Login
-from ..settings import private_dir, write_private
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
 
@@ -212,7 +212,7 @@ class Kafka(Service):
 
     def after_ready(self) -> None:
         """The CDC topics of connectors/topics.json, before Connect writes or Spark reads them."""
-        from ..clients import topics
+        from ...clients import topics
 
         write_private(self.credentials_file, self.login.file_text())  # a broker started by an older cdcpipe
         specs = topics.load()

@@ -1,4 +1,4 @@
-"""The capture watchdog (:mod:`cdcpipe.watchdog`) as a service of the local runtime."""
+"""The capture watchdog (:mod:`cdcpipe.runtime.watchdog`) as a service of the local runtime."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..settings import Settings
+from ...settings import Settings
 from .base import NotReady, Service
 
 
@@ -33,7 +33,7 @@ class Watchdog(Service):
 
     def launch(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.spawn("watchdog", [sys.executable, "-m", "cdcpipe.watchdog"], cwd=self.dir)
+        self.spawn("watchdog", [sys.executable, "-m", "cdcpipe.runtime.watchdog"], cwd=self.dir)
 
     def probe(self) -> None:
         state = read_state(self.settings)

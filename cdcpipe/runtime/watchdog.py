@@ -1,7 +1,7 @@
-"""The capture watchdog: ``python -m cdcpipe.watchdog``, a process of the local runtime.
+"""The capture watchdog: ``python -m cdcpipe.runtime.watchdog``, a process of the local runtime.
 
 Every ``CDCPIPE_WATCHDOG_INTERVAL`` seconds (default 15) it judges the connector's liveness
-(:mod:`cdcpipe.liveness`) and, when the connector is **stuck** (RUNNING without heartbeats
+(:mod:`cdcpipe.runtime.liveness`) and, when the connector is **stuck** (RUNNING without heartbeats
 while WAL waits) or **FAILED**, restarts it and its tasks through Connect's REST API, at
 most once per backoff period (60 s, doubling to 10 min while it keeps failing). Nothing is
 lost by a restart: the task resumes from its last committed offset and the slot has kept
@@ -21,14 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import credentials, liveness, runtime, settings
-from .clients.connect import ConnectClient, ConnectorFile
-from .clients.topics import partitions
-from .errors import CdcpipeError
-from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
+from .. import runtime, settings
+from ..clients.connect import ConnectClient, ConnectorFile
+from ..clients.topics import partitions
+from ..errors import CdcpipeError
+from ..pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
+from . import credentials, liveness
 from .services.watchdog import state_file
 
-log = logging.getLogger("cdcpipe.watchdog")
+log = logging.getLogger("cdcpipe.runtime.watchdog")
 
 INTERVAL = float(os.environ.get("CDCPIPE_WATCHDOG_INTERVAL", "15"))
 BACKOFF_FIRST, BACKOFF_MAX = 60.0, 600.0

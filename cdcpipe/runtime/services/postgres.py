@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ...errors import ConfigError, MissingDependency, ServiceFailed
+from ...settings import private_dir, write_private
 from .. import migrations, processes
-from ..errors import ConfigError, MissingDependency, ServiceFailed
-from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
 MIN_VERSION = 15
@@ -37,7 +37,7 @@ SERVER_SETTINGS = {
 #: Databases and their owners; each owner gets a password from credentials.
 DATABASES = {"users": "cdcpipe", "airflow": "airflow", "registry": "registry"}
 #: Client authentication: passwords (SCRAM) only, loopback only, no physical replication.
-PG_HBA = """# Written by cdcpipe on every 'up'; edit cdcpipe/services/postgres.py, not this file.
+PG_HBA = """# Written by cdcpipe on every 'up'; edit cdcpipe/runtime/services/postgres.py, not this file.
 local   all   all                  scram-sha-256
 host    all   all   127.0.0.1/32   scram-sha-256
 host    all   all   ::1/128        scram-sha-256
@@ -50,7 +50,7 @@ PRIVATE_DATABASES = ("airflow", "registry", "postgres", "template1")
 USERS_DB_GRANTS = (
     # The application login writes public.users through the role the migrations create.
     "GRANT users_writer TO cdcpipe",
-    # The capture watchdog (cdcpipe.liveness) reads the heartbeat as cdcpipe.
+    # The capture watchdog (cdcpipe.runtime.liveness) reads the heartbeat as cdcpipe.
     "GRANT SELECT ON public.cdc_heartbeat TO cdcpipe",
     # cdcpipe resync signals Debezium's incremental snapshots (sql/postgres/003_resync.sql).
     "GRANT cdc_signaller TO cdcpipe",

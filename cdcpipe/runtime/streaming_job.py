@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import CdcpipeError, ServiceFailed
+from ..settings import REPO, Settings
 from . import credentials, processes
-from .errors import CdcpipeError, ServiceFailed
 from .services import by_name, service
 from .services.spark import job_jars
-from .settings import Settings
 
 PROCESS = "spark-job"
-JOB = Path(__file__).resolve().parent.parent / "spark_jobs" / "users_to_cassandra.py"
+JOB = REPO / "spark_jobs" / "users_to_cassandra.py"
 
 
 def checkpoint_dir(settings: Settings) -> Path:

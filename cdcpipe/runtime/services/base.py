@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 from typing import Any, ClassVar
 
+from ...settings import NODE_PORTS, Settings, node_port_name, node_process
 from .. import processes
-from ..settings import NODE_PORTS, Settings, node_port_name, node_process
 
 
 class NotReady(Exception):

@@ -20,10 +20,10 @@ from typing import Any
 
 import requests
 
+from ...clients.connect import RUNTIME_USER, ConnectClient
+from ...pipeline.logins import Login
+from ...settings import private_dir, write_private
 from .. import java
-from ..clients.connect import RUNTIME_USER, ConnectClient
-from ..pipeline.logins import Login
-from ..settings import private_dir, write_private
 from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
 from .kafka import USER as KAFKA_USER

@@ -20,11 +20,11 @@ from typing import Any
 
 import requests
 
+from ...errors import MissingDependency
+from ...pipeline.logins import Login, ui_login_conf
+from ...settings import node_process, private_dir, write_private
 from .. import java
-from ..errors import MissingDependency
 from ..jars import ui_login_jar
-from ..pipeline.logins import Login, ui_login_conf
-from ..settings import node_process, private_dir, write_private
 from .base import NotReady, Service
 
 DAEMON_HEAP_MB = 256

@@ -16,7 +16,7 @@ about snapshots: Debezium writes no heartbeat while it snapshots, so a snapshot 
 than a minute looked stuck, and the watchdog restarted it, over and over (issue 23).
 Records arriving in the topics are the connector moving, whatever it is doing.
 
-The watchdog (``cdcpipe.watchdog``, a service of the local runtime) restarts a stuck
+The watchdog (``cdcpipe.runtime.watchdog``, a service of the local runtime) restarts a stuck
 connector, and a FAILED one, with backoff, and records what it did for ``status``.
 """
 

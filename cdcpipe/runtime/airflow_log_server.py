@@ -1,4 +1,4 @@
-"""Airflow's worker log server, bound to 127.0.0.1 (``python -m cdcpipe.airflow_log_server``).
+"""Airflow's worker log server, bound to 127.0.0.1 (``python -m cdcpipe.runtime.airflow_log_server``).
 
 The scheduler of Airflow 3.3 starts its own log server (``airflow.utils.serve_logs``) for the
 LocalExecutor's task logs, on ``[logging] worker_log_server_port`` and on every interface:

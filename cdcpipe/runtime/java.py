@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import MissingDependency
+from ..errors import MissingDependency
 
 MIN_JAVA = 17
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .settings import Settings, private_dir
+from ..settings import Settings, private_dir
 
 
 def _start_ticks(pid: int) -> int | None:

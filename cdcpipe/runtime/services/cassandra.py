@@ -45,11 +45,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ...errors import ConfigError, MissingDependency, ServiceFailed
+from ...pipeline.cassandra_session import CLUSTER_CONSISTENCY, refused_login
+from ...pipeline.logins import Login
+from ...settings import private_dir, write_private
 from .. import java, migrations
-from ..errors import ConfigError, MissingDependency, ServiceFailed
-from ..pipeline.cassandra_session import CLUSTER_CONSISTENCY, refused_login
-from ..pipeline.logins import Login
-from ..settings import private_dir, write_private
 from .base import NotReady, Service
 
 HEAP_MB = 1024
@@ -388,13 +388,13 @@ class Cassandra(Service):
         """A long-lived cassandra-driver session logged in for ``use`` (admin, job, reader);
         the caller shuts the cluster down (``session.cluster.shutdown()``). For a short use,
         :meth:`connected`."""
-        from ..pipeline.cassandra_session import connect
+        from ...pipeline.cassandra_session import connect
 
         return connect(self.contact_points, self.port(), keyspace, login=self.login(use), consistency=consistency or self.consistency)
 
     def connected(self, keyspace: str | None = None, use: str = "admin", consistency: str | None = None):
         """``with cassandra.connected() as session:`` — the cluster is shut down on leaving."""
-        from ..pipeline.cassandra_session import session
+        from ...pipeline.cassandra_session import session
 
         return session(self.contact_points, self.port(), keyspace, login=self.login(use), consistency=consistency or self.consistency)
 
@@ -402,7 +402,7 @@ class Cassandra(Service):
         from cassandra import DriverException
         from cassandra.cluster import NoHostAvailable
 
-        from ..pipeline.cassandra_session import session
+        from ...pipeline.cassandra_session import session
 
         for login in (self.login(), DEFAULT_LOGIN):  # the default superuser: a new node (after_ready)
             try:
@@ -473,7 +473,7 @@ class Cassandra(Service):
         has only the default one). ConfigError if neither login is accepted."""
         from cassandra.cluster import NoHostAvailable
 
-        from ..pipeline.cassandra_session import session
+        from ...pipeline.cassandra_session import session
 
         admin = self.login()
         try:

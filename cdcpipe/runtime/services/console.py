@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-from ..settings import private_dir
+from ...settings import private_dir
 from .base import NotReady, Service
 
 ADMIN_USER = "admin"
