@@ -273,7 +273,7 @@ def kafka_login(args: argparse.Namespace, form: str) -> dict[str, str]:
     return getattr(read_login(args.kafka_credentials, "Kafka credentials"), form)()
 
 
-def wait_for_topic(args: argparse.Namespace, report: ProgressReport, stopping: dict[str, bool]) -> bool:
+def wait_for_topic(args: argparse.Namespace, report: ProgressReport, stopping: Stopping) -> bool:
     """Wait until the subscribed topic exists (False if asked to stop meanwhile).
 
     On a fresh stack nothing may have been written yet; ``cdcpipe up`` creates the topic, but
@@ -291,7 +291,7 @@ def wait_for_topic(args: argparse.Namespace, report: ProgressReport, stopping: d
         {"bootstrap.servers": args.bootstrap, **kafka_login(args, "kafka_settings"), "socket.timeout.ms": 5000, "log_level": 0}
     )
     since, logged = time.monotonic(), 0.0
-    while not stopping["now"]:
+    while not stopping.now:
         try:
             meta = admin.list_topics(timeout=5)
             missing = [name for name in wanted if not (t := meta.topics.get(name)) or t.error is not None or not t.partitions]
@@ -340,10 +340,8 @@ def authenticated(builder, secret: str | None):
     return builder
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = options(argv)
-    consistency(args.write_consistency)  # a misspelt level fails here, not on every batch
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def spark_session(args: argparse.Namespace):
+    """The driver's SparkSession, configured for this job (the RPC secret kept off the command line)."""
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName("cdcpipe-users-to-cassandra")
@@ -370,7 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         builder = builder.config("spark.ui.enabled", "false")
     spark = authenticated(builder, os.environ.get(AUTH_SECRET_ENV)).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    conf = {
+    return spark
+
+
+def executor_conf(args: argparse.Namespace) -> dict[str, Any]:
+    """What every task needs to reach Cassandra and the registry (``executor_sink``'s key)."""
+    return {
         "cassandra_host": args.cassandra_host,
         "cassandra_port": args.cassandra_port,
         "cassandra_credentials": args.cassandra_credentials,
@@ -382,22 +385,49 @@ def main(argv: list[str] | None = None) -> int:
         "topic": args.topic,
         "schema_changes_topic": args.schema_changes_topic,
     }
-    # tasks_*_epochs: how the batches' tasks got their sync epochs (one view per batch, or each
-    # reading the table); the tests check the first is what happens.
-    totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0, "tasks_batch_epochs": 0, "tasks_own_epochs": 0}
-    epoch_topics = [conf["topic"], conf["schema_changes_topic"]]
 
-    apply_on_executors = ArrowMapper(lambda it: apply_arrow(it, conf), APPLIED_SCHEMA, COLUMNS)
 
-    def apply_batch(batch, batch_id: int) -> None:
+class Stopping:
+    """Set by SIGTERM or SIGINT: the query stops after its current batch."""
+
+    def __init__(self) -> None:
+        self.now = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("signal %s: stopping the query after the current batch", signum)
+        self.now = True
+
+    def pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, less if asked to stop meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self.now and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+class BatchApplier:
+    """``foreachBatch``'s function: the batch applied on the executors, its schema changes on
+    the driver after them, and the counts added to the totals of the progress file."""
+
+    def __init__(self, spark, conf: dict[str, Any], report: ProgressReport, keep_warm_seconds: float):
+        self.spark, self.conf, self.report = spark, conf, report
+        self.keep_warm_seconds = keep_warm_seconds
+        self.epoch_topics = [conf["topic"], conf["schema_changes_topic"]]
+        self.on_executors = ArrowMapper(lambda it: apply_arrow(it, conf), APPLIED_SCHEMA, COLUMNS)
+
+    def __call__(self, batch, batch_id: int) -> None:
         # The work happens on the executors; only one row of counts per partition returns.
+        conf = self.conf
         try:
             # One view of cdc.sync_state for every task of the batch (pipeline/sync_state.py).
             # pyspark pins this thread to a JVM thread, whose local properties the batch's job
             # takes to its tasks.
-            view = sync_snapshot(executor_sink(conf)[0].session, epoch_topics, conf["keyspace"])
-            spark.sparkContext.setLocalProperty(SYNC_BATCH_PROPERTY, view)
-            counts = apply_on_executors(batch).collect()
+            view = sync_snapshot(executor_sink(conf)[0].session, self.epoch_topics, conf["keyspace"])
+            self.spark.sparkContext.setLocalProperty(SYNC_BATCH_PROPERTY, view)
+            counts = self.on_executors(batch).collect()
             # DDL after the batch's row writes, on the driver: a TRUNCATE or DROP COLUMN then
             # covers every write of the batch older than it (pipeline/schema_changes.py).
             changes = [SchemaChange.from_json(text) for row in counts for text in row.schema_changes or []]
@@ -406,8 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                     log.warning("schema change: %s", done)
         except Exception as exc:  # the executors' Python traceback is in this one, not in the query's
             unreached = explain_unreached(exc)  # "against any hosts, {}" says nothing by itself
-            report.cause = _first_line(exc) + (f" ({unreached})" if unreached else "")
+            self.report.cause = _first_line(exc) + (f" ({unreached})" if unreached else "")
             raise
+        totals = self.report.totals
         for row in counts:
             totals["records"] += row.records
             totals["writes"] += row.writes
@@ -415,83 +446,73 @@ def main(argv: list[str] | None = None) -> int:
             totals["tasks_batch_epochs" if row.epoch_view == "batch" else "tasks_own_epochs"] += 1
         totals["batches"] += 1
 
-    report = ProgressReport(args.progress_file, totals)
-    spark.streams.addListener(report)
-
-    def keep_warm(query) -> None:
+    def keep_warm(self, query) -> None:
         """Run a Python task on both cores when no batch has for --keep-warm-seconds (and none
         is running). Spark's JVM stops every idle Python worker once none has been used for a
         minute (PythonWorkerFactory.IDLE_WORKER_TIMEOUT_NS, fixed, checked every 10 s); the next
         change then waited for a new worker to import, connect to Cassandra and fetch schemas
         (the first change after 75 s idle took 1.7-1.8 s on a quiet machine, 0.2-0.5 s after a
         1-2 s pause)."""
-        idle = time.monotonic() - report.python_used_at
-        if not args.keep_warm_seconds or idle < args.keep_warm_seconds or query.status.get("isTriggerActive"):
+        idle = time.monotonic() - self.report.python_used_at
+        if not self.keep_warm_seconds or idle < self.keep_warm_seconds or query.status.get("isTriggerActive"):
             return
-        report.python_used_at = time.monotonic()
+        self.report.python_used_at = time.monotonic()
+        conf = self.conf
         try:
-            spark.range(0, 2, 1, 2).mapInArrow(lambda it: keep_warm_arrow(it, conf), "ready long").collect()
+            self.spark.range(0, 2, 1, 2).mapInArrow(lambda it: keep_warm_arrow(it, conf), "ready long").collect()
         except Exception as exc:  # e.g. Cassandra away: the next batch will say so, and retry
             log.warning("keep-warm task failed: %s", _first_line(exc))
 
-    stopping = {"now": False}
 
-    def on_signal(signum, _frame):
-        log.info("signal %s: stopping the query after the current batch", signum)
-        stopping["now"] = True
+def start_query(spark, args: argparse.Namespace, apply_batch: BatchApplier):
+    """The streaming query: the CDC topics from Kafka, each micro-batch to ``apply_batch``."""
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", args.bootstrap)
+        .option("startingOffsets", args.starting_offsets)
+        .option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
+        .option("minPartitions", str(args.min_partitions))
+        .option("failOnDataLoss", "true")  # never skip silently past lost offsets
+        # A task reads up to the partition's end; the broker then held each fetch for the
+        # default 500 ms waiting for more. Measured: a one-record batch 800 -> 300 ms.
+        .option("kafka.fetch.max.wait.ms", "10")
+        # The driver's AdminClient lists the latest offsets before each batch. A request
+        # for a partition whose leader just died stays pinned to that broker until it
+        # answers or default.api.timeout.ms (60 s) ends: on the cluster a leader-broker
+        # kill stalled the job 53 s, until the dead broker was back. With 10 s the call
+        # fails, Spark retries it (fetchOffset.numRetries) on a new AdminClient, which
+        # finds the new leader. request.timeout.ms must not exceed it (the client refuses).
+        .option("kafka.request.timeout.ms", "10000")
+        .option("kafka.default.api.timeout.ms", "10000")
+        .options(**{f"kafka.{k}": v for k, v in kafka_login(args, "kafka_java_settings").items()})
+    )
+    reader = reader.option("subscribePattern", args.topic_pattern) if args.topic_pattern else reader.option("subscribe", subscribed(args))
+    stream = reader.load().select(*COLUMNS)
+    return (
+        stream.writeStream.queryName(QUERY_NAME)
+        .foreachBatch(apply_batch)
+        .option("checkpointLocation", args.checkpoint)
+        .trigger(processingTime=f"{args.trigger_seconds} seconds")
+        .start()
+    )
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
 
-    def start_query():
-        reader = (
-            spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", args.bootstrap)
-            .option("startingOffsets", args.starting_offsets)
-            .option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
-            .option("minPartitions", str(args.min_partitions))
-            .option("failOnDataLoss", "true")  # never skip silently past lost offsets
-            # A task reads up to the partition's end; the broker then held each fetch for the
-            # default 500 ms waiting for more. Measured: a one-record batch 800 -> 300 ms.
-            .option("kafka.fetch.max.wait.ms", "10")
-            # The driver's AdminClient lists the latest offsets before each batch. A request
-            # for a partition whose leader just died stays pinned to that broker until it
-            # answers or default.api.timeout.ms (60 s) ends: on the cluster a leader-broker
-            # kill stalled the job 53 s, until the dead broker was back. With 10 s the call
-            # fails, Spark retries it (fetchOffset.numRetries) on a new AdminClient, which
-            # finds the new leader. request.timeout.ms must not exceed it (the client refuses).
-            .option("kafka.request.timeout.ms", "10000")
-            .option("kafka.default.api.timeout.ms", "10000")
-            .options(**{f"kafka.{k}": v for k, v in kafka_login(args, "kafka_java_settings").items()})
-        )
-        reader = (
-            reader.option("subscribePattern", args.topic_pattern) if args.topic_pattern else reader.option("subscribe", subscribed(args))
-        )
-        stream = reader.load().select(*COLUMNS)
-        return (
-            stream.writeStream.queryName(QUERY_NAME)
-            .foreachBatch(apply_batch)
-            .option("checkpointLocation", args.checkpoint)
-            .trigger(processingTime=f"{args.trigger_seconds} seconds")
-            .start()
-        )
+def supervise(spark, args: argparse.Namespace, apply_batch: BatchApplier, stopping: Stopping) -> None:
+    """Run the query until asked to stop, restarting it with backoff whenever it fails.
 
-    def pause(seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not stopping["now"] and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-    # A failed query is never given up on: anything that escapes apply_partition is the
-    # system's fault (Cassandra, the registry or Kafka away; a record's own faults are
-    # dead-lettered there), so the same batch is retried, with backoff, until it succeeds.
-    # The checkpoint has not moved past it, so nothing is skipped.
+    A failed query is never given up on: anything that escapes apply_partition is the
+    system's fault (Cassandra, the registry or Kafka away; a record's own faults are
+    dead-lettered there), so the same batch is retried, with backoff, until it succeeds.
+    The checkpoint has not moved past it, so nothing is skipped.
+    """
+    report = apply_batch.report
     query = None
     try:
-        while not stopping["now"]:
+        while not stopping.now:
             if not wait_for_topic(args, report, stopping):
                 break
             try:
-                query = start_query()
+                query = start_query(spark, args, apply_batch)
             except Exception as exc:  # e.g. Kafka unreachable while planning
                 error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             else:
@@ -500,12 +521,12 @@ def main(argv: list[str] | None = None) -> int:
                     "started: %s -> %s.%s, checkpoint %s", args.topic_pattern or args.topic, args.keyspace, args.table, args.checkpoint
                 )
                 try:
-                    while not stopping["now"] and not query.awaitTermination(HEARTBEAT_SECONDS):
+                    while not stopping.now and not query.awaitTermination(HEARTBEAT_SECONDS):
                         report.write("running")  # a heartbeat; batches are reported as they end
-                        keep_warm(query)
+                        apply_batch.keep_warm(query)
                 except StreamingQueryException:
                     pass  # awaitTermination raises what failed the query; query.exception() has it
-                if stopping["now"]:
+                if stopping.now:
                     break
                 failure = query.exception()
                 if failure is None:  # stopped from outside (not by us): nothing to retry
@@ -515,10 +536,27 @@ def main(argv: list[str] | None = None) -> int:
             delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempts - 1))
             log.error("query failed (%d in a row): %s; restarting in %.0fs", attempts, error, delay)
             report.write("retrying", f"{error} (attempt {attempts}, next in {delay:.0f}s)")
-            pause(delay)
+            stopping.pause(delay)
     finally:
         if query is not None and query.isActive:
             query.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = options(argv)
+    consistency(args.write_consistency)  # a misspelt level fails here, not on every batch
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    spark = spark_session(args)
+    # tasks_*_epochs: how the batches' tasks got their sync epochs (one view per batch, or each
+    # reading the table); the tests check the first is what happens.
+    totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0, "tasks_batch_epochs": 0, "tasks_own_epochs": 0}
+    report = ProgressReport(args.progress_file, totals)
+    spark.streams.addListener(report)
+    stopping = Stopping()
+    stopping.install()
+    try:
+        supervise(spark, args, BatchApplier(spark, executor_conf(args), report, args.keep_warm_seconds), stopping)
+    finally:
         report.write("stopped")
         spark.stop()
     return 0
