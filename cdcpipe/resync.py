@@ -47,7 +47,12 @@ def end_offsets(kafka: dict[str, Any], topic: str) -> dict[int, int]:
     """Each partition's end offset; ``kafka``: a client configuration (``Kafka.client_config()``)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({**kafka, "group.id": f"cdcpipe-resync-{uuid.uuid4().hex[:8]}"})
+    # A group is required but unused here (nothing is consumed or committed). Closing the
+    # consumer while it still connects to its group coordinator made librdkafka print
+    # "GroupCoordinator: SASL authentication error: ... Broker transport failure" to stderr
+    # in the middle of the demo's output: a login that works, cut short. Only critical logs:
+    # what goes wrong here raises from get_watermark_offsets.
+    consumer = Consumer({**kafka, "group.id": f"cdcpipe-resync-{uuid.uuid4().hex[:8]}", "log_level": 2})
     try:
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions(consumer, topic)}
     finally:
