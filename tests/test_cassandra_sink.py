@@ -148,6 +148,48 @@ def test_a_dropped_table_is_the_systems_fault(own_table, cassandra):
         sink.apply([_change(_row(str(uuid.uuid4())), i) for i in range(5)])
 
 
+def test_clears_touch_only_rows_holding_what_they_delete_and_spare_later_writes(own_table, cassandra):
+    """DROP COLUMN deletes the column's cell only in rows that hold one (a column dropped soon
+    after it was added is empty almost everywhere: a delete per row of the table cost minutes
+    on the cluster), at the drop's timestamp, so a value written after it survives; TRUNCATE
+    deletes every row at its timestamp, and a row written after it survives too."""
+    sink = CassandraSink(cassandra, "cdc", own_table)
+    before = [_row(str(uuid.uuid4()), city=f"city {i}") for i in range(3)]
+    empty = [_row(str(uuid.uuid4()), city=None) for _ in range(4)]
+    later = _row(str(uuid.uuid4()), city="written after the drop")
+    changes = [_change(row, 10 + i) for i, row in enumerate(before + empty)] + [_change(later, 100)]
+    assert sink.apply(changes) == []
+
+    assert sink.clear_column("city", STREAMING_BASE + 50) == 4  # the three before it and the later one
+    got = {str(r.id): r.city for r in cassandra.execute(f"SELECT id, city FROM cdc.{own_table}")}
+    assert got == {**{row["id"]: None for row in before + empty}, later["id"]: "written after the drop"}
+    assert sink.clear_column("city", STREAMING_BASE + 50) == 1  # replayed: only the later value is left, and kept
+    assert sink.clear_column("no_such_column", STREAMING_BASE + 50) == 0
+
+    assert sink.truncate(STREAMING_BASE + 60) == 8
+    assert [str(r.id) for r in cassandra.execute(f"SELECT id FROM cdc.{own_table}")] == [later["id"]]
+
+
+def test_the_clears_read_at_a_level_that_sees_every_acknowledged_write():
+    """R + W > RF for every write level the job may be given and every replication factor:
+    a clear that read fewer replicas could miss a row, which would then outlive its TRUNCATE."""
+    from cassandra import ConsistencyLevel as CL
+
+    from cdcpipe.pipeline.cassandra_sink import read_level_after
+
+    def replicas(level: int, rf: int) -> int:
+        quorum = rf // 2 + 1
+        return {CL.ONE: 1, CL.LOCAL_ONE: 1, CL.TWO: 2, CL.THREE: 3, CL.QUORUM: quorum, CL.LOCAL_QUORUM: quorum, CL.ALL: rf}[level]
+
+    for write in (CL.ONE, CL.LOCAL_ONE, CL.TWO, CL.THREE, CL.QUORUM, CL.LOCAL_QUORUM, CL.ALL):
+        for rf in range(1, 6):
+            if replicas(write, rf) > rf:
+                continue  # TWO or THREE on too few replicas: no write succeeds
+            read = read_level_after(write)
+            assert replicas(read, rf) + replicas(write, rf) > rf, (CL.value_to_name[write], rf, CL.value_to_name[read])
+    assert read_level_after(CL.LOCAL_QUORUM) == CL.LOCAL_QUORUM  # the cluster's default: no node more than the writes need
+
+
 @pytest.fixture
 def text_key_sink(cassandra):
     name = f"text_key_{uuid.uuid4().hex[:8]}"

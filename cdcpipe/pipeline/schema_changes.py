@@ -17,8 +17,8 @@ What the job does with each kind, after the micro-batch's own writes (``apply``)
   has a higher timestamp and survives, also when the truncate is replayed. Upserts older than
   T that reach the job later (the users topic and the journal topic are separate partitions,
   so Kafka does not order them) are skipped: :class:`Floors` holds T.
-* ``drop_column`` at T: the column's cells are deleted ``USING TIMESTAMP T``, key by key,
-  which keeps a value written after a later ADD COLUMN of the same name. Cassandra's own
+* ``drop_column`` at T: the column's cells are deleted ``USING TIMESTAMP T``, key by key in
+  the rows that hold one, which keeps a value written after a later ADD COLUMN of the same name. Cassandra's own
   ``ALTER TABLE ... DROP`` is not used: it drops cells by the wall-clock time of the drop,
   and this pipeline's timestamps lie far in the future (docs/operations.md, "Re-sync and
   schema changes"). The emptied column stays in ``cdc.users``. A late record of the old schema
