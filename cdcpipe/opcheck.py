@@ -358,7 +358,7 @@ class Checker:
             report = None
             try:
                 with runtime.service(self.settings, "cassandra").connected() as session, self.pg() as pg:
-                    _, report = verify.judge_live(
+                    report = verify.judge_live(
                         pg, session, self.settings, runtime.service(self.settings, "kafka").client_config(), timeout=90
                     )
                 if report.equal:

@@ -8,6 +8,10 @@ it holds a value (the job adds a new column with the first event that carries it
 value: `cdcpipe resync` clears those. A source whose system identifier is not the one the
 newest sync epoch recorded is a difference too (it needs `cdcpipe resync`).
 
+**Memory.** `cdcpipe verify` compares the whole table a page at a time on each side
+(:func:`judge_streamed`), so its memory does not grow with the table; :func:`judge` holds
+both sides, for a set of keys and for tests that want the rows.
+
 **Judging a live pipeline** (:func:`judge_live`). A comparison at one instant counts every
 change still in flight as a difference. So a key that differs is judged again, in rounds:
 
@@ -32,6 +36,7 @@ job's reason is named instead (``Inconclusive``).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 import uuid
 from collections import Counter
@@ -232,16 +237,21 @@ def compare(pg, session, keys: Collection[str] | None = None, table: str = "user
     return actual, report.lines()
 
 
-def judge(
-    pg, session, keys: Collection[str] | None = None, table: str = "users", versions: dict[str, str] | None = None
-) -> tuple[dict[str, dict[str, Any]], Report]:
-    """(read model rows, Report) right now: every row, or only ``keys``, of cdc.<table>;
-    ``versions`` gets the source rows' ``xmin``."""
+@dataclass
+class _Columns:
+    """The columns of both tables, as a comparison uses them."""
+
+    common: list[str]  # in both: compared
+    only_pg: list[str]  # equal wherever NULL (the job adds a column with its first value)
+    only_cassandra: list[str]  # dropped or renamed at the source: a difference wherever it holds a value
+
+
+def _columns(pg, session, table: str, report: Report) -> _Columns | None:
+    """Both tables' columns; None, with the problem in ``report``, if the read model is unreadable.
+    A source the read model was not synced from is a problem too (it needs a resync)."""
     from cassandra import InvalidRequest
     from psycopg.rows import tuple_row
 
-    expected = source_rows(pg, keys, versions)
-    report = Report(source_rows=len(expected))
     with pg.cursor(row_factory=tuple_row) as cur:
         columns = [
             r[0]
@@ -250,41 +260,136 @@ def judge(
                 "WHERE table_schema = 'public' AND table_name = 'users' ORDER BY ordinal_position"
             )
         ]
-    problems = report.problems
     identity = source_identity_problem(pg, session)
     if identity:
-        problems.append(identity)
+        report.problems.append(identity)
     try:
         cassandra_columns = read_model_columns(session, table)
     except (KeyError, InvalidRequest) as exc:
-        problems.append(f"cdc.{table} unreadable: {exc}")
+        report.problems.append(f"cdc.{table} unreadable: {exc}")
+        return None
+    return _Columns(
+        common=[c for c in columns if c in cassandra_columns],
+        only_pg=[c for c in columns if c not in cassandra_columns],
+        only_cassandra=[c for c in cassandra_columns if c not in columns],
+    )
+
+
+def _only_pg_holding(columns: _Columns, report: Report, holding: Collection[str]) -> None:
+    if holding:
+        report.problems.append(f"columns only in PostgreSQL hold values: {', '.join(sorted(holding))}")
+
+
+def _compare_rows(expected: dict, actual: dict, columns: _Columns, report: Report, holding: set[str]) -> None:
+    """Compare rows on the common columns into ``report``; ``holding`` gets the columns only
+    Cassandra has that hold a value in ``actual``."""
+    for row in actual.values():
+        for c in columns.only_cassandra:
+            if row.pop(c, None) is not None:
+                holding.add(c)
+    common = columns.common
+    key_differences({k: {c: v for c, v in row.items() if c in common} for k, row in expected.items()}, actual, report)
+
+
+def _only_cassandra_holding(report: Report, holding: Collection[str]) -> None:
+    if holding:
+        report.problems.append(
+            "columns only in Cassandra still hold values (dropped or renamed at the source; "
+            f"'cdcpipe resync' clears them): {', '.join(sorted(holding))}"
+        )
+
+
+def judge(
+    pg, session, keys: Collection[str] | None = None, table: str = "users", versions: dict[str, str] | None = None
+) -> tuple[dict[str, dict[str, Any]], Report]:
+    """(read model rows, Report) right now: every row, or only ``keys``, of cdc.<table>, both
+    sides in memory; ``versions`` gets the source rows' ``xmin``. For a whole table of any
+    size, :func:`judge_streamed` holds a page at a time."""
+    from cassandra import InvalidRequest
+
+    expected = source_rows(pg, keys, versions)
+    report = Report(source_rows=len(expected))
+    columns = _columns(pg, session, table, report)
+    if columns is None:
         return {}, report
-    only_pg = [c for c in columns if c not in cassandra_columns]
-    only_cassandra = [c for c in cassandra_columns if c not in columns]
-    # A column only PostgreSQL has is equal wherever it is NULL (the job adds it with the first
-    # event that carries a value; ADD COLUMN without DEFAULT emits no events).
-    only_pg_holding = sorted({c for row in expected.values() for c in only_pg if row.get(c) is not None})
-    if only_pg_holding:
-        problems.append(f"columns only in PostgreSQL hold values: {', '.join(only_pg_holding)}")
-    common = [c for c in columns if c in cassandra_columns]
+    _only_pg_holding(columns, report, {c for row in expected.values() for c in columns.only_pg if row.get(c) is not None})
     try:
-        actual = read_model_rows(session, common + only_cassandra, keys, table)
+        actual = read_model_rows(session, columns.common + columns.only_cassandra, keys, table)
     except InvalidRequest as exc:  # e.g. a column dropped meanwhile
-        problems.append(str(exc))
+        report.problems.append(str(exc))
         return {}, report
-    if only_cassandra:
-        holding = sorted({c for row in actual.values() for c in only_cassandra if row.get(c) is not None})
-        if holding:
-            problems.append(
-                f"columns only in Cassandra still hold values (dropped or renamed at the source; "
-                f"'cdcpipe resync' clears them): {', '.join(holding)}"
-            )
-        for row in actual.values():
-            for c in only_cassandra:
-                row.pop(c, None)
-    expected = {k: {c: v for c, v in row.items() if c in common} for k, row in expected.items()}
+    holding: set[str] = set()
+    _compare_rows(expected, actual, columns, report, holding)
+    _only_cassandra_holding(report, holding)
     report.read_model_rows = len(actual)
-    return actual, key_differences(expected, actual, report)
+    return actual, report
+
+
+#: Rows per page of a streamed comparison: what it holds in memory at once, per side.
+PAGE_ROWS = 5000
+
+
+def judge_streamed(pg, session, table: str = "users", page: int = PAGE_ROWS) -> Report:
+    """The Report of :func:`judge` for the whole table, holding one page of rows at a time.
+
+    Cassandra returns rows in token order and PostgreSQL by key, so the two sides are walked
+    in two passes instead of merged:
+
+    1. every read-model row, a page at a time (the driver's paging), against the same keys'
+       source rows (one ``id = ANY(...)`` query per page): rows that differ, and rows only in
+       Cassandra;
+    2. every source key, a page at a time in key order (``id > last``, the primary key's
+       index), looked up in the read model (ids only): rows only in PostgreSQL.
+
+    Under live writes the passes see different instants, like any comparison of a moving
+    table; :func:`judge_live` judges what they find again at a settled position."""
+    from cassandra import InvalidRequest
+    from cassandra.query import SimpleStatement, tuple_factory
+    from psycopg import sql
+    from psycopg.rows import tuple_row
+
+    from .pipeline.cassandra_sink import quote
+
+    report = Report()
+    columns = _columns(pg, session, table, report)
+    if columns is None:
+        return report
+    holds_a_value = sql.SQL("SELECT EXISTS (SELECT 1 FROM public.users WHERE {} IS NOT NULL)")
+    with pg.cursor(row_factory=tuple_row) as cur:
+        only_pg_holding = [c for c in columns.only_pg if cur.execute(holds_a_value.format(sql.Identifier(c))).fetchone()[0]]
+    _only_pg_holding(columns, report, only_pg_holding)
+
+    names = ["id", *[c for c in columns.common + columns.only_cassandra if c != "id"]]
+    select = SimpleStatement(f"SELECT {', '.join(map(quote, names))} FROM cdc.{table}", fetch_size=page)
+    holding: set[str] = set()
+    previous, session.row_factory = session.row_factory, tuple_factory
+    try:
+        rows = iter(session.execute(select, timeout=60))
+        while chunk := list(itertools.islice(rows, page)):
+            actual = {str(r[0]): {c: comparable(v) for c, v in zip(names, r)} for r in chunk}
+            report.read_model_rows += len(actual)
+            _compare_rows(source_rows(pg, actual.keys()), actual, columns, report, holding)
+    except InvalidRequest as exc:  # e.g. a column dropped meanwhile
+        report.problems.append(str(exc))
+        return report
+    finally:
+        session.row_factory = previous
+    _only_cassandra_holding(report, holding)
+
+    last: uuid.UUID | None = None
+    while True:
+        with pg.cursor(row_factory=tuple_row) as cur:
+            if last is None:
+                keys = [r[0] for r in cur.execute("SELECT id FROM public.users ORDER BY id LIMIT %s", (page,))]
+            else:
+                keys = [r[0] for r in cur.execute("SELECT id FROM public.users WHERE id > %s ORDER BY id LIMIT %s", (last, page))]
+        if not keys:
+            break
+        present = read_model_rows(session, ["id"], [str(k) for k in keys], table)
+        report.missing.extend(str(k) for k in keys if str(k) not in present)
+        report.source_rows += len(keys)
+        last = keys[-1]
+    return report
 
 
 def extra_columns(pg, session) -> list[str]:
@@ -325,27 +430,43 @@ def source_identity_problem(pg, session) -> str | None:
     return None
 
 
-def wait_until_equal(pg, session, timeout: float = 120.0, on_wait=None) -> dict[str, dict[str, Any]]:
-    """Poll until cdc.users equals public.users; Mismatch with the first differences if not.
+def _poll_until_equal(judge_once: Callable[[], tuple[Any, list[str]]], timeout: float, on_wait=None) -> Any:
+    """``judge_once()`` -> (result, differences) until there are none; Mismatch after ``timeout``.
 
-    A read of the whole table that Cassandra does not complete in time (a timeout, too few
-    replicas: a cluster with a node restarting and replaying hints) is a judgement not made
-    yet, tried again until ``timeout``; then it is raised as it came."""
+    A read that Cassandra does not complete in time (a timeout, too few replicas: a cluster
+    with a node restarting and replaying hints) is a judgement not made yet, tried again until
+    ``timeout``; then it is raised as it came."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            actual, diff = compare(pg, session)
+            result, diff = judge_once()
         except _unfinished_reads() as exc:
             if time.monotonic() > deadline:
                 raise
-            actual, diff = {}, [f"the read of cdc.users did not complete: {exc.__class__.__name__}"]
+            result, diff = None, [f"the read of cdc.users did not complete: {exc.__class__.__name__}"]
         if not diff:
-            return actual
+            return result
         if time.monotonic() > deadline:
             raise Mismatch(f"cdc.users does not match public.users after {timeout:.0f}s: " + "; ".join(diff))
         if on_wait:
             on_wait(diff)
         time.sleep(1)
+
+
+def wait_until_equal(pg, session, timeout: float = 120.0, on_wait=None) -> dict[str, dict[str, Any]]:
+    """Poll until cdc.users equals public.users at one instant; the read model's rows (held in
+    memory: for tests and the demo's table). Mismatch with the first differences if not."""
+    return _poll_until_equal(lambda: compare(pg, session), timeout, on_wait)
+
+
+def wait_until_equal_streamed(pg, session, timeout: float = 120.0, on_wait=None) -> Report:
+    """:func:`wait_until_equal` for a table of any size (:func:`judge_streamed`); its Report."""
+
+    def once() -> tuple[Report, list[str]]:
+        report = judge_streamed(pg, session)
+        return report, report.lines()
+
+    return _poll_until_equal(once, timeout, on_wait)
 
 
 def wal_position(pg) -> tuple[int, str]:
@@ -410,13 +531,14 @@ def judge_live(
     max_rounds: int = 8,
     slot: str = "cdc_users",
     on_round: Callable[[Report], None] | None = None,
-) -> tuple[dict[str, dict[str, Any]], Report]:
-    """(read model rows, Report) for a pipeline that may be writing: every key that differs at
-    first is judged again at positions both sides have passed (the module's docstring).
-    Table-level problems are reported as found; ``pg`` should be in autocommit mode."""
-    actual, first = judge(pg, session)
+) -> Report:
+    """The Report for a pipeline that may be writing: the whole table is compared streamed
+    (:func:`judge_streamed`), and every key that differs is judged again at positions both
+    sides have passed (the module's docstring). Table-level problems are reported as found;
+    ``pg`` should be in autocommit mode."""
+    first = judge_streamed(pg, session)
     if first.problems or first.equal:
-        return actual, first
+        return first
     candidates = set(first.keys())
     final = Report(source_rows=first.source_rows, read_model_rows=first.read_model_rows)
     strikes: dict[str, int] = {}
@@ -455,4 +577,4 @@ def judge_live(
             on_round(final)
     final.unsettled = sorted(candidates)
     final.rechecked = len(seen)
-    return actual, final
+    return final

@@ -25,10 +25,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         psycopg.connect(runtime.service(conf, "postgres").dsn(), autocommit=True) as pg,
     ):
         if args.wait:
-            rows = verify.wait_until_equal(pg, session, timeout=args.wait)
-            report = verify.Report(source_rows=len(rows), read_model_rows=len(rows))
+            report = verify.wait_until_equal_streamed(pg, session, timeout=args.wait)
         elif args.instant:
-            _, report = verify.judge(pg, session)
+            report = verify.judge_streamed(pg, session)
         else:
 
             def progress(r: verify.Report) -> None:
@@ -38,7 +37,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     )
 
             kafka = runtime.service(conf, "kafka").client_config()
-            _, report = verify.judge_live(pg, session, conf, kafka, timeout=args.recheck_timeout, on_round=progress)
+            report = verify.judge_live(pg, session, conf, kafka, timeout=args.recheck_timeout, on_round=progress)
         extra = verify.extra_columns(pg, session)
     if args.json:
         print(json.dumps({**report.to_json(), "columns_only_in_cassandra": extra}))

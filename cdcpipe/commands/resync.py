@@ -41,7 +41,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
             say=say,
         )
         say(f"verifying (re-checks up to {args.verify_wait:.0f}s) ...")
-        _, report = verify.judge_live(pg, session, conf, runtime.service(conf, "kafka").client_config(), timeout=args.verify_wait)
+        report = verify.judge_live(pg, session, conf, runtime.service(conf, "kafka").client_config(), timeout=args.verify_wait)
     summary["verify"] = report.to_json()
     summary["verified_rows"] = report.source_rows
     if not report.equal:
