@@ -22,7 +22,9 @@ def test_a_short_soak_reports_every_window_from_the_real_processes(spark_job, pg
     assert len(windows) >= 3, windows
     for window in windows:
         lat = window["latency"]
-        assert lat["n"] >= 3 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"], window
+        # Probes run one after another, so a window holds fewer when each takes longer (two of
+        # 7-10 s in a 15 s window on the cluster topology): at least one, whatever the latency.
+        assert lat["n"] >= 1 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"], window
         assert window["probes_not_readable_within_timeout"] == 0
         assert window["changes_per_s"] > 100  # the load really wrote
         rss = window["rss_bytes"]

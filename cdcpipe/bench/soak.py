@@ -37,6 +37,7 @@ from typing import Any
 
 from .. import runtime
 from ..errors import CdcpipeError
+from ..resync import end_offsets
 from ..runtime import liveness, processes, streaming_job
 from ..settings import Settings
 from . import end_to_end, latency
@@ -76,20 +77,15 @@ def cassandra_facts(settings: Settings) -> dict[str, Any]:
 
 def _topic_lag(settings: Settings) -> int | None:
     """Records of the CDC topic the job has not consumed yet (None when not known)."""
-    from confluent_kafka import Consumer, TopicPartition
-
     committed = streaming_job.progress(settings)["committed_offsets"] or {}
     done = {str(p): int(o) for p, o in (committed.get(latency.TOPIC) or {}).items()}
     if not done:
         return None
-    consumer = Consumer(runtime.service(settings, "kafka").client_config(**{"group.id": f"cdcpipe-soak-{uuid.uuid4()}"}))
     try:
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(latency.TOPIC, int(p)), timeout=5)[1] for p in done}
+        ends = {str(p): o for p, o in end_offsets(runtime.service(settings, "kafka").client_config(), latency.TOPIC).items()}
     except Exception:  # noqa: BLE001 - Kafka busy: this window's lag is not known
         return None
-    finally:
-        consumer.close()
-    return sum(max(0, ends[p] - done[p]) for p in done)
+    return sum(max(0, ends.get(p, 0) - done[p]) for p in done)
 
 
 def _batches(settings: Settings, since: float) -> dict[str, Any]:
