@@ -195,3 +195,23 @@ def exec_line(command: list[str]) -> list[str]:
     """The argv a ``bash -ec`` script's ``exec`` line runs (the daemon's command line)."""
     line = next(line for line in command[-1].splitlines() if line.startswith("exec "))
     return shlex.split(line)[1:]
+
+
+def cassandra_settings(env: dict) -> dict[str, str]:
+    """The cassandra.yaml settings a Cassandra container's environment sets: the image's
+    variables and JVM_EXTRA_OPTS' -Dcassandra.settings.<name>=<value>."""
+    opts = env.get("JVM_EXTRA_OPTS", "").split()
+    settings_opts = dict(arg[len("-Dcassandra.settings.") :].split("=", 1) for arg in opts if arg.startswith("-Dcassandra.settings."))
+    # Cassandra 5.0 reads -Dcassandra.settings.* only with this set (YamlConfigurationLoader).
+    assert not settings_opts or "-Dcassandra.config.allow_system_properties=true" in opts, "the settings would be ignored"
+    return {"cluster_name": env.get("CASSANDRA_CLUSTER_NAME"), "endpoint_snitch": env.get("CASSANDRA_ENDPOINT_SNITCH"), **settings_opts}
+
+
+def yaml_value(value) -> str:
+    """A cassandra.yaml value as a -D option spells it."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+#: The stock image's commitlog_sync_period (10000ms) cleared: 'batch' refuses any period, and
+#: the local runtime's cassandra.yaml never sets one.
+SYNC_PERIOD_CLEARED = "0ms clears the stock image's commitlog_sync_period, which 'batch' refuses (the local yaml has none)"

@@ -26,7 +26,9 @@ import yaml
 from compose_file import (
     ADDRESS,
     CLUSTER,
+    SYNC_PERIOD_CLEARED,
     assert_same,
+    cassandra_settings,
     env_properties,
     exec_line,
     load,
@@ -35,6 +37,7 @@ from compose_file import (
     node_services,
     option,
     topic_commands,
+    yaml_value,
 )
 
 from cdcpipe import settings
@@ -390,20 +393,6 @@ def test_connect_workers_settings(cluster, local):
 # --- Cassandra --------------------------------------------------------------------------------
 
 
-def _docker_cassandra_yaml(env: dict) -> dict[str, str]:
-    """The cassandra.yaml settings a node's environment sets: the image's variables and
-    JVM_EXTRA_OPTS' -Dcassandra.settings.<name>=<value>."""
-    opts = env.get("JVM_EXTRA_OPTS", "").split()
-    settings_opts = dict(arg[len("-Dcassandra.settings.") :].split("=", 1) for arg in opts if arg.startswith("-Dcassandra.settings."))
-    # Cassandra 5.0 reads -Dcassandra.settings.* only with this set (YamlConfigurationLoader).
-    assert not settings_opts or "-Dcassandra.config.allow_system_properties=true" in opts, "the settings would be ignored"
-    return {"cluster_name": env.get("CASSANDRA_CLUSTER_NAME"), "endpoint_snitch": env.get("CASSANDRA_ENDPOINT_SNITCH"), **settings_opts}
-
-
-def _yaml_value(value) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def test_cassandra_settings_on_every_node(cluster, local, single):
     """Every cassandra.yaml setting the local cluster's nodes have other than one node's (hints,
     timeouts, no bootstrap, ...), plus the ring's (tokens, name, snitch) and whatever the
@@ -415,10 +404,10 @@ def test_cassandra_settings_on_every_node(cluster, local, single):
     assert {"hinted_handoff_enabled", "write_request_timeout", "range_request_timeout", "auto_bootstrap"} <= cluster_keys
     for node, name in enumerate(_nodes(cluster, "cassandra"), start=1):
         mine = local_cluster._yaml(node)
-        docker = _docker_cassandra_yaml(_env(cluster, name))
+        docker = cassandra_settings(_env(cluster, name))
         keys = cluster_keys | set(docker)
         assert_same(
-            {k: _yaml_value(mine[k]) for k in keys if k in mine},
+            {k: yaml_value(mine[k]) for k in keys if k in mine},
             {k: v for k, v in docker.items() if k in keys},
             {
                 "seed_provider": ADDRESS,  # test_cassandra_seeds_name_and_data_centre
@@ -426,6 +415,7 @@ def test_cassandra_settings_on_every_node(cluster, local, single):
                 # runtime's tuning; the Docker nodes keep the stock image's, as docker-compose.yml's does.
                 "memtable_heap_space": "the local runtime's off-heap memtables (stock image's memtables in Docker)",
                 "memtable_offheap_space": "the local runtime's off-heap memtables (stock image's memtables in Docker)",
+                "commitlog_sync_period": SYNC_PERIOD_CLEARED,
             },
             f"Cassandra._yaml({node}) in cdcpipe/runtime/services/cassandra.py",
             f"services.{name}.environment",

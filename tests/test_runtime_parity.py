@@ -15,19 +15,33 @@ import ast
 import importlib.metadata
 import re
 import shlex
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-from compose_file import ADDRESS, assert_same, env_properties, exec_line, load, option, topic_commands
+from compose_file import (
+    ADDRESS,
+    SYNC_PERIOD_CLEARED,
+    assert_same,
+    cassandra_settings,
+    env_properties,
+    exec_line,
+    load,
+    option,
+    topic_commands,
+    yaml_value,
+)
 from compose_file import dockerfile as compose_dockerfile
 from packaging.specifiers import SpecifierSet
 
 from cdcpipe import settings
 from cdcpipe.clients import topics
 from cdcpipe.pipeline.logins import UI_LOGIN_FILTER, ui_login_conf
+from cdcpipe.runtime import java
 from cdcpipe.runtime.services import postgres, spark
+from cdcpipe.runtime.services.cassandra import Cassandra
 from cdcpipe.runtime.services.connect import Connect
 from cdcpipe.runtime.services.kafka import Kafka
 from cdcpipe.settings import REPO
@@ -50,6 +64,84 @@ def local(tmp_path) -> settings.Settings:
 
 #: Stand-ins for the secrets the local Connect's settings name.
 SECRETS = {"debezium": "x", "registry_api": "x", "kafka": "x"}
+
+
+# --- Cassandra -------------------------------------------------------------------------
+
+#: What a committed micro-batch's survival and a full scan depend on: the Docker node must set
+#: each as the local runtime does (the stock image's values lose acknowledged writes in a crash
+#: and fail a scan past 100,000 tombstones).
+CASSANDRA_DURABILITY = ("commitlog_sync", "concurrent_writes", "tombstone_failure_threshold")
+
+
+def _docker_cassandra(compose) -> dict[str, str]:
+    found = cassandra_settings(compose["services"]["cassandra"]["environment"])
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def test_cassandra_commit_log_and_tombstone_limit(compose, local):
+    mine = Cassandra(local, {"cassandra_keystore": "x"})._yaml()
+    docker = _docker_cassandra(compose)
+    unset = set(CASSANDRA_DURABILITY) - set(docker)
+    assert not unset, f"docker-compose.yml's cassandra does not set {sorted(unset)}"
+    assert_same(
+        {k: yaml_value(mine[k]) for k in docker if k in mine},
+        docker,
+        {"commitlog_sync_period": SYNC_PERIOD_CLEARED},
+        "Cassandra._yaml in cdcpipe/runtime/services/cassandra.py",
+        "services.cassandra.environment.JVM_EXTRA_OPTS",
+    )
+
+
+#: A cassandra.yaml with the stock image's values for what the compose file overrides.
+STOCK_YAML = """cluster_name: 'Test Cluster'
+num_tokens: 16
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+concurrent_writes: 32
+tombstone_failure_threshold: 100000
+endpoint_snitch: SimpleSnitch
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:7000"
+data_file_directories: [{home}/data]
+commitlog_directory: {home}/commitlog
+saved_caches_directory: {home}/saved_caches
+hints_directory: {home}/hints
+"""
+
+
+def test_cassandra_5_reads_the_compose_overrides_over_the_stock_yaml(compose, local, tmp_path):
+    """Cassandra 5.0.6's own config loader (the local runtime's cassandra-all jar), given the
+    stock image's values and docker-compose.yml's JVM_EXTRA_OPTS, ends with the local runtime's
+    commit log and limits. Without the cleared period it refuses 'batch'; without
+    allow_system_properties it ignores them all: both are what a Docker node would do."""
+    jars = local.jars / "cassandra"
+    if not any(jars.glob("cassandra-all-*.jar")):
+        jars = REPO / "build" / "jars" / "cassandra"  # the checkout's, which make builds
+    if not any(jars.glob("cassandra-all-*.jar")):
+        pytest.skip(f"no cassandra-all jar in {jars}: 'make jars' resolves it (make test does)")
+    stock = tmp_path / "cassandra.yaml"
+    stock.write_text(STOCK_YAML.format(home=tmp_path))
+    opts = compose["services"]["cassandra"]["environment"]["JVM_EXTRA_OPTS"].split()
+    program = Path(__file__).parent / "CassandraConfig.java"
+    done = subprocess.run(
+        [java.java_bin(), "-cp", java.classpath(jars), f"-Dcassandra.config=file://{stock}", *opts, str(program)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    loaded = dict(line.split("=", 1) for line in done.stdout.splitlines() if line.startswith("cdcpipe."))
+    assert done.returncode == 0 and loaded, done.stderr[-3000:]
+    mine = Cassandra(local, {"cassandra_keystore": "x"})._yaml()
+    assert loaded == {
+        "cdcpipe.commitlog_sync": mine["commitlog_sync"],
+        "cdcpipe.commitlog_sync_period_ms": "0",
+        "cdcpipe.concurrent_writes": str(mine["concurrent_writes"]),
+        "cdcpipe.tombstone_failure_threshold": str(mine["tombstone_failure_threshold"]),
+    }
 
 
 # --- PostgreSQL ------------------------------------------------------------------------

@@ -1,0 +1,14 @@
+// What Cassandra's own config loader makes of a cassandra.yaml and -Dcassandra.settings.*
+// options (tests/test_runtime_parity.py runs it with `java CassandraConfig.java`, on the
+// local runtime's cassandra-all jar): a Docker node's configuration, checked without Docker.
+import org.apache.cassandra.config.DatabaseDescriptor;
+
+public class CassandraConfig {
+    public static void main(String[] args) {
+        DatabaseDescriptor.toolInitialization();
+        System.out.println("cdcpipe.commitlog_sync=" + DatabaseDescriptor.getCommitLogSync());
+        System.out.println("cdcpipe.commitlog_sync_period_ms=" + DatabaseDescriptor.getCommitLogSyncPeriod());
+        System.out.println("cdcpipe.concurrent_writes=" + DatabaseDescriptor.getConcurrentWriters());
+        System.out.println("cdcpipe.tombstone_failure_threshold=" + DatabaseDescriptor.getTombstoneFailureThreshold());
+    }
+}
