@@ -364,7 +364,9 @@ def judge_streamed(pg, session, table: str = "users", page: int = PAGE_ROWS) -> 
     holding: set[str] = set()
     previous, session.row_factory = session.row_factory, tuple_factory
     try:
-        rows = iter(session.execute(select, timeout=60))
+        # A generator, not iter(ResultSet): that returns the ResultSet itself, whose __iter__
+        # restarts the current page, so each islice below would read the first page again.
+        rows = (row for row in session.execute(select, timeout=60))
         while chunk := list(itertools.islice(rows, page)):
             actual = {str(r[0]): {c: comparable(v) for c, v in zip(names, r)} for r in chunk}
             report.read_model_rows += len(actual)

@@ -123,7 +123,7 @@ def test_the_streamed_comparison_pages_both_sides_and_finds_what_the_whole_one_f
     extra = str(uuid.uuid4())
     cassandra.execute(f"INSERT INTO cdc.{table} (id, username) VALUES (%s, 'planted')", (uuid.UUID(extra),))
 
-    source_count = pg.execute("SELECT count(*) FROM public.users").fetchone()[0]
+    source_count = pg.execute("SELECT count(*) AS n FROM public.users").fetchone()["n"]
     page = max(97, source_count // 200)  # several pages in each pass, a bounded number of them
     streamed = verify.judge_streamed(pg, cassandra, table=table, page=page)
     _, whole = verify.judge(pg, cassandra, table=table)
@@ -137,9 +137,9 @@ def test_the_streamed_comparison_pages_both_sides_and_finds_what_the_whole_one_f
     )
     assert (streamed.source_rows, streamed.read_model_rows) == (whole.source_rows, whole.read_model_rows) == (source_count, len(copied))
     assert removed in streamed.missing and extra in streamed.extra
-    source_city = pg.execute("SELECT city FROM public.users WHERE id = %s", (changed,)).fetchone()
-    if source_city is not None:  # (a row the pipeline had not yet deleted is an extra instead)
-        assert streamed.differing[str(changed)]["city"] == (source_city[0], "planted")
+    source = pg.execute("SELECT city FROM public.users WHERE id = %s", (changed,)).fetchone()
+    if source is not None:  # (a row the pipeline had not yet deleted is an extra instead)
+        assert streamed.differing[str(changed)]["city"] == (source["city"], "planted")
 
 
 def test_the_report_counts_what_one_comparison_finds():
