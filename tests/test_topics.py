@@ -14,7 +14,7 @@ from cdcpipe.clients import topics
 
 
 def test_up_made_the_cdc_topic_as_topics_json_says(stack):
-    spec = {s.name: s for s in topics.load()}["cdc.public.users"]
+    spec = {s.name: s for s in stack["kafka"].topic_specs()}["cdc.public.users"]  # the cluster's block on the cluster
     described = topics.describe(stack["kafka"].admin(), spec.name)
     assert described["partitions"] == spec.partitions
     for key, value in spec.config.items():
@@ -84,7 +84,7 @@ def test_the_job_waits_for_a_missing_topic_and_says_so(stack):
     creator = threading.Thread(target=create_later)
     creator.start()
     started = time.monotonic()
-    assert job.wait_for_topic(args, report, {"now": False}) is True
+    assert job.wait_for_topic(args, report, job.Stopping()) is True
     creator.join()
     assert time.monotonic() - started >= 4
     assert report.writes and all(state == "waiting" for state, _ in report.writes)
@@ -100,6 +100,6 @@ def test_waiting_for_a_topic_ends_when_the_job_is_asked_to_stop(stack):
         bootstrap=stack["kafka"].bootstrap,
         kafka_credentials=str(stack["kafka"].credentials_file),
     )
-    stopping = {"now": False}
-    threading.Timer(2, lambda: stopping.update(now=True)).start()
+    stopping = job.Stopping()
+    threading.Timer(2, lambda: setattr(stopping, "now", True)).start()
     assert job.wait_for_topic(args, _Report(), stopping) is False

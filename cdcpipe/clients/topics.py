@@ -179,19 +179,34 @@ def _settled_partitions(admin: Any, name: str, timeout: float) -> int:
 
 
 def _wait_until_shown(admin: Any, spec: TopicSpec, timeout: float) -> None:
-    """Poll until the broker reports ``spec``'s partitions and settings (see the module docstring)."""
+    """Poll until the brokers report ``spec``'s partitions and settings (see the module docstring).
+
+    With several brokers each applies the controller's log on its own, and librdkafka sends
+    each describe to whichever broker it picks: on the cluster topology a describe right after
+    one broker had shown a new topic failed on another with "Unknown topic or partition". So
+    there the change must be shown by two describes per broker in a row, 50 ms apart (a lagging
+    broker catches up within milliseconds; this makes meeting one likely, it cannot name each)."""
     from confluent_kafka import KafkaException
 
     deadline = time.monotonic() + timeout
     shown: dict[str, Any] | str = "nothing"
+    in_a_row = 0
+    wanted: int | None = None
     while True:
         try:
             shown = describe(admin, spec.name, timeout=max(1.0, deadline - time.monotonic()))
         except (KafkaException, KeyError) as exc:  # not yet in the broker's metadata
-            shown = f"an error: {exc}"
+            shown, in_a_row = f"an error: {exc}", 0
         else:
             if shown["partitions"] >= spec.partitions and all(shown["config"].get(k) == v for k, v in spec.config.items()):
-                return
+                if wanted is None:
+                    wanted = 2 * len(admin.list_topics(timeout=max(1.0, deadline - time.monotonic())).brokers) - 1
+                in_a_row += 1
+                if in_a_row >= wanted:
+                    return
+                time.sleep(0.05)
+                continue
+            in_a_row = 0
         if time.monotonic() > deadline:
             raise ServiceUnavailable(
                 f"Kafka accepted topic {spec.name} as {TOPICS_FILE.name} says but after {timeout:.0f} s still reports {shown}; "

@@ -210,14 +210,19 @@ class Kafka(Service):
         if missing:
             raise NotReady(f"broker(s) {', '.join(self.node_process(n) for n in missing)} not registered yet")
 
+    def topic_specs(self) -> list[Any]:
+        """connectors/topics.json's topics as this topology makes them (TopicSpecs)."""
+        from ...clients import topics
+
+        specs = topics.load()
+        return [spec.on_cluster() for spec in specs] if self.node_count > 1 else specs
+
     def after_ready(self) -> None:
         """The CDC topics of connectors/topics.json, before Connect writes or Spark reads them."""
         from ...clients import topics
 
         write_private(self.credentials_file, self.login.file_text())  # a broker started by an older cdcpipe
-        specs = topics.load()
-        if self.node_count > 1:
-            specs = [spec.on_cluster() for spec in specs]
+        specs = self.topic_specs()
         # ensure() is idempotent, so a request lost on the way is simply made again. With
         # several brokers in the bootstrap list, librdkafka replaces the bootstrap connections
         # by the brokers the metadata names, and a request in flight on one of those fails
