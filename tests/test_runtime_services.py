@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -116,6 +117,23 @@ def test_cqlsh_works_against_cassandra(stack):
     assert "5.0." in out.stdout
 
 
+@contextlib.contextmanager
+def _standalone_cores_free(conf):
+    """On the cluster topology the streaming job is an application of the standalone cluster,
+    holding every worker's core, so another application would wait for cores for ever: the
+    job is stopped meanwhile and started again after (on one node it runs on local[2])."""
+    from cdcpipe.runtime import streaming_job
+
+    running = conf.spark_master.startswith("spark://") and streaming_job.status(conf)["state"] == "running"
+    if running:
+        streaming_job.stop(conf)
+    try:
+        yield
+    finally:
+        if running:
+            streaming_job.start(conf)
+
+
 def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
     from cdcpipe.runtime.services.spark import job_jars
 
@@ -144,7 +162,13 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
         .config("spark.ui.enabled", "false")
     )
     # The cluster requires its shared secret (spark.authenticate), as the job does.
-    spark = job_module().authenticated(builder, stack["spark"].secrets["spark_auth"]).getOrCreate()
+    with _standalone_cores_free(stack["spark"].settings):
+        values = _read_topic(job_module().authenticated(builder, stack["spark"].secrets["spark_auth"]), bootstrap, topic, stack)
+    assert values == sorted(f"v{i}" for i in range(20))
+
+
+def _read_topic(builder, bootstrap: str, topic: str, stack) -> list[str]:
+    spark = builder.getOrCreate()
     try:
         frame = (
             spark.read.format("kafka")
@@ -155,10 +179,9 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
             .option("startingOffsets", "earliest")
             .load()
         )
-        values = sorted(r.value.decode() for r in frame.select("value").collect())
+        return sorted(r.value.decode() for r in frame.select("value").collect())
     finally:
         spark.stop()
-    assert values == sorted(f"v{i}" for i in range(20))
 
 
 def test_airflow_health_and_login(stack):
