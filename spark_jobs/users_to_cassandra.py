@@ -36,6 +36,7 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from cdcpipe.pipeline.apply import apply_arrow, consistency, executor_sink, explain_unreached, keep_warm_arrow
 from cdcpipe.pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
+from cdcpipe.pipeline.config import SinkConfig
 from cdcpipe.pipeline.logins import ui_login_conf
 from cdcpipe.pipeline.schema_changes import USERS_TOPIC, SchemaChange
 from cdcpipe.pipeline.schema_changes import apply as apply_schema_changes
@@ -371,7 +372,7 @@ def spark_session(args: argparse.Namespace):
     return spark
 
 
-def executor_conf(args: argparse.Namespace) -> dict[str, Any]:
+def executor_conf(args: argparse.Namespace) -> SinkConfig:
     """What every task needs to reach Cassandra and the registry (``executor_sink``'s key)."""
     return {
         "cassandra_host": args.cassandra_host,
@@ -412,7 +413,7 @@ class BatchApplier:
     """``foreachBatch``'s function: the batch applied on the executors, its schema changes on
     the driver after them, and the counts added to the totals of the progress file."""
 
-    def __init__(self, spark, conf: dict[str, Any], report: ProgressReport, keep_warm_seconds: float):
+    def __init__(self, spark, conf: SinkConfig, report: ProgressReport, keep_warm_seconds: float):
         self.spark, self.conf, self.report = spark, conf, report
         self.keep_warm_seconds = keep_warm_seconds
         self.epoch_topics = [conf["topic"], conf["schema_changes_topic"]]

@@ -59,11 +59,11 @@ from typing import Any
 from .. import runtime, verify
 from ..errors import PipelineStalled
 from ..pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
+from ..pipeline.config import SinkConfig
 from ..pipeline.schema_changes import USERS_TOPIC
 from ..runtime import processes, streaming_job
 from ..settings import Settings
 from . import change_mix, sink_ceiling
-from .job import _epoch
 from .latency import KafkaTimes, TopicRecord, percentiles, until_readable
 
 TOPIC = USERS_TOPIC
@@ -100,7 +100,7 @@ class JobBatches(threading.Thread):
             return None
         sources = last.get("sources") or [{}]
         offsets = streaming_job._offsets(sources[0].get("endOffset")) or {}
-        start = _epoch(last["timestamp"])
+        start = streaming_job.progress_seconds(last["timestamp"])
         return Batch(
             batch_id=last["batchId"],
             start=start,
@@ -218,7 +218,7 @@ def rate(count: float, seconds: float) -> int | None:
 # --- the run --------------------------------------------------------------------------------
 
 
-def job_writer_conf(settings: Settings, registry_url: str) -> tuple[dict[str, Any], int]:
+def job_writer_conf(settings: Settings, registry_url: str) -> tuple[SinkConfig, int]:
     """The running job's executor configuration and task count, as ``cdcpipe spark start`` and
     the job's defaults give them (for the ceiling: the same consistency and parallelism)."""
     try:
@@ -226,7 +226,7 @@ def job_writer_conf(settings: Settings, registry_url: str) -> tuple[dict[str, An
     except (OSError, ValueError):
         wanted = {}
     cassandra = runtime.service(settings, "cassandra")
-    conf = {
+    conf: SinkConfig = {
         "cassandra_host": cassandra.contact_points,
         "cassandra_port": settings.port("cassandra"),
         "cassandra_credentials": str(cassandra.credentials_file("job")),

@@ -207,8 +207,8 @@ def run(
         processes.stop(settings, name, timeout=60)
     warm_ids = {b["batchId"] for b in warm["all"]}
     batches = [b for b in report["all"] if b.get("numInputRows") and b["batchId"] not in warm_ids]
-    first_start = min(_epoch(b["timestamp"]) for b in batches)
-    last_end = max(_epoch(b["timestamp"]) + b["durationMs"]["triggerExecution"] / 1000 for b in batches)
+    first_start = min(streaming_job.progress_seconds(b["timestamp"]) for b in batches)
+    last_end = max(streaming_job.progress_seconds(b["timestamp"]) + b["durationMs"]["triggerExecution"] / 1000 for b in batches)
     measured = sum(b["numInputRows"] for b in batches)
     rows = session.execute("SELECT count(*) FROM cdc.users_bench", timeout=120).one()[0]
     session.execute("TRUNCATE cdc.users_bench", timeout=120)
@@ -234,12 +234,6 @@ def run(
         "correct": rows == len(alive),
         "produce_events_per_s": round(n / produce_s),
     }
-
-
-def _epoch(timestamp: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def _wait_done(progress_path: Path, n: int, pid: int, log: Path, timeout: float = 900.0) -> dict[str, Any]:

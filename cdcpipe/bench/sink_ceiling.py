@@ -31,13 +31,14 @@ from typing import Any
 from .. import verify
 from ..errors import CeilingFailed
 from ..pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
+from ..pipeline.config import SinkConfig
 from ..runtime import migrations
 
 #: Raw records as KafkaTimes keeps them: (key bytes, value bytes, partition, offset).
 RawRecord = tuple[bytes, bytes, int, int]
 
 
-def _writer(conf: dict[str, Any], records: list[RawRecord], ready: Any, results: Any) -> None:
+def _writer(conf: SinkConfig, records: list[RawRecord], ready: Any, results: Any) -> None:
     """One writer process: decode, open the sink as an executor does, wait, write, report."""
     try:
         from ..pipeline.apply import executor_sink
@@ -60,7 +61,7 @@ def _writer(conf: dict[str, Any], records: list[RawRecord], ready: Any, results:
 
 def measure(
     session: Any,
-    conf: dict[str, Any],
+    conf: SinkConfig,
     records: dict[str, RawRecord],
     pg: Any,
     processes: int = 2,

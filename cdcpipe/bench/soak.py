@@ -91,7 +91,7 @@ def _topic_lag(settings: Settings) -> int | None:
 def _batches(settings: Settings, since: float) -> dict[str, Any]:
     """The job's batches that ended after ``since`` (epoch s): records per batch, duration."""
     report = streaming_job.read_progress(settings) or {}
-    recent = [b for b in report.get("recent") or [] if _epoch(b.get("timestamp")) >= since]
+    recent = [b for b in report.get("recent") or [] if streaming_job.progress_seconds(b.get("timestamp")) >= since]
     sizes = [int(b.get("numInputRows") or 0) for b in recent]
     took = [int((b.get("durationMs") or {}).get("triggerExecution") or 0) for b in recent]
     if not sizes:
@@ -102,15 +102,6 @@ def _batches(settings: Settings, since: float) -> dict[str, Any]:
         "records_max": max(sizes),
         "ms_median": int(statistics.median(took)),
     }
-
-
-def _epoch(timestamp: Any) -> float:
-    """Spark's progress timestamp ('2026-12-05T23:44:53.008Z') as epoch seconds (0 if absent)."""
-    import datetime as dt
-
-    if not timestamp:
-        return 0.0
-    return dt.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")).timestamp()
 
 
 def run(

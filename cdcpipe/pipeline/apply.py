@@ -24,13 +24,14 @@ from .avro_reader import DecodeError, decode, schema_id_of
 from .cassandra_session import DEFAULT_WRITE_CONSISTENCY
 from .cassandra_sink import REBUILD_STEP, DeadLetter, TableUnusable, after_field_types, type_conflicts
 from .changes import Change, Epoch, MalformedChange, check_source, epoch_for, from_event, image_key, last_per_key, superseded_below
+from .config import SinkConfig
 from .schema_changes import JOURNAL_TOPIC, USERS_TOPIC, Floors, SchemaChange, from_journal_event, load_floors
 
 # One Cassandra session and registry client per Python worker process, reused across tasks.
 _executor_state: dict[str, Any] = {}
 
 
-def executor_sink(conf: dict[str, Any]) -> tuple[Any, Any]:
+def executor_sink(conf: SinkConfig) -> tuple[Any, Any]:
     """This process's (CassandraSink, SchemaCache) for ``conf``, made on first use and kept:
     what every task of a Python worker writes with (and the sink-ceiling benchmark too)."""
     key = json.dumps(conf, sort_keys=True)
@@ -86,7 +87,7 @@ def consistency(name: str) -> int:
 
 
 def _task_context(
-    conf: dict[str, Any],
+    conf: SinkConfig,
     sink: Any,
     registry: Any,
     epochs: Callable[[str], list[Epoch]] | None,
@@ -166,7 +167,7 @@ def _write_newest(sink: Any, changes: list[Change], raw_by_change: dict[int, Any
 
 def apply_partition(
     rows,
-    conf: dict[str, Any],
+    conf: SinkConfig,
     sink: Any = None,
     registry: Any = None,
     epochs: Callable[[str], list[Epoch]] | None = None,
@@ -319,7 +320,7 @@ def batch_epochs() -> dict[str, list[Epoch]] | None:
     return from_snapshot(text) if text else None
 
 
-def apply_arrow(batches, conf: dict[str, Any]):
+def apply_arrow(batches, conf: SinkConfig):
     """mapInArrow: a partition's records arrive as Arrow batches (far cheaper than pickled
     rows); one small batch of counts goes back."""
     import pyarrow as pa
@@ -347,7 +348,7 @@ def apply_arrow(batches, conf: dict[str, Any]):
     )
 
 
-def keep_warm_arrow(batches, conf: dict[str, Any]):
+def keep_warm_arrow(batches, conf: SinkConfig):
     """mapInArrow of the job's keep-alive (spark_jobs/users_to_cassandra.py): a task that
     touches this worker's Cassandra session and registry client (making them if the worker is
     new), so an idle job keeps warm Python workers. Spark's JVM kills a worker idle for a

@@ -254,3 +254,12 @@ def wait_for_offsets(
         if stalled_after is not None and now - last_move > stalled_after:
             raise CdcpipeError(f"spark job stopped advancing towards offsets {end_offsets}: at {committed} for {stalled_after:.0f}s")
         time.sleep(0.5)
+
+
+def progress_seconds(timestamp: Any) -> float:
+    """A progress report's timestamp ('2026-12-05T23:44:53.008Z', Spark's) as epoch seconds; 0 if absent."""
+    import datetime as dt
+
+    if not timestamp:
+        return 0.0
+    return dt.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")).timestamp()
