@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.util
 import os
@@ -278,3 +279,23 @@ def pipeline_facts(conf: Any, log_lines: int = 6) -> str:
 
         fact(f"{name}.log warnings", tail)
     return "\n  ".join(["pipeline facts:", *facts])
+
+
+@contextlib.contextmanager
+def standalone_cores_free(conf):
+    """Free the standalone Spark cluster's cores for another application meanwhile.
+
+    On the cluster topology the streaming job is an application of the standalone cluster and
+    holds every worker's core, so another application would wait for cores for ever: the job
+    is stopped meanwhile and started again after. On one node it runs on local[2]: nothing to do.
+    """
+    from cdcpipe.runtime import streaming_job
+
+    running = conf.spark_master.startswith("spark://") and streaming_job.status(conf)["state"] == "running"
+    if running:
+        streaming_job.stop(conf)
+    try:
+        yield
+    finally:
+        if running:
+            streaming_job.start(conf)

@@ -335,18 +335,39 @@ def standin_faults():
     return http("POST", url("randomuser", "/__faults"), json={"status": [500]})
 
 
+def _nodes(port: str | None) -> list[tuple[str | None, str]]:
+    """(port name, what to add to the attempt's name) for ``port`` and, on the cluster
+    topology, each other node's port of the same kind (``kafka`` -> ``kafka_2``, ``kafka_3``):
+    every node is tried as node 1 is."""
+    if port is None:
+        return [(None, "")]
+    others = sorted(
+        (name for name in CONF["ports"] if name.startswith(f"{port}_") and name[len(port) + 1 :].isdigit()),
+        key=lambda name: int(name.rsplit("_", 1)[1]),
+    )
+    return [(port, ""), *((name, f" (node {name.rsplit('_', 1)[1]}, port {CONF['ports'][name]})") for name in others)]
+
+
 def main() -> int:
     CONF.update(json.loads(Path(sys.argv[1]).read_text()))
     for name, port, fn in ATTEMPTS:
-        started = time.monotonic()
-        try:
-            refused, said = fn()
-        except Exception as exc:  # reported as *not* refused: a probe that breaks must not pass
-            refused, said = False, f"probe failed: {exc.__class__.__name__}: {str(exc)[:300]}"
-        print(
-            json.dumps({"attempt": name, "port": port, "refused": refused, "said": said, "seconds": round(time.monotonic() - started, 1)}),
-            flush=True,
-        )
+        for node_port, suffix in _nodes(port):
+            first = CONF["ports"].get(port) if port else None
+            if node_port != port:  # the probe reads its port by the kind's name: point it at this node
+                CONF["ports"][port] = CONF["ports"][node_port]
+            started = time.monotonic()
+            try:
+                refused, said = fn()
+            except Exception as exc:  # reported as *not* refused: a probe that breaks must not pass
+                refused, said = False, f"probe failed: {exc.__class__.__name__}: {str(exc)[:300]}"
+            finally:
+                if port:
+                    CONF["ports"][port] = first
+            seconds = round(time.monotonic() - started, 1)
+            print(
+                json.dumps({"attempt": name + suffix, "port": node_port, "refused": refused, "said": said, "seconds": seconds}),
+                flush=True,
+            )
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import requests
-from cdc_helpers import register_schema, run_cli
+from cdc_helpers import register_schema, run_cli, standalone_cores_free
 from confluent_kafka import Consumer, Producer
 
 from cdcpipe.runtime.services.connect import POSTGRES_CONNECTOR
@@ -117,23 +116,6 @@ def test_cqlsh_works_against_cassandra(stack):
     assert "5.0." in out.stdout
 
 
-@contextlib.contextmanager
-def _standalone_cores_free(conf):
-    """On the cluster topology the streaming job is an application of the standalone cluster,
-    holding every worker's core, so another application would wait for cores for ever: the
-    job is stopped meanwhile and started again after (on one node it runs on local[2])."""
-    from cdcpipe.runtime import streaming_job
-
-    running = conf.spark_master.startswith("spark://") and streaming_job.status(conf)["state"] == "running"
-    if running:
-        streaming_job.stop(conf)
-    try:
-        yield
-    finally:
-        if running:
-            streaming_job.start(conf)
-
-
 def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
     from cdcpipe.runtime.services.spark import job_jars
 
@@ -162,7 +144,7 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
         .config("spark.ui.enabled", "false")
     )
     # The cluster requires its shared secret (spark.authenticate), as the job does.
-    with _standalone_cores_free(stack["spark"].settings):
+    with standalone_cores_free(stack["spark"].settings):
         values = _read_topic(job_module().authenticated(builder, stack["spark"].secrets["spark_auth"]), bootstrap, topic, stack)
     assert values == sorted(f"v{i}" for i in range(20))
 

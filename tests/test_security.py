@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cdc_helpers import standalone_cores_free
 
 from cdcpipe.clients.connect import ConnectorFile
 from cdcpipe.runtime import processes
@@ -526,7 +527,8 @@ def test_spark_master_refuses_an_application_without_the_secret(conf, stack, tmp
 
 def test_spark_master_runs_an_application_with_the_secret(conf, stack, tmp_path):
     secret = _secrets(conf)["spark_auth"]
-    output, cmdlines = _run_app(conf, stack, tmp_path, secret, timeout=120)
+    with standalone_cores_free(conf):
+        output, cmdlines = _run_app(conf, stack, tmp_path, secret, timeout=120)
     assert "RESULT 45" in output, output[-3000:]
     assert any("SparkSubmit" in c or "spark-submit" in c for c in cmdlines), "the driver JVM was not seen"
     assert not [c for c in cmdlines if secret in c], "the secret is on a command line"
