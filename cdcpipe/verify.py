@@ -89,9 +89,13 @@ CHUNK_ATTEMPTS = 5
 
 
 def _unfinished_reads() -> tuple[type[Exception], ...]:
-    from cassandra import OperationTimedOut, ReadTimeout, Unavailable
+    """Reads Cassandra did not finish, which the same read later may: a timeout, too few
+    replicas, or a replica that failed it. On the cluster topology a replica that had not yet
+    applied a column the job had just added failed a scan ("Unknown column ... during
+    deserialization", a ReadFailure at LOCAL_QUORUM) until the schema reached it."""
+    from cassandra import OperationTimedOut, ReadFailure, ReadTimeout, Unavailable
 
-    return (ReadTimeout, OperationTimedOut, Unavailable)
+    return (ReadTimeout, OperationTimedOut, Unavailable, ReadFailure)
 
 
 def read_model_rows(session, columns: list[str], keys: Collection[str] | None = None, table: str = "users") -> dict[str, dict[str, Any]]:

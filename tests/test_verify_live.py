@@ -153,3 +153,29 @@ def test_the_report_counts_what_one_comparison_finds():
     assert report.summary() == "DIFFERENT: 1 missing in Cassandra; 1 only in Cassandra; 1 differing (city 1); 0 table-level problem(s)"
     assert report.to_json()["differing"] == {"c": {"city": ["'z'", "'w'"]}}
     assert not report.equal and verify.Report(source_rows=2).summary() == "equal: 2 rows"
+
+
+def test_a_read_a_replica_failed_is_tried_again_until_the_deadline():
+    """On the cluster a replica that had not yet applied a column the job had just added failed
+    the scan (ReadFailure, "Unknown column ... during deserialization"): a judgement not made
+    yet, tried again; one that keeps failing is raised as it came once the time is up."""
+    from cassandra import ConsistencyLevel, ReadFailure
+
+    failure = ReadFailure(
+        "Unknown column rewritten_b3fd34", consistency=ConsistencyLevel.LOCAL_QUORUM, required_responses=2, received_responses=1, failures=1
+    )
+    answers = iter([failure, failure, ("rows", [])])
+
+    def judge_once():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert verify._poll_until_equal(judge_once, timeout=30) == "rows"
+
+    def always_fails():
+        raise failure
+
+    with pytest.raises(ReadFailure):
+        verify._poll_until_equal(always_fails, timeout=1.5)
