@@ -195,12 +195,12 @@ def _wait_until_shown(admin: Any, spec: TopicSpec, timeout: float) -> None:
     while True:
         try:
             shown = describe(admin, spec.name, timeout=max(1.0, deadline - time.monotonic()))
-        except (KafkaException, KeyError) as exc:  # not yet in the broker's metadata
+            if wanted is None:
+                wanted = 2 * len(admin.list_topics(timeout=max(1.0, deadline - time.monotonic())).brokers) - 1
+        except (KafkaException, KeyError) as exc:  # not yet in the broker's metadata, or Kafka busy
             shown, in_a_row = f"an error: {exc}", 0
         else:
             if shown["partitions"] >= spec.partitions and all(shown["config"].get(k) == v for k, v in spec.config.items()):
-                if wanted is None:
-                    wanted = 2 * len(admin.list_topics(timeout=max(1.0, deadline - time.monotonic())).brokers) - 1
                 in_a_row += 1
                 if in_a_row >= wanted:
                     return
