@@ -92,7 +92,8 @@ def _unfinished_reads() -> tuple[type[Exception], ...]:
     """Reads Cassandra did not finish, which the same read later may: a timeout, too few
     replicas, or a replica that failed it. On the cluster topology a replica that had not yet
     applied a column the job had just added failed a scan ("Unknown column ... during
-    deserialization", a ReadFailure at LOCAL_QUORUM) until the schema reached it."""
+    deserialization", a ReadFailure at LOCAL_QUORUM) until the schema reached it. A failure
+    that lasts (a scan over too many tombstones) is raised once the caller's time is up."""
     from cassandra import OperationTimedOut, ReadFailure, ReadTimeout, Unavailable
 
     return (ReadTimeout, OperationTimedOut, Unavailable, ReadFailure)
@@ -188,10 +189,11 @@ class Report:
     def lines(self, limit: int | None = 5) -> list[str]:
         """The problems, then a sample of the keys that differ (all with ``limit=None``)."""
         out = list(self.problems)
+        missing, extra = set(self.missing), set(self.extra)  # (lists: a lookup each would make --all quadratic)
         for key in self.keys()[:limit]:
-            if key in self.missing:
+            if key in missing:
                 out.append(f"{key}: missing in Cassandra")
-            elif key in self.extra:
+            elif key in extra:
                 out.append(f"{key}: in Cassandra but not in PostgreSQL")
             else:
                 out.append(f"{key}: {self.differing[key]}")
@@ -279,7 +281,7 @@ def _columns(pg, session, table: str, report: Report) -> _Columns | None:
     )
 
 
-def _only_pg_holding(columns: _Columns, report: Report, holding: Collection[str]) -> None:
+def _only_pg_holding(report: Report, holding: Collection[str]) -> None:
     if holding:
         report.problems.append(f"columns only in PostgreSQL hold values: {', '.join(sorted(holding))}")
 
@@ -316,7 +318,7 @@ def judge(
     columns = _columns(pg, session, table, report)
     if columns is None:
         return {}, report
-    _only_pg_holding(columns, report, {c for row in expected.values() for c in columns.only_pg if row.get(c) is not None})
+    _only_pg_holding(report, {c for row in expected.values() for c in columns.only_pg if row.get(c) is not None})
     try:
         actual = read_model_rows(session, columns.common + columns.only_cassandra, keys, table)
     except InvalidRequest as exc:  # e.g. a column dropped meanwhile
@@ -347,6 +349,7 @@ def judge_streamed(pg, session, table: str = "users", page: int = PAGE_ROWS) -> 
 
     Under live writes the passes see different instants, like any comparison of a moving
     table; :func:`judge_live` judges what they find again at a settled position."""
+    import psycopg
     from cassandra import InvalidRequest
     from cassandra.query import SimpleStatement, tuple_factory
     from psycopg import sql
@@ -359,9 +362,13 @@ def judge_streamed(pg, session, table: str = "users", page: int = PAGE_ROWS) -> 
     if columns is None:
         return report
     holds_a_value = sql.SQL("SELECT EXISTS (SELECT 1 FROM public.users WHERE {} IS NOT NULL)")
-    with pg.cursor(row_factory=tuple_row) as cur:
-        only_pg_holding = [c for c in columns.only_pg if cur.execute(holds_a_value.format(sql.Identifier(c))).fetchone()[0]]
-    _only_pg_holding(columns, report, only_pg_holding)
+    try:
+        with pg.cursor(row_factory=tuple_row) as cur:
+            only_pg_holding = [c for c in columns.only_pg if cur.execute(holds_a_value.format(sql.Identifier(c))).fetchone()[0]]
+    except psycopg.errors.UndefinedColumn as exc:  # dropped or renamed since _columns read them
+        report.problems.append(f"public.users changed while verify read it: {str(exc).splitlines()[0]}")
+        return report
+    _only_pg_holding(report, only_pg_holding)
 
     names = ["id", *[c for c in columns.common + columns.only_cassandra if c != "id"]]
     select = SimpleStatement(f"SELECT {', '.join(map(quote, names))} FROM cdc.{table}", fetch_size=page)
@@ -391,7 +398,11 @@ def judge_streamed(pg, session, table: str = "users", page: int = PAGE_ROWS) -> 
                 keys = [r[0] for r in cur.execute("SELECT id FROM public.users WHERE id > %s ORDER BY id LIMIT %s", (last, page))]
         if not keys:
             break
-        present = read_model_rows(session, ["id"], [str(k) for k in keys], table)
+        try:
+            present = read_model_rows(session, ["id"], [str(k) for k in keys], table)
+        except InvalidRequest as exc:  # e.g. the table re-created meanwhile (resync --rebuild)
+            report.problems.append(str(exc))
+            return report
         report.missing.extend(str(k) for k in keys if str(k) not in present)
         report.source_rows += len(keys)
         last = keys[-1]
