@@ -144,6 +144,8 @@ def test_write_consistency_by_name():
     assert apply.consistency("local_quorum") == ConsistencyLevel.LOCAL_QUORUM
     with pytest.raises(ValueError, match="write consistency 'MOST': not one of"):
         apply.consistency("MOST")
+    with pytest.raises(ValueError, match="write consistency 'ANY': a write kept only as a hint"):
+        apply.consistency("any")
 
 
 def test_a_record_takes_its_epoch_from_its_offset():

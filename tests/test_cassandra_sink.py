@@ -179,9 +179,10 @@ def test_the_clears_read_at_a_level_that_sees_every_acknowledged_write():
 
     def replicas(level: int, rf: int) -> int:
         quorum = rf // 2 + 1
-        return {CL.ONE: 1, CL.LOCAL_ONE: 1, CL.TWO: 2, CL.THREE: 3, CL.QUORUM: quorum, CL.LOCAL_QUORUM: quorum, CL.ALL: rf}[level]
+        levels = {CL.ONE: 1, CL.LOCAL_ONE: 1, CL.TWO: 2, CL.THREE: 3, CL.QUORUM: quorum, CL.LOCAL_QUORUM: quorum, CL.EACH_QUORUM: quorum}
+        return {**levels, CL.ALL: rf}[level]
 
-    for write in (CL.ONE, CL.LOCAL_ONE, CL.TWO, CL.THREE, CL.QUORUM, CL.LOCAL_QUORUM, CL.ALL):
+    for write in (CL.ONE, CL.LOCAL_ONE, CL.TWO, CL.THREE, CL.QUORUM, CL.LOCAL_QUORUM, CL.EACH_QUORUM, CL.ALL):
         for rf in range(1, 6):
             if replicas(write, rf) > rf:
                 continue  # TWO or THREE on too few replicas: no write succeeds

@@ -80,6 +80,11 @@ def consistency(name: str) -> int:
     """A Cassandra consistency level by name (ONE, LOCAL_ONE, LOCAL_QUORUM, QUORUM, ALL, ...)."""
     from cassandra import ConsistencyLevel
 
+    if name.upper() == "ANY":  # acknowledged once kept as a hint, which no read sees (read_level_after)
+        raise ValueError(
+            "write consistency 'ANY': a write kept only as a hint is acknowledged before any read can see it, "
+            "so a committed batch could be unreadable; use ONE or LOCAL_ONE (or a quorum) instead"
+        )
     try:
         return ConsistencyLevel.name_to_value[name.upper()]
     except KeyError:
