@@ -27,7 +27,6 @@ from .base import NotReady, Service
 from .jvmconf import log4j2_config, properties
 
 HEAP_MB = 512
-#: The one Kafka user; its password is the ``kafka`` secret.
 #: The runtime's one Kafka user (SASL/PLAIN; its password is the ``kafka`` secret).
 USER = "cdcpipe"
 
