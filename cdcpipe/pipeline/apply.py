@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from .avro_reader import DecodeError, decode, schema_id_of
 from .cassandra_session import DEFAULT_WRITE_CONSISTENCY
@@ -91,6 +91,17 @@ def consistency(name: str) -> int:
         raise ValueError(f"write consistency {name!r}: not one of {', '.join(sorted(ConsistencyLevel.name_to_value))}") from None
 
 
+class TaskContext(NamedTuple):
+    """What one task of :func:`apply_partition` works with."""
+
+    sink: Any  #: the worker's CassandraSink (or a test's stand-in)
+    registry: Any  #: the worker's SchemaCache (or a test's stand-in)
+    epochs: Callable[[str], list[Epoch]]  #: a topic's sync epochs, oldest first
+    floors: Floors  #: what applied TRUNCATEs and DROP COLUMNs removed
+    types_by_schema: dict[int, dict[str, str]]  #: per worker: a writer schema's column types
+    checked_schemas: set[int]  #: per worker: the writer schemas already checked against the table
+
+
 def _task_context(
     conf: SinkConfig,
     sink: Any,
@@ -98,10 +109,9 @@ def _task_context(
     epochs: Callable[[str], list[Epoch]] | None,
     floors: Floors | None,
     stats: dict[str, Any] | None,
-) -> tuple[Any, Any, Callable[[str], list[Epoch]], Floors, dict[int, dict[str, str]], set[int]]:
+) -> TaskContext:
     """What a task of :func:`apply_partition` works with: this worker's sink and registry (or
-    the stand-ins given), the epochs and floors to judge records by, and the per-worker caches
-    of writer-schema types and of the schemas already checked against the table."""
+    the stand-ins given), the epochs and floors to judge records by, and the per-worker caches."""
     if sink is None or registry is None:
         sink, registry = executor_sink(conf)
         types_by_schema: dict[int, dict[str, str]] = _executor_state["types"]
@@ -133,7 +143,7 @@ def _task_context(
 
     if floors is None:
         floors = Floors()
-    return sink, registry, epochs, floors, types_by_schema, checked_schemas
+    return TaskContext(sink, registry, epochs, floors, types_by_schema, checked_schemas)
 
 
 def _write_newest(sink: Any, changes: list[Change], raw_by_change: dict[int, Any], dead: list[DeadLetter]) -> int:
@@ -197,7 +207,7 @@ def apply_partition(
     reports the reason and retries): a source that changed identity (``SourceChanged``), a
     column whose type changed at the source (``TableUnusable``, once per writer schema).
     """
-    sink, registry, epochs, floors, types_by_schema, checked_schemas = _task_context(conf, sink, registry, epochs, floors, stats)
+    task = _task_context(conf, sink, registry, epochs, floors, stats)
     journal_topic = conf.get("schema_changes_topic", JOURNAL_TOPIC)
     epochs_by_topic: dict[str, list[Epoch]] = {}  # cdc.sync_state is tiny: read once per task
     superseded: dict[str, int] = {}
@@ -213,11 +223,11 @@ def apply_partition(
             continue  # a tombstone: Kafka's compaction marker, nothing to apply
         known = epochs_by_topic.get(topic)
         if known is None:
-            known = epochs_by_topic[topic] = epochs(topic)
+            known = epochs_by_topic[topic] = task.epochs(topic)
             if not known and topic == journal_topic:
                 # No resync recorded the journal's epochs (resyncs before the journal existed):
                 # every journal row is newer than they are, so it is of the newest epoch.
-                known = epochs_by_topic[topic] = [replace(e, start_offsets={}) for e in epochs(conf.get("topic", USERS_TOPIC))[-1:]]
+                known = epochs_by_topic[topic] = [replace(e, start_offsets={}) for e in task.epochs(conf.get("topic", USERS_TOPIC))[-1:]]
             superseded[topic] = superseded_below(known)
         epoch = epoch_for(known, partition, offset)
         number = epoch.number if epoch else 0  # the record's epoch
@@ -226,11 +236,11 @@ def apply_partition(
             continue  # a completed resync re-read its rows and deleted the rest (changes.py)
         try:
             part = "value"
-            value = decode(raw_value, registry)
+            value = decode(raw_value, task.registry)
             # The key is decoded only when the row image lacks the id (it never does for
             # Debezium's PostgreSQL connector: before/after carry the primary key).
             part = "key"
-            key = None if image_key(value) is not None else decode(raw_key, registry)
+            key = None if image_key(value) is not None else decode(raw_key, task.registry)
             part = "value"
             if topic == journal_topic:
                 schema_change = from_journal_event(value, number)
@@ -251,7 +261,7 @@ def apply_partition(
             # Raises SourceChanged (not a row's fault: the batch fails and nothing is skipped).
             if not check_source(change, epoch, newest):
                 continue  # an older epoch's record of a replaced source: a newer epoch re-read its rows
-            change = floors.admit(change)
+            change = task.floors.admit(change)
             if change is None:
                 continue  # an applied TRUNCATE after it removed its row
             if change.is_truncate:
@@ -260,13 +270,13 @@ def apply_partition(
                 continue
             schema_id = schema_id_of(raw_value)
             try:
-                if schema_id not in checked_schemas:  # once per writer schema: a type change is the table's
-                    if schema_id not in types_by_schema:
-                        types_by_schema[schema_id] = after_field_types(registry.raw_schema(schema_id))
-                    check_types(sink, types_by_schema[schema_id])
-                    checked_schemas.add(schema_id)
-                if change.row is not None and not change.row.keys() <= sink.columns.keys():
-                    sink.ensure_columns({k: t for k, t in types_by_schema[schema_id].items() if k in change.row})
+                if schema_id not in task.checked_schemas:  # once per writer schema: a type change is the table's
+                    if schema_id not in task.types_by_schema:
+                        task.types_by_schema[schema_id] = after_field_types(task.registry.raw_schema(schema_id))
+                    check_types(task.sink, task.types_by_schema[schema_id])
+                    task.checked_schemas.add(schema_id)
+                if change.row is not None and not change.row.keys() <= task.sink.columns.keys():
+                    task.sink.ensure_columns({k: t for k, t in task.types_by_schema[schema_id].items() if k in change.row})
             except TableUnusable:
                 # The table cannot hold this record (a type change, a type with no CQL mapping).
                 # Once a resync started after it, its snapshot re-reads the record's row with the
@@ -274,8 +284,8 @@ def apply_partition(
                 if number < newest:
                     continue
                 raise
-            if change.row is not None and not change.row.keys() <= sink.columns.keys():
-                undeclared = change.row.keys() - sink.columns.keys()
+            if change.row is not None and not change.row.keys() <= task.sink.columns.keys():
+                undeclared = change.row.keys() - task.sink.columns.keys()
                 if undeclared:  # the writer schema gives them no type: the record's fault
                     raise MalformedChange(f"columns its writer schema (id {schema_id}) does not type: {', '.join(sorted(undeclared))}")
         except (DecodeError, MalformedChange) as exc:
@@ -283,11 +293,11 @@ def apply_partition(
             continue
         changes.append(change)
         raw_by_change[id(change)] = row
-    writes = _write_newest(sink, changes, raw_by_change, dead)
+    writes = _write_newest(task.sink, changes, raw_by_change, dead)
     if truncate is not None:  # after the upserts: those older than the truncate go too
-        sink.truncate(truncate.timestamp)
+        task.sink.truncate(truncate.timestamp)
         writes += 1
-    sink.dead_letter(dead)
+    task.sink.dead_letter(dead)
     return seen, writes, len(dead)
 
 
