@@ -12,6 +12,7 @@ import pytest
 from cdcpipe import cli, errors
 from cdcpipe.clients.airflow import AirflowClient
 from cdcpipe.commands import connector as connector_cmd
+from cdcpipe.commands import stack as stack_cmd
 
 
 def _error_classes() -> list[type[errors.CdcpipeError]]:
@@ -56,7 +57,7 @@ def test_a_malformed_connector_file_breaks_only_what_reads_it(tmp_path, monkeypa
     monkeypatch.setattr(connector_cmd, "DEFAULT_FILE", broken)
     monkeypatch.setenv("CDCPIPE_HOME", str(tmp_path / "home"))
     # Building the parser (every command, `down` included) does not read the file ...
-    assert cli.build_parser().parse_args(["down"]).func is cli.cmd_down
+    assert cli.build_parser().parse_args(["down"]).func is stack_cmd.cmd_down
     # ... the command that needs the connector's name says which file is wrong, exit 2.
     assert cli.main(["connector", "--connect-url", "http://127.0.0.1:9", "status"]) == 2
     err = capsys.readouterr().err
