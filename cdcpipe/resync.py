@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import runtime
-from .clients.topics import partitions
+from .clients import kafka_io
+from .clients.kafka_io import end_offsets
 from .errors import ResyncFailed
 from .pipeline import sync_state
 from .pipeline.changes import EPOCH_BASE, MAX_EPOCH
@@ -43,37 +44,14 @@ def source_identity(pg: Any, slot: str) -> tuple[str, int | None]:
     return system_identifier, (int(row[0]) if row and row[0] is not None else None)
 
 
-def end_offsets(kafka: dict[str, Any], topic: str) -> dict[int, int]:
-    """Each partition's end offset; ``kafka``: a client configuration (``Kafka.client_config()``)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    # A group is required but unused here (nothing is consumed or committed). Closing the
-    # consumer while it still connects to its group coordinator made librdkafka print
-    # "GroupCoordinator: SASL authentication error: ... Broker transport failure" to stderr
-    # in the middle of the demo's output: a login that works, cut short. Only critical logs:
-    # what goes wrong here raises from get_watermark_offsets.
-    consumer = Consumer({**kafka, "group.id": f"cdcpipe-resync-{uuid.uuid4().hex[:8]}", "log_level": 2})
-    try:
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions(consumer, topic)}
-    finally:
-        consumer.close()
-
-
 def notifications(kafka: dict[str, Any], registry: Any, topic: str):
     """A generator of decoded notification values from the topic's current end on (None while
     idle); ``registry``: a SchemaCache, logged in."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     from .pipeline.avro_reader import decode
 
-    consumer = Consumer(
-        {
-            **kafka,
-            "group.id": f"cdcpipe-resync-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "allow.auto.create.topics": True,
-        }
-    )
+    consumer = kafka_io.consumer(kafka, "resync", **{"allow.auto.create.topics": True})
     try:
         starts = end_offsets(kafka, topic)
         consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])

@@ -508,8 +508,8 @@ def wait_until_applied(pg, settings, kafka: dict[str, Any], position: int, timeo
     ``kafka``: a confluent-kafka client configuration (``Kafka.client_config()``)."""
     from psycopg.rows import tuple_row
 
+    from .clients.kafka_io import end_offsets
     from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
-    from .resync import end_offsets
     from .runtime import streaming_job
 
     deadline = time.monotonic() + timeout

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from cdcpipe import verify
+from cdcpipe.clients import kafka_io
 from cdcpipe.clients.topics import partitions
 from cdcpipe.pipeline.avro_reader import decode
 
@@ -138,7 +139,7 @@ class TopicReader:
         """``kafka``, ``registry``: the runtime's Kafka and SchemaRegistry (their clients log in)."""
         self.topic = topic
         self.registry = registry.cache()
-        self.consumer = Consumer(kafka.client_config(**{"group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}))
+        self.consumer = kafka_io.consumer(kafka.client_config(), "test")
         #: partition -> its end offset when the reader was made (every partition: three on a cluster)
         self.starts: dict[int, int] = {}
         for partition in partitions(self.consumer, topic):
@@ -201,16 +202,17 @@ def pg_row_as_event(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """``predicate()``'s first truthy value, polled every 0.5 s; AssertionError naming ``what``
-    after ``timeout`` s."""
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str], *, interval: float = 0.5) -> Any:
+    """``predicate()``'s first truthy value, polled every ``interval`` s; AssertionError naming
+    ``what`` after ``timeout`` s. ``what`` may be a callable, called only then, so the message
+    can carry what was seen last (the last state, a count)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(interval)
+    raise AssertionError(f"not within {timeout:.0f}s: {what() if callable(what) else what}")
 
 
 def wait_until_read_model_matches(pg, session, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
@@ -249,9 +251,7 @@ def pipeline_facts(conf: Any, log_lines: int = 6) -> str:
             ).fetchall()
 
     def topic_end() -> int:  # summed over the partitions (three on a cluster)
-        from cdcpipe.resync import end_offsets
-
-        return sum(end_offsets(runtime.service(conf, "kafka").client_config(), TOPIC).values())
+        return sum(kafka_io.end_offsets(runtime.service(conf, "kafka").client_config(), TOPIC).values())
 
     def job() -> Any:
         report = streaming_job.read_progress(conf) or {}

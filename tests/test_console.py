@@ -12,7 +12,7 @@ import time
 import uuid
 
 import requests
-from cdc_helpers import settings_where_nothing_listens, shot
+from cdc_helpers import settings_where_nothing_listens, shot, wait_for
 from confluent_kafka import Producer
 
 TOPIC = "cdc.public.users"
@@ -119,21 +119,24 @@ def test_pause_pauses_the_connector_and_resume_resumes_it(page, stack, connector
 
     client = stack["connect"].client()
 
-    def wait_for(state: str) -> None:
-        deadline = time.monotonic() + 60
-        while client.status(CONNECTOR)["connector"]["state"] != state:
-            assert time.monotonic() < deadline, f"connector not {state}: {client.status(CONNECTOR)}"
-            time.sleep(0.5)
+    def wait_for_state(state: str) -> None:
+        last: list[dict] = [{}]
+
+        def reached() -> bool:
+            last[0] = client.status(CONNECTOR)
+            return last[0]["connector"]["state"] == state
+
+        wait_for(reached, 60, lambda: f"connector {state}; its last status: {last[0]}")
 
     page.goto("/connector")
     expect(page.locator("#connector-state")).to_have_text("RUNNING")
     try:
         page.click(f"#pause-{CONNECTOR}")
-        wait_for("PAUSED")  # as Connect's REST API says
+        wait_for_state("PAUSED")  # as Connect's REST API says
         expect(page.locator("#connector-state")).to_have_text("PAUSED", timeout=15_000)
         shot(page, "connector-paused")
         page.click(f"#resume-{CONNECTOR}")
-        wait_for("RUNNING")
+        wait_for_state("RUNNING")
         expect(page.locator("#connector-state")).to_have_text("RUNNING", timeout=15_000)
         client.wait_for_state(CONNECTOR, "RUNNING", timeout=60)
         shot(page, "connector")
@@ -169,13 +172,12 @@ def test_the_cassandra_page_shows_a_user_with_write_times(page, pg, spark_job):
     from playwright.sync_api import expect
 
     user_id = insert_user(pg, "Looked-up")
-    deadline = time.monotonic() + 90
-    while True:
+
+    def shown() -> int:
         page.goto(f"/cassandra?id={user_id}")
-        if page.locator("#user").count():
-            break
-        assert time.monotonic() < deadline, "the user never reached cdc.users"
-        page.wait_for_timeout(1000)
+        return page.locator("#user").count()
+
+    wait_for(shown, 90, f"the user {user_id} on the Cassandra page (it never reached cdc.users)", interval=1)
     expect(page.locator("#row-count")).not_to_have_text("–")
     first_name = page.locator("#user tr", has_text="first_name")
     expect(first_name).to_contain_text("Looked-up")

@@ -45,7 +45,7 @@ def test_cassandra_killed_right_after_a_batch_commits_loses_nothing(conf, stack,
             "the acknowledged rows readable in Cassandra",
         )
     # ... and the batch that wrote them has committed its offsets: the checkpoint is past them.
-    from cdcpipe.resync import end_offsets
+    from cdcpipe.clients.kafka_io import end_offsets
 
     ends = end_offsets(stack["kafka"].client_config(), TOPIC)  # each partition's (3 on a cluster)
 

@@ -13,10 +13,11 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from cdc_helpers import ROW, wait_until_read_model_matches
+from cdc_helpers import ROW, wait_for, wait_until_read_model_matches
 
 from cdcpipe import resync, verify
 from cdcpipe.bench.latency import Load
+from cdcpipe.clients import kafka_io
 from cdcpipe.clients.connect import DEFAULT_FILE, ConnectorFile
 from cdcpipe.pipeline import sync_state
 
@@ -70,14 +71,14 @@ def free_port() -> int:
 
 def wait_for_job_reason(spark_job, conf, needle: str, timeout: float = 180.0) -> tuple[str, dict]:
     """The job's failure reason once it mentions ``needle`` (the job keeps retrying meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = spark_job.status(conf)
+    last: list[dict] = [{}]
+
+    def stopped_on_needle() -> tuple[str, dict] | None:
+        status = last[0] = spark_job.status(conf)
         reason = str((status.get("failure") or {}).get("reason") or status.get("reason") or "")
-        if needle in reason:
-            return reason, status
-        assert time.monotonic() < deadline, f"the job did not stop on {needle!r}: {status}"
-        time.sleep(1)
+        return (reason, status) if needle in reason else None
+
+    return wait_for(stopped_on_needle, timeout, lambda: f"the job stopping on {needle!r}; its last status: {last[0]}", interval=1)
 
 
 def drop_columns(stack, conf, pg, cassandra, *columns: str) -> None:
@@ -111,10 +112,11 @@ def test_slot_loss_gap_is_repaired_by_resync_while_streaming(stack, conf, pg, ca
         client = stack["connect"].client()
         client.delete(connector.name)
         with admin(stack) as su:
-            deadline = time.monotonic() + 60
-            while su.execute("SELECT active FROM pg_replication_slots WHERE slot_name = 'cdc_users'").fetchone() == (True,):
-                assert time.monotonic() < deadline, "slot still active"
-                time.sleep(0.5)
+            wait_for(
+                lambda: su.execute("SELECT active FROM pg_replication_slots WHERE slot_name = 'cdc_users'").fetchone() != (True,),
+                60,
+                "the slot cdc_users inactive (it is still active)",
+            )
             su.execute("SELECT pg_drop_replication_slot('cdc_users')")
         # The gap: nothing streams these.
         updated, deleted = ids[:10], ids[10:20]
@@ -274,10 +276,11 @@ def test_drop_column_is_cleared_at_its_position_and_a_later_add_keeps_its_values
         su.execute(f"ALTER TABLE public.users DROP COLUMN {column}")
     assert journal(pg, since) == [("drop_column", column, None, False)]
     select = f"SELECT {column} FROM cdc.users WHERE id = %s"
-    deadline = time.monotonic() + 120
-    while cassandra.execute(select, (uuid.UUID(user_id),)).one()[0] is not None:  # no resync: the job clears it
-        assert time.monotonic() < deadline, "the dropped column's value is still in cdc.users"
-        time.sleep(0.5)
+    wait_for(  # no resync: the job clears it
+        lambda: cassandra.execute(select, (uuid.UUID(user_id),)).one()[0] is None,
+        120,
+        "the dropped column's value cleared (it is still in cdc.users)",
+    )
     wait_until_read_model_matches(pg, cassandra)
     # Added again (same name and type): a value written after the drop outranks it.
     with admin(stack) as su:
@@ -552,8 +555,6 @@ def test_a_truncate_before_a_resync_that_never_completed_still_applies(stack, co
     """Issue 23: job stopped -> TRUNCATE -> a resync records epoch E+1 and never completes (it
     timed out) -> job started: the job passed over the older epoch's TRUNCATE, and the
     truncated rows stayed in Cassandra. A clear now always applies; only the stop is waived."""
-    from cdc_helpers import wait_for
-
     from cdcpipe.pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
 
     kafka = stack["kafka"].client_config()
@@ -562,13 +563,13 @@ def test_a_truncate_before_a_resync_that_never_completed_still_applies(stack, co
     wait_until_read_model_matches(pg, cassandra)
     spark_job.stop(conf)
     try:
-        journal_end = resync.end_offsets(kafka, JOURNAL_TOPIC)[0]
+        journal_end = kafka_io.end_offsets(kafka, JOURNAL_TOPIC)[0]
         with admin(stack) as su:
             su.execute("TRUNCATE public.users")
             system_identifier, floor = resync.source_identity(su, "cdc_users")
-        wait_for(lambda: resync.end_offsets(kafka, JOURNAL_TOPIC)[0] > journal_end, 60, "the TRUNCATE's journal row in Kafka")
+        wait_for(lambda: kafka_io.end_offsets(kafka, JOURNAL_TOPIC)[0] > journal_end, 60, "the TRUNCATE's journal row in Kafka")
         # What a resync that timed out leaves behind: its epoch recorded, started, never completed.
-        starts = {topic: resync.end_offsets(kafka, topic) for topic in (USERS_TOPIC, JOURNAL_TOPIC)}
+        starts = {topic: kafka_io.end_offsets(kafka, topic) for topic in (USERS_TOPIC, JOURNAL_TOPIC)}
         newest = sync_state.load(cassandra, USERS_TOPIC)[-1].number
         sync_state.record(cassandra, starts, newest + 1, floor, system_identifier, "cdc_users", "a-resync-that-timed-out")
     finally:

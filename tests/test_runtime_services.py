@@ -11,8 +11,9 @@ from pathlib import Path
 import psycopg
 import requests
 from cdc_helpers import register_schema, run_cli, standalone_cores_free
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
+from cdcpipe.clients import kafka_io
 from cdcpipe.runtime.services.connect import POSTGRES_CONNECTOR
 
 
@@ -37,7 +38,7 @@ def test_kafka_produce_then_consume(stack):
     for i, payload in enumerate(payloads):
         producer.produce(topic, key=str(i).encode(), value=payload)
     assert producer.flush(30) == 0
-    consumer = Consumer(stack["kafka"].client_config(**{"group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest"}))
+    consumer = kafka_io.consumer(stack["kafka"].client_config(), "test", **{"auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     received = []
     try:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runtime
+from ..clients import kafka_io
 from ..errors import CdcpipeError
 from ..pipeline.schema_changes import USERS_TOPIC
 from ..runtime import streaming_job
@@ -79,21 +80,13 @@ class KafkaTimes(threading.Thread):
         """``kafka``: a client configuration (``Kafka.client_config()``); ``registry``: a
         SchemaCache (logged in) to decode keys with."""
         super().__init__(daemon=True)
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
         self.registry = registry
-        self.consumer = Consumer(
-            {
-                **kafka,
-                "group.id": f"cdcpipe-latency-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        partitions = self.consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
+        self.consumer = kafka_io.consumer(kafka, "latency", **{"fetch.wait.max.ms": 10})
         # Explicit offsets, not OFFSET_END: that is resolved at the first fetch, after the
         # caller may already have committed changes it wants timed.
-        self.start_offsets = {p: self.consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1] for p in partitions}
+        self.start_offsets = kafka_io.partition_ends(self.consumer, TOPIC)
         self.consumer.assign([TopicPartition(TOPIC, p, offset) for p, offset in self.start_offsets.items()])
         self.seen: dict[str, float] = {}
         self.records: list[TopicRecord] = []

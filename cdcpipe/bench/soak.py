@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import runtime
+from ..clients.kafka_io import end_offsets
 from ..errors import CdcpipeError
-from ..resync import end_offsets
 from ..runtime import liveness, processes, streaming_job
 from ..settings import Settings
 from . import end_to_end, latency

@@ -8,10 +8,10 @@ import os
 import signal
 import sys
 import time
-import uuid
 from typing import Any
 
 from .. import runtime, settings
+from ..clients import kafka_io
 from ..errors import CdcpipeError, DecodeError, ServiceUnavailable
 from ..pipeline.avro_reader import SchemaCache, decode, to_json
 from ..pipeline.logins import Login
@@ -21,7 +21,7 @@ DEFAULT_TOPIC = USERS_TOPIC
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from confluent_kafka import Consumer, KafkaError
+    from confluent_kafka import KafkaError
 
     conf = settings.load()
     if args.bootstrap:  # another Kafka: its SASL/PLAIN login, if any, from the environment
@@ -44,15 +44,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
         if err.fatal() or err.code() == KafkaError._ALL_BROKERS_DOWN:
             errors.append(str(err))
 
-    consumer = Consumer(
-        {
-            **kafka,
-            "group.id": f"cdcpipe-tail-{uuid.uuid4()}",  # never commits: tailing changes nothing
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest" if args.from_beginning else "latest",
-            "error_cb": on_error,
-            "log_level": 2,  # connection trouble is reported once, below, not per retry
-        }
+    # never commits: tailing changes nothing; connection trouble is reported once, below, not per retry
+    consumer = kafka_io.consumer(
+        kafka, "tail", **{"auto.offset.reset": "earliest" if args.from_beginning else "latest", "error_cb": on_error}
     )
     stop = {"now": False}
 

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import requests
 
 from .. import runtime
-from ..clients import topics
+from ..clients import kafka_io, topics
 from ..clients.connect import DEFAULT_FILE, ConnectorFile
 from ..pipeline.avro_reader import DecodeError, SchemaCache, decode, to_json
 from ..pipeline.cassandra_sink import quote as quote_name
@@ -181,20 +181,12 @@ class Monitor:
         return rows
 
     def _tail_loop(self) -> None:
-        from confluent_kafka import Consumer, KafkaError, TopicPartition
+        from confluent_kafka import KafkaError, TopicPartition
 
         while not self._stop.is_set():
             consumer = None
             try:
-                consumer = Consumer(
-                    self.services["kafka"].client_config(
-                        **{
-                            "group.id": f"cdcpipe-console-{uuid.uuid4()}",  # never commits
-                            "enable.auto.commit": False,
-                            "log_level": 0,
-                        }
-                    )
-                )
+                consumer = kafka_io.consumer(self.services["kafka"].client_config(), "console", log_level=0)
                 offsets = self.end_offsets(self.cdc_topics)
                 if not offsets:
                     self.tail_error = f"waiting for topic(s) {', '.join(self.cdc_topics)}"

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import runtime, settings
+from ..clients import kafka_io
 from ..clients.connect import ConnectClient, ConnectorFile
-from ..clients.topics import partitions
 from ..errors import CdcpipeError
 from ..pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
 from . import credentials, liveness
@@ -49,28 +49,17 @@ def topic_ends(conf: settings.Settings, topics: list[str]) -> dict[str, int] | N
     waits are short."""
     import socket
 
-    from confluent_kafka import Consumer, TopicPartition
-
     try:
         socket.create_connection((conf.host, conf.port("kafka")), timeout=1).close()
     except OSError:
         return None
-    consumer = Consumer(
-        runtime.service(conf, "kafka").client_config(
-            **{"group.id": "cdcpipe-watchdog", "socket.connection.setup.timeout.ms": 2000, "reconnect.backoff.max.ms": 1000}
-        )
-    )
+    kafka = runtime.service(conf, "kafka").client_config()
     try:
-        ends = {}
-        for topic in topics:  # a topic's end: the sum over its partitions (three on a cluster)
-            ends[topic] = sum(
-                max(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=3)[1], 0) for p in partitions(consumer, topic, 3)
-            )
-        return ends
+        with kafka_io.opened(kafka, "watchdog", **{"socket.connection.setup.timeout.ms": 2000, "reconnect.backoff.max.ms": 1000}) as c:
+            # a topic's end: the sum over its partitions (three on a cluster)
+            return {topic: sum(max(end, 0) for end in kafka_io.partition_ends(c, topic, 3).values()) for topic in topics}
     except Exception:  # noqa: BLE001 - Kafka away or busy: the fact is not known this time
         return None
-    finally:
-        consumer.close()
 
 
 def check_once(
