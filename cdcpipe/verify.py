@@ -348,7 +348,9 @@ def judge_streamed(pg, session, table: str = "users", page: int = PAGE_ROWS) -> 
        index), looked up in the read model (ids only): rows only in PostgreSQL.
 
     Under live writes the passes see different instants, like any comparison of a moving
-    table; :func:`judge_live` judges what they find again at a settled position."""
+    table; :func:`judge_live` judges what they find again at a settled position. A key that
+    pass 1 already found different is not counted again by pass 2 (a row the pipeline deleted
+    between the passes would otherwise be both differing and missing)."""
     import psycopg
     from cassandra import InvalidRequest
     from cassandra.query import SimpleStatement, tuple_factory
@@ -389,6 +391,7 @@ def judge_streamed(pg, session, table: str = "users", page: int = PAGE_ROWS) -> 
         session.row_factory = previous
     _only_cassandra_holding(report, holding)
 
+    judged = {*report.differing, *report.extra}  # a sample of the table at most, not its keys
     last: uuid.UUID | None = None
     while True:
         with pg.cursor(row_factory=tuple_row) as cur:
@@ -403,7 +406,7 @@ def judge_streamed(pg, session, table: str = "users", page: int = PAGE_ROWS) -> 
         except InvalidRequest as exc:  # e.g. the table re-created meanwhile (resync --rebuild)
             report.problems.append(str(exc))
             return report
-        report.missing.extend(str(k) for k in keys if str(k) not in present)
+        report.missing.extend(str(k) for k in keys if str(k) not in present and str(k) not in judged)
         report.source_rows += len(keys)
         last = keys[-1]
     return report

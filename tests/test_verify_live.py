@@ -143,6 +143,27 @@ def test_the_streamed_comparison_pages_both_sides_and_finds_what_the_whole_one_f
         assert streamed.differing[str(changed)]["city"] == (source["city"], "planted")
 
 
+def test_a_key_that_moves_between_the_passes_is_counted_once(pg, cassandra, scratch_users_table, monkeypatch):
+    """Pass 1 finds a row different; the pipeline deletes it from the read model before pass 2
+    looks the source's keys up (here: deleted right before that lookup). It is one differing
+    key, not also a missing one."""
+    table = scratch_users_table
+    row = pg.execute("SELECT id, city FROM public.users LIMIT 1").fetchone()
+    assert row is not None, "public.users is empty"
+    cassandra.execute(f"INSERT INTO cdc.{table} (id, city) VALUES (%s, 'planted')", (row["id"],))
+    lookup = verify.read_model_rows
+
+    def deleted_first(session, names, keys, table_name="users"):
+        cassandra.execute(f"DELETE FROM cdc.{table} WHERE id = %s", (row["id"],))
+        return lookup(session, names, keys, table_name)
+
+    monkeypatch.setattr(verify, "read_model_rows", deleted_first)
+    report = verify.judge_streamed(pg, cassandra, table=table)
+    assert str(row["id"]) in report.differing and report.differing[str(row["id"])]["city"] == (row["city"], "planted")
+    assert str(row["id"]) not in report.missing
+    assert len(report.missing) == report.source_rows - 1  # every other source key: the copy holds none of them
+
+
 def test_the_report_counts_what_one_comparison_finds():
     report = verify.key_differences(
         {"a": {"id": "a", "city": "x"}, "b": {"id": "b", "city": "y"}, "c": {"id": "c", "city": "z"}},
