@@ -57,6 +57,9 @@ SECRETS = {
     "AIRFLOW_FERNET_KEY": _fernet_key,
     "SPARK_AUTH_SECRET": _password,
     "SPARK_UI_PASSWORD": _password,
+    "CASSANDRA_ADMIN_PASSWORD": _password,
+    "CASSANDRA_JOB_PASSWORD": _password,
+    "CASSANDRA_READER_PASSWORD": _password,
 }
 # Required and generated, but not secret: KRaft's cluster id.
 GENERATED = {**SECRETS, "KAFKA_CLUSTER_ID": _cluster_id}

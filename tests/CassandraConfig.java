@@ -10,5 +10,10 @@ public class CassandraConfig {
         System.out.println("cdcpipe.commitlog_sync_period_ms=" + DatabaseDescriptor.getCommitLogSyncPeriod());
         System.out.println("cdcpipe.concurrent_writes=" + DatabaseDescriptor.getConcurrentWriters());
         System.out.println("cdcpipe.tombstone_failure_threshold=" + DatabaseDescriptor.getTombstoneFailureThreshold());
+        // The raw settings (the tool initialisation makes no authenticator objects): class names.
+        var raw = DatabaseDescriptor.getRawConfig();
+        System.out.println("cdcpipe.authenticator=" + (raw.authenticator == null ? "" : raw.authenticator.class_name));
+        System.out.println("cdcpipe.authorizer=" + (raw.authorizer == null ? "" : raw.authorizer.class_name));
+        System.out.println("cdcpipe.role_manager=" + (raw.role_manager == null ? "" : raw.role_manager.class_name));
     }
 }

@@ -215,3 +215,68 @@ def yaml_value(value) -> str:
 #: The stock image's commitlog_sync_period (10000ms) cleared: 'batch' refuses any period, and
 #: the local runtime's cassandra.yaml never sets one.
 SYNC_PERIOD_CLEARED = "0ms clears the stock image's commitlog_sync_period, which 'batch' refuses (the local yaml has none)"
+
+
+#: A stand-in for cqlsh that records who ran what: one JSON line per call (the login's user,
+#: the statements of -f FILE or -e, and argv; not the login checks). It accepts every login unless
+#: its user is named in FAKE_CQLSH_REFUSE (comma-separated) and no recorded statement created it.
+_RECORDING_CQLSH = r"""
+import configparser, json, os, sys
+argv = sys.argv[1:]
+credentials = configparser.RawConfigParser()
+credentials.read(argv[argv.index("--credentials") + 1])
+user = credentials.get("plain_text_auth", "username")
+log_path = os.environ["FAKE_CQLSH_LOG"]
+made = open(log_path).read() if os.path.exists(log_path) else ""
+if user in os.environ.get("FAKE_CQLSH_REFUSE", "").split(",") and f"CREATE ROLE IF NOT EXISTS {user} " not in made:
+    sys.exit("AuthenticationFailed")
+if "-f" in argv:
+    text = open(argv[argv.index("-f") + 1]).read()
+else:
+    text = argv[argv.index("-e") + 1]
+    if text.startswith("SELECT release_version"):  # a login check: answered, not recorded
+        sys.exit(0)
+statements = [s.strip() for s in text.split(";") if s.strip() and not s.strip().startswith("--")]
+with open(log_path, "a") as log:
+    source = "-f" in argv and argv[argv.index("-f") + 1]
+    log.write(json.dumps({"user": user, "statements": statements, "argv": argv, "file": source}) + "\n")
+"""
+
+CASSANDRA_INIT = REPO / "scripts" / "cassandra-init.sh"
+#: The Docker Cassandra roles' passwords, as .env sets them (stand-ins).
+CASSANDRA_PASSWORDS = {
+    "CASSANDRA_ADMIN_PASSWORD": "admin-pw-0123456789",
+    "CASSANDRA_JOB_PASSWORD": "job-pw-0123456789",
+    "CASSANDRA_READER_PASSWORD": "reader-pw-0123456789",
+}
+
+
+def run_cassandra_init(tmp_path: Path, env: dict[str, str], refuse: tuple[str, ...] = ()) -> tuple[int, str, list[dict]]:
+    """scripts/cassandra-init.sh run against the recording cqlsh: (exit code, output, calls)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    fake = tmp_path / "cqlsh"
+    fake.write_text(f"#!{sys.executable}\n{_RECORDING_CQLSH}")
+    fake.chmod(0o755)
+    log = tmp_path / "cqlsh.log"
+    done = subprocess.run(
+        ["bash", str(CASSANDRA_INIT), "cassandra", "9042"],
+        env={
+            "PATH": os.environ["PATH"],
+            "CQLSH": str(fake),
+            "CASSANDRA_SQL": str(REPO / "sql" / "cassandra"),
+            "FAKE_CQLSH_LOG": str(log),
+            "FAKE_CQLSH_REFUSE": ",".join(refuse),
+            "CASSANDRA_LOGIN_WAIT": "1",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return done.returncode, done.stdout + done.stderr, calls

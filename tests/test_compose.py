@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from compose_file import CLUSTER, COMPOSE, COMPOSE_FILES, load, load_cluster
+from compose_file import CASSANDRA_PASSWORDS, CLUSTER, COMPOSE, COMPOSE_FILES, load, load_cluster, run_cassandra_init
 from compose_file import dockerfile as _dockerfile
 from compose_file import option as opt
 from compose_file import topic_commands as _topic_commands
@@ -425,6 +425,46 @@ def test_register_connector_puts_only_the_config(fake_connect, answers, ok):
     assert handler.answers == [] and len(handler.requests) == len(answers)
 
 
-def test_control_center_is_local_and_cassandra_auth_is_explained(compose):
-    text = COMPOSE.read_text()
-    assert "PasswordAuthenticator" in text and "delete topics" in text
+def test_control_center_is_local_and_explained(compose):
+    assert "delete topics" in COMPOSE.read_text()
+
+
+def test_cassandra_init_makes_the_local_runtime_s_roles_and_drops_the_default(compose, tmp_path):
+    """scripts/cassandra-init.sh (cassandra-init's entrypoint) makes the roles and grants of
+    ROLES and GRANTS in cdcpipe/runtime/services/cassandra.py, takes a new node over from the
+    default superuser and drops it, applies sql/cassandra in order, and never puts a password on
+    a command line or in its output (run against a cqlsh that records what it is asked)."""
+    from cdcpipe.runtime.services.cassandra import GRANTS, ROLES
+
+    init = compose["services"]["cassandra-init"]
+    assert init["entrypoint"] == ["bash", "/scripts/cassandra-init.sh", "cassandra", "9042"]
+    assert set(init["environment"]) == set(CASSANDRA_PASSWORDS) and "./scripts:/scripts:ro" in init["volumes"]
+    password_of = {ROLES["admin"][0]: "CASSANDRA_ADMIN_PASSWORD", ROLES["job"][0]: "CASSANDRA_JOB_PASSWORD"}
+    password_of[ROLES["reader"][0]] = "CASSANDRA_READER_PASSWORD"
+    sql_files = sorted(str(p) for p in (REPO / "sql" / "cassandra").glob("*.cql"))
+    for new_node in (False, True):
+        code, output, calls = run_cassandra_init(tmp_path / str(new_node), CASSANDRA_PASSWORDS, ("cdcpipe",) if new_node else ())
+        assert code == 0, output
+        statements = [s for call in calls for s in call["statements"] if not call["file"] or "/sql/cassandra/" not in call["file"]]
+        assert "DROP ROLE IF EXISTS cassandra" in statements
+        assert not [s for s in statements if "KEYSPACE" in s and "GRANT" not in s], "one node: no replication change"
+        grants = {m.groups() for s in statements if (m := re.fullmatch(r"GRANT (\w+) ON KEYSPACE cdc TO (\w+)", s))}
+        assert grants == {(p, ROLES[use][0]) for use, permissions in GRANTS.items() for p in permissions}
+        made = {
+            m.group(1): m.group(2) for s in statements if (m := re.match(r"CREATE ROLE IF NOT EXISTS (\w+) WITH .*PASSWORD = '([^']*)'", s))
+        }
+        expected = {ROLES[use][0] for use in GRANTS} | ({ROLES["admin"][0]} if new_node else set())
+        assert made == {role: CASSANDRA_PASSWORDS[password_of[role]] for role in expected}
+        if new_node:
+            assert [c["user"] for c in calls if any(s.startswith("CREATE ROLE IF NOT EXISTS cdcpipe ") for s in c["statements"])] == [
+                "cassandra"
+            ]
+        assert [c["file"] for c in calls if c["file"] and "/sql/cassandra/" in c["file"]] == sql_files
+        assert all(c["user"] == ROLES["admin"][0] for c in calls if c["file"] and "/sql/cassandra/" in c["file"])
+        for secret in CASSANDRA_PASSWORDS.values():
+            assert not any(secret in arg for call in calls for arg in call["argv"]), "a password on cqlsh's command line"
+            assert secret not in output
+    # Neither login accepted (the admin password of .env is not the one the node has): a step.
+    code, output, _ = run_cassandra_init(tmp_path / "refused", CASSANDRA_PASSWORDS, ("cdcpipe", "cassandra"))
+    assert code == 1 and "CASSANDRA_ADMIN_PASSWORD" in output and "docker compose down -v" in output
+    assert not any(secret in output for secret in CASSANDRA_PASSWORDS.values())

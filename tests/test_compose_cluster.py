@@ -19,12 +19,12 @@ import ast
 import importlib.util
 import os
 import re
-import shlex
 
 import pytest
 import yaml
 from compose_file import (
     ADDRESS,
+    CASSANDRA_PASSWORDS,
     CLUSTER,
     SYNC_PERIOD_CLEARED,
     assert_same,
@@ -36,6 +36,7 @@ from compose_file import (
     merge,
     node_services,
     option,
+    run_cassandra_init,
     topic_commands,
     yaml_value,
 )
@@ -458,7 +459,7 @@ class _Recorder:
         self.statements.append(statement)
 
 
-def test_cassandra_init_replicates_like_the_local_runtime(cluster, local):
+def test_cassandra_init_replicates_like_the_local_runtime(cluster, local, tmp_path):
     """cassandra-init runs Cassandra._replicate's statements, in its order, before the CQL
     files (after_ready: _replicate, then migrations.apply_cassandra), once every node is up."""
     recorder = _Recorder()
@@ -467,11 +468,29 @@ def test_cassandra_init_replicates_like_the_local_runtime(cluster, local):
     replication = f"'{DATA_CENTER}': {len(_nodes(cluster, 'cassandra'))}"
     assert all(replication in s for s in recorder.statements)
     init = cluster["services"]["cassandra-init"]
-    lines = [line.strip() for line in init["command"][-1].splitlines() if line.strip()]
-    loop = next(i for i, line in enumerate(lines) if "/sql/cassandra/*.cql" in line)
-    before = [option(shlex.split(line), "-e")[0] for line in lines[:loop] if line.startswith("cqlsh ")]
+    assert init["entrypoint"][:2] == ["bash", "/scripts/cassandra-init.sh"]
+    assert init["environment"]["CASSANDRA_REPLICAS"] == str(len(_nodes(cluster, "cassandra")))
+    code, output, calls = run_cassandra_init(
+        tmp_path, {**CASSANDRA_PASSWORDS, "CASSANDRA_REPLICAS": init["environment"]["CASSANDRA_REPLICAS"]}
+    )
+    assert code == 0, output
+    ran = [s for call in calls if not call["file"] or "/sql/cassandra/" not in call["file"] for s in call["statements"]]
+    first_file = next(i for i, call in enumerate(calls) if call["file"] and "/sql/cassandra/" in call["file"])
+    before = [s for call in calls[:first_file] for s in call["statements"] if s.startswith(("ALTER KEYSPACE", "CREATE KEYSPACE"))]
     assert before == recorder.statements, f"{CLUSTER.name} (services.cassandra-init) runs {before}, the local cluster {recorder.statements}"
-    assert not any(line.startswith("cqlsh ") and " -e " in line for line in lines[loop:]), "replication after the CQL files"
+    assert not any(s.startswith(("ALTER KEYSPACE", "CREATE KEYSPACE")) for call in calls[first_file:] for s in call["statements"]), (
+        "replication after the CQL files"
+    )
+    assert ran, "the script ran no statement of its own"
+    # A new cluster: system_auth is replicated before the default superuser writes the admin role.
+    code, output, calls = run_cassandra_init(
+        tmp_path / "new", {**CASSANDRA_PASSWORDS, "CASSANDRA_REPLICAS": init["environment"]["CASSANDRA_REPLICAS"]}, refuse=("cdcpipe",)
+    )
+    assert code == 0, output
+    default = [s for call in calls if call["user"] == "cassandra" for s in call["statements"]]
+    assert default[: len(recorder.statements)] == recorder.statements and default[-1].startswith("CREATE ROLE IF NOT EXISTS cdcpipe"), (
+        default
+    )
     for name in _nodes(cluster, "cassandra")[1:]:
         assert init["depends_on"][name]["condition"] == "service_healthy", f"cassandra-init does not wait for {name}"
 

@@ -71,7 +71,15 @@ SECRETS = {"debezium": "x", "registry_api": "x", "kafka": "x"}
 #: What a committed micro-batch's survival and a full scan depend on: the Docker node must set
 #: each as the local runtime does (the stock image's values lose acknowledged writes in a crash
 #: and fail a scan past 100,000 tombstones).
-CASSANDRA_DURABILITY = ("commitlog_sync", "concurrent_writes", "tombstone_failure_threshold")
+#: What the Docker node must set as the local runtime does: durability, the scan limit, logins.
+CASSANDRA_DURABILITY = (
+    "commitlog_sync",
+    "concurrent_writes",
+    "tombstone_failure_threshold",
+    "authenticator",
+    "authorizer",
+    "role_manager",
+)
 
 
 def _docker_cassandra(compose) -> dict[str, str]:
@@ -79,7 +87,7 @@ def _docker_cassandra(compose) -> dict[str, str]:
     return {k: v for k, v in found.items() if v is not None}
 
 
-def test_cassandra_commit_log_and_tombstone_limit(compose, local):
+def test_cassandra_commit_log_tombstone_limit_and_logins(compose, local):
     mine = Cassandra(local, {"cassandra_keystore": "x"})._yaml()
     docker = _docker_cassandra(compose)
     unset = set(CASSANDRA_DURABILITY) - set(docker)
@@ -141,6 +149,9 @@ def test_cassandra_5_reads_the_compose_overrides_over_the_stock_yaml(compose, lo
         "cdcpipe.commitlog_sync_period_ms": "0",
         "cdcpipe.concurrent_writes": str(mine["concurrent_writes"]),
         "cdcpipe.tombstone_failure_threshold": str(mine["tombstone_failure_threshold"]),
+        "cdcpipe.authenticator": mine["authenticator"],
+        "cdcpipe.authorizer": mine["authorizer"],
+        "cdcpipe.role_manager": mine["role_manager"],
     }
 
 
