@@ -66,6 +66,65 @@ def notifications(kafka: dict[str, Any], registry: Any, topic: str):
         consumer.close()
 
 
+def _open_epoch(
+    pg, session, kafka: dict[str, Any], slot: str, topic: str, journal_topic: str | None, keyspace: str, say
+) -> tuple[int, str]:
+    """Record the next epoch in cdc.sync_state, starting at each topic's end offsets now;
+    (epoch, the id of the snapshot signal that will fill it)."""
+    system_identifier, floor_lsn = source_identity(pg, slot)
+    epochs = sync_state.load(session, topic, keyspace)
+    epoch = (epochs[-1].number + 1) if epochs else 1
+    if epoch > MAX_EPOCH:
+        raise ResyncFailed(f"epoch {epoch} would overflow the write timestamps (at most {MAX_EPOCH} resyncs)")
+    starts = end_offsets(kafka, topic)
+    # The schema-change journal's topic gets the same epoch, from its end offset at the same
+    # moment: a journal row before it is then of an older epoch, and a DDL the job stopped at
+    # (pipeline/schema_changes.py) is passed over, since this snapshot re-reads every row.
+    journal_starts = end_offsets(kafka, journal_topic) if journal_topic else {}
+    signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
+    both = {topic: starts, **({journal_topic: journal_starts} if journal_topic else {})}
+    sync_state.record(session, both, epoch, floor_lsn, system_identifier, slot, signal_id)
+    say(f"epoch {epoch} recorded: from offsets {starts} of {topic}; source {system_identifier}, slot {slot} restart_lsn {floor_lsn}")
+    return epoch, signal_id
+
+
+def _await_snapshot(feed, signal_id: str, deadline: float, timeout: float, started: float, say) -> int | None:
+    """Follow Debezium's notifications of ``signal_id`` until COMPLETED; the rows its table
+    scan read. ResyncFailed when the scan fails, is aborted, or does not complete in time."""
+    rows_scanned = None
+    for note in feed:
+        if time.monotonic() > deadline:
+            raise ResyncFailed(
+                f"no COMPLETED notification for {signal_id} in {timeout:.0f}s "
+                f"(cdcpipe logs connect; the epoch stays recorded, a new resync is safe)"
+            )
+        if not note or note.get("id") != signal_id:
+            continue
+        kind, extra = note.get("type"), note.get("additional_data") or {}
+        if kind == "IN_PROGRESS":
+            say(f"  snapshot in progress: last key {extra.get('last_processed_key')} of {extra.get('maximum_key')}")
+        elif kind == "TABLE_SCAN_COMPLETED":
+            rows_scanned = extra.get("total_rows_scanned")
+            say(f"  table scan completed: {rows_scanned} rows ({extra.get('status')})")
+            # A failed scan read nothing, and cleaning up would delete rows. EMPTY is no
+            # failure: the table had no row (a table replaced by a new one, found by
+            # cdcpipe opcheck); rows inserted since are streamed in the new epoch.
+            if extra.get("status") not in ("SUCCEEDED", "EMPTY"):
+                raise ResyncFailed(
+                    f"Debezium's snapshot {signal_id} ended with {extra.get('status')} after {rows_scanned} rows; "
+                    "nothing was deleted. See 'cdcpipe logs connect', then run 'cdcpipe resync' again "
+                    "(the epoch stays recorded; a new resync is safe)"
+                )
+        elif kind == "ABORTED":
+            raise ResyncFailed(f"Debezium aborted the snapshot {signal_id}")
+        elif kind == "COMPLETED":
+            say(f"  snapshot completed ({time.monotonic() - started:.0f}s)")
+            return rows_scanned
+        else:
+            say(f"  {kind}")
+    raise ResyncFailed(f"the notifications of {signal_id} ended before COMPLETED")
+
+
 def stale_cleanup(session, keyspace: str, table: str, key: str, epoch: int) -> tuple[int, int]:
     """Delete rows/cells written below ``epoch`` (rows: (deleted rows, rows with stale cells))."""
     from cassandra.query import SimpleStatement
@@ -223,20 +282,7 @@ def run(
             recreate_table(session, keyspace, cassandra_table)
             say(f"{keyspace}.{cassandra_table} dropped and re-created with its key alone (the job adds the source's columns)")
 
-        system_identifier, floor_lsn = source_identity(pg, slot)
-        epochs = sync_state.load(session, topic, keyspace)
-        epoch = (epochs[-1].number + 1) if epochs else 1
-        if epoch > MAX_EPOCH:
-            raise ResyncFailed(f"epoch {epoch} would overflow the write timestamps (at most {MAX_EPOCH} resyncs)")
-        starts = end_offsets(kafka, topic)
-        # The schema-change journal's topic gets the same epoch, from its end offset at the same
-        # moment: a journal row before it is then of an older epoch, and a DDL the job stopped at
-        # (pipeline/schema_changes.py) is passed over, since this snapshot re-reads every row.
-        journal_starts = end_offsets(kafka, journal_topic) if journal_topic else {}
-        signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
-        both = {topic: starts, **({journal_topic: journal_starts} if journal_topic else {})}
-        sync_state.record(session, both, epoch, floor_lsn, system_identifier, slot, signal_id)
-        say(f"epoch {epoch} recorded: from offsets {starts} of {topic}; source {system_identifier}, slot {slot} restart_lsn {floor_lsn}")
+        epoch, signal_id = _open_epoch(pg, session, kafka, slot, topic, journal_topic, keyspace, say)
 
         # A precaution after DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT):
         # rewriting one row to itself makes pgoutput send the relation's current columns ahead of
@@ -253,38 +299,8 @@ def run(
         say(f"signal {signal_id} sent: incremental snapshot of {table}")
 
         deadline = time.monotonic() + timeout
-        rows_scanned = None
         try:
-            for note in feed:
-                if time.monotonic() > deadline:
-                    raise ResyncFailed(
-                        f"no COMPLETED notification for {signal_id} in {timeout:.0f}s "
-                        f"(cdcpipe logs connect; the epoch stays recorded, a new resync is safe)"
-                    )
-                if not note or note.get("id") != signal_id:
-                    continue
-                kind, extra = note.get("type"), note.get("additional_data") or {}
-                if kind == "IN_PROGRESS":
-                    say(f"  snapshot in progress: last key {extra.get('last_processed_key')} of {extra.get('maximum_key')}")
-                elif kind == "TABLE_SCAN_COMPLETED":
-                    rows_scanned = extra.get("total_rows_scanned")
-                    say(f"  table scan completed: {rows_scanned} rows ({extra.get('status')})")
-                    # A failed scan read nothing, and cleaning up would delete rows. EMPTY is no
-                    # failure: the table had no row (a table replaced by a new one, found by
-                    # cdcpipe opcheck); rows inserted since are streamed in the new epoch.
-                    if extra.get("status") not in ("SUCCEEDED", "EMPTY"):
-                        raise ResyncFailed(
-                            f"Debezium's snapshot {signal_id} ended with {extra.get('status')} after {rows_scanned} rows; "
-                            "nothing was deleted. See 'cdcpipe logs connect', then run 'cdcpipe resync' again "
-                            "(the epoch stays recorded; a new resync is safe)"
-                        )
-                elif kind == "ABORTED":
-                    raise ResyncFailed(f"Debezium aborted the snapshot {signal_id}")
-                elif kind == "COMPLETED":
-                    say(f"  snapshot completed ({time.monotonic() - started:.0f}s)")
-                    break
-                else:
-                    say(f"  {kind}")
+            rows_scanned = _await_snapshot(feed, signal_id, deadline, timeout, started, say)
         finally:
             feed.close()
 
