@@ -349,8 +349,8 @@ def judge_streamed(pg, session, table: str = "users", page: int = PAGE_ROWS) -> 
 
     Under live writes the passes see different instants, like any comparison of a moving
     table; :func:`judge_live` judges what they find again at a settled position. A key that
-    pass 1 already found different is not counted again by pass 2 (a row the pipeline deleted
-    between the passes would otherwise be both differing and missing)."""
+    pass 1 already found differing or only in Cassandra is not counted again by pass 2 (a row
+    the pipeline deleted between the passes would otherwise be both differing and missing)."""
     import psycopg
     from cassandra import InvalidRequest
     from cassandra.query import SimpleStatement, tuple_factory

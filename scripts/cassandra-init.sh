@@ -19,8 +19,8 @@
 #   environment: CASSANDRA_ADMIN_PASSWORD, CASSANDRA_JOB_PASSWORD, CASSANDRA_READER_PASSWORD
 #   (required); CASSANDRA_REPLICAS (default 1), CASSANDRA_SQL (default /sql/cassandra),
 #   CASSANDRA_ADMIN_ROLE (default cdcpipe), CQLSH (default cqlsh), CASSANDRA_LOGIN_WAIT
-#   (seconds to wait for a login, default 180: the default superuser appears about 10 s after
-#   a new node opens CQL)
+#   (seconds to keep trying a login, default 180: the default superuser appears about 10 s
+#   after a new node opens CQL)
 set -euo pipefail
 umask 077
 
@@ -48,13 +48,14 @@ cql() { # CREDENTIALS STATEMENT...: each statement through a file, so no value r
   printf '%s\n' "$@" >"$work/statements.cql"
   "$cqlsh" --credentials "$login" --request-timeout=60 "$host" "$port" -f "$work/statements.cql"
 }
-answers() { # CREDENTIALS: does Cassandra accept this login?
-  "$cqlsh" --credentials "$1" --request-timeout=10 "$host" "$port" -e "SELECT release_version FROM system.local" >/dev/null 2>&1
+answers() { # CREDENTIALS: does Cassandra accept this login? (cqlsh's answer kept for the message)
+  "$cqlsh" --credentials "$1" --request-timeout=10 "$host" "$port" -e "SELECT release_version FROM system.local" \
+    >/dev/null 2>"$work/answer"
 }
-replicate() { # CREDENTIALS: Cassandra._replicate's statements, in its order
+replication() { # Cassandra._replicate's statements, in its order (none on one node)
   [ "$replicas" -gt 1 ] || return 0
   local r="{'class': 'NetworkTopologyStrategy', 'datacenter1': $replicas}"
-  cql "$1" "ALTER KEYSPACE system_auth WITH replication = $r;" \
+  printf '%s\n' "ALTER KEYSPACE system_auth WITH replication = $r;" \
     "ALTER KEYSPACE system_distributed WITH replication = $r;" \
     "ALTER KEYSPACE system_traces WITH replication = $r;" \
     "CREATE KEYSPACE IF NOT EXISTS cdc WITH replication = $r;" \
@@ -66,7 +67,8 @@ credentials cassandra cassandra "$work/default"
 
 # 1. Take over.
 login=""
-for _ in $(seq 1 $(((wait_s + 1) / 2))); do
+deadline=$((SECONDS + wait_s))
+while :; do
   if answers "$work/admin"; then
     login=admin
     break
@@ -74,27 +76,32 @@ for _ in $(seq 1 $(((wait_s + 1) / 2))); do
     login=default
     break
   fi
+  [ "$SECONDS" -lt "$deadline" ] || break
   sleep 2
 done
 case $login in
 admin) echo "logged in as role $admin_role" ;;
 default)
   echo "a new node: the default superuser creates role $admin_role"
-  replicate "$work/default"
-  cql "$work/default" \
+  # One session: the replication and the role (a second login as the default superuser, read
+  # at QUORUM from system_auth's new replicas before any repair, could be refused).
+  mapfile -t statements < <(replication)
+  cql "$work/default" "${statements[@]}" \
     "CREATE ROLE IF NOT EXISTS $admin_role WITH SUPERUSER = true AND LOGIN = true AND PASSWORD = $(quoted "$CASSANDRA_ADMIN_PASSWORD");"
   ;;
 *)
-  echo "Cassandra at $host:$port accepted neither role $admin_role's login nor the default superuser's within ${wait_s}s:" \
-    "if it answers at all, its admin password is not CASSANDRA_ADMIN_PASSWORD of .env (restore it, or start over:" \
-    "docker compose down -v deletes all data)" >&2
+  echo "Cassandra at $host:$port accepted neither role $admin_role's login nor the default superuser's within ${wait_s}s;" \
+    "cqlsh said: $(tail -n 1 "$work/answer" 2>/dev/null)." \
+    "If that is a refused login, its admin password is not CASSANDRA_ADMIN_PASSWORD of .env: restore it, or start over" \
+    "(docker compose down -v deletes all data)" >&2
   exit 1
   ;;
 esac
 cql "$work/admin" "DROP ROLE IF EXISTS cassandra;"
 
 # 2. Replication (again: idempotent), 3. the schema.
-replicate "$work/admin"
+mapfile -t statements < <(replication)
+[ "${#statements[@]}" -eq 0 ] || cql "$work/admin" "${statements[@]}"
 for f in "$sql_dir"/*.cql; do
   echo "applying $f"
   "$cqlsh" --credentials "$work/admin" --request-timeout=60 "$host" "$port" -f "$f"

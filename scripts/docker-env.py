@@ -3,6 +3,7 @@
 
     python3 scripts/docker-env.py            # writes .env (mode 0600) from .env.example
     python3 scripts/docker-env.py --force    # replaces an existing .env (new secrets!)
+    python3 scripts/docker-env.py --add-missing   # keeps .env, appends what a newer version needs
     python3 scripts/docker-env.py --check [--env-file .env]
 
 --check is what the compose service `preflight` runs (on its environment) before anything
@@ -152,6 +153,24 @@ def render(template: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def missing_lines(existing: dict[str, str]) -> list[str]:
+    """NAME=fresh value for each generated variable ``existing`` lacks or leaves empty: what a
+    newer docker-compose.yml asks of an .env written by an older version."""
+    return [f"{name}={make()}" for name, make in GENERATED.items() if not existing.get(name)]
+
+
+def add_missing(path: Path) -> list[str]:
+    """Append :func:`missing_lines` to ``path`` (kept 0600); the names added. The values already
+    there stay: replacing them would lock the stack out of its own volumes (PostgreSQL's
+    superuser, Airflow's Fernet key, Cassandra's admin role)."""
+    lines = missing_lines(read_env_file(path))
+    text = path.read_text()
+    if lines:
+        added = ("" if text.endswith("\n") or not text else "\n") + "# added by docker-env.py --add-missing\n" + "\n".join(lines) + "\n"
+        write(path, text + added, force=True)
+    return [line.partition("=")[0] for line in lines]
+
+
 def write(path: Path, text: str, force: bool) -> None:
     if not force:
         # O_EXCL: refuse atomically if .env appeared meanwhile; 0600 from the first byte.
@@ -170,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=REPO / ".env", help="where to write (default: .env)")
     parser.add_argument("--template", type=Path, default=EXAMPLE, help="default: .env.example")
     parser.add_argument("--force", action="store_true", help="replace an existing file")
+    parser.add_argument(
+        "--add-missing", action="store_true", help="keep an existing file and append fresh values for what it lacks (after an upgrade)"
+    )
     parser.add_argument("--check", action="store_true", help="check values instead of writing them (from --env-file, else the environment)")
     parser.add_argument("--env-file", type=Path, help="with --check: read values from this file")
     args = parser.parse_args(argv)
@@ -182,15 +204,25 @@ def main(argv: list[str] | None = None) -> int:
             for problem in found:
                 print(f"  - {problem}", file=sys.stderr)
             print(
-                "write fresh secrets with `python3 scripts/docker-env.py` (or --force to replace .env), then `docker compose up -d` again",
+                "write fresh secrets with `python3 scripts/docker-env.py` (--add-missing adds what an existing .env lacks; "
+                "--force replaces .env), then `docker compose up -d` again",
                 file=sys.stderr,
             )
             return 1
         print("preflight: secrets look usable")
         return 0
 
+    if args.add_missing and args.output.exists():
+        added = add_missing(args.output)
+        print(f"{args.output}: added {', '.join(added)}" if added else f"{args.output} lacks nothing")
+        return 0
     if args.output.exists() and not args.force:
-        print(f"{args.output} exists; not overwriting it (--force replaces it, and every secret in it)", file=sys.stderr)
+        lacking = [line.partition("=")[0] for line in missing_lines(read_env_file(args.output))]
+        print(
+            f"{args.output} exists; not overwriting it (--force replaces it, and every secret in it)"
+            + (f"; it lacks {', '.join(lacking)}: --add-missing appends them and keeps the rest" if lacking else ""),
+            file=sys.stderr,
+        )
         return 1
     try:
         write(args.output, render(args.template.read_text()), args.force)

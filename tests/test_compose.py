@@ -286,6 +286,25 @@ def test_generated_env_is_complete_private_and_not_overwritten(docker_env, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == [".env"], "temporary files left behind"
 
 
+def test_add_missing_keeps_every_value_and_adds_what_a_newer_version_needs(docker_env, tmp_path, capsys):
+    """An .env written before a secret existed (here: without the Cassandra passwords):
+    compose refuses it, a plain run says what it lacks, --add-missing appends fresh values for
+    exactly that and keeps every other line; a second run adds nothing."""
+    env_file = _generated(docker_env, tmp_path)
+    old = [line for line in env_file.read_text().splitlines() if not line.startswith("CASSANDRA_")]
+    env_file.write_text("\n".join(old) + "\n")
+    before = docker_env.read_env_file(env_file)
+    assert docker_env.main(["--output", str(env_file)]) == 1
+    assert "lacks CASSANDRA_ADMIN_PASSWORD, CASSANDRA_JOB_PASSWORD, CASSANDRA_READER_PASSWORD" in capsys.readouterr().err
+    assert docker_env.main(["--output", str(env_file), "--add-missing"]) == 0
+    after = docker_env.read_env_file(env_file)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert set(after) - set(before) == {"CASSANDRA_ADMIN_PASSWORD", "CASSANDRA_JOB_PASSWORD", "CASSANDRA_READER_PASSWORD"}
+    assert docker_env.problems(after) == [] and stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    text = env_file.read_text()
+    assert docker_env.main(["--output", str(env_file), "--add-missing"]) == 0 and env_file.read_text() == text
+
+
 def test_every_service_waits_for_preflight(any_compose):
     services = any_compose["services"]
     assert services["preflight"]["restart"] == "no"

@@ -109,6 +109,10 @@ commitlog_sync: periodic
 commitlog_sync_period: 10000ms
 concurrent_writes: 32
 tombstone_failure_threshold: 100000
+authenticator:
+  class_name : org.apache.cassandra.auth.AllowAllAuthenticator
+authorizer: AllowAllAuthorizer
+role_manager: CassandraRoleManager
 endpoint_snitch: SimpleSnitch
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider

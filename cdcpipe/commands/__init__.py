@@ -1,1 +1,1 @@
-"""CLI command groups beyond the runtime's own (up/down/status/logs/jars)."""
+"""The CLI's command groups, one module each with its ``register(subparsers)``; ``cli`` lists them."""
