@@ -83,11 +83,27 @@ case $login in
 admin) echo "logged in as role $admin_role" ;;
 default)
   echo "a new node: the default superuser creates role $admin_role"
-  # One session: the replication and the role (a second login as the default superuser, read
-  # at QUORUM from system_auth's new replicas before any repair, could be refused).
+  # One session: the replication and the role. On a cluster the default superuser's own row
+  # has one replica until repaired; once system_auth has three, a node reads it at QUORUM and
+  # may find it on neither of the two it asks, and then denies the superuser its status. So a
+  # refusal is tried again (every statement is idempotent), first reading that row at ALL,
+  # whose read repair copies it to every replica (as Cassandra._as_default_superuser does).
   mapfile -t statements < <(replication)
-  cql "$work/default" "${statements[@]}" \
-    "CREATE ROLE IF NOT EXISTS $admin_role WITH SUPERUSER = true AND LOGIN = true AND PASSWORD = $(quoted "$CASSANDRA_ADMIN_PASSWORD");"
+  statements+=("CREATE ROLE IF NOT EXISTS $admin_role WITH SUPERUSER = true AND LOGIN = true AND PASSWORD = $(quoted "$CASSANDRA_ADMIN_PASSWORD");")
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    if [ "$attempt" = 1 ]; then
+      cql "$work/default" "${statements[@]}" && break
+    else
+      cql "$work/default" "CONSISTENCY ALL;" "SELECT role FROM system_auth.roles WHERE role = 'cassandra';" \
+        "CONSISTENCY ONE;" "${statements[@]}" && break
+    fi
+    [ "$attempt" -lt 10 ] || {
+      echo "the default superuser could not create role $admin_role in 10 attempts (cqlsh's errors above)" >&2
+      exit 1
+    }
+    echo "refused (attempt $attempt of 10); trying again" >&2
+    sleep 3
+  done
   ;;
 *)
   echo "Cassandra at $host:$port accepted neither role $admin_role's login nor the default superuser's within ${wait_s}s;" \

@@ -230,6 +230,11 @@ log_path = os.environ["FAKE_CQLSH_LOG"]
 made = open(log_path).read() if os.path.exists(log_path) else ""
 if user in os.environ.get("FAKE_CQLSH_REFUSE", "").split(",") and f"CREATE ROLE IF NOT EXISTS {user} " not in made:
     sys.exit("AuthenticationFailed")
+failing = os.environ.get("FAKE_CQLSH_FAIL_ONCE", "")  # a user whose first -f run is refused
+if failing == user and "-f" in argv and f'"user": "{user}"' not in made:
+    with open(log_path, "a") as log:
+        log.write(json.dumps({"user": user, "statements": [], "argv": argv, "file": "refused"}) + "\n")
+    sys.exit("Unauthorized: User cassandra has no ALTER permission on <keyspace system_distributed>")
 if "-f" in argv:
     text = open(argv[argv.index("-f") + 1]).read()
 else:
@@ -251,8 +256,12 @@ CASSANDRA_PASSWORDS = {
 }
 
 
-def run_cassandra_init(tmp_path: Path, env: dict[str, str], refuse: tuple[str, ...] = ()) -> tuple[int, str, list[dict]]:
-    """scripts/cassandra-init.sh run against the recording cqlsh: (exit code, output, calls)."""
+def run_cassandra_init(
+    tmp_path: Path, env: dict[str, str], refuse: tuple[str, ...] = (), fail_once: str = ""
+) -> tuple[int, str, list[dict]]:
+    """scripts/cassandra-init.sh run against the recording cqlsh: (exit code, output, calls).
+    ``refuse``: users whose login is refused until a recorded statement creates them;
+    ``fail_once``: a user whose first -f run fails as an unauthorized statement does."""
     import json
     import os
     import subprocess
@@ -271,6 +280,7 @@ def run_cassandra_init(tmp_path: Path, env: dict[str, str], refuse: tuple[str, .
             "CASSANDRA_SQL": str(REPO / "sql" / "cassandra"),
             "FAKE_CQLSH_LOG": str(log),
             "FAKE_CQLSH_REFUSE": ",".join(refuse),
+            "FAKE_CQLSH_FAIL_ONCE": fail_once,
             "CASSANDRA_LOGIN_WAIT": "1",
             **env,
         },

@@ -493,6 +493,53 @@ def test_cassandra_init_replicates_like_the_local_runtime(cluster, local, tmp_pa
     )
     for name in _nodes(cluster, "cassandra")[1:]:
         assert init["depends_on"][name]["condition"] == "service_healthy", f"cassandra-init does not wait for {name}"
+    # The default superuser refused once (its row not yet on the replicas a node asked, right
+    # after system_auth gained them): read that row at ALL (read repair), then all again.
+    code, output, calls = run_cassandra_init(
+        tmp_path / "refused-once", {**CASSANDRA_PASSWORDS, "CASSANDRA_REPLICAS": "3"}, refuse=("cdcpipe",), fail_once="cassandra"
+    )
+    assert code == 0 and "trying again" in output, output
+    retried = [call["statements"] for call in calls if call["user"] == "cassandra" and call["statements"]]
+    assert len(retried) == 1 and retried[0][:2] == ["CONSISTENCY ALL", "SELECT role FROM system_auth.roles WHERE role = 'cassandra'"]
+    assert retried[0][3:] == [*recorder.statements, retried[0][-1]] and retried[0][-1].startswith("CREATE ROLE IF NOT EXISTS cdcpipe")
+
+
+class _DeniedOnce(_Recorder):
+    """A session whose node denies the default superuser's status once, on the statement after
+    system_auth's replication change (what CI saw on a fresh cluster)."""
+
+    def __init__(self, denials: int = 1):
+        super().__init__()
+        self.denials = denials
+
+    def execute(self, statement, *args, **kwargs):
+        from cassandra import Unauthorized
+
+        text = getattr(statement, "query_string", statement)
+        self.statements.append(text)
+        if self.denials and "system_distributed" in text:
+            self.denials -= 1
+            raise Unauthorized("User cassandra has no ALTER permission on <keyspace system_distributed> or any of its parents")
+
+
+def test_the_take_over_tries_a_denied_superuser_again_after_a_repairing_read(local, monkeypatch):
+    from cdcpipe.pipeline.logins import Login
+
+    monkeypatch.setattr("time.sleep", lambda _s: None)
+    node = Cassandra(local, SECRETS)
+    recorder = _Recorder()
+    node._replicate(recorder)
+    denied = _DeniedOnce()
+    node._as_default_superuser(denied, Login("cdcpipe", "pw"))
+    repair = "SELECT role FROM system_auth.roles WHERE role = %s"
+    assert denied.statements.count(repair) == 1
+    after = denied.statements[denied.statements.index(repair) + 1 :]
+    assert after[: len(recorder.statements)] == recorder.statements and after[-1].startswith("CREATE ROLE IF NOT EXISTS cdcpipe")
+    # Denied for good: raised once the time is up, not looped forever.
+    from cassandra import Unauthorized
+
+    with pytest.raises(Unauthorized):
+        node._as_default_superuser(_DeniedOnce(denials=10**6), Login("cdcpipe", "pw"), timeout=0)
 
 
 # --- The Spark job and workers ----------------------------------------------------------------

@@ -485,11 +485,7 @@ class Cassandra(Service):
                 raise
         try:
             with session(self.contact_points, self.port(), login=DEFAULT_LOGIN, consistency=self.consistency) as opened:
-                self._replicate(opened)  # before the role is written: see _replicate
-                opened.execute(
-                    f"CREATE ROLE IF NOT EXISTS {admin.username} WITH SUPERUSER = true AND LOGIN = true AND PASSWORD = %s",
-                    (admin.password,),
-                )
+                self._as_default_superuser(opened, admin)
         except NoHostAvailable as exc:
             if refused_login(exc) is None:
                 raise
@@ -500,6 +496,38 @@ class Cassandra(Service):
             ) from None
         with self.connected() as opened:
             opened.execute("DROP ROLE IF EXISTS cassandra")
+
+    def _as_default_superuser(self, opened, admin: Login, timeout: float = 90.0) -> None:
+        """Replicate (before the role is written: see _replicate), then create the admin role.
+
+        On a cluster the default superuser's own row was written while system_auth had one
+        replica. Once system_auth has one per node, a node reads that row at QUORUM from two of
+        them, and until a repair those may both lack it: the node then denies the superuser
+        its status ("User cassandra has no ALTER permission on <keyspace system_distributed>",
+        seen in CI when the ALTERs outlasted the 2 s roles cache). So a refusal here is tried
+        again (every statement is idempotent), after a read of that row at ALL, whose read
+        repair copies it to every replica once a check lets it through."""
+        from cassandra import ConsistencyLevel, Unauthorized
+        from cassandra.query import SimpleStatement
+
+        repair = SimpleStatement("SELECT role FROM system_auth.roles WHERE role = %s", consistency_level=ConsistencyLevel.ALL)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._replicate(opened)
+                opened.execute(
+                    f"CREATE ROLE IF NOT EXISTS {admin.username} WITH SUPERUSER = true AND LOGIN = true AND PASSWORD = %s",
+                    (admin.password,),
+                )
+                return
+            except Unauthorized:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(1)
+            try:
+                opened.execute(repair, (DEFAULT_LOGIN.username,), timeout=30)
+            except Exception:  # noqa: BLE001 - refused or a replica busy: the next round tries again
+                pass
 
     def info(self) -> dict[str, Any]:
         return {
