@@ -38,7 +38,7 @@ from cdcpipe.pipeline.apply import apply_arrow, consistency, executor_sink, expl
 from cdcpipe.pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
 from cdcpipe.pipeline.config import SinkConfig
 from cdcpipe.pipeline.logins import ui_login_conf
-from cdcpipe.pipeline.schema_changes import USERS_TOPIC, SchemaChange
+from cdcpipe.pipeline.schema_changes import FLOORS_PROPERTY, USERS_TOPIC, SchemaChange, floors_snapshot, load_floors
 from cdcpipe.pipeline.schema_changes import apply as apply_schema_changes
 from cdcpipe.pipeline.sync_state import BATCH_PROPERTY as SYNC_BATCH_PROPERTY
 from cdcpipe.pipeline.sync_state import snapshot as sync_snapshot
@@ -159,7 +159,7 @@ RETRY_MAX_SECONDS = 30.0
 
 #: The Kafka source's columns the executors read, and what each partition returns.
 COLUMNS = ("key", "value", "topic", "partition", "offset")
-APPLIED_SCHEMA = "records long, writes long, dead long, schema_changes array<string>, epoch_view string"
+APPLIED_SCHEMA = "records long, writes long, dead long, schema_changes array<string>, view string"
 
 
 class ArrowMapper:
@@ -423,11 +423,14 @@ class BatchApplier:
         # The work happens on the executors; only one row of counts per partition returns.
         conf = self.conf
         try:
-            # One view of cdc.sync_state for every task of the batch (pipeline/sync_state.py).
-            # pyspark pins this thread to a JVM thread, whose local properties the batch's job
-            # takes to its tasks.
-            view = sync_snapshot(executor_sink(conf)[0].session, self.epoch_topics, conf["keyspace"])
-            self.spark.sparkContext.setLocalProperty(SYNC_BATCH_PROPERTY, view)
+            # One view of cdc.sync_state and of the floors for every task of the batch
+            # (pipeline/sync_state.py, pipeline/schema_changes.py), read here once instead of
+            # by every task. pyspark pins this thread to a JVM thread, whose local properties
+            # the batch's job takes to its tasks.
+            session = executor_sink(conf)[0].session
+            context = self.spark.sparkContext
+            context.setLocalProperty(SYNC_BATCH_PROPERTY, sync_snapshot(session, self.epoch_topics, conf["keyspace"]))
+            context.setLocalProperty(FLOORS_PROPERTY, floors_snapshot(load_floors(session, conf["keyspace"], conf["table"])))
             counts = self.on_executors(batch).collect()
             # DDL after the batch's row writes, on the driver: a TRUNCATE or DROP COLUMN then
             # covers every write of the batch older than it (pipeline/schema_changes.py).
@@ -444,7 +447,7 @@ class BatchApplier:
             totals["records"] += row.records
             totals["writes"] += row.writes
             totals["dead"] += row.dead
-            totals["tasks_batch_epochs" if row.epoch_view == "batch" else "tasks_own_epochs"] += 1
+            totals["tasks_batch_view" if row.view == "batch" else "tasks_own_view"] += 1
         totals["batches"] += 1
 
     def keep_warm(self, query) -> None:
@@ -550,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_session(args)
     # tasks_*_epochs: how the batches' tasks got their sync epochs (one view per batch, or each
     # reading the table); the tests check the first is what happens.
-    totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0, "tasks_batch_epochs": 0, "tasks_own_epochs": 0}
+    totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0, "tasks_batch_view": 0, "tasks_own_view": 0}
     report = ProgressReport(args.progress_file, totals)
     spark.streams.addListener(report)
     stopping = Stopping()

@@ -260,3 +260,27 @@ def test_a_batch_s_epochs_travel_from_the_driver_to_its_tasks_unchanged():
     }
     # Outside a Spark task there is no batch view, and apply_partition reads the table itself.
     assert apply.batch_epochs() is None
+
+
+def test_a_batch_s_floors_travel_from_the_driver_to_its_tasks_unchanged():
+    """The driver's one read of cdc.schema_changes per micro-batch (load_floors) reaches every
+    task as text, and what the tasks read back rules out the same late records."""
+    from types import SimpleNamespace
+
+    from cdcpipe.pipeline.changes import Change
+    from cdcpipe.pipeline.schema_changes import floors_from_snapshot, floors_snapshot, load_floors
+
+    class Session:
+        def execute(self, query, params):
+            assert params == ("users",)
+            return [
+                SimpleNamespace(write_timestamp=500, kind="truncate", column_name=None),
+                SimpleNamespace(write_timestamp=700, kind="drop_column", column_name="nick"),
+                SimpleNamespace(write_timestamp=300, kind="truncate", column_name=None),
+            ]
+
+    floors = floors_from_snapshot(floors_snapshot(load_floors(Session(), "cdc", "users")))
+    assert (floors.truncated_at, floors.dropped) == (500, {"nick": 700})
+    assert floors.admit(Change("k", "u", {"nick": "x"}, 400, 1, 1)) is None  # older than the truncate
+    assert floors.admit(Change("k", "u", {"nick": "x", "city": "y"}, 600, 1, 1)).row == {"city": "y"}
+    assert apply.batch_floors() is None  # outside a Spark task: no batch view

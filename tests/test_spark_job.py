@@ -50,19 +50,20 @@ def test_mixed_writes_are_reflected_exactly(pg, cassandra, spark_job):
     assert model[ids[1]]["username"] == "user-1 🐘𝔘 漢字"
 
 
-def test_every_task_of_a_batch_gets_the_driver_s_one_view_of_the_sync_epochs(conf, pg, cassandra, spark_job):
-    """Issue 23: each task read cdc.sync_state itself, so a resync writing an epoch while a
-    batch ran gave its tasks different views. The driver now reads it once per batch and hands
-    it to every task (a Spark local property); the job counts which view each task used."""
+def test_every_task_of_a_batch_gets_the_driver_s_one_view_of_epochs_and_floors(conf, pg, cassandra, spark_job):
+    """Issue 23: each task read cdc.sync_state and cdc.schema_changes itself, so a resync
+    writing an epoch while a batch ran gave its tasks different views (and every task paid two
+    reads). The driver now reads both once per batch and hands them to every task (Spark local
+    properties); the job counts the tasks that had to read either themselves."""
 
     def totals() -> dict:
         return spark_job.progress(conf).get("totals") or {}
 
-    before = totals().get("tasks_batch_epochs", 0)
+    before = totals().get("tasks_batch_view", 0)
     user_id = insert(pg, ROW)
     assert user_id in wait_until_read_model_matches(pg, cassandra)
-    after = wait_for(lambda: totals() if totals().get("tasks_batch_epochs", 0) > before else None, 30, "a batch's task counted")
-    assert after["tasks_own_epochs"] == 0, after  # no task of this job read the table itself
+    after = wait_for(lambda: totals() if totals().get("tasks_batch_view", 0) > before else None, 30, "a batch's task counted")
+    assert after["tasks_own_view"] == 0, after  # no task of this job read either table itself
 
 
 def test_pk_update_txn_and_twenty_updates_end_exact(pg, cassandra, spark_job):

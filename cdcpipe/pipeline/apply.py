@@ -25,7 +25,16 @@ from .cassandra_session import DEFAULT_WRITE_CONSISTENCY
 from .cassandra_sink import REBUILD_STEP, DeadLetter, TableUnusable, after_field_types, type_conflicts
 from .changes import Change, Epoch, MalformedChange, check_source, epoch_for, from_event, image_key, last_per_key, superseded_below
 from .config import SinkConfig
-from .schema_changes import JOURNAL_TOPIC, USERS_TOPIC, Floors, SchemaChange, from_journal_event, load_floors
+from .schema_changes import (
+    FLOORS_PROPERTY,
+    JOURNAL_TOPIC,
+    USERS_TOPIC,
+    Floors,
+    SchemaChange,
+    floors_from_snapshot,
+    from_journal_event,
+    load_floors,
+)
 
 # One Cassandra session and registry client per Python worker process, reused across tasks.
 _executor_state: dict[str, Any] = {}
@@ -119,13 +128,14 @@ def _task_context(
         if _executor_state.pop("failed", False):  # the step a table-level error names may have changed the table
             sink.reload()
             checked_schemas.clear()
+        own_view = []  # what this task read itself, not from the driver's view of the batch
         if epochs is None:
             from .sync_state import load
 
             session = sink.session
             batch_view = batch_epochs()
-            if stats is not None:
-                stats["epoch_view"] = "batch" if batch_view is not None else "task"
+            if batch_view is None:
+                own_view.append("epochs")
 
             def epochs(topic: str) -> list[Epoch]:
                 if batch_view is not None and topic in batch_view:
@@ -133,7 +143,12 @@ def _task_context(
                 return load(session, topic, conf["keyspace"])
 
         if floors is None:
-            floors = load_floors(sink.session, conf["keyspace"], conf["table"])
+            floors = batch_floors()
+            if floors is None:
+                own_view.append("floors")
+                floors = load_floors(sink.session, conf["keyspace"], conf["table"])
+        if stats is not None:
+            stats["view"] = "task" if own_view else "batch"
     else:
         types_by_schema, checked_schemas = {}, set()
     if epochs is None:  # stand-ins without epochs: before the first resync
@@ -196,12 +211,12 @@ def apply_partition(
     ``sink`` and ``registry`` default to this worker's own (from ``conf``); tests pass stand-ins
     with the same methods (``tests/test_apply.py``). ``epochs(topic)`` gives the topic's sync
     epochs, oldest first (default: the micro-batch's snapshot the driver handed every task, else
-    cdc.sync_state read once per task; stand-ins: none); ``stats["epoch_view"]`` then says which
-    ("batch" or "task").
+    cdc.sync_state read once per task; stand-ins: none).
     Records of the schema-change journal (``conf["schema_changes_topic"]``) are appended to
     ``schema_changes``, for the driver to apply after the batch (pipeline/schema_changes.py);
-    ``floors`` (default: cdc.schema_changes, read once per task) rule out what an applied
-    TRUNCATE or DROP COLUMN removed.
+    ``floors`` rule out what an applied TRUNCATE or DROP COLUMN removed (default: the driver's,
+    read before the batch, else cdc.schema_changes read once per task). ``stats["view"]`` says
+    whether both came from the driver ("batch") or the task read one itself ("task").
 
     Table-level problems raise instead of dead-lettering every row (the batch fails, the job
     reports the reason and retries): a source that changed identity (``SourceChanged``), a
@@ -321,18 +336,30 @@ def check_types(sink: Any, writer: dict[str, str]) -> None:
     sink.widened.update(n for n, t in writer.items() if n in sink.columns and sink.columns[n] != t)
 
 
-def batch_epochs() -> dict[str, list[Epoch]] | None:
-    """The micro-batch's epochs, as the driver read them (pipeline/sync_state.py), if this runs
-    in a Spark task whose job carries them."""
+def _batch_property(name: str) -> str | None:
+    """The Spark local property ``name`` of the job this task belongs to (None outside a task)."""
     try:
         from pyspark import TaskContext
     except ImportError:
         return None
+    context = TaskContext.get()
+    return (context.getLocalProperty(name) or None) if context is not None else None
+
+
+def batch_epochs() -> dict[str, list[Epoch]] | None:
+    """The micro-batch's epochs, as the driver read them (pipeline/sync_state.py), if this runs
+    in a Spark task whose job carries them."""
     from .sync_state import BATCH_PROPERTY, from_snapshot
 
-    context = TaskContext.get()
-    text = context.getLocalProperty(BATCH_PROPERTY) if context is not None else None
+    text = _batch_property(BATCH_PROPERTY)
     return from_snapshot(text) if text else None
+
+
+def batch_floors() -> Floors | None:
+    """The micro-batch's floors, as the driver read them before it (pipeline/schema_changes.py):
+    every task judges late records by the same ones, and no task reads cdc.schema_changes."""
+    text = _batch_property(FLOORS_PROPERTY)
+    return floors_from_snapshot(text) if text else None
 
 
 def apply_arrow(batches, conf: SinkConfig):
@@ -358,7 +385,7 @@ def apply_arrow(batches, conf: SinkConfig):
             "writes": [writes],
             "dead": [dead],
             "schema_changes": [[c.to_json() for c in schema_changes]],
-            "epoch_view": [stats.get("epoch_view", "none")],
+            "view": [stats.get("view", "none")],
         }
     )
 

@@ -153,6 +153,20 @@ class Floors:
         return change
 
 
+#: The Spark local property that hands the driver's floors to every task of a micro-batch.
+FLOORS_PROPERTY = "cdcpipe.floors"
+
+
+def floors_snapshot(floors: Floors) -> str:
+    """``floors`` as one JSON text (:func:`floors_from_snapshot` reads it)."""
+    return json.dumps({"truncated_at": floors.truncated_at, "dropped": floors.dropped})
+
+
+def floors_from_snapshot(text: str) -> Floors:
+    data = json.loads(text)
+    return Floors(int(data["truncated_at"]), {str(c): int(t) for c, t in data["dropped"].items()})
+
+
 def load_floors(session: Any, keyspace: str, table: str) -> Floors:
     """The floors of ``keyspace.table`` from cdc.schema_changes (one small query)."""
     floors = Floors()
