@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from . import runtime
@@ -160,23 +160,46 @@ def stale_cleanup(session, keyspace: str, table: str, key: str, epoch: int) -> t
     return rows_deleted, cells_rows
 
 
-def recreate_table(session: Any, keyspace: str, table: str) -> None:
-    """DROP TABLE, and create it again with its primary key alone.
+def recreate_table(session: Any, keyspace: str, table: str, columns: Mapping[str, str] | None = None) -> None:
+    """DROP TABLE, and create it again with its primary key and ``columns`` (name -> CQL type).
 
     Not from sql/cassandra's column list: after a base column's type changed at the source
     (street_number integer -> bigint), that list re-created the old type, the snapshot's
-    reads failed the same way, and the rebuild never finished (issue 23). The job adds each
-    column as the first record carrying it arrives, typed from that record's writer schema,
-    which is the source's current type. The other schema files then create whatever else is
-    missing (idempotently)."""
+    reads failed the same way, and the rebuild never finished (issue 23). ``columns`` are
+    the source's current ones (:func:`source_columns`); the job adds any other column as the
+    first record carrying it arrives, typed from that record's writer schema. The other schema
+    files then create whatever else is missing (idempotently)."""
+    from .pipeline.cassandra_sink import quote
     from .runtime import migrations
 
     session.execute(f"DROP TABLE IF EXISTS {keyspace}.{table}", timeout=120)
     session.cluster.control_connection.wait_for_schema_agreement()
     if (keyspace, table) == ("cdc", "users"):
         session.execute(migrations.users_table_ddl(key_only=True), timeout=120)
+        session.cluster.control_connection.wait_for_schema_agreement()
+        if columns:
+            added = ", ".join(f"{quote(name)} {kind}" for name, kind in columns.items())
+            session.execute(f"ALTER TABLE {keyspace}.{table} ADD IF NOT EXISTS ({added})", timeout=120)
     migrations.apply_cassandra(session)
     session.cluster.control_connection.wait_for_schema_agreement()
+
+
+def source_columns(pg: Any, table: str, key: str) -> dict[str, str]:
+    """``table``'s columns other than ``key`` whose CQL type is known without a record
+    (cassandra_sink.CQL_TYPE_OF_POSTGRES), in the table's order: what a rebuild creates at
+    once, so a rebuilt read model has the source's columns also while the source is empty."""
+    from psycopg.rows import tuple_row
+
+    from .pipeline.cassandra_sink import CQL_TYPE_OF_POSTGRES
+
+    schema, _, name = table.rpartition(".")
+    with pg.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position",
+            (schema or "public", name),
+        ).fetchall()
+    return {column: CQL_TYPE_OF_POSTGRES[kind] for column, kind in rows if column != key and kind in CQL_TYPE_OF_POSTGRES}
 
 
 def register(
@@ -279,8 +302,9 @@ def run(
         say(f"connector {connector.name}: {status['connector']['state']}")
 
         if rebuild:
-            recreate_table(session, keyspace, cassandra_table)
-            say(f"{keyspace}.{cassandra_table} dropped and re-created with its key alone (the job adds the source's columns)")
+            columns = source_columns(pg, table, key)
+            recreate_table(session, keyspace, cassandra_table, columns)
+            say(f"{keyspace}.{cassandra_table} dropped and re-created with the source's {len(columns) + 1} columns of known type")
 
         epoch, signal_id = _open_epoch(pg, session, kafka, slot, topic, journal_topic, keyspace, say)
 

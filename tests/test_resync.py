@@ -579,27 +579,54 @@ def test_a_truncate_before_a_resync_that_never_completed_still_applies(stack, co
     assert list(wait_until_read_model_matches(pg, cassandra)) == [after]
 
 
-def test_a_resync_of_an_empty_table_empties_the_read_model(stack, conf, pg, cassandra, spark_job, connector):
+def test_a_resync_of_an_empty_table_empties_the_read_model(stack, conf, pg, cassandra, spark_job, connector, scratch_users_table):
     """Debezium ends the snapshot of an empty table with status EMPTY, which resync took for a
-    failed scan (cdcpipe opcheck found it after a table was replaced by a new, empty one)."""
-    for _ in range(3):
-        insert(pg, ROW)
-    wait_until_read_model_matches(pg, cassandra)
-    with admin(stack) as su:
-        su.execute("TRUNCATE public.users")
-    summary = run_resync(stack, conf, pg, cassandra)
-    assert summary["rows_scanned"] in (0, "0"), summary
-    assert wait_until_read_model_matches(pg, cassandra) == {}
-    # Rebuilt from an empty source, cdc.users has its key alone: the cleanup built a SELECT
-    # with no column ('SELECT "id", FROM') and failed.
-    assert run_resync(stack, conf, pg, cassandra, rebuild=True)["stale_rows_deleted"] == 0
-    assert wait_until_read_model_matches(pg, cassandra) == {}
-    # The first change brings the columns back (the job adds them from its writer schema),
-    # and leaves cdc.users as the tests after this one expect it: with its columns.
-    first = insert(pg, ROW)
-    assert list(wait_until_read_model_matches(pg, cassandra)) == [first]
-    columns = {
-        r.column_name
-        for r in cassandra.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = 'cdc' AND table_name = 'users'")
+    failed scan (cdcpipe opcheck found it after a table was replaced by a new, empty one).
+
+    Rebuilt from an empty source, cdc.users then had its key alone until the first change, so
+    the README's cqlsh queries failed ('Undefined column name'). The rebuild now creates the
+    source's columns itself; each must have the type the job gives it from the first record,
+    or that record stops the job (the job's own derivation is the judge, on every type the
+    rebuild maps: cassandra_sink.CQL_TYPE_OF_POSTGRES)."""
+    from cdcpipe.pipeline.cassandra_sink import CQL_TYPE_OF_POSTGRES
+
+    contract = column_types_of(cassandra, scratch_users_table)  # sql/cassandra's cdc.users
+    extra = {
+        "smallint": 7,
+        "bigint": 5_000_000_000,
+        "real": 1.5,
+        "numeric(10,2)": Decimal("12.34"),
+        "numeric": Decimal("1e-20"),
+        "boolean": True,
+        "character varying(20)": "vc",
+        "character(3)": "abc",
+        "json": '{"a": 1}',
+        "jsonb": '{"b": [2]}',
+        "bytea": b"\x00\xff",
     }
-    assert {"email", "latitude", "dob", "updated_at"} <= columns
+    names = {kind: fresh(kind.split("(")[0].replace(" ", "_")[:6]) for kind in extra}
+    with admin(stack) as su:
+        su.execute("ALTER TABLE public.users " + ", ".join(f"ADD COLUMN {names[k]} {k}" for k in extra))
+    try:
+        for _ in range(3):
+            insert(pg, ROW)
+        wait_until_read_model_matches(pg, cassandra)
+        with admin(stack) as su:
+            su.execute("TRUNCATE public.users")
+        summary = run_resync(stack, conf, pg, cassandra)
+        assert summary["rows_scanned"] in (0, "0"), summary
+        assert wait_until_read_model_matches(pg, cassandra) == {}
+        # The cleanup of a table rebuilt with its key alone built a SELECT with no column
+        # ('SELECT "id", FROM') and failed.
+        assert run_resync(stack, conf, pg, cassandra, rebuild=True)["stale_rows_deleted"] == 0
+        assert wait_until_read_model_matches(pg, cassandra) == {}
+        rebuilt = column_types(cassandra)
+        assert rebuilt == {**contract, **{names[k]: CQL_TYPE_OF_POSTGRES[k.split("(")[0]] for k in extra}}
+        # The first change flows into those columns without a stop, and changes no type.
+        first = insert(pg, {**ROW, **{names[k]: v for k, v in extra.items()}})
+        model = wait_until_read_model_matches(pg, cassandra)
+        assert list(model) == [first]
+        assert model[first][names["bigint"]] == 5_000_000_000 and model[first][names["bytea"]] == b"\x00\xff"
+        assert column_types(cassandra) == rebuilt
+    finally:
+        drop_columns(stack, conf, pg, cassandra, *names.values())

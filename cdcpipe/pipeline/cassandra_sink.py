@@ -271,6 +271,32 @@ def cql_type_of(avro_type: Any) -> str:
     }.get(avro_type, "text")
 
 
+#: PostgreSQL type (``information_schema.columns.data_type``) -> the CQL type that
+#: :func:`cql_type_of` gives Debezium's Avro for it under connectors/users-cdc.json
+#: (``decimal.handling.mode`` precise, ``time.precision.mode`` adaptive_time_microseconds,
+#: ``binary.handling.mode`` bytes). A rebuild creates these columns before any record arrives
+#: (cdcpipe/resync.py); other types (times, timestamps without a zone, whose type depends on
+#: their precision, arrays, ...) wait for the job, which adds them from the first record.
+#: tests/test_resync.py holds both sides equal on the running pipeline.
+CQL_TYPE_OF_POSTGRES: dict[str, str] = {
+    "uuid": "uuid",
+    "text": "text",
+    "character varying": "text",
+    "character": "text",
+    "smallint": "int",
+    "integer": "int",
+    "bigint": "bigint",
+    "real": "float",
+    "double precision": "double",
+    "boolean": "boolean",
+    "numeric": "decimal",
+    "timestamp with time zone": "timestamp",
+    "json": "text",
+    "jsonb": "text",
+    "bytea": "blob",
+}
+
+
 def _named_records(schema: Any, found: dict[str, dict[str, Any]]) -> None:
     """Every named record in a schema, by full name (Avro defines a named type once)."""
     if isinstance(schema, list):
