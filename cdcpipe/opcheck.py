@@ -30,6 +30,7 @@ The operations (:data:`OPERATIONS`, each with its weight):
   and the loss of the replication slot.
 
 It changes ``public.users``' columns and truncates it: run it on a stack whose data may go.
+After a run that ended equal, :meth:`Checker.tidy` drops its columns and deletes its rows.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ from .settings import Settings
 
 #: The username prefix of the checker's own rows.
 PREFIX = "opcheck-"
+#: The names of the checker's columns (``Checker._fresh``), as a PostgreSQL regular expression.
+COLUMN_PATTERN = "^op[0-9a-f]{10}_[a-z]{1,4}$"
 #: A value maker for each column type the checker's columns can have.
 VALUES: dict[str, Callable[[random.Random], Any]] = {
     "integer": lambda r: r.randint(-(2**31), 2**31 - 1),
@@ -167,7 +170,7 @@ class Checker:
         return f"one transaction of {n} changes"
 
     def _fresh(self, kind: str) -> str:
-        return f"op{self.nonce.hex[:4]}{self.rng.randrange(16**6):06x}_{kind.split('(')[0][:4]}"
+        return f"op{self.nonce.hex[:4]}{self.rng.randrange(16**6):06x}_{kind.split('(')[0][:4]}"  # COLUMN_PATTERN
 
     def _ddl(self, *statements: str, params: tuple[Any, ...] | None = None) -> None:
         """Statements as the table's owner (the application role only writes rows)."""
@@ -407,6 +410,37 @@ class Checker:
             self.settle(entry)
             self.say(f"      {entry.verdict} ({entry.to_equal}s)")
         return self.log
+
+    def tidy(self) -> Entry:
+        """Drop the checker's columns and delete its rows (this run's, and any an interrupted
+        run left), then judge once more: the next run, the demo or a test meets the usual
+        table. The columns' emptied cells stay in cdc.users (Cassandra's own DROP is unsafe
+        here: cassandra_sink.REBUILD_STEP); ``cdcpipe resync --rebuild`` removes them."""
+        from psycopg.rows import tuple_row
+
+        entry = Entry(len(self.log) + 1, "tidy")
+        began = time.monotonic()
+        with self.pg(admin=True) as su, su.cursor(row_factory=tuple_row) as cur:
+            left = [
+                name
+                for (name,) in cur.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'users' "
+                    "AND column_name ~ %s ORDER BY ordinal_position",
+                    (COLUMN_PATTERN,),
+                )
+            ]
+            if left:
+                cur.execute("ALTER TABLE public.users " + ", ".join(f"DROP COLUMN {name}" for name in left))
+            deleted = cur.execute("DELETE FROM public.users WHERE username LIKE %s", (PREFIX + "%",)).rowcount
+        self.columns.clear()
+        self.rows.clear()
+        entry.detail = f"{len(left)} column(s) dropped, {deleted} row(s) deleted"
+        entry.seconds = round(time.monotonic() - began, 1)
+        self.log.append(entry)
+        self.say(f"  tidy: {entry.detail}")
+        self.settle(entry)
+        self.say(f"      {entry.verdict} ({entry.to_equal}s)")
+        return entry
 
     def to_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "summary": summary(self.log), "operations": [asdict(e) for e in self.log]}

@@ -25,6 +25,8 @@ def cmd_opcheck(args: argparse.Namespace) -> int:
     checker = opcheck.Checker(settings.load(), seed, say=lambda m: print(m, file=sys.stderr, flush=True), settle_seconds=args.settle)
     try:
         checker.run(args.ops, args.budget, only)
+        if not args.keep:
+            checker.tidy()
     except Exception:  # a divergence, or an operation that failed: the log and the seed either way
         print(json.dumps(checker.to_json(), indent=1, default=str), file=sys.stderr)
         print(f"opcheck FAILED with seed {seed}; replay: cdcpipe opcheck --seed {seed} --ops {args.ops} --yes", file=sys.stderr)
@@ -44,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=float, default=600.0, help="seconds after which no new operation starts (default 600)")
     p.add_argument("--only", help="comma-separated operations to draw from (default: all)")
     p.add_argument("--settle", type=float, default=240.0, help="seconds each quiet point may take to judge (default 240)")
+    p.add_argument("--keep", action="store_true", help="keep the checker's columns and rows after the run (default: dropped, then judged)")
     p.add_argument("--json", action="store_true", help="the seed, a summary and the operation log as JSON")
     p.add_argument("--yes", action="store_true", help="yes: public.users' columns and rows may be changed and services killed")
     p.set_defaults(func=cmd_opcheck)
