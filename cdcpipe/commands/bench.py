@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import settings
-from ..bench import end_to_end, job, latency, soak
+from ..bench import end_to_end, job, latency, null_cells, soak
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -34,6 +34,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress=lambda m: print(m, file=sys.stderr, flush=True),
         )
         print(json.dumps(report, indent=2) if args.json else soak.summary(report))
+        return 0
+    if args.null_cells:
+        results = null_cells.run(settings.load(), args.keys, rewrites=5, rounds=2, say=lambda m: print(m, file=sys.stderr))
+        print(json.dumps(results, indent=2) if args.json else null_cells.summary(results))
         return 0
     if args.latency:
         report = latency.measure(
@@ -114,6 +118,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="with --latency: each probe's latency over the run; with --from-postgres: throughput per stage and each change's latency; "
         "with --soak: latency and each process's memory over the soak",
+    )
+    p.add_argument(
+        "--null-cells",
+        action="store_true",
+        help="instead: --keys rows written 5 times each with mostly null columns, once with each null as a null cell (the old "
+        "write) and once as a row replacement (the sink's), into two scratch tables, twice alternated; write and scan seconds, "
+        "tombstone cells per live row",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)

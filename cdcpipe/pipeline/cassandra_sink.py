@@ -22,6 +22,28 @@ the stream visibly rather than losing rows quietly. Messages seen from Cassandra
   ``DROP`` of a column), ``table t does not exist``, ``keyspace k does not exist``.
 
 The recheck only runs when a write was rejected; the hot path is unchanged.
+
+A row image is written as a replacement, with no null cells
+-----------------------------------------------------------
+Every insert, update and snapshot read carries the whole row (REPLICA IDENTITY FULL), and its
+write must leave exactly that row: no cell older than the change may survive. Writing each
+null as a null did that, but a null is a cell tombstone: the soak's rows are mostly null, so
+each change wrote about twenty tombstones, which every later read and compaction of the table
+walks over (issue 27; a verify scan read 56 tombstone cells per live row). A change at
+timestamp T is now two statements for its one partition in one UNLOGGED batch, which
+Cassandra applies as one mutation, atomically and in isolation for that partition:
+
+* ``DELETE ... USING TIMESTAMP T-1``: one partition tombstone, which removes every cell
+  older than T, as the nulls did (a cell is removed by a tombstone of its timestamp or
+  higher, and two changes never share a timestamp: they are 2^52 + LSN, or below that for
+  snapshot reads, :mod:`cdcpipe.pipeline.changes`);
+* ``INSERT ... USING TIMESTAMP T`` of the non-null values, the nulls left unset.
+
+Cells newer than T survive both, as before, so a late or replayed change still loses to a
+newer one. A column the row image lacks (added at the source after the change, or removed by
+a DROP COLUMN floor) now loses its cells older than T too: the column did not exist at the
+source at T, so any older cell is an earlier life of it that a DROP already cleared.
+Cassandra itself overwrites a collection the same way (a tombstone at T-1).
 """
 
 from __future__ import annotations
@@ -51,7 +73,6 @@ ONE_MS = dt.timedelta(milliseconds=1)
 _int32 = struct.Struct(">i").pack
 _int64 = struct.Struct(">q").pack
 _double = struct.Struct(">d").pack
-_ABSENT = object()
 #: Requests in flight per executor process.
 CONCURRENCY = 16
 #: Rows per UNLOGGED batch, and a size cap under Cassandra's default batch_size_fail_threshold
@@ -374,6 +395,7 @@ class CassandraSink:
         serializers = {spec.name: spec.type.serialize for spec in self._upsert.column_metadata}
         version = self.session.cluster.protocol_version
         self._encoders = [(name, encoder(self.columns[name], serializers[name], version)) for name in names]
+        self._key_index = names.index(self.key)
         self._key_encoder = encoder(self.columns[self.key], serializers[self.key], version)
 
     def ensure_columns(self, types: Mapping[str, str]) -> list[str]:
@@ -401,12 +423,13 @@ class CassandraSink:
             self._load_table()
         return missing
 
-    def statement_for(self, change: Change) -> tuple[BoundStatement, int]:
-        """The statement applying ``change``, its values serialized, and their size in bytes;
-        BadValue if a value cannot be stored."""
+    def statements_for(self, change: Change) -> tuple[list[BoundStatement], int]:
+        """The statements applying ``change`` (a delete; or the replacement of its row: the
+        module docstring), its values serialized, and their size in bytes; BadValue if a value
+        cannot be stored. Written together, in one batch."""
         if change.is_delete:
             values = [_int64(change.timestamp), self._encode_key(change.key)]
-            return self._bound(self._delete, values), 24
+            return [self._bound(self._delete, values)], 24
         row = change.row or {}
         if len(row) > len(self.columns) or not row.keys() <= self.columns.keys():
             # The caller adds the columns a row's writer schema declares (ensure_columns) before
@@ -422,11 +445,9 @@ class CassandraSink:
         name = ""
         try:
             for name, encode in self._encoders:
-                value = get(name, _ABSENT)
-                if value is None:
-                    append(None)
-                elif value is _ABSENT:
-                    append(UNSET_VALUE)  # absent from this schema version: leave as is
+                value = get(name)
+                if value is None:  # null, or absent from this schema version: the delete below covers it
+                    append(UNSET_VALUE)
                 else:
                     data = encode(value)
                     size += len(data)
@@ -439,7 +460,8 @@ class CassandraSink:
                 ) from None
             raise column_error(name, get(name), exc) from None
         append(_int64(change.timestamp))
-        return self._bound(self._upsert, values), size
+        older = self._bound(self._delete, [_int64(change.timestamp - 1), values[self._key_index]])
+        return [older, self._bound(self._upsert, values)], size + 24
 
     def _encode_key(self, key: str) -> bytes:
         try:
@@ -469,20 +491,25 @@ class CassandraSink:
             groups.append(current)
         return groups
 
-    def _execute(self, statements: list[BoundStatement], sizes: list[int]) -> list[tuple[bool, Any]]:
-        """(ok, outcome) per statement, written in UNLOGGED batches; a batch Cassandra rejects
-        is retried row by row so the one bad row is identified and the rest are written."""
+    @staticmethod
+    def _request(statements: Iterable[BoundStatement]) -> tuple[Any, tuple[()]]:
+        """One request for ``statements``: the statement itself when it is one, else an
+        UNLOGGED batch (a change's statements always travel together: module docstring)."""
+        statements = list(statements)
+        if len(statements) == 1:
+            return statements[0], ()
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for statement in statements:
+            batch.add(statement)
+        return batch, ()
+
+    def _execute(self, units: list[list[BoundStatement]], sizes: list[int]) -> list[tuple[bool, Any]]:
+        """(ok, outcome) per change (its statements, ``units``), written in UNLOGGED batches; a
+        batch Cassandra rejects is retried change by change so the one bad row is identified
+        and the rest are written."""
         groups = self._batches(sizes)
-        requests = []
-        for group in groups:
-            if len(group) == 1:
-                requests.append((statements[group[0]], ()))
-                continue
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            for i in group:
-                batch.add(statements[i])
-            requests.append((batch, ()))
-        outcomes: list[tuple[bool, Any]] = [(True, None)] * len(statements)
+        requests = [self._request(statement for i in group for statement in units[i]) for group in groups]
+        outcomes: list[tuple[bool, Any]] = [(True, None)] * len(units)
         results = execute_concurrent(self.session, requests, concurrency=CONCURRENCY, raise_on_first_error=False)
         retry: list[int] = []
         for group, (ok, outcome) in zip(groups, results):
@@ -496,7 +523,7 @@ class CassandraSink:
                 retry.extend(group)
         if retry:
             single = execute_concurrent(
-                self.session, [(statements[i], ()) for i in retry], concurrency=CONCURRENCY, raise_on_first_error=False
+                self.session, [self._request(units[i]) for i in retry], concurrency=CONCURRENCY, raise_on_first_error=False
             )
             for i, (ok, outcome) in zip(retry, single):
                 if not ok and not isinstance(outcome, InvalidRequest):
@@ -512,21 +539,21 @@ class CassandraSink:
         raises: the batch must be retried, not skipped.
         """
         rejected: list[tuple[Change, str]] = []
-        statements: list[BoundStatement] = []
+        units: list[list[BoundStatement]] = []
         sizes: list[int] = []
         pending = []
         for change in changes:
             try:
-                statement, size = self.statement_for(change)
+                statements, size = self.statements_for(change)
             except BadValue as exc:
                 rejected.append((change, str(exc)))
                 continue
-            statements.append(statement)
+            units.append(statements)
             sizes.append(size)
             pending.append(change)
-        if not statements:
+        if not units:
             return rejected
-        failed = [change for change, (ok, _) in zip(pending, self._execute(statements, sizes)) if not ok]
+        failed = [change for change, (ok, _) in zip(pending, self._execute(units, sizes)) if not ok]
         if failed:
             rejected.extend(self._recheck(failed))
         return rejected
@@ -544,12 +571,12 @@ class CassandraSink:
         pending, statements = [], []
         for change in changes:
             try:
-                statement, _ = self.statement_for(change)
+                unit, _ = self.statements_for(change)
             except BadValue as exc:  # not expected (it encoded before), but a value's all the same
                 rejected.append((change, str(exc)))
                 continue
             pending.append(change)
-            statements.append((statement, ()))
+            statements.append(self._request(unit))
         results = execute_concurrent(self.session, statements, concurrency=CONCURRENCY, raise_on_first_error=False)
         for change, (ok, outcome) in zip(pending, results):
             if ok:
