@@ -230,6 +230,21 @@ class SourceChanged(CdcpipeError):
         )
 
 
+class ImageIncomplete(CdcpipeError):
+    """An update whose after image holds Debezium's placeholder (``__debezium_unavailable_value``)
+    for an unchanged TOASTed value, with no before image to take it from: the source table's
+    REPLICA IDENTITY is not FULL. Written, the row would hold the placeholder; the batch fails
+    instead and the job stops naming the step."""
+
+    def __init__(self, table: str, lsn: int, columns: list[str]):
+        super().__init__(
+            f"an update of {table} at LSN {lsn} carries Debezium's placeholder instead of the value of "
+            f"{', '.join(columns)} (an unchanged large, TOASTed value) and no before image to take it from: the table's "
+            f"REPLICA IDENTITY is not FULL. Nothing was applied. Step: ALTER TABLE {table} REPLICA IDENTITY FULL (as "
+            "sql/postgres/001_users.sql does), then 'cdcpipe resync'"
+        )
+
+
 class ResyncFailed(CdcpipeError):
     """``cdcpipe resync`` stopped before its cleanup; its epoch stays recorded and a new resync is safe."""
 

@@ -92,11 +92,18 @@ class RecordingSink:
         return len(self.dead)
 
 
-def framed(op: str, user: str, city: str | None, lsn: int) -> bytes:
+def framed(op: str, user: str, city: str | None, lsn: int, before: bool = True) -> bytes:
+    """A Debezium event of the users table with REPLICA IDENTITY FULL (an update carries its
+    before image; ``before=False``: as without FULL)."""
     image = {"id": user, "city": city}
     out = io.BytesIO()
     out.write(struct.pack(">bI", 0, SCHEMA_ID))
-    record = {"before": image if op == "d" else None, "after": None if op in ("d", "t") else image, "source": {"lsn": lsn}, "op": op}
+    record = {
+        "before": image if op == "d" or (op == "u" and before) else None,
+        "after": None if op in ("d", "t") else image,
+        "source": {"lsn": lsn},
+        "op": op,
+    }
     fastavro.schemaless_writer(out, fastavro.parse_schema(ENVELOPE), record)
     return out.getvalue()
 
@@ -284,3 +291,32 @@ def test_a_batch_s_floors_travel_from_the_driver_to_its_tasks_unchanged():
     assert floors.admit(Change("k", "u", {"nick": "x"}, 400, 1, 1)) is None  # older than the truncate
     assert floors.admit(Change("k", "u", {"nick": "x", "city": "y"}, 600, 1, 1)).row == {"city": "y"}
     assert apply.batch_floors() is None  # outside a Spark task: no batch view
+
+
+def test_a_placeholder_for_an_unchanged_toasted_value_stops_the_batch_until_a_resync_started_after_it():
+    """Without REPLICA IDENTITY FULL an update has no before image, and Debezium puts its
+    placeholder in the after image for an unchanged TOASTed value it does not have: nothing of
+    the batch is written, and the reason names the column and the step. An update without a
+    before image but with every value is written. Once a resync started after the record, its
+    snapshot re-reads the row: passed over."""
+    from cdcpipe.errors import ImageIncomplete
+    from cdcpipe.pipeline.changes import UNAVAILABLE, Epoch
+
+    sink = RecordingSink()
+    full = framed("u", "c", "Bergen", 15, before=False)  # no before image, every value: written
+    batch = rows(framed("c", "b", "kept", 10), full, framed("u", "a", UNAVAILABLE, 20, before=False))
+    with pytest.raises(ImageIncomplete, match=r"public\.users at LSN 20 .* value of city .*REPLICA IDENTITY FULL .*'cdcpipe resync'"):
+        apply.apply_partition(batch, {}, sink, LocalSchemas())
+    assert sink.applied == []
+    assert apply.apply_partition(rows(full), {}, sink, LocalSchemas()) == (1, 1, 0)
+    newer = [Epoch(0, {0: 0}), Epoch(1, {0: 99})]  # a resync started after the records
+    assert apply.apply_partition(batch, {}, sink, LocalSchemas(), epochs=lambda topic: newer) == (3, 2, 0)
+    assert sorted(c.key for c in sink.applied) == ["b", "c", "c"]
+
+
+def test_the_placeholder_is_found_in_each_of_its_forms():
+    from cdcpipe.pipeline.changes import UNAVAILABLE, unavailable_columns
+
+    row = {"a": UNAVAILABLE, "b": UNAVAILABLE.encode(), "c": [UNAVAILABLE], "d": "x", "e": None, "f": [UNAVAILABLE, "y"], "g": 3}
+    assert unavailable_columns(row) == ["a", "b", "c"]
+    assert unavailable_columns(None) == []

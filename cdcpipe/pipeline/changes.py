@@ -211,6 +211,23 @@ def from_event(
     )
 
 
+#: What Debezium puts in an after image for an unchanged TOASTed value it does not have (its
+#: ``unavailable.value.placeholder``, left at the default): with REPLICA IDENTITY FULL it takes
+#: the value from the before image instead, without FULL there is none.
+UNAVAILABLE = "__debezium_unavailable_value"
+_UNAVAILABLE_FORMS = (UNAVAILABLE, UNAVAILABLE.encode())
+
+
+def unavailable_columns(row: dict[str, Any] | None) -> list[str]:
+    """The columns of ``row`` that hold Debezium's placeholder (also as a list's one element:
+    its form for arrays) instead of a value."""
+    return [
+        name
+        for name, value in (row or {}).items()
+        if value in _UNAVAILABLE_FORMS or (isinstance(value, list) and len(value) == 1 and value[0] in _UNAVAILABLE_FORMS)
+    ]
+
+
 def _lsn(source: Any, incremental_read: bool = False) -> int:
     if not isinstance(source, dict):
         raise MalformedChange(f"source is a {type(source).__name__}, not a record")
