@@ -26,6 +26,7 @@ Two families. What stops a command or the runtime::
     ├── SourceChanged            1  a record cannot come from the synced source: run ``cdcpipe resync``
     ├── SchemaChangeNeedsResync  1  DDL gave existing rows values no event carries: run ``cdcpipe resync``
     ├── PositionOverflow         1  a change's LSN is past 2**52: the write positions cannot order it
+    ├── ImageIncomplete          1  an update's image holds Debezium's placeholder: REPLICA IDENTITY FULL, then resync
     ├── ResyncFailed             1  ``cdcpipe resync`` could not finish (nothing was deleted)
     ├── ConnectorResetFailed     1  ``cdcpipe connector reset-offsets`` did not get the connector RUNNING
     ├── PipelineStalled          1  a benchmark saw a stage make no progress for too long
