@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -199,7 +200,17 @@ def source_columns(pg: Any, table: str, key: str) -> dict[str, str]:
             "ORDER BY ordinal_position",
             (schema or "public", name),
         ).fetchall()
-    return {column: CQL_TYPE_OF_POSTGRES[kind] for column, kind in rows if column != key and kind in CQL_TYPE_OF_POSTGRES}
+    # A name Avro does not allow reaches the job adjusted (field.name.adjustment.mode avro):
+    # that column is left for the job to add under the name its records carry.
+    return {
+        column: CQL_TYPE_OF_POSTGRES[kind]
+        for column, kind in rows
+        if column != key and kind in CQL_TYPE_OF_POSTGRES and AVRO_NAME.fullmatch(column)
+    }
+
+
+#: A name Avro takes as it is.
+AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def register(

@@ -551,8 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     consistency(args.write_consistency)  # a misspelt level fails here, not on every batch
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     spark = spark_session(args)
-    # tasks_*_epochs: how the batches' tasks got their sync epochs (one view per batch, or each
-    # reading the table); the tests check the first is what happens.
+    # tasks_*_view: how the batches' tasks got their sync epochs and floors (the driver's one
+    # view per batch, or each reading the tables); the tests check the first is what happens.
     totals = {"records": 0, "writes": 0, "dead": 0, "batches": 0, "tasks_batch_view": 0, "tasks_own_view": 0}
     report = ProgressReport(args.progress_file, totals)
     spark.streams.addListener(report)

@@ -309,14 +309,31 @@ def test_a_placeholder_for_an_unchanged_toasted_value_stops_the_batch_until_a_re
         apply.apply_partition(batch, {}, sink, LocalSchemas())
     assert sink.applied == []
     assert apply.apply_partition(rows(full), {}, sink, LocalSchemas()) == (1, 1, 0)
+    # The insert half of an update that changed the key carries the same placeholders.
+    with pytest.raises(ImageIncomplete, match=r"at LSN 25 .* value of city"):
+        apply.apply_partition(rows(framed("c", "d", UNAVAILABLE, 25)), {}, sink, LocalSchemas())
     newer = [Epoch(0, {0: 0}), Epoch(1, {0: 99})]  # a resync started after the records
     assert apply.apply_partition(batch, {}, sink, LocalSchemas(), epochs=lambda topic: newer) == (3, 2, 0)
     assert sorted(c.key for c in sink.applied) == ["b", "c", "c"]
 
 
 def test_the_placeholder_is_found_in_each_of_its_forms():
+    """Debezium's UnchangedToastedPlaceholder: text and bytea as they are, arrays as a list of
+    one, integer arrays as the placeholder's bytes, uuid arrays as Java's nameUUIDFromBytes."""
     from cdcpipe.pipeline.changes import UNAVAILABLE, unavailable_columns
 
-    row = {"a": UNAVAILABLE, "b": UNAVAILABLE.encode(), "c": [UNAVAILABLE], "d": "x", "e": None, "f": [UNAVAILABLE, "y"], "g": 3}
-    assert unavailable_columns(row) == ["a", "b", "c"]
+    as_numbers = list(UNAVAILABLE.encode())
+    row = {
+        "a": UNAVAILABLE,
+        "b": UNAVAILABLE.encode(),
+        "c": [UNAVAILABLE],
+        "h": as_numbers,
+        "i": ["b68a35a7-17ad-35b3-af2a-ae46edb4545a"],  # Java: UUID.nameUUIDFromBytes(placeholder bytes)
+        "d": "x",
+        "e": None,
+        "f": [UNAVAILABLE, "y"],
+        "g": 3,
+        "j": as_numbers[:-1],
+    }
+    assert unavailable_columns(row) == ["a", "b", "c", "h", "i"]
     assert unavailable_columns(None) == []

@@ -503,8 +503,9 @@ def test_a_type_with_no_cql_mapping_stops_the_job_until_its_step_is_taken(stack,
 def test_updates_without_their_before_image_are_followed_while_their_values_arrive(stack, conf, pg, cassandra, spark_job):
     """With REPLICA IDENTITY DEFAULT an update has no before image. The job stops only when an
     after image holds Debezium's placeholder for a value (test_apply: ImageIncomplete), not for
-    the missing before image: here PostgreSQL sent the unchanged 10 kB value stored out of line
-    in full, and the read model stays equal with no step."""
+    the missing before image: here the unchanged 10 kB value stored out of line arrives in full
+    (public.users' BEFORE UPDATE trigger, which sets updated_at, forms the row anew, so the
+    value is stored and sent again), and the read model stays equal with no step."""
     long_text = "".join(f"{i:05d}" for i in range(2000))
     user_id = insert(pg, ROW)
     try:

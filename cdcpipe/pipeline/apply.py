@@ -285,7 +285,10 @@ def apply_partition(
             change = from_event(key, value, offset, epoch=number)
             if change is None:
                 continue
-            if change.op == "u" and value.get("before") is None:  # REPLICA IDENTITY is not FULL
+            if change.op in ("u", "c") and value.get("before") is None and change.row:
+                # An update without its before image (REPLICA IDENTITY is not FULL), or an insert
+                # (also the second half of an update that changed the key): the after image may
+                # hold placeholders, a cheap scan of its values says.
                 missing = unavailable_columns(change.row)
                 if missing:
                     # Debezium's placeholders for unchanged TOASTed values (errors.py). Once a

@@ -35,8 +35,8 @@ Cassandra applies as one mutation, atomically and in isolation for that partitio
 
 * ``DELETE ... USING TIMESTAMP T-1``: one partition tombstone, which removes every cell
   older than T, as the nulls did (a cell is removed by a tombstone of its timestamp or
-  higher, and two changes never share a timestamp: they are 2^52 + LSN, or below that for
-  snapshot reads, :mod:`cdcpipe.pipeline.changes`);
+  higher, and two changes of one key never share a timestamp: they are 2^52 + LSN, or below
+  that for snapshot reads, :mod:`cdcpipe.pipeline.changes`);
 * ``INSERT ... USING TIMESTAMP T`` of the non-null values, the nulls left unset.
 
 Cells newer than T survive both, as before, so a late or replayed change still loses to a

@@ -86,6 +86,8 @@ still unapplied when the skip starts.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -215,16 +217,25 @@ def from_event(
 #: ``unavailable.value.placeholder``, left at the default): with REPLICA IDENTITY FULL it takes
 #: the value from the before image instead, without FULL there is none.
 UNAVAILABLE = "__debezium_unavailable_value"
-_UNAVAILABLE_FORMS = (UNAVAILABLE, UNAVAILABLE.encode())
+_UNAVAILABLE_BYTES = UNAVAILABLE.encode()
+#: Its forms, as decoded here (Debezium's UnchangedToastedPlaceholder): the text, its bytes
+#: (bytea), and for arrays a list of one of those, a list of its bytes as numbers (integer,
+#: bigint and date arrays), or a list of the UUID Java's nameUUIDFromBytes makes of it.
+_UNAVAILABLE_VALUES = (UNAVAILABLE, _UNAVAILABLE_BYTES)
+_UNAVAILABLE_LISTS = (
+    [UNAVAILABLE],
+    [_UNAVAILABLE_BYTES],
+    list(_UNAVAILABLE_BYTES),
+    [str(uuid.UUID(bytes=hashlib.md5(_UNAVAILABLE_BYTES).digest(), version=3))],
+)
 
 
 def unavailable_columns(row: dict[str, Any] | None) -> list[str]:
-    """The columns of ``row`` that hold Debezium's placeholder (also as a list's one element:
-    its form for arrays) instead of a value."""
+    """The columns of ``row`` that hold Debezium's placeholder instead of a value."""
     return [
         name
         for name, value in (row or {}).items()
-        if value in _UNAVAILABLE_FORMS or (isinstance(value, list) and len(value) == 1 and value[0] in _UNAVAILABLE_FORMS)
+        if (value in _UNAVAILABLE_VALUES if isinstance(value, (str, bytes)) else isinstance(value, list) and value in _UNAVAILABLE_LISTS)
     ]
 
 
