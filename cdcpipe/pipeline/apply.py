@@ -285,10 +285,11 @@ def apply_partition(
             change = from_event(key, value, offset, epoch=number)
             if change is None:
                 continue
-            if change.op in ("u", "c") and value.get("before") is None and change.row:
-                # An update without its before image (REPLICA IDENTITY is not FULL), or an insert
-                # (also the second half of an update that changed the key): the after image may
-                # hold placeholders, a cheap scan of its values says.
+            if change.op == "u" and value.get("before") is None:
+                # An update without its before image: REPLICA IDENTITY is not FULL, and the after
+                # image may hold placeholders. (Inserts are not scanned: under FULL they never
+                # hold one, and a row whose text is the placeholder's would stop a sound
+                # pipeline. Without FULL, the insert half of an update that changed the key can.)
                 missing = unavailable_columns(change.row)
                 if missing:
                     # Debezium's placeholders for unchanged TOASTed values (errors.py). Once a
