@@ -1,7 +1,9 @@
 """``cdcpipe resync``: an online re-synchronisation of the read model (rule: cdcpipe/pipeline/changes.py).
 
-1. record epoch E+1 in cdc.sync_state: the topic's end offsets, PostgreSQL's system identifier,
-   the slot's restart_lsn (the job tags every later record with E+1 from then on);
+1. write a fence into the schema-change journal and wait until Debezium has published it, so
+   everything committed before the resync began is in Kafka (:func:`await_fence`);
+   then record epoch E+1 in cdc.sync_state: the topics' end offsets, PostgreSQL's system
+   identifier, the slot's restart_lsn (the job tags every later record with E+1 from then on);
 2. insert an ``execute-snapshot`` signal (Debezium incremental snapshot of public.users) into
    public.cdc_signal; streaming goes on meanwhile;
 3. follow Debezium's notifications (topic ``notification.sink.topic.name``) until COMPLETED;
@@ -27,7 +29,7 @@ from .clients.kafka_io import end_offsets
 from .errors import ResyncFailed
 from .pipeline import sync_state
 from .pipeline.changes import EPOCH_BASE, MAX_EPOCH
-from .pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
+from .pipeline.schema_changes import FENCE, JOURNAL_TOPIC, USERS_TOPIC
 from .runtime import streaming_job
 
 #: The PostgreSQL advisory lock a resync holds while it runs (any number: 'cdcr' in ASCII).
@@ -67,22 +69,71 @@ def notifications(kafka: dict[str, Any], registry: Any, topic: str):
         consumer.close()
 
 
-def _open_epoch(
-    pg, session, kafka: dict[str, Any], slot: str, topic: str, journal_topic: str | None, keyspace: str, say
+def await_fence(pg: Any, kafka: dict[str, Any], registry: Any, journal_topic: str, name: str, timeout: float, say) -> int:
+    """Write a fence row into the schema-change journal (``public.cdc_journal_fence``) and wait
+    until Debezium has published it to ``journal_topic``; its offset there.
+
+    End offsets read at once would miss what PostgreSQL committed but Debezium had not yet
+    published: the DDL a stop names, run just before ``cdcpipe resync``, then landed above the
+    new epoch's start, counted as newer than the resync, and stopped the job again while the
+    resync waited for it (a CI run: ``ALTER COLUMN ... TYPE ... USING``, then the resync at
+    once). Debezium publishes in commit order through one producer, so once the fence is in
+    the journal's partition every journal row committed before it is too, and the users
+    topic's records were sent before it. ``registry``: a SchemaCache, logged in."""
+    from confluent_kafka import TopicPartition
+    from psycopg.rows import tuple_row
+
+    from .pipeline.avro_reader import decode
+
+    started = time.monotonic()
+    with kafka_io.opened(kafka, "resync-fence") as consumer:
+        consumer.assign([TopicPartition(journal_topic, p, o) for p, o in end_offsets(kafka, journal_topic).items()])
+        with pg.cursor(row_factory=tuple_row) as cur:
+            fence_id = int(cur.execute("SELECT public.cdc_journal_fence(%s)", (name,)).fetchone()[0])
+        say(f"fence {name} (journal row {fence_id}) written: waiting for Debezium to publish it ...")
+        while time.monotonic() - started < timeout:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() or msg.value() is None:
+                continue
+            value = decode(msg.value(), registry)
+            row = value.get("after") if isinstance(value, dict) else None
+            if isinstance(row, dict) and row.get("kind") == FENCE and row.get("id") == fence_id:
+                say(f"  published at offset {msg.offset()} ({time.monotonic() - started:.1f}s)")
+                return msg.offset()
+    raise ResyncFailed(
+        f"Debezium did not publish the resync's fence (journal row {fence_id}) to {journal_topic} in {timeout:.0f}s: "
+        "see 'cdcpipe status' and 'cdcpipe logs connect', then run 'cdcpipe resync' again (no epoch was recorded)"
+    )
+
+
+def open_epoch(
+    pg,
+    session,
+    kafka: dict[str, Any],
+    registry: Any,
+    slot: str,
+    topic: str,
+    journal_topic: str | None,
+    keyspace: str,
+    timeout: float,
+    say,
 ) -> tuple[int, str]:
-    """Record the next epoch in cdc.sync_state, starting at each topic's end offsets now;
-    (epoch, the id of the snapshot signal that will fill it)."""
+    """Record the next epoch in cdc.sync_state, starting at each topic's end offsets once
+    everything committed before now is published (:func:`await_fence`); (epoch, the id of the
+    snapshot signal that will fill it)."""
     system_identifier, floor_lsn = source_identity(pg, slot)
     epochs = sync_state.load(session, topic, keyspace)
     epoch = (epochs[-1].number + 1) if epochs else 1
     if epoch > MAX_EPOCH:
         raise ResyncFailed(f"epoch {epoch} would overflow the write timestamps (at most {MAX_EPOCH} resyncs)")
+    signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
+    if journal_topic:
+        await_fence(pg, kafka, registry, journal_topic, signal_id, timeout, say)
     starts = end_offsets(kafka, topic)
     # The schema-change journal's topic gets the same epoch, from its end offset at the same
     # moment: a journal row before it is then of an older epoch, and a DDL the job stopped at
     # (pipeline/schema_changes.py) is passed over, since this snapshot re-reads every row.
     journal_starts = end_offsets(kafka, journal_topic) if journal_topic else {}
-    signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
     both = {topic: starts, **({journal_topic: journal_starts} if journal_topic else {})}
     sync_state.record(session, both, epoch, floor_lsn, system_identifier, slot, signal_id)
     say(f"epoch {epoch} recorded: from offsets {starts} of {topic}; source {system_identifier}, slot {slot} restart_lsn {floor_lsn}")
@@ -300,6 +351,7 @@ def run(
     """
     with exclusive(pg):
         started = time.monotonic()
+        deadline = started + timeout
         config = connector.config
         slot = config.get("slot.name", "debezium")
         signal_table = config.get("signal.data.collection")
@@ -317,7 +369,9 @@ def run(
             recreate_table(session, keyspace, cassandra_table, columns)
             say(f"{keyspace}.{cassandra_table} dropped and re-created with the source's {len(columns) + 1} columns of known type")
 
-        epoch, signal_id = _open_epoch(pg, session, kafka, slot, topic, journal_topic, keyspace, say)
+        epoch, signal_id = open_epoch(
+            pg, session, kafka, registry, slot, topic, journal_topic, keyspace, max(1.0, deadline - time.monotonic()), say
+        )
 
         # A precaution after DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT):
         # rewriting one row to itself makes pgoutput send the relation's current columns ahead of
@@ -333,7 +387,6 @@ def run(
         pg.execute(f"INSERT INTO {signal_table} (id, type, data) VALUES (%s, 'execute-snapshot', %s)", (signal_id, data))
         say(f"signal {signal_id} sent: incremental snapshot of {table}")
 
-        deadline = time.monotonic() + timeout
         try:
             rows_scanned = _await_snapshot(feed, signal_id, deadline, timeout, started, say)
         finally:

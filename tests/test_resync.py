@@ -8,6 +8,7 @@ after the source drops it, so a rerun on the same stack must not meet last run's
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 import uuid
 from decimal import Decimal
@@ -497,6 +498,70 @@ def test_a_type_with_no_cql_mapping_stops_the_job_until_its_step_is_taken(stack,
         assert model[user_id][column] == "(1.5,2)"
     finally:
         pg.execute("DELETE FROM public.users WHERE id = %s", (user_id,))
+        drop_columns(stack, conf, pg, cassandra, column)
+
+
+def journal_offset(stack, journal_id: int) -> int:
+    """The offset of journal row ``journal_id``'s insert in the journal topic."""
+    from confluent_kafka import TopicPartition
+
+    from cdcpipe.pipeline.avro_reader import decode
+    from cdcpipe.pipeline.schema_changes import JOURNAL_TOPIC
+
+    registry = stack["schema_registry"].cache()
+    with kafka_io.opened(stack["kafka"].client_config(), "test-journal") as consumer:
+        consumer.assign([TopicPartition(JOURNAL_TOPIC, 0, 0)])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() or msg.value() is None:
+                continue
+            value = decode(msg.value(), registry)
+            if value.get("op") == "c" and value["after"]["id"] == journal_id:
+                return msg.offset()
+    raise AssertionError(f"journal row {journal_id} not in {JOURNAL_TOPIC} after 60 s")
+
+
+def test_an_epoch_opens_above_what_was_committed_before_the_resync(stack, conf, pg, cassandra, spark_job, connector):
+    """A CI run: a stop named ALTER ... TYPE and 'cdcpipe resync', run at once; the resync read
+    the journal topic's end before Debezium had published the ALTER, which then counted as newer
+    than the resync and stopped the job again while the resync waited for it (300 s, failed).
+    Here Debezium is paused while a DDL commits and the epoch opens: the epoch still starts
+    above the DDL's journal record (the resync's fence waits until Debezium has published all
+    that was committed before it), and a resync after it completes."""
+    from cdcpipe.pipeline.schema_changes import JOURNAL_TOPIC, USERS_TOPIC
+
+    column = fresh("grade")
+    client = stack["connect"].client()
+    client.pause(connector.name)
+    resumer = threading.Timer(3.0, client.resume, (connector.name,))
+    try:
+        client.wait_for_state(connector.name, "PAUSED", timeout=60)
+        with admin(stack) as su:
+            su.execute(f"ALTER TABLE public.users ADD COLUMN {column} text")
+        journal_id = last_journal_id(pg)
+        resumer.start()  # while the fence waits
+        epoch, _ = resync.open_epoch(
+            pg,
+            cassandra,
+            stack["kafka"].client_config(),
+            stack["schema_registry"].cache(),
+            connector.config["slot.name"],
+            USERS_TOPIC,
+            JOURNAL_TOPIC,
+            "cdc",
+            120,
+            lambda m: print(m, flush=True),
+        )
+    finally:
+        resumer.cancel()
+        client.resume(connector.name)
+    try:
+        starts = next(e for e in sync_state.load(cassandra, JOURNAL_TOPIC) if e.number == epoch).start_offsets
+        assert journal_offset(stack, journal_id) < starts[0], (journal_id, starts)
+        run_resync(stack, conf, pg, cassandra)  # the epoch opened here stays uncompleted: a new resync is safe
+        wait_until_read_model_matches(pg, cassandra)
+    finally:
         drop_columns(stack, conf, pg, cassandra, column)
 
 

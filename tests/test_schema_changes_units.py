@@ -28,6 +28,10 @@ def test_snapshot_reads_and_other_ops_of_the_journal_record_nothing():
     assert from_journal_event(None) is None
 
 
+def test_a_resync_s_fence_records_no_schema_change():
+    assert from_journal_event(event("fence", column_name="resync-4-0123456789ab")) is None
+
+
 def test_an_unknown_kind_is_the_records_fault():
     with pytest.raises(MalformedChange, match="unknown kind 'vacuum'"):
         from_journal_event(event("vacuum"))

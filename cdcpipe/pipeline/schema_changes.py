@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 JOURNAL_TOPIC = "cdc.public.cdc_schema_changes"
 USERS_TOPIC = "cdc.public.users"
 KINDS = ("add_column", "drop_column", "rename_column", "alter_type", "truncate", "table_replaced")
+#: A journal row that records no schema change: ``cdcpipe resync``'s barrier (resync.py, fence).
+FENCE = "fence"
 #: Kinds that clear something in the read model at their position.
 CLEARING = ("drop_column", "rename_column", "truncate")
 
@@ -109,7 +111,7 @@ class SchemaChange:
 def from_journal_event(value: dict[str, Any] | None, epoch: int = 0) -> SchemaChange | None:
     """The schema change a decoded journal event records; None for what records none (a
     snapshot read of an old journal row, which the snapshot of the table already reflects;
-    an update or delete of the journal; a tombstone)."""
+    an update or delete of the journal; a tombstone; a resync's fence)."""
     from .changes import _lsn
 
     if value is None or not isinstance(value, dict) or value.get("op") != "c":
@@ -118,6 +120,8 @@ def from_journal_event(value: dict[str, Any] | None, epoch: int = 0) -> SchemaCh
     if not isinstance(row, dict):
         raise MalformedChange("a schema-change journal insert without its after image")
     kind = row.get("kind")
+    if kind == FENCE:
+        return None
     if kind not in KINDS:
         raise MalformedChange(f"schema-change journal row {row.get('id')}: unknown kind {kind!r}")
     lsn = _lsn(value.get("source"))

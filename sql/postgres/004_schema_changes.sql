@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS public.cdc_schema_changes (
     id          bigserial PRIMARY KEY,
     changed_at  timestamptz NOT NULL DEFAULT now(),
     table_name  text NOT NULL,      -- 'public.users'
-    kind        text NOT NULL,      -- add_column | drop_column | rename_column | alter_type | truncate | table_replaced
+    kind        text NOT NULL,      -- add_column | drop_column | rename_column | alter_type | truncate | table_replaced | fence
     column_name text,               -- the column (its old name for rename_column)
     new_name    text,               -- rename_column: the new name
     column_type text,               -- add_column / alter_type: the type now
@@ -203,6 +203,19 @@ DROP TRIGGER IF EXISTS users_journal_truncate ON public.users;
 CREATE TRIGGER users_journal_truncate
     AFTER TRUNCATE ON public.users
     FOR EACH STATEMENT EXECUTE FUNCTION public.cdc_journal_truncate();
+
+-- A fence: `cdcpipe resync` writes one and waits until Debezium has published it before it
+-- opens its epoch at the topics' end offsets. Debezium publishes in commit order, so every
+-- journal row committed before the resync began is then below the epoch's start. Without it, a
+-- DDL run just before the resync (the step a stop names) could reach Kafka after the offsets
+-- were read, count as newer than the resync, and stop the job again (found in CI: the job
+-- stopped at its own ALTER ... TYPE while the resync waited). The job ignores fences.
+CREATE OR REPLACE FUNCTION public.cdc_journal_fence(fence text) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    INSERT INTO public.cdc_schema_changes (table_name, kind, column_name) VALUES ('public.users', 'fence', fence) RETURNING id
+$$;
+REVOKE ALL ON FUNCTION public.cdc_journal_fence(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.cdc_journal_fence(text) TO cdc_signaller;
 
 -- The journal joins the publication, and Debezium's table.include.list (its own topic).
 DO $$
