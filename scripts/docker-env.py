@@ -61,6 +61,10 @@ SECRETS = {
     "CASSANDRA_ADMIN_PASSWORD": _password,
     "CASSANDRA_JOB_PASSWORD": _password,
     "CASSANDRA_READER_PASSWORD": _password,
+    "CDCPIPE_KAFKA_PASSWORD": _password,
+    "CDCPIPE_REGISTRY_PASSWORD": _password,
+    "CDCPIPE_CONNECT_PASSWORD": _password,
+    "CDCPIPE_CONTROL_CENTER_PASSWORD": _password,
 }
 # Required and generated, but not secret: KRaft's cluster id.
 GENERATED = {**SECRETS, "KAFKA_CLUSTER_ID": _cluster_id}
@@ -89,8 +93,17 @@ PLACEHOLDERS = {
     # The Fernet key an earlier .env.example carried: public, so worthless as a key.
     "tnnw3f0zfknvsp0ajhv8iqn2dt7o0ac8dvj3oypucki=",
 }
-# Used inside postgresql:// URLs (Airflow's connections), where '@', ':' or '/' break parsing.
-URL_SAFE = {"AIRFLOW_DB_PASSWORD", "CDCPIPE_DB_PASSWORD"}
+# Used inside postgresql:// URLs (Airflow's connections), where '@', ':' or '/' break parsing,
+# or inside a JAAS line's quotes, a users file and a Java properties file (the CDCPIPE_*
+# logins), where a quote, a backslash, a colon or a comma would change what is read.
+URL_SAFE = {
+    "AIRFLOW_DB_PASSWORD",
+    "CDCPIPE_DB_PASSWORD",
+    "CDCPIPE_KAFKA_PASSWORD",
+    "CDCPIPE_REGISTRY_PASSWORD",
+    "CDCPIPE_CONNECT_PASSWORD",
+    "CDCPIPE_CONTROL_CENTER_PASSWORD",
+}
 _URL_SAFE_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
 _B64URL_RE = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
@@ -108,7 +121,7 @@ def problems(env: dict[str, str]) -> list[str]:
         elif len(value) < MIN_LENGTH:
             found.append(f"{name} is shorter than {MIN_LENGTH} characters")
         elif name in URL_SAFE and not _URL_SAFE_RE.match(value):
-            found.append(f"{name} may only hold A-Z a-z 0-9 . _ ~ - (it goes into a connection URL)")
+            found.append(f"{name} may only hold A-Z a-z 0-9 . _ ~ - (it goes into a connection URL or a login file)")
     fernet = env.get("AIRFLOW_FERNET_KEY", "")
     if fernet and not any(p.startswith("AIRFLOW_FERNET_KEY") for p in found):
         try:

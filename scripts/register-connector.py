@@ -10,11 +10,17 @@ The name comes from the file; only its "config" object is sent. Anything but 200
 loudly with Connect's answer; a 409 (Connect answers that while its worker group
 rebalances, e.g. just after start-up), a 5xx and a connection error are retried a few
 times first. A 400 (the config does not validate) fails at once.
+
+With CDCPIPE_CONNECT_PASSWORD set (the Docker stack sets it), every request carries the REST
+API's login (HTTP Basic, user CDCPIPE_CONNECT_USER, default cdcpipe) from the start: Connect
+answers 401 without a challenge, so urllib's auth handlers would never send it. The password
+stays in the environment, never on a command line or in the output.
 Standard library only: the compose one-shot runs it in a plain python image (no jq there).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -25,6 +31,15 @@ import urllib.request
 
 ATTEMPTS = int(os.environ.get("REGISTER_ATTEMPTS", "10"))
 DELAY = float(os.environ.get("REGISTER_RETRY_DELAY", "3"))
+
+
+def login_header() -> dict[str, str]:
+    """The Authorization header for the REST API's login, or none without a password."""
+    password = os.environ.get("CDCPIPE_CONNECT_PASSWORD")
+    if not password:
+        return {}
+    user = os.environ.get("CDCPIPE_CONNECT_USER", "cdcpipe")
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def main(argv: list[str]) -> int:
@@ -42,7 +57,7 @@ def main(argv: list[str]) -> int:
     body = json.dumps(config).encode()
     for attempt in range(1, ATTEMPTS + 1):
         request = urllib.request.Request(
-            url, data=body, method="PUT", headers={"Content-Type": "application/json", "Accept": "application/json"}
+            url, data=body, method="PUT", headers={"Content-Type": "application/json", "Accept": "application/json", **login_header()}
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:

@@ -20,7 +20,9 @@ import sys
 import threading
 from pathlib import Path
 
+import compose_file
 import pytest
+import yaml
 from compose_file import CASSANDRA_PASSWORDS, CLUSTER, COMPOSE, COMPOSE_FILES, load, load_cluster, run_cassandra_init
 from compose_file import dockerfile as _dockerfile
 from compose_file import option as opt
@@ -386,10 +388,12 @@ def test_connector_init_puts_the_config(compose):
 class _FakeConnect(http.server.BaseHTTPRequestHandler):
     answers: list[int] = []
     requests: list[tuple[str, str, object]] = []
+    logins: list[str | None] = []
 
     def do_PUT(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append(("PUT", self.path, body))
+        type(self).logins.append(self.headers.get("Authorization"))
         status = type(self).answers.pop(0)
         payload = json.dumps({"error_code": status, "message": "fake"} if status >= 300 else {"name": "x"}).encode()
         self.send_response(status)
@@ -409,7 +413,7 @@ class _FakeConnect(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_connect():
-    _FakeConnect.answers, _FakeConnect.requests = [], []
+    _FakeConnect.answers, _FakeConnect.requests, _FakeConnect.logins = [], [], []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeConnect)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -418,10 +422,15 @@ def fake_connect():
     server.server_close()
 
 
-def _register(url: str) -> subprocess.CompletedProcess:
+def _register(url: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REGISTER_SCRIPT), str(REPO / "connectors" / "users-cdc.json"), url],
-        env={**os.environ, "REGISTER_RETRY_DELAY": "0", "REGISTER_ATTEMPTS": "3"},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("CDCPIPE_CONNECT_")},
+            "REGISTER_RETRY_DELAY": "0",
+            "REGISTER_ATTEMPTS": "3",
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -442,6 +451,111 @@ def test_register_connector_puts_only_the_config(fake_connect, answers, ok):
         assert "NOT registered" in result.stderr and "fake" in result.stderr
     # 409 and 5xx are retried (3 attempts here), a 400 is not.
     assert handler.answers == [] and len(handler.requests) == len(answers)
+    assert handler.logins == [None] * len(answers)  # no password in the environment: no login sent
+
+
+def test_register_connector_sends_the_rest_login_with_every_request(fake_connect):
+    """Connect answers 401 without a challenge, so the login goes with the first request (and
+    every retry), and the password shows nowhere in the script's output."""
+    handler, url = fake_connect
+    handler.answers = [409, 201]
+    secret = "a-long-generated-secret-42"
+    result = _register(url, CDCPIPE_CONNECT_PASSWORD=secret)
+    assert result.returncode == 0, result.stderr
+    expected = "Basic " + base64.b64encode(f"cdcpipe:{secret}".encode()).decode()
+    assert handler.logins == [expected, expected]
+    assert secret not in result.stdout + result.stderr
+
+
+# --- Nothing without a credential: every Kafka client and HTTP API of the stack logs in -----
+
+KAFKA_JAAS = 'org.apache.kafka.common.security.plain.PlainLoginModule required username="cdcpipe" password="${CDCPIPE_KAFKA_PASSWORD'
+
+
+def _env(service: dict) -> dict:
+    env = service.get("environment") or {}
+    return env if isinstance(env, dict) else dict(str(e).partition("=")[::2] for e in env)
+
+
+@pytest.mark.parametrize("which", ["single", "cluster"])
+def test_kafka_wants_a_login_on_every_listener(which):
+    compose = compose_file.load() if which == "single" else compose_file.load_cluster()
+    for name in compose_file.node_services(compose, "kafka"):
+        env = _env(compose["services"][name])
+        listeners = [entry.split("://")[0] for entry in env["KAFKA_LISTENERS"].split(",")]
+        protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        assert {protocols[listener] for listener in listeners} == {"SASL_PLAINTEXT"}, f"{name}: a listener without a login"
+        assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "PLAIN"
+        for listener in listeners:
+            jaas = env[f"KAFKA_LISTENER_NAME_{listener}_PLAIN_SASL_JAAS_CONFIG"]
+            assert 'user_cdcpipe="${CDCPIPE_KAFKA_PASSWORD' in jaas and jaas.startswith(KAFKA_JAAS), f"{name}: {listener}'s users"
+        # the healthcheck's CLI logs in with the file the command writes
+        assert "--command-config" in compose["services"][name]["healthcheck"]["test"]
+        assert "/tmp/client.properties" in compose["services"][name]["command"][-1]
+
+
+@pytest.mark.parametrize("which", ["single", "cluster"])
+def test_every_kafka_client_of_the_stack_logs_in(which):
+    """Each service that reaches a broker (an address on port 29092) carries the login its
+    client takes: a Java client's JAAS line, the CLI's --command-config, or the job's
+    credentials file."""
+    compose = compose_file.load() if which == "single" else compose_file.load_cluster()
+    kafka_nodes = set(compose_file.node_services(compose, "kafka"))
+    clients = []
+    for name, service in compose["services"].items():
+        text = yaml.safe_dump(service)
+        if name in kafka_nodes or ":29092" not in text:
+            continue
+        clients.append(name)
+        env = _env(service)
+        jaas = [k for k, v in env.items() if str(v).startswith(KAFKA_JAAS)]
+        if name == "topics-init":
+            commands = compose_file.topic_commands(compose)
+            assert all("--command-config" in c for c in commands if c[0] in ("kafka-topics", "kafka-configs")), name
+        elif name == "spark-job":
+            assert env["CDC_KAFKA_CREDENTIALS"] == "/tmp/kafka.credentials" and "/tmp/kafka.credentials" in service["command"][-1]
+        else:
+            assert jaas, f"{name} reaches Kafka without a login"
+            for key in jaas:
+                assert env[key.replace("_SASL_JAAS_CONFIG", "_SECURITY_PROTOCOL")] == "SASL_PLAINTEXT", f"{name}: {key}"
+                assert env[key.replace("_SASL_JAAS_CONFIG", "_SASL_MECHANISM")] == "PLAIN", f"{name}: {key}"
+    assert {"topics-init", "schema-registry", "connect", "control-center", "spark-job"} <= set(clients)
+
+
+@pytest.mark.parametrize("which", ["single", "cluster"])
+def test_every_http_api_wants_a_login_and_its_healthcheck_sends_one(which):
+    """The registry, Connect and Control Center turn their login on (Jetty's JAAS, Kafka's
+    REST extension), from a users file their command writes; their healthchecks log in with
+    curl -K, and every client of theirs in the stack sends the login."""
+    compose = compose_file.load() if which == "single" else compose_file.load_cluster()
+    services = compose["services"]
+    registry = services["schema-registry"]
+    env = _env(registry)
+    assert env["SCHEMA_REGISTRY_AUTHENTICATION_METHOD"] == "BASIC"
+    assert env["SCHEMA_REGISTRY_AUTHENTICATION_REALM"] == "SchemaRegistry" and "SchemaRegistry {" in registry["command"][-1]
+    assert env["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"].startswith("SASL_PLAINTEXT://")
+    for name in compose_file.node_services(compose, "connect"):
+        env = _env(services[name])
+        assert env["CONNECT_REST_EXTENSION_CLASSES"].endswith("BasicAuthSecurityRestExtension"), name
+        assert env["KAFKA_OPTS"] == "-Djava.security.auth.login.config=/tmp/connect-jaas.conf", name
+        assert (
+            "KafkaConnect {" in services[name]["command"][-1] and "test -s /tmp/connect-users.properties" in services[name]["command"][-1]
+        )
+        for side in ("KEY", "VALUE"):
+            assert env[f"CONNECT_{side}_CONVERTER_BASIC_AUTH_CREDENTIALS_SOURCE"] == "USER_INFO", name
+            assert env[f"CONNECT_{side}_CONVERTER_BASIC_AUTH_USER_INFO"].startswith("cdcpipe:${CDCPIPE_REGISTRY_PASSWORD"), name
+    c3 = _env(services["control-center"])
+    assert c3["CONTROL_CENTER_REST_AUTHENTICATION_METHOD"] == "BASIC" and "c3 {" in services["control-center"]["command"][-1]
+    assert c3["CONTROL_CENTER_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"].startswith("cdcpipe:${CDCPIPE_REGISTRY_PASSWORD")
+    assert not [k for k in c3 if k.startswith("CONTROL_CENTER_CONNECT_")], "Control Center cannot log in to Connect's API"
+    for name, service in services.items():
+        test = " ".join(map(str, (service.get("healthcheck") or {}).get("test", [])))
+        for port in ("8081/", "8083/", "9021/", "8080/json", "8081/json"):
+            if f"localhost:{port}" in test:
+                assert " -K /tmp/" in test, f"{name}'s healthcheck calls an API without its login: {test}"
+    assert _env(services["connector-init"])["CDCPIPE_CONNECT_PASSWORD"].startswith("${CDCPIPE_CONNECT_PASSWORD:?")
+    worker_commands = [services[n]["command"][-1] for n in services if n.startswith("spark-worker")]
+    assert worker_commands and all("/tmp/registry.credentials" in c for c in worker_commands), "executors decode: the registry's login"
 
 
 def test_control_center_is_local_and_explained(compose):

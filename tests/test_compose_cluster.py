@@ -55,7 +55,11 @@ from cdcpipe.settings import NODE_PORTS, TOPOLOGIES, node_port_name
 SECRETS = {"debezium": "x", "registry_api": "x", "kafka": "x", "cassandra_keystore": "x", "spark_auth": "x", "spark_ui": "x"}
 #: Each node kind of settings.TOPOLOGIES and the compose service of its first node.
 FIRST_NODE = {"cassandra": "cassandra", "kafka": "kafka", "connect": "connect", "spark_worker": "spark-worker"}
-KAFKA_LOGIN = "a Kafka login on the local runtime only (docs/security.md#docker)"
+#: The login itself differs in its secret alone: the same module and user on both (the
+#: Docker line is checked in tests/test_compose.py, test_kafka_wants_a_login_on_every_listener).
+KAFKA_SECRET = "the login's JAAS line: the same module and user cdcpipe, each runtime's own secret"
+#: The local broker's one listener is named SASL_PLAINTEXT; Docker's are INTERNAL and HOST.
+LISTENER_NAMES = "listener names: SASL_PLAINTEXT (local) vs INTERNAL and HOST (Docker), both SASL_PLAINTEXT"
 
 
 @pytest.fixture(scope="module")
@@ -258,9 +262,8 @@ def test_kafka_broker_settings_on_every_node(cluster, local):
                 # Share groups (KIP-932) came with Kafka 4; the image (Confluent 7.9) is Kafka 3.9.
                 "share.coordinator.state.topic.replication.factor": "Kafka 4 only",
                 "share.coordinator.state.topic.min.isr": "Kafka 4 only",
-                "inter.broker.listener.name": KAFKA_LOGIN,
-                "sasl.*": KAFKA_LOGIN,
-                "listener.name.*": KAFKA_LOGIN,
+                "inter.broker.listener.name": LISTENER_NAMES,
+                "listener.name.*": KAFKA_SECRET,
             },
             f"Kafka._server_properties({node}) in cdcpipe/runtime/services/kafka.py",
             f"services.{name}.environment",
@@ -268,9 +271,9 @@ def test_kafka_broker_settings_on_every_node(cluster, local):
 
 
 def _plaintext(compose: dict, name: str) -> str:
-    """The address a broker advertises to the other containers (its PLAINTEXT listener)."""
+    """The address a broker advertises to the other containers (its INTERNAL listener)."""
     listeners = dict(item.split("://", 1) for item in _env(compose, name)["KAFKA_ADVERTISED_LISTENERS"].split(","))
-    return listeners["PLAINTEXT"]
+    return listeners["INTERNAL"]
 
 
 def test_kafka_quorum_names_every_node(cluster, local):
@@ -300,10 +303,12 @@ def test_every_kafka_client_bootstraps_from_every_broker(cluster, local):
     lists["services.schema-registry"] = _env(cluster, "schema-registry")["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"]
     lists["services.control-center"] = _env(cluster, "control-center")["CONTROL_CENTER_BOOTSTRAP_SERVERS"]
     lists["services.spark-job (CDC_KAFKA_BOOTSTRAP)"] = _env(cluster, "spark-job")["CDC_KAFKA_BOOTSTRAP"]
-    for i, argv in enumerate(topic_commands(cluster)):
+    for i, argv in enumerate(c for c in topic_commands(cluster) if c[0] in ("kafka-topics", "kafka-configs")):
         (lists[f"services.topics-init, command {i + 1}"],) = option(argv, "--bootstrap-server")
     for where, value in lists.items():
-        assert {item.removeprefix("PLAINTEXT://") for item in value.split(",")} == brokers, f"{where}: {value}, brokers {sorted(brokers)}"
+        assert {item.removeprefix("SASL_PLAINTEXT://") for item in value.split(",")} == brokers, (
+            f"{where}: {value}, brokers {sorted(brokers)}"
+        )
     # What needs the brokers waits for all of them (topics of 3 replicas need 3 brokers).
     kafka_nodes = set(_nodes(cluster, "kafka"))
     for name, svc in cluster["services"].items():
@@ -370,17 +375,11 @@ def test_connect_workers_settings(cluster, local):
                 "plugin.path": ADDRESS,
                 "key.converter*": "Apicurio's converter and registry (local) vs Confluent's (Docker): tests/test_runtime_parity.py",
                 "value.converter*": "Apicurio's converter and registry (local) vs Confluent's (Docker): tests/test_runtime_parity.py",
-                "rest.extension.classes": "a REST login on the local runtime only (docs/security.md#docker)",
                 "plugin.discovery": "service_load needs the manifests `cdcpipe jars` writes; the image scans (hybrid_warn)",
-                # The worker's Kafka login, and its clients' (the prefixes): only those keys, so
-                # a producer setting such as acks would not hide behind this entry.
-                "security.protocol": KAFKA_LOGIN,
-                "sasl.*": KAFKA_LOGIN,
-                **{
-                    f"{prefix}.{key}": KAFKA_LOGIN
-                    for prefix in ("producer", "consumer", "admin")
-                    for key in ("security.protocol", "sasl.*")
-                },
+                # The worker's Kafka login and its clients' (the prefixes): the JAAS line alone,
+                # so a producer setting such as acks would not hide behind this entry.
+                "sasl.jaas.config": KAFKA_SECRET,
+                **{f"{prefix}.sasl.jaas.config": KAFKA_SECRET for prefix in ("producer", "consumer", "admin")},
             },
             f"Connect.worker_properties({node}) in cdcpipe/runtime/services/connect.py",
             f"services.{name}.environment",

@@ -264,11 +264,10 @@ def test_kafka_broker_settings(compose, local):
             # Share groups (KIP-932) came with Kafka 4; the Docker image (Confluent 7.9) is Kafka 3.9.
             "share.coordinator.state.topic.replication.factor": "Kafka 4 only",
             "share.coordinator.state.topic.min.isr": "Kafka 4 only",
-            # SASL/PLAIN on both listeners: the local runtime's (docs/security.md#kafka); the
-            # Docker stack's Kafka has no login yet (docs/security.md#docker).
-            "inter.broker.listener.name": "a Kafka login on the local runtime only",
-            "sasl.*": "a Kafka login on the local runtime only",
-            "listener.name.*": "a Kafka login on the local runtime only",
+            # SASL/PLAIN on every listener on both (docs/security.md#kafka): the same mechanisms
+            # (sasl.* compared); the listeners' names and the JAAS lines' secrets differ.
+            "inter.broker.listener.name": "listener names: SASL_PLAINTEXT (local) vs INTERNAL and HOST (Docker)",
+            "listener.name.*": "the login's JAAS line: the same module and user cdcpipe, each runtime's own secret",
         },
         "Kafka._server_properties in cdcpipe/runtime/services/kafka.py",
         "services.kafka.environment",
@@ -316,17 +315,15 @@ def test_connect_worker_settings(compose, local):
             # (Docker); both write the same bytes, as checked below.
             "key.converter*": REGISTRY,
             "value.converter*": REGISTRY,
-            # The REST login (users file, JAAS file) is the local runtime's; the Docker stack's
-            # Connect has none yet: docs/security.md#docker.
-            "rest.extension.classes": "a REST login on the local runtime only (docs/security.md#docker)",
             "plugin.discovery": "service_load needs a manifest for every plugin; `cdcpipe jars` writes the local runtime's, "
             "the image keeps Kafka's default scan (hybrid_warn) over Confluent's and Debezium's jars",
-            # Kafka's login, for the worker and the clients it makes for connectors (local only).
-            "security.protocol": "a Kafka login on the local runtime only",
-            "sasl.*": "a Kafka login on the local runtime only",
-            "producer.*": "a Kafka login on the local runtime only",
-            "consumer.*": "a Kafka login on the local runtime only",
-            "admin.*": "a Kafka login on the local runtime only",
+            # Kafka's login, for the worker and the clients it makes for connectors: the JAAS
+            # line alone differs (the secret); protocol and mechanism are compared.
+            "sasl.jaas.config": "the login's JAAS line: the same module and user cdcpipe, each runtime's own secret",
+            **{
+                f"{prefix}.sasl.jaas.config": "the login's JAAS line: the same module and user cdcpipe, each runtime's own secret"
+                for prefix in ("producer", "consumer", "admin")
+            },
         },
         "Connect.worker_properties in cdcpipe/runtime/services/connect.py",
         "services.connect.environment",
