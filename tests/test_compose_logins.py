@@ -148,7 +148,8 @@ import javax.security.auth.login.*;
 import java.util.*;
 public class JaasSections {
     public static void main(String[] args) throws Exception {
-        Configuration config = Configuration.getInstance("JavaLoginConfig", new java.security.URIParameter(new java.io.File(args[0]).toURI()));
+        java.security.URIParameter file = new java.security.URIParameter(new java.io.File(args[0]).toURI());
+        Configuration config = Configuration.getInstance("JavaLoginConfig", file);
         for (int i = 1; i < args.length; i++) {
             AppConfigurationEntry[] entries = config.getAppConfigurationEntry(args[i]);
             if (entries == null) { System.out.println(args[i] + " MISSING"); continue; }
