@@ -32,6 +32,8 @@ from .pipeline.changes import EPOCH_BASE, MAX_EPOCH
 from .pipeline.schema_changes import FENCE, JOURNAL_TOPIC, USERS_TOPIC
 from .runtime import streaming_job
 
+#: How often a resync says it is still waiting for its fence (a connector behind by a backlog).
+FENCE_PROGRESS_SECONDS = 15.0
 #: The PostgreSQL advisory lock a resync holds while it runs (any number: 'cdcr' in ASCII).
 RESYNC_LOCK = 0x63646372
 
@@ -79,7 +81,12 @@ def await_fence(pg: Any, kafka: dict[str, Any], registry: Any, journal_topic: st
     resync waited for it (a CI run: ``ALTER COLUMN ... TYPE ... USING``, then the resync at
     once). Debezium publishes in commit order through one producer, so once the fence is in
     the journal's partition every journal row committed before it is too, and the users
-    topic's records were sent before it. ``registry``: a SchemaCache, logged in."""
+    topic's records were sent before it. On one broker they are acknowledged with it; on a
+    cluster a users partition led by another broker may acknowledge later. Such a record then
+    counts as newer than the resync: its data is still right (the newer epoch ranks streamed
+    changes by position, above the snapshot's reads), but a record the job stops at (a type
+    the table cannot hold) would stop it again, naming the resync once more.
+    ``registry``: a SchemaCache, logged in."""
     from confluent_kafka import TopicPartition
     from psycopg.rows import tuple_row
 
@@ -91,8 +98,12 @@ def await_fence(pg: Any, kafka: dict[str, Any], registry: Any, journal_topic: st
         with pg.cursor(row_factory=tuple_row) as cur:
             fence_id = int(cur.execute("SELECT public.cdc_journal_fence(%s)", (name,)).fetchone()[0])
         say(f"fence {name} (journal row {fence_id}) written: waiting for Debezium to publish it ...")
+        told = started
         while time.monotonic() - started < timeout:
             msg = consumer.poll(0.5)
+            if time.monotonic() - told >= FENCE_PROGRESS_SECONDS:  # Debezium works off a backlog first
+                told = time.monotonic()
+                say(f"  still waiting for the fence ({told - started:.0f}s; Debezium publishes in commit order)")
             if msg is None or msg.error() or msg.value() is None:
                 continue
             value = decode(msg.value(), registry)
