@@ -87,6 +87,7 @@ def await_fence(pg: Any, kafka: dict[str, Any], registry: Any, journal_topic: st
     changes by position, above the snapshot's reads), but a record the job stops at (a type
     the table cannot hold) would stop it again, naming the resync once more.
     ``registry``: a SchemaCache, logged in."""
+    import psycopg
     from confluent_kafka import TopicPartition
     from psycopg.rows import tuple_row
 
@@ -95,8 +96,14 @@ def await_fence(pg: Any, kafka: dict[str, Any], registry: Any, journal_topic: st
     started = time.monotonic()
     with kafka_io.opened(kafka, "resync-fence") as consumer:
         consumer.assign([TopicPartition(journal_topic, p, o) for p, o in end_offsets(kafka, journal_topic).items()])
-        with pg.cursor(row_factory=tuple_row) as cur:
-            fence_id = int(cur.execute("SELECT public.cdc_journal_fence(%s)", (name,)).fetchone()[0])
+        try:
+            with pg.cursor(row_factory=tuple_row) as cur:
+                fence_id = int(cur.execute("SELECT public.cdc_journal_fence(%s)", (name,)).fetchone()[0])
+        except psycopg.errors.UndefinedFunction:
+            raise ResyncFailed(
+                "public.cdc_journal_fence does not exist: this cdcpipe is newer than the database's setup. "
+                "Run 'cdcpipe up' (it applies sql/postgres) and 'cdcpipe spark stop; cdcpipe spark start', then 'cdcpipe resync' again"
+            ) from None
         say(f"fence {name} (journal row {fence_id}) written: waiting for Debezium to publish it ...")
         told = started
         while time.monotonic() - started < timeout:
@@ -128,17 +135,18 @@ def open_epoch(
     keyspace: str,
     timeout: float,
     say,
+    fenced: bool = False,
 ) -> tuple[int, str]:
     """Record the next epoch in cdc.sync_state, starting at each topic's end offsets once
-    everything committed before now is published (:func:`await_fence`); (epoch, the id of the
-    snapshot signal that will fill it)."""
+    everything committed before now is published (:func:`await_fence`, unless ``fenced``: the
+    caller waited for one already); (epoch, the id of the snapshot signal that will fill it)."""
     system_identifier, floor_lsn = source_identity(pg, slot)
     epochs = sync_state.load(session, topic, keyspace)
     epoch = (epochs[-1].number + 1) if epochs else 1
     if epoch > MAX_EPOCH:
         raise ResyncFailed(f"epoch {epoch} would overflow the write timestamps (at most {MAX_EPOCH} resyncs)")
     signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
-    if journal_topic:
+    if journal_topic and not fenced:
         await_fence(pg, kafka, registry, journal_topic, signal_id, timeout, say)
     starts = end_offsets(kafka, topic)
     # The schema-change journal's topic gets the same epoch, from its end offset at the same
@@ -375,13 +383,19 @@ def run(
         status = connect.wait_for_state(connector.name, "RUNNING", timeout=60)
         say(f"connector {connector.name}: {status['connector']['state']}")
 
+        # The fence first: if Debezium does not publish it, nothing has changed yet (a rebuild
+        # would have left cdc.users empty with no epoch to fill it).
+        fenced = False
+        if journal_topic:
+            await_fence(pg, kafka, registry, journal_topic, f"resync-{uuid.uuid4().hex[:12]}", max(1.0, deadline - time.monotonic()), say)
+            fenced = True
         if rebuild:
             columns = source_columns(pg, table, key)
             recreate_table(session, keyspace, cassandra_table, columns)
             say(f"{keyspace}.{cassandra_table} dropped and re-created with the source's {len(columns) + 1} columns of known type")
 
         epoch, signal_id = open_epoch(
-            pg, session, kafka, registry, slot, topic, journal_topic, keyspace, max(1.0, deadline - time.monotonic()), say
+            pg, session, kafka, registry, slot, topic, journal_topic, keyspace, max(1.0, deadline - time.monotonic()), say, fenced=fenced
         )
 
         # A precaution after DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT):

@@ -565,6 +565,46 @@ def test_an_epoch_opens_above_what_was_committed_before_the_resync(stack, conf, 
         drop_columns(stack, conf, pg, cassandra, column)
 
 
+def test_a_fence_debezium_does_not_publish_fails_the_resync_before_anything_changes(stack, conf, pg, cassandra, connector):
+    """With the connector paused the fence never reaches Kafka: the resync fails once its time
+    is up, naming where to look, with no epoch recorded; the fence, published on resume, is
+    passed over by the job like any fence."""
+    from cdcpipe.errors import ResyncFailed
+    from cdcpipe.pipeline.schema_changes import USERS_TOPIC
+
+    client = stack["connect"].client()
+    before = [e.number for e in sync_state.load(cassandra, USERS_TOPIC)]
+    client.pause(connector.name)
+    try:
+        client.wait_for_state(connector.name, "PAUSED", timeout=60)
+        with pytest.raises(ResyncFailed, match=r"did not publish the resync's fence .* in 3s: see 'cdcpipe status'.*no epoch was recorded"):
+            resync.await_fence(
+                pg, stack["kafka"].client_config(), stack["schema_registry"].cache(), "cdc.public.cdc_schema_changes", "t", 3, print
+            )
+    finally:
+        client.resume(connector.name)
+    assert [e.number for e in sync_state.load(cassandra, USERS_TOPIC)] == before
+    client.wait_for_state(connector.name, "RUNNING", timeout=60)
+    wait_until_read_model_matches(pg, cassandra)
+
+
+def test_a_database_set_up_before_fences_existed_names_cdcpipe_up(stack, pg):
+    """A cdcpipe newer than the database's setup: the resync names the step, not a raw
+    UndefinedFunction. (The function is dropped inside a transaction that is rolled back.)"""
+    from cdcpipe.errors import ResyncFailed
+
+    with stack["postgres"].connect(dbname="users") as su:  # not autocommit: rolled back below
+        su.execute("DROP FUNCTION public.cdc_journal_fence(text)")
+        try:
+            with pytest.raises(ResyncFailed, match="Run 'cdcpipe up'"):
+                resync.await_fence(
+                    su, stack["kafka"].client_config(), stack["schema_registry"].cache(), "cdc.public.cdc_schema_changes", "t", 5, print
+                )
+        finally:
+            su.rollback()
+    assert pg.execute("SELECT to_regprocedure('public.cdc_journal_fence(text)') IS NOT NULL AS present").fetchone()["present"]
+
+
 def test_updates_without_their_before_image_are_followed_while_their_values_arrive(stack, conf, pg, cassandra, spark_job):
     """With REPLICA IDENTITY DEFAULT an update has no before image. The job stops only when an
     after image holds Debezium's placeholder for a value (test_apply: ImageIncomplete), not for

@@ -55,7 +55,12 @@ def cmd_resync(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("resync", help="re-synchronise cdc.users from a fresh snapshot while streaming goes on, then verify")
     p.add_argument("--file", default=str(DEFAULT_FILE), help="the connector's JSON (slot, signal table, notification topic)")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds for the snapshot and the job to finish (default 900)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds for the whole resync: Debezium publishing what came before it, the snapshot, the job (default 900)",
+    )
     p.add_argument("--verify-wait", type=float, default=120.0, help="seconds verify's re-checks of differing keys may take (default 120)")
     p.add_argument(
         "--rebuild",

@@ -67,7 +67,8 @@ END
 $$;
 REVOKE ALL ON public.cdc_source_table FROM PUBLIC;
 
--- Only the triggers write these (as their owner); Debezium reads the journal for its snapshot.
+-- Only the triggers write these (as their owner), and `cdcpipe resync` its fences through
+-- public.cdc_journal_fence (below); Debezium reads the journal for its snapshot.
 REVOKE ALL ON public.cdc_schema_changes, public.cdc_source_columns FROM PUBLIC;
 REVOKE ALL ON SEQUENCE public.cdc_schema_changes_id_seq FROM PUBLIC;
 GRANT SELECT ON public.cdc_schema_changes TO debezium;
@@ -212,7 +213,7 @@ CREATE TRIGGER users_journal_truncate
 -- stopped at its own ALTER ... TYPE while the resync waited). The job ignores fences.
 CREATE OR REPLACE FUNCTION public.cdc_journal_fence(fence text) RETURNS bigint
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
-    INSERT INTO public.cdc_schema_changes (table_name, kind, column_name) VALUES ('public.users', 'fence', fence) RETURNING id
+    INSERT INTO public.cdc_schema_changes (table_name, kind, column_name) VALUES ('public.users', 'fence', left(fence, 64)) RETURNING id
 $$;
 REVOKE ALL ON FUNCTION public.cdc_journal_fence(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION public.cdc_journal_fence(text) TO cdc_signaller;
