@@ -128,26 +128,21 @@ def open_epoch(
     pg,
     session,
     kafka: dict[str, Any],
-    registry: Any,
     slot: str,
     topic: str,
     journal_topic: str | None,
     keyspace: str,
-    timeout: float,
     say,
-    fenced: bool = False,
 ) -> tuple[int, str]:
-    """Record the next epoch in cdc.sync_state, starting at each topic's end offsets once
-    everything committed before now is published (:func:`await_fence`, unless ``fenced``: the
-    caller waited for one already); (epoch, the id of the snapshot signal that will fill it)."""
+    """Record the next epoch in cdc.sync_state, starting at each topic's end offsets now;
+    (epoch, the id of the snapshot signal that will fill it). Call it after
+    :func:`await_fence`, so that everything committed before the resync is below them."""
     system_identifier, floor_lsn = source_identity(pg, slot)
     epochs = sync_state.load(session, topic, keyspace)
     epoch = (epochs[-1].number + 1) if epochs else 1
     if epoch > MAX_EPOCH:
         raise ResyncFailed(f"epoch {epoch} would overflow the write timestamps (at most {MAX_EPOCH} resyncs)")
     signal_id = f"resync-{epoch}-{uuid.uuid4().hex[:12]}"
-    if journal_topic and not fenced:
-        await_fence(pg, kafka, registry, journal_topic, signal_id, timeout, say)
     starts = end_offsets(kafka, topic)
     # The schema-change journal's topic gets the same epoch, from its end offset at the same
     # moment: a journal row before it is then of an older epoch, and a DDL the job stopped at
@@ -385,18 +380,14 @@ def run(
 
         # The fence first: if Debezium does not publish it, nothing has changed yet (a rebuild
         # would have left cdc.users empty with no epoch to fill it).
-        fenced = False
         if journal_topic:
             await_fence(pg, kafka, registry, journal_topic, f"resync-{uuid.uuid4().hex[:12]}", max(1.0, deadline - time.monotonic()), say)
-            fenced = True
         if rebuild:
             columns = source_columns(pg, table, key)
             recreate_table(session, keyspace, cassandra_table, columns)
             say(f"{keyspace}.{cassandra_table} dropped and re-created with the source's {len(columns) + 1} columns of known type")
 
-        epoch, signal_id = open_epoch(
-            pg, session, kafka, registry, slot, topic, journal_topic, keyspace, max(1.0, deadline - time.monotonic()), say, fenced=fenced
-        )
+        epoch, signal_id = open_epoch(pg, session, kafka, slot, topic, journal_topic, keyspace, say)
 
         # A precaution after DDL with no row change since (DROP COLUMN, ADD COLUMN ... DEFAULT):
         # rewriting one row to itself makes pgoutput send the relation's current columns ahead of

@@ -541,25 +541,18 @@ def test_an_epoch_opens_above_what_was_committed_before_the_resync(stack, conf, 
             su.execute(f"ALTER TABLE public.users ADD COLUMN {column} text")
         journal_id = last_journal_id(pg)
         resumer.start()  # while the fence waits
-        epoch, _ = resync.open_epoch(
-            pg,
-            cassandra,
-            stack["kafka"].client_config(),
-            stack["schema_registry"].cache(),
-            connector.config["slot.name"],
-            USERS_TOPIC,
-            JOURNAL_TOPIC,
-            "cdc",
-            120,
-            lambda m: print(m, flush=True),
-        )
+        kafka = stack["kafka"].client_config()
+        resync.await_fence(pg, kafka, stack["schema_registry"].cache(), JOURNAL_TOPIC, "t", 120, print)
+        epoch, _ = resync.open_epoch(pg, cassandra, kafka, connector.config["slot.name"], USERS_TOPIC, JOURNAL_TOPIC, "cdc", print)
     finally:
         resumer.cancel()
         client.resume(connector.name)
     try:
         starts = next(e for e in sync_state.load(cassandra, JOURNAL_TOPIC) if e.number == epoch).start_offsets
         assert journal_offset(stack, journal_id) < starts[0], (journal_id, starts)
+        since = last_journal_id(pg)
         run_resync(stack, conf, pg, cassandra)  # the epoch opened here stays uncompleted: a new resync is safe
+        assert journal(pg, since)[0][0] == "fence", "resync.run writes its fence before anything else it journals"
         wait_until_read_model_matches(pg, cassandra)
     finally:
         drop_columns(stack, conf, pg, cassandra, column)
