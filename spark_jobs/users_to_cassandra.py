@@ -157,6 +157,9 @@ RETRY_FIRST_SECONDS = 2.0
 RETRY_MAX_SECONDS = 30.0
 
 
+#: The checkpoint's file manager: the project's, in the jar of its Spark classes (Spark's
+#: default forks a chmod or readlink for nearly every file of every micro-batch).
+CHECKPOINT_FILE_MANAGER = "cdcpipe.spark.LocalCheckpointFileManager"
 #: The Kafka source's columns the executors read, and what each partition returns.
 COLUMNS = ("key", "value", "topic", "partition", "offset")
 APPLIED_SCHEMA = "records long, writes long, dead long, schema_changes array<string>, view string"
@@ -361,6 +364,9 @@ def spark_session(args: argparse.Namespace):
         .config("spark.sql.redaction.string.regex", '(?i)password="[^"]*"')
         # The executors' Python daemon without Spark's zips on sys.path (see the module).
         .config("spark.python.daemon.module", "cdcpipe.pipeline.spark_daemon")
+        # Offset and commit files written without forking chmod/readlink per file
+        # (cdcpipe/jvm/spark/cdcpipe/spark/LocalCheckpointFileManager.java).
+        .config("spark.sql.streaming.checkpointFileManagerClass", CHECKPOINT_FILE_MANAGER)
     )
     if args.ui_credentials:
         for key, value in ui_login_conf(args.ui_credentials).items():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-#: The servlet filter (cdcpipe/jvm/ui-login) that asks for a login in front of a Spark web UI;
+#: The servlet filter (cdcpipe/jvm/spark) that asks for a login in front of a Spark web UI;
 #: it reads the file this module writes.
 UI_LOGIN_FILTER = "cdcpipe.spark.UiLoginFilter"
 

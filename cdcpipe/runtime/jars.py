@@ -8,8 +8,9 @@ Each Maven profile of the manifest becomes one directory under ``Settings.jars``
     apicurio-registry/                       Quarkus app (quarkus-run.jar)
     cassandra/                               cassandra-all + runtime dependencies
     spark/                                   Kafka source and Avro for pyspark
-    spark-ui/                                the Spark UIs' login filter, compiled here from
-                                             jvm/ui-login/ (javac; no artifact has one)
+    spark-extras/                            the project's classes for Spark's JVMs (the UIs'
+                                             login filter, the job's checkpoint file manager),
+                                             compiled here from jvm/spark/ (javac)
 
 Maven caches downloads in its local repository (~/.m2 unless MAVEN_OPTS says otherwise),
 so only the first resolution needs the network. A stamp holding the manifest's hash
@@ -34,9 +35,9 @@ from ..settings import Settings
 from . import java
 
 MANIFEST = Path(__file__).resolve().parents[1] / "jvm" / "pom.xml"
-#: Java sources compiled by this project (a Spark UI filter), and the jar they become.
-UI_LOGIN_SOURCES = MANIFEST.parent / "ui-login"
-UI_LOGIN_JAR = Path("spark-ui") / "cdcpipe-spark-ui-login.jar"
+#: Java sources compiled by this project for Spark's JVMs, and the jar they become.
+SPARK_SOURCES = MANIFEST.parent / "spark"
+SPARK_EXTRAS_JAR = Path("spark-extras") / "cdcpipe-spark.jar"
 
 #: profile -> (Maven goal, directory under the jars dir)
 PROFILES: dict[str, tuple[str, str]] = {
@@ -66,19 +67,20 @@ def _digest() -> str:
 
 
 def _sources() -> list[Path]:
-    return sorted(UI_LOGIN_SOURCES.rglob("*.java"))
+    return sorted(SPARK_SOURCES.rglob("*.java"))
 
 
 def _sources_digest() -> str:
     digest = hashlib.sha256()
     for source in _sources():
-        digest.update(str(source.relative_to(UI_LOGIN_SOURCES)).encode() + b"\0" + source.read_bytes())
+        digest.update(str(source.relative_to(SPARK_SOURCES)).encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()
 
 
-def ui_login_jar(settings: Settings) -> Path:
-    """The jar of the Spark UIs' login filter (:data:`cdcpipe.pipeline.logins.UI_LOGIN_FILTER`)."""
-    return settings.jars / UI_LOGIN_JAR
+def spark_extras_jar(settings: Settings) -> Path:
+    """The jar of the project's classes for Spark's JVMs: the UIs' login filter
+    (:data:`cdcpipe.pipeline.logins.UI_LOGIN_FILTER`) and the job's checkpoint file manager."""
+    return settings.jars / SPARK_EXTRAS_JAR
 
 
 def _stamped(stamp: Path, digest: str) -> bool:
@@ -88,7 +90,7 @@ def _stamped(stamp: Path, digest: str) -> bool:
 def resolved(settings: Settings) -> bool:
     return (
         _stamped(_stamp(settings), _digest())
-        and _stamped(ui_login_jar(settings).with_suffix(".sha256"), _sources_digest())
+        and _stamped(spark_extras_jar(settings).with_suffix(".sha256"), _sources_digest())
         and _stamped(_manifests_stamp(settings), _digest())
     )
 
@@ -140,33 +142,33 @@ def _javac() -> str:
     return found
 
 
-def _servlet_api() -> Path:
+def _pyspark_jars() -> Path:
     spec = importlib.util.find_spec("pyspark")
     if spec is None or spec.origin is None:
         raise MissingDependency("pyspark is not installed in this environment; run 'make venv'")
-    found = sorted((Path(spec.origin).parent / "jars").glob("jakarta.servlet-api-*.jar"))
-    if not found:
-        raise CdcpipeError(f"no jakarta.servlet-api jar in {Path(spec.origin).parent / 'jars'}: is pyspark 4?")
-    return found[-1]
+    jars = Path(spec.origin).parent / "jars"
+    if not any(jars.glob("spark-sql_*.jar")):
+        raise CdcpipeError(f"no spark-sql jar in {jars}: is pyspark 4 installed whole?")
+    return jars
 
 
-def build_ui_login(settings: Settings, *, quiet: bool = False) -> Path:
-    """Compile :data:`UI_LOGIN_SOURCES` against pyspark's servlet API into :func:`ui_login_jar`."""
-    jar = ui_login_jar(settings)
+def build_spark_extras(settings: Settings, *, quiet: bool = False) -> Path:
+    """Compile :data:`SPARK_SOURCES` against pyspark's own jars into :func:`spark_extras_jar`."""
+    jar = spark_extras_jar(settings)
     stamp = jar.with_suffix(".sha256")
     if _stamped(stamp, _sources_digest()) and jar.exists():
         return jar
     if not quiet:
-        print(f"  compiling the Spark UI login filter -> {jar}", file=sys.stderr, flush=True)
+        print(f"  compiling the project's Spark classes -> {jar}", file=sys.stderr, flush=True)
     jar.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=jar.parent) as classes:
         done = subprocess.run(
-            [_javac(), "--release", "17", "-nowarn", "-cp", str(_servlet_api()), "-d", classes, *map(str, _sources())],
+            [_javac(), "--release", "17", "-nowarn", "-cp", str(_pyspark_jars() / "*"), "-d", classes, *map(str, _sources())],
             capture_output=True,
             text=True,
         )
         if done.returncode != 0:
-            raise CdcpipeError(f"javac could not compile {UI_LOGIN_SOURCES}:\n{done.stderr[-4000:]}")
+            raise CdcpipeError(f"javac could not compile {SPARK_SOURCES}:\n{done.stderr[-4000:]}")
         tmp = jar.with_suffix(".tmp")
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
             out.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\n\r\n")
@@ -179,9 +181,9 @@ def build_ui_login(settings: Settings, *, quiet: bool = False) -> Path:
 
 def resolve(settings: Settings, *, force: bool = False, quiet: bool = False) -> None:
     """Run Maven for every profile unless the jars dir already matches the manifest, then
-    compile the project's own Java (the Spark UI filter) unless its jar is current."""
+    compile the project's own Java (its Spark classes) unless their jar is current."""
     if not force and _stamped(_stamp(settings), _digest()):
-        build_ui_login(settings, quiet=quiet)
+        build_spark_extras(settings, quiet=quiet)
         sync_plugin_manifests(settings, quiet=quiet)
         return
     mvn = shutil.which("mvn")
@@ -210,7 +212,7 @@ def resolve(settings: Settings, *, force: bool = False, quiet: bool = False) -> 
     # Maven leaves a target/ beside the manifest for the 'package' profiles.
     shutil.rmtree(MANIFEST.parent / "target", ignore_errors=True)
     _stamp(settings).write_text(_digest())
-    build_ui_login(settings, quiet=quiet)
+    build_spark_extras(settings, quiet=quiet)
     sync_plugin_manifests(settings, quiet=quiet)
 
 

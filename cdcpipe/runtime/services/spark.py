@@ -6,7 +6,7 @@ directory, resolved ahead of time, so no job downloads anything when it starts.
 
 Spark's web UIs have no login of their own (``spark.acls.enable`` only judges a user some
 filter has authenticated), so every UI of the stack, master, worker and the job's, runs the
-project's filter (``cdcpipe/jvm/ui-login``): HTTP Basic, user ``cdcpipe``, password the
+project's filter (``cdcpipe/jvm/spark``): HTTP Basic, user ``cdcpipe``, password the
 ``spark_ui`` secret, which the filter reads from a 0600 file (:attr:`Spark.ui_credentials_file`)
 so that it is never a Spark setting (those show in ``ps`` and on the UI's environment page).
 """
@@ -24,7 +24,7 @@ from ...errors import MissingDependency
 from ...pipeline.logins import Login, ui_login_conf
 from ...settings import node_process, private_dir, write_private
 from .. import java
-from ..jars import ui_login_jar
+from ..jars import spark_extras_jar
 from .base import NotReady, Service
 
 DAEMON_HEAP_MB = 256
@@ -53,8 +53,9 @@ def spark_home() -> Path:
 
 
 def job_jars(jars_dir: Path) -> list[str]:
-    """The jars a streaming job adds to Spark: the Kafka source, Avro support and the UI's login filter."""
-    return sorted(str(p) for p in [*(jars_dir / "spark").glob("*.jar"), *(jars_dir / "spark-ui").glob("*.jar")])
+    """The jars a streaming job adds to Spark: the Kafka source, Avro support, and the project's
+    classes (the UI's login filter, the checkpoint file manager)."""
+    return sorted(str(p) for p in [*(jars_dir / "spark").glob("*.jar"), *(jars_dir / "spark-extras").glob("*.jar")])
 
 
 class Spark(Service):
@@ -115,7 +116,7 @@ class Spark(Service):
             *java.COMMON_FLAGS,
             *(f"-D{key}={value}" for key, value in {**DAEMON_CONF, **ui_login_conf(self.ui_credentials_file)}.items()),
             "-cp",
-            java.classpath(spark_home() / "jars", ui_login_jar(self.settings).parent),
+            java.classpath(spark_home() / "jars", spark_extras_jar(self.settings).parent),
             main,
             *args,
         ]
