@@ -242,7 +242,8 @@ def test_keep_warm_makes_the_workers_session_and_reports_ready(monkeypatch):
 
 def test_a_batch_s_epochs_travel_from_the_driver_to_its_tasks_unchanged():
     """The driver's one read of cdc.sync_state per micro-batch (sync_state.snapshot) reaches
-    every task as text; what the tasks read back is what the table held, partitions as ints."""
+    every task as text; what the tasks read back is what the table held from the newest
+    completed epoch on (changes.still_needed), partitions as ints."""
     from types import SimpleNamespace
 
     from cdcpipe.pipeline.changes import Epoch
@@ -250,6 +251,7 @@ def test_a_batch_s_epochs_travel_from_the_driver_to_its_tasks_unchanged():
 
     rows = {
         "cdc.public.users": [
+            SimpleNamespace(epoch=1, start_offsets={0: 10}, floor_lsn=100, system_identifier="7420", state="completed"),
             SimpleNamespace(epoch=2, start_offsets={0: 900, 1: 40}, floor_lsn=123456, system_identifier="7420", state="completed"),
             SimpleNamespace(epoch=3, start_offsets={0: 1200}, floor_lsn=None, system_identifier=None, state="started"),
         ],
@@ -258,7 +260,8 @@ def test_a_batch_s_epochs_travel_from_the_driver_to_its_tasks_unchanged():
 
     class Session:
         def execute(self, query, params):
-            return rows[params[0]]
+            assert "ORDER BY epoch DESC" in query.query_string
+            return sorted(rows[params[0]], key=lambda row: -row.epoch)
 
     view = from_snapshot(snapshot(Session(), ["cdc.public.users", "cdc.schema_changes"]))
     assert view == {

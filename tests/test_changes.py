@@ -108,6 +108,37 @@ def test_a_record_s_epoch_depends_on_its_offset_only():
     assert epoch_for(epochs, 1, 10).number == 2  # a partition the epoch did not list starts at 0
 
 
+def test_the_epochs_a_batch_still_needs_judge_every_record_as_all_of_them_do():
+    """A micro-batch's view keeps only the newest completed epoch and those after it
+    (changes.still_needed): generated epoch histories (completed or not, starts in any order,
+    partitions left out) and records at every offset around their starts, judged as the
+    executors do (apply.py: skipped below superseded_below, else its epoch and the newest)."""
+    import random
+
+    from cdcpipe.pipeline.changes import Epoch, epoch_for, still_needed, superseded_below
+
+    def judge(epochs, partition, offset):
+        epoch = epoch_for(epochs, partition, offset)
+        if (epoch.number if epoch else 0) < superseded_below(epochs):
+            return "skipped"
+        return epoch, (epochs[-1].number if epochs else 0)
+
+    rng = random.Random(27)
+    pruned = 0
+    for _ in range(2000):
+        epochs = []
+        for number in range(1, rng.randint(0, 12) + 1):
+            starts = {p: rng.randint(0, 1000) for p in (0, 1) if rng.random() < 0.8}
+            epochs.append(Epoch(number, starts, completed=rng.random() < 0.5))
+        kept = still_needed(epochs)
+        pruned += len(epochs) - len(kept)
+        offsets = {o + d for e in epochs for o in e.start_offsets.values() for d in (-1, 0, 1)} | {0, 1001}
+        for partition in (0, 1, 2):
+            for offset in offsets:
+                assert judge(kept, partition, offset) == judge(epochs, partition, offset), (epochs, partition, offset)
+    assert pruned > 1000  # the generator made histories with something to leave out
+
+
 def test_a_change_below_its_epoch_floor_stops_or_is_skipped_once_superseded():
     from cdcpipe.errors import SourceChanged
     from cdcpipe.pipeline.changes import Epoch, check_source

@@ -752,3 +752,25 @@ def test_a_resync_of_an_empty_table_empties_the_read_model(stack, conf, pg, cass
         assert column_types(cassandra) == rebuilt
     finally:
         drop_columns(stack, conf, pg, cassandra, *names.values())
+
+
+def test_a_micro_batch_reads_only_the_epochs_it_still_needs(cassandra):
+    """The driver reads cdc.sync_state newest first, down to the newest completed epoch
+    (sync_state.load_needed): on the real table that is changes.still_needed of every epoch,
+    whatever the history, and a topic with none completed keeps them all."""
+    from cdcpipe.pipeline import sync_state
+    from cdcpipe.pipeline.changes import still_needed
+
+    topic = f"test.epochs.{uuid.uuid4().hex[:8]}"
+    try:
+        for epoch in range(1, 21):  # more than one page of the newest-first read
+            sync_state.record(cassandra, {topic: {0: 100 * epoch}}, epoch, None, None, "cdc_users", f"test-{epoch}")
+        assert [e.number for e in sync_state.load_needed(cassandra, topic)] == list(range(1, 21))
+        for epoch in (3, 9):
+            sync_state.completed(cassandra, topic, epoch)
+        needed = sync_state.load_needed(cassandra, topic)
+        assert needed == still_needed(sync_state.load(cassandra, topic))
+        assert [e.number for e in needed] == list(range(9, 21)) and needed[0].completed
+        assert needed[0].start_offsets == {0: 900}
+    finally:
+        cassandra.execute("DELETE FROM cdc.sync_state WHERE topic = %s", (topic,))

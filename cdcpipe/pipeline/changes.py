@@ -147,6 +147,19 @@ def superseded_below(epochs: list[Epoch]) -> int:
     return max((e.number for e in epochs if e.completed), default=0)
 
 
+def still_needed(epochs: list[Epoch]) -> list[Epoch]:
+    """The epochs (sorted by number) that judge every record as all of ``epochs`` do: the
+    newest completed one and those after it.
+
+    A record of an older epoch is skipped either way. With every epoch it belongs to one below
+    :func:`superseded_below`; without them :func:`epoch_for` finds none for it (each kept epoch
+    is newer than its own, so none starts at or below its offset), which is epoch 0, also below.
+    Every other record belongs to a kept epoch, found the same way. So a micro-batch's view
+    stays a few rows however many resyncs the table has seen (up to :data:`MAX_EPOCH`)."""
+    below = superseded_below(epochs)
+    return [e for e in epochs if e.number >= below]
+
+
 def epoch_for(epochs: list[Epoch], partition: int, offset: int) -> Epoch | None:
     """The epoch a record belongs to (``epochs`` sorted by number); None: before any epoch
     was recorded (epoch 0 without a floor)."""

@@ -22,15 +22,31 @@ from .changes import Epoch
 TABLE = "cdc.sync_state"
 
 
+_COLUMNS = "epoch, start_offsets, floor_lsn, system_identifier, state"
+
+
+def _epoch(row: Any) -> Epoch:
+    return Epoch(row.epoch, dict(row.start_offsets or {}), row.floor_lsn, row.system_identifier, row.state == "completed")
+
+
 def load(session: Any, topic: str, keyspace: str = "cdc") -> list[Epoch]:
     """The recorded epochs of ``topic``, oldest first ([] before the first resync)."""
-    rows = session.execute(
-        f"SELECT epoch, start_offsets, floor_lsn, system_identifier, state FROM {keyspace}.sync_state WHERE topic = %s", (topic,)
-    )
-    return [
-        Epoch(r.epoch, dict(r.start_offsets or {}), r.floor_lsn, r.system_identifier, r.state == "completed")
-        for r in sorted(rows, key=lambda r: r.epoch)
-    ]
+    rows = session.execute(f"SELECT {_COLUMNS} FROM {keyspace}.sync_state WHERE topic = %s", (topic,))
+    return [_epoch(r) for r in sorted(rows, key=lambda r: r.epoch)]
+
+
+def load_needed(session: Any, topic: str, keyspace: str = "cdc") -> list[Epoch]:
+    """``still_needed(load(...))``, oldest first, read newest first and only down to the newest
+    completed epoch: a micro-batch reads a few rows, not one per resync ever run."""
+    from cassandra.query import SimpleStatement
+
+    newest_first = SimpleStatement(f"SELECT {_COLUMNS} FROM {keyspace}.sync_state WHERE topic = %s ORDER BY epoch DESC", fetch_size=8)
+    needed = []
+    for row in session.execute(newest_first, (topic,)):
+        needed.append(_epoch(row))
+        if row.state == "completed":
+            break
+    return needed[::-1]
 
 
 #: The Spark local property that carries a micro-batch's epochs (:func:`snapshot`) to its tasks.
@@ -38,10 +54,11 @@ BATCH_PROPERTY = "cdcpipe.sync_epochs"
 
 
 def snapshot(session: Any, topics: list[str], keyspace: str = "cdc") -> str:
-    """The epochs of ``topics`` as one JSON text (:func:`from_snapshot` reads it)."""
+    """The epochs of ``topics`` that can still judge a record (:func:`load_needed`), as one
+    JSON text (:func:`from_snapshot` reads it)."""
     return json.dumps(
         {
-            topic: [[e.number, e.start_offsets, e.floor_lsn, e.system_identifier, e.completed] for e in load(session, topic, keyspace)]
+            topic: [[e.number, e.start_offsets, e.floor_lsn, e.system_identifier, e.completed] for e in load_needed(session, topic, keyspace)]
             for topic in topics
         }
     )
