@@ -10,6 +10,9 @@ different views: one task could judge a TRUNCATE against epoch E and another a l
 against E+1 (issue 23). A batch's offsets are fixed before the driver reads, so an epoch
 recorded after that starts past every record of the batch: the snapshot misses nothing the
 batch holds. Tasks without the property (stand-ins, a job older than this code) read the table.
+The view holds only the epochs that can still judge a record, the newest completed one and
+those after it (:func:`cdcpipe.pipeline.changes.still_needed`), read newest first: a table that
+has seen hundreds of resyncs costs a batch a few rows, not hundreds.
 """
 
 from __future__ import annotations
@@ -56,12 +59,11 @@ BATCH_PROPERTY = "cdcpipe.sync_epochs"
 def snapshot(session: Any, topics: list[str], keyspace: str = "cdc") -> str:
     """The epochs of ``topics`` that can still judge a record (:func:`load_needed`), as one
     JSON text (:func:`from_snapshot` reads it)."""
-    return json.dumps(
-        {
-            topic: [[e.number, e.start_offsets, e.floor_lsn, e.system_identifier, e.completed] for e in load_needed(session, topic, keyspace)]
-            for topic in topics
-        }
-    )
+    view = {}
+    for topic in topics:
+        epochs = load_needed(session, topic, keyspace)
+        view[topic] = [[e.number, e.start_offsets, e.floor_lsn, e.system_identifier, e.completed] for e in epochs]
+    return json.dumps(view)
 
 
 def from_snapshot(text: str) -> dict[str, list[Epoch]]:
