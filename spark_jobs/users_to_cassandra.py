@@ -10,9 +10,14 @@ harmless (see cdcpipe/pipeline/changes.py). Records that cannot be decoded or ap
 
 Run it with ``cdcpipe spark start`` (local runtime), or submit it yourself:
 
-    spark-submit --jars <spark-sql-kafka and its dependencies> spark_jobs/users_to_cassandra.py \\
+    spark-submit --jars <spark-sql-kafka and its dependencies>,<cdcpipe-spark.jar> \\
+        spark_jobs/users_to_cassandra.py \\
         --bootstrap kafka:9092 --registry-url http://schema-registry:8081 --cassandra-host cassandra \\
         --checkpoint /checkpoints/users_to_cassandra
+
+``cdcpipe-spark.jar`` holds the project's Spark classes (cdcpipe/jvm/spark: the checkpoint file
+manager, the UI login filter); ``cdcpipe jars`` builds it into build/jars/spark-extras/, and the
+Docker image has it in Spark's own jars. The job stops at start, naming it, when it is missing.
 
 Every option also reads an environment variable (shown in --help).
 """
@@ -89,7 +94,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         "--ui-credentials",
         default=env("CDC_UI_CREDENTIALS", ""),
         help="a credentials file (username = ..., password = ...) that the job's web UI asks for, through the "
-        "login filter cdcpipe.spark.UiLoginFilter (its jar in --jars); empty: no web UI at all, since Spark's "
+        "login filter cdcpipe.spark.UiLoginFilter (in cdcpipe-spark.jar); empty: no web UI at all, since Spark's "
         "has no login of its own [CDC_UI_CREDENTIALS]",
     )
     p.add_argument("--keyspace", default=env("CDC_KEYSPACE", "cdc"), help="[CDC_KEYSPACE]")
@@ -375,7 +380,21 @@ def spark_session(args: argparse.Namespace):
         builder = builder.config("spark.ui.enabled", "false")
     spark = authenticated(builder, os.environ.get(AUTH_SECRET_ENV)).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    require_project_classes(spark)
     return spark
+
+
+def require_project_classes(spark) -> None:
+    """Stop now, naming the jar, when the project's Spark classes are not on the driver's class
+    path: the query would fail at every start (its checkpoint file manager) and be retried forever."""
+    try:  # the loader Spark itself takes the checkpoint file manager from
+        spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(CHECKPOINT_FILE_MANAGER, False, False)  # noqa: SLF001
+    except Exception:  # py4j's error for a ClassNotFoundException
+        spark.stop()
+        raise SystemExit(
+            f"{CHECKPOINT_FILE_MANAGER} is not on the job's class path: add cdcpipe-spark.jar "
+            "(built by 'cdcpipe jars' into build/jars/spark-extras/) to --jars"
+        ) from None
 
 
 def executor_conf(args: argparse.Namespace) -> SinkConfig:

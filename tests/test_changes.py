@@ -114,28 +114,42 @@ def test_the_epochs_a_batch_still_needs_judge_every_record_as_all_of_them_do():
     partitions left out) and records at every offset around their starts, judged as the
     executors do (apply.py: skipped below superseded_below, else its epoch and the newest)."""
     import random
+    from dataclasses import replace
 
     from cdcpipe.pipeline.changes import Epoch, epoch_for, still_needed, superseded_below
 
-    def judge(epochs, partition, offset):
+    def judge(epochs, partition, offset, users=None):
+        if users is not None and not epochs:  # apply.py: a journal with no epochs of its own
+            epochs = [replace(e, start_offsets={}) for e in users[-1:]]
         epoch = epoch_for(epochs, partition, offset)
         if (epoch.number if epoch else 0) < superseded_below(epochs):
             return "skipped"
         return epoch, (epochs[-1].number if epochs else 0)
 
+    def history(rng):
+        first = rng.choice((0, 1))  # a resync of an empty table records a completed epoch 0
+        epochs = []
+        for number in range(first, first + rng.randint(0, 12)):
+            starts = {p: rng.randint(0, 1000) for p in (0, 1) if rng.random() < 0.8}
+            epochs.append(Epoch(number, starts, completed=rng.random() < 0.5))
+        return epochs
+
     rng = random.Random(27)
     pruned = 0
     for _ in range(2000):
-        epochs = []
-        for number in range(1, rng.randint(0, 12) + 1):
-            starts = {p: rng.randint(0, 1000) for p in (0, 1) if rng.random() < 0.8}
-            epochs.append(Epoch(number, starts, completed=rng.random() < 0.5))
-        kept = still_needed(epochs)
-        pruned += len(epochs) - len(kept)
-        offsets = {o + d for e in epochs for o in e.start_offsets.values() for d in (-1, 0, 1)} | {0, 1001}
+        users, journal = history(rng), history(rng) if rng.random() < 0.5 else []
+        kept_users, kept_journal = still_needed(users), still_needed(journal)
+        pruned += len(users) - len(kept_users)
+        offsets = {o + d for e in users + journal for o in e.start_offsets.values() for d in (-1, 0, 1)} | {0, 1001}
         for partition in (0, 1, 2):
             for offset in offsets:
-                assert judge(kept, partition, offset) == judge(epochs, partition, offset), (epochs, partition, offset)
+                assert judge(kept_users, partition, offset) == judge(users, partition, offset), (users, partition, offset)
+                assert judge(kept_journal, partition, offset, kept_users) == judge(journal, partition, offset, users), (
+                    journal,
+                    users,
+                    partition,
+                    offset,
+                )
     assert pruned > 1000  # the generator made histories with something to leave out
 
 

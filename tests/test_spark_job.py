@@ -239,8 +239,10 @@ def test_the_driver_starts_no_process_per_micro_batch(conf, pg, cassandra, spark
     """Spark's default checkpoint file manager forked a chmod or readlink for nearly every
     offset and commit file, about twenty processes per micro-batch, on every change's path.
     The job's own manager (cdcpipe/jvm/spark) writes them without one: Java Flight Recorder,
-    in the driver's JVM, records every process start while changes flow. Fails with Spark's
-    default manager (checked: 320 readlinks and 80 chmods in 40 batches)."""
+    in the driver's JVM, records every process start while changes flow, and the newest offset
+    and commit files have no Hadoop .crc beside them (so the job's manager wrote them, and the
+    zero is not Hadoop's native library doing the chmods). Fails with Spark's default manager
+    (checked: 160 process starts in 7 batches)."""
     import subprocess
     import time
     from pathlib import Path
@@ -273,3 +275,23 @@ def test_the_driver_starts_no_process_per_micro_batch(conf, pg, cassandra, spark
     started = [line.strip() for line in run(jfr, "print", "--events", "jdk.ProcessStart", recording).splitlines() if "command =" in line]
     print(f"{batches} micro-batches, {len(started)} processes started by the driver's JVM")
     assert not started, started[:10]
+    checkpoint = conf.service_dir("spark") / "checkpoints" / "users_to_cassandra"
+    for log in ("offsets", "commits"):
+        newest = max((f for f in (checkpoint / log).iterdir() if f.name.isdigit()), key=lambda f: int(f.name))
+        assert not (checkpoint / log / f".{newest.name}.crc").exists(), f"{newest} was written by Hadoop's checkpoint manager"
+
+
+def test_the_job_stops_at_start_and_names_its_jar_when_it_is_missing(conf, tmp_path):
+    """Without cdcpipe-spark.jar the query would fail at every start (its checkpoint file
+    manager) and be retried forever; the job stops before that and says what to add."""
+    import subprocess
+    import sys
+
+    from cdcpipe.runtime import streaming_job
+
+    argv = [sys.executable, str(streaming_job.JOB), "--master", "local[1]", "--checkpoint", str(tmp_path / "checkpoint"), "--jars", ""]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "cdcpipe.spark.LocalCheckpointFileManager is not on the job's class path: add cdcpipe-spark.jar" in done.stderr, done.stderr[
+        -2000:
+    ]

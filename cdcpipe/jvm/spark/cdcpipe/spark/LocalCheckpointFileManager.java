@@ -6,6 +6,7 @@ import java.io.FileOutputStream;
 import java.io.FilterOutputStream;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.nio.file.Files;
 
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FSDataOutputStream;
@@ -26,9 +27,9 @@ import org.apache.spark.sql.execution.streaming.FileSystemBasedCheckpointFileMan
  * drops the {@code readlink}s but still starts {@code chmod} twice per file.
  *
  * <p>This one is that {@code FileSystem} manager with one step replaced: the temporary file is
- * written with Java's own file API and synced to disk when closed, then renamed into place as
- * before (an atomic {@code rename(2)} on a local file system, refused when the final file exists,
- * as Spark's checks do). What changes on disk: no {@code .crc} beside the file (Hadoop's local file
+ * written with Java's own file API and synced to disk when closed, then renamed into place by
+ * Spark's code as before: its check that the final file does not exist yet, then an atomic
+ * {@code rename(2)}. What changes on disk: no {@code .crc} beside the file (Hadoop's local file
  * system reads a file without one unverified), and the file is on disk before the rename makes it
  * visible, where Hadoop's local streams never sync. Files written earlier, with their {@code .crc},
  * are read and deleted as before. A checkpoint on any other file system is left to Spark's code.
@@ -48,6 +49,7 @@ public final class LocalCheckpointFileManager extends FileSystemBasedCheckpointF
         }
         File file = new File(fs().makeQualified(path).toUri());
         try {
+            Files.createDirectories(file.toPath().getParent()); // as Hadoop's create does
             FileOutputStream out = new FileOutputStream(file, false);
             return new FSDataOutputStream(new BufferedOutputStream(new SyncedOnClose(out), 8192), null);
         } catch (IOException e) {
