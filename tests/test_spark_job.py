@@ -275,7 +275,7 @@ def test_the_driver_starts_no_process_per_micro_batch(conf, pg, cassandra, spark
     started = [line.strip() for line in run(jfr, "print", "--events", "jdk.ProcessStart", recording).splitlines() if "command =" in line]
     print(f"{batches} micro-batches, {len(started)} processes started by the driver's JVM")
     assert not started, started[:10]
-    checkpoint = conf.service_dir("spark") / "checkpoints" / "users_to_cassandra"
+    checkpoint = spark_job.checkpoint_dir(conf)
     for log in ("offsets", "commits"):
         newest = max((f for f in (checkpoint / log).iterdir() if f.name.isdigit()), key=lambda f: int(f.name))
         assert not (checkpoint / log / f".{newest.name}.crc").exists(), f"{newest} was written by Hadoop's checkpoint manager"
