@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from cdcpipe import settings
 from cdcpipe.bench import latency
 from cdcpipe.clients import topics
 from cdcpipe.clients.connect import ConnectClient
@@ -139,6 +140,35 @@ def test_a_no_host_error_that_names_no_node_says_how_the_driver_sees_each():
     named = NoHostAvailable("Unable to connect to any servers", {"127.0.0.1:9042": ConnectionRefusedError(111, "refused")})
     assert no_node_to_try(named, cluster) is None and no_node_to_try(ValueError("x"), cluster) is None
     assert no_node_to_try(nobody, Cluster(contact_points=["127.0.0.1"], port=1)).endswith("sees no node at all")
+
+
+def test_a_node_whose_pool_fails_after_the_control_connection_is_not_ready_not_a_crash(monkeypatch):
+    """The cluster's first ``make demo`` in CI died in Cassandra's readiness probe: the driver
+    opened its control connection, then every host's pool failed (a node still starting), and
+    it raised NoHostAvailable with a *list* of addresses where it otherwise gives a dict of
+    errors. Reading that as a dict raised AttributeError, which ``cdcpipe up`` does not take
+    for "not ready yet", and the stack was torn down. The probe now says not ready."""
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    from cdcpipe.pipeline import cassandra_session
+    from cdcpipe.runtime.services.base import NotReady
+    from cdcpipe.runtime.services.cassandra import ROLES, Cassandra
+
+    pools_failed = NoHostAvailable("Unable to connect to any servers", ["127.0.0.1"])  # Session.__init__'s shape
+    refused = NoHostAvailable("Unable to connect to any servers", {"127.0.0.1:9042": AuthenticationFailed("Bad credentials")})
+    assert cassandra_session.refused_login(pools_failed) is None
+    assert cassandra_session.refused_login(refused) == "Bad credentials"
+    assert cassandra_session.refused_login(NoHostAvailable("x", {})) is None
+
+    def pools_fail(*args, **kwargs):
+        raise pools_failed
+
+    monkeypatch.setattr(cassandra_session, "session", pools_fail)
+    conf = settings.load({"CDCPIPE_TOPOLOGY": "cluster", "CDCPIPE_HOME": "/nonexistent/state"})
+    node = Cassandra(conf, {secret: "x" for _, secret in ROLES.values()})
+    with pytest.raises(NotReady, match=r"CQL not answering on 127\.0\.0\.1:9042: \['127\.0\.0\.1'\]"):
+        node.probe()
 
 
 def test_a_failed_batch_s_reason_names_the_exception_raised_on_the_driver():

@@ -104,11 +104,17 @@ def no_node_to_try(exc: Exception, cluster: Any) -> str | None:
 
 def refused_login(exc: Exception) -> str | None:
     """The server's message when ``exc`` says the login was refused (bad or missing
-    credentials), else None. The driver wraps it in NoHostAvailable, one error per host."""
+    credentials), else None. The driver wraps it in NoHostAvailable, one error per host:
+    a dict when the control connection failed, but only a list of addresses when that
+    connection opened and every host's pool then failed (a node still starting) — no
+    login refusal to read there."""
     from cassandra import AuthenticationFailed
     from cassandra.cluster import NoHostAvailable
 
-    errors = list((exc.errors or {}).values()) if isinstance(exc, NoHostAvailable) else [exc]
+    if isinstance(exc, NoHostAvailable):
+        errors = list(exc.errors.values()) if isinstance(exc.errors, dict) else []
+    else:
+        errors = [exc]
     for error in errors:
         if isinstance(error, AuthenticationFailed) or "AuthenticationFailed" in type(error).__name__:
             return str(error)
