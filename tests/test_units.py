@@ -160,6 +160,12 @@ def test_a_node_whose_pool_fails_after_the_control_connection_is_not_ready_not_a
     assert cassandra_session.refused_login(pools_failed) is None
     assert cassandra_session.refused_login(refused) == "Bad credentials"
     assert cassandra_session.refused_login(NoHostAvailable("x", {})) is None
+    # A node short of the quorum to read its roles says "Bad credentials" too: not a refusal.
+    no_quorum = AuthenticationFailed(
+        'Failed to authenticate to 127.0.0.1:9052: Error from server: code=0100 [Bad credentials] message="Unable to perform '
+        'authentication: Cannot achieve consistency level LOCAL_QUORUM"'
+    )
+    assert cassandra_session.refused_login(NoHostAvailable("x", {"127.0.0.1:9052": no_quorum})) is None
 
     def pools_fail(*args, **kwargs):
         raise pools_failed
@@ -169,6 +175,55 @@ def test_a_node_whose_pool_fails_after_the_control_connection_is_not_ready_not_a
     node = Cassandra(conf, {secret: "x" for _, secret in ROLES.values()})
     with pytest.raises(NotReady, match=r"CQL not answering on 127\.0\.0\.1:9042: \['127\.0\.0\.1'\]"):
         node.probe()
+    # The same a moment later, in the set-up after the probe: tried again, not a crash.
+    monkeypatch.setattr(node, "_take_over", pools_fail)
+    with pytest.raises(NotReady, match=r"set-up could not reach a node: \['127\.0\.0\.1'\]"):
+        node.after_ready()
+
+
+def test_up_tries_a_set_up_that_is_not_ready_again_and_names_it_when_it_never_is(monkeypatch, tmp_path):
+    """A service's set-up (after_ready: roles, keyspaces, topics) runs seconds after its first
+    answer, when a cluster's nodes are least steady; a NotReady from it is tried again like
+    the probe's, and after the service's timeout ``up`` fails naming the last reason."""
+    from cdcpipe import runtime
+    from cdcpipe.errors import ServiceFailed
+    from cdcpipe.runtime.services.base import NotReady, Service
+
+    class Settling(Service):
+        name = "settling"
+        start_timeout = 3.0
+        failures = 2
+
+        def running(self) -> bool:
+            return True
+
+        def any_running(self) -> bool:
+            return True
+
+        def probe(self) -> None:
+            pass
+
+        def after_ready(self) -> None:
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls <= self.failures:
+                raise NotReady(f"quorum not there yet (call {self.calls})")
+
+    conf = settings.load({"CDCPIPE_HOME": str(tmp_path / "state")})
+    made: list[Settling] = []
+
+    def only_settling(settings_, names=None, with_dependencies=True):
+        made.append(Settling(settings_, {}))
+        return made[-1:]
+
+    monkeypatch.setattr(runtime, "services", only_settling)
+    monkeypatch.setattr(runtime.jars, "require", lambda settings_: None)
+    notes: list[str] = []
+    runtime.up(conf, ["settling"], progress=notes.append)
+    assert made[0].calls == 3 and notes[-1].startswith("✓ settling")
+
+    Settling.failures = 10**6
+    with pytest.raises(ServiceFailed, match=r"not ready after 3s: quorum not there yet"):
+        runtime.up(conf, ["settling"], progress=notes.append)
 
 
 def test_a_failed_batch_s_reason_names_the_exception_raised_on_the_driver():
@@ -187,3 +242,75 @@ def test_a_failed_batch_s_reason_names_the_exception_raised_on_the_driver():
         "Traceback (most recent call last):\ncassandra.cluster.NoHostAvailable: ('Unable', {})"
     )
     assert first_line(Exception(spark_text)) == "FOREACH_BATCH_USER_FUNCTION_ERROR: cassandra.cluster.NoHostAvailable: ('Unable', {})"
+
+
+@pytest.mark.parametrize(
+    "failure, raised, words",
+    [
+        ("fenced", "ServiceUnavailable", "All brokers are currently fenced"),
+        ("timeout", "ServiceUnavailable", "within 1 s"),
+        ("replication", "ConfigError", "topics.json: Kafka refused creating topic t"),
+    ],
+)
+def test_a_topic_kafka_cannot_make_yet_is_kafka_busy_and_one_it_refuses_is_named(failure, raised, words):
+    """Creating a topic while every broker is fenced (a broker that missed its heartbeats under
+    load) comes back from KRaft as INVALID_REPLICATION_FACTOR, and a future can run out of time
+    before librdkafka fails it: both are Kafka busy, which ``up`` tries again, not a wrong
+    topics.json. A replication factor Kafka cannot meet still names the file."""
+    from concurrent.futures import Future
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from cdcpipe import errors
+
+    class Admin:
+        def list_topics(self, timeout=None, topic=None):
+            return type("Meta", (), {"topics": {}})()
+
+        def create_topics(self, new_topics, operation_timeout=None):
+            future: Future = Future()
+            if failure == "fenced":
+                message = "Unable to replicate the partition 3 time(s): All brokers are currently fenced or in controlled shutdown."
+                future.set_exception(KafkaException(KafkaError(KafkaError.INVALID_REPLICATION_FACTOR, message)))
+            elif failure == "replication":
+                message = "Unable to replicate the partition 3 time(s): The target replication factor of 3 cannot be reached"
+                future.set_exception(KafkaException(KafkaError(KafkaError.INVALID_REPLICATION_FACTOR, message)))
+            return {t.topic: future for t in new_topics}  # "timeout": never completed
+
+    spec = topics.TopicSpec(name="t", partitions=1, replication_factor=3)
+    with pytest.raises(getattr(errors, raised), match=words):
+        topics.ensure(Admin(), [spec], timeout=1)
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 80\r\n\r\n{"n', "broke off GET /connectors/users"),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>", "with no JSON: '<html></html>'"),
+    ],
+)
+def test_a_connect_worker_that_breaks_off_or_answers_no_json_is_unavailable(answer, words):
+    """A Connect worker restarting in the middle of an answer, or answering a page that is not
+    JSON, is Connect unavailable (what the watchdog and ``up`` wait out), not a crash."""
+    import socket
+    import threading
+
+    from cdcpipe.errors import ServiceUnavailable
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(answer)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ServiceUnavailable, match=words):
+            ConnectClient(f"http://127.0.0.1:{port}", timeout=5).status("users")
+    finally:
+        thread.join(5)
+        server.close()

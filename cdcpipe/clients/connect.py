@@ -86,6 +86,8 @@ class ConnectClient:
             raise ServiceUnavailable(f"Kafka Connect is not reachable at {self.url}. Is the stack up? ('.venv/bin/cdcpipe up')") from None
         except requests.Timeout:
             raise ServiceUnavailable(f"Kafka Connect at {self.url} did not answer {method} {path} in {self.timeout:.0f}s") from None
+        except requests.RequestException as exc:  # e.g. the worker restarted in the middle of its answer
+            raise ServiceUnavailable(f"Kafka Connect at {self.url} broke off {method} {path}: {exc.__class__.__name__}") from None
         if response.status_code == 401:
             raise ConfigError(
                 f"Kafka Connect at {self.url} refused "
@@ -95,15 +97,24 @@ class ConnectClient:
             )
         return response
 
+    def _body(self, response: requests.Response) -> Any:
+        """The answer's JSON; ServiceUnavailable if it is not JSON (a worker still starting)."""
+        try:
+            return response.json()
+        except ValueError:
+            raise ServiceUnavailable(
+                f"Kafka Connect at {self.url} answered {response.request.method} {response.url} with no JSON: {response.text[:120]!r}"
+            ) from None
+
     def _json(self, method: str, path: str, ok: tuple[int, ...] = (200, 201, 202, 204), **kwargs: Any) -> Any:
         response = self._call(method, path, **kwargs)
         if response.status_code not in ok:
             try:
                 message = response.json().get("message", response.text)
-            except ValueError:
+            except (ValueError, AttributeError):  # not JSON, or not an object
                 message = response.text
             raise HttpError.of("Kafka Connect", method, self.url + path, response.status_code, message)
-        return response.json() if response.content else None
+        return self._body(response) if response.content else None
 
     # --- configuration ---------------------------------------------------------------
     def validation(self, connector: ConnectorFile) -> dict[str, Any]:
@@ -133,7 +144,7 @@ class ConnectClient:
 
     def config(self, name: str) -> dict[str, str] | None:
         response = self._call("GET", f"/connectors/{quote(name, safe='')}/config")
-        return response.json() if response.status_code == 200 else None
+        return self._body(response) if response.status_code == 200 else None
 
     # --- state -----------------------------------------------------------------------
     def status(self, name: str) -> dict[str, Any]:
@@ -142,7 +153,7 @@ class ConnectClient:
             raise NotFound("Kafka Connect", "GET", response.url, 404, f"no connector named '{name}'")
         if response.status_code != 200:
             raise HttpError.of("Kafka Connect", "GET", response.url, response.status_code, response.text[:300])
-        return response.json()
+        return self._body(response)
 
     def plugins(self) -> list[dict[str, Any]]:
         """The connector plugins the worker loaded: [{"class", "type", "version"}, ...]."""

@@ -103,13 +103,23 @@ def ensure(admin: Any, specs: list[TopicSpec], progress: Callable[[str], None] =
     def result(future: Any, what: str) -> Any:
         try:
             return future.result(timeout=timeout)
+        except TimeoutError:  # the future's own wait ran out before librdkafka failed the request
+            raise ServiceUnavailable(f"Kafka did not complete {what} within {timeout:.0f} s") from None
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() in (
-                KafkaError.INVALID_CONFIG,
-                KafkaError.INVALID_REPLICATION_FACTOR,
-                KafkaError.INVALID_PARTITIONS,
-                KafkaError.POLICY_VIOLATION,
+            # KRaft answers INVALID_REPLICATION_FACTOR also while every broker is fenced (a
+            # broker that missed its heartbeats under load): Kafka busy, not topics.json wrong.
+            fenced = isinstance(error, KafkaError) and "fenced" in error.str().lower()
+            if (
+                isinstance(error, KafkaError)
+                and not fenced
+                and error.code()
+                in (
+                    KafkaError.INVALID_CONFIG,
+                    KafkaError.INVALID_REPLICATION_FACTOR,
+                    KafkaError.INVALID_PARTITIONS,
+                    KafkaError.POLICY_VIOLATION,
+                )
             ):
                 raise ConfigError(f"{TOPICS_FILE.name}: Kafka refused {what}: {error.str()}") from None
             raise ServiceUnavailable(f"Kafka did not complete {what}: {exc}") from None
@@ -197,7 +207,7 @@ def _wait_until_shown(admin: Any, spec: TopicSpec, timeout: float) -> None:
             shown = describe(admin, spec.name, timeout=max(1.0, deadline - time.monotonic()))
             if wanted is None:
                 wanted = 2 * len(admin.list_topics(timeout=max(1.0, deadline - time.monotonic())).brokers) - 1
-        except (KafkaException, KeyError) as exc:  # not yet in the broker's metadata, or Kafka busy
+        except (KafkaException, KeyError, TimeoutError) as exc:  # not yet in the broker's metadata, or Kafka busy
             shown, in_a_row = f"an error: {exc}", 0
         else:
             if shown["partitions"] >= spec.partitions and all(shown["config"].get(k) == v for k, v in spec.config.items()):

@@ -116,6 +116,10 @@ def refused_login(exc: Exception) -> str | None:
     else:
         errors = [exc]
     for error in errors:
+        # A node that cannot read its roles (system_auth short of a quorum while nodes start)
+        # says so as a failed authentication, though no credential was wrong.
+        if "Unable to perform authentication" in str(error):
+            continue
         if isinstance(error, AuthenticationFailed) or "AuthenticationFailed" in type(error).__name__:
             return str(error)
         if "Bad credentials" in str(error) or "requires authentication" in str(error):

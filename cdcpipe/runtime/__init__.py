@@ -85,6 +85,9 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
                 raise _fail(svc, f"a process exited during start-up after {elapsed:.0f}s")
             try:
                 svc.probe()
+                # Set-up runs seconds after the first answer, when a service is least steady:
+                # a failure it reports as NotReady is tried again, like the probe's.
+                svc.after_ready()
             except NotReady as exc:
                 if elapsed > svc.ready_timeout:
                     raise _fail(svc, f"not ready after {svc.ready_timeout:.0f}s: {exc}") from None
@@ -92,7 +95,6 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
                     progress(f"  {svc.name:<16} still starting ({elapsed:.0f}s): {str(exc)[:120]}")
                     last_note[svc.name] = time.monotonic()
                 continue
-            svc.after_ready()
             ready.add(svc.name)
             progress(f"✓ {svc.name:<16} ready ({elapsed:.1f}s)")
         time.sleep(0.5)

@@ -53,7 +53,9 @@ class Service:
         raise NotImplementedError
 
     def after_ready(self) -> None:
-        """Runs after every successful probe in ``up``; must be idempotent."""
+        """Runs after every successful probe in ``up``; must be idempotent. It raises
+        NotReady for what may pass (a node still settling): ``up`` then probes and runs it
+        again, until the service's ``ready_timeout``."""
 
     def info(self) -> dict[str, Any]:
         """Connection details for ``status``."""

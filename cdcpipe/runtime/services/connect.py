@@ -198,7 +198,10 @@ class Connect(Service):
             raise NotReady(f"{url}/health answered {health.status_code}: {health.text[:200]}")
         if response.status_code != 200:
             raise NotReady(f"{url}/connector-plugins answered {response.status_code}")
-        classes = {plugin["class"] for plugin in response.json()}
+        try:
+            classes = {plugin["class"] for plugin in response.json()}
+        except (ValueError, TypeError, KeyError):
+            raise NotReady(f"{url}/connector-plugins answered no list of plugins: {response.text[:120]!r}") from None
         if POSTGRES_CONNECTOR not in classes:
             raise NotReady(f"{POSTGRES_CONNECTOR} not among the loaded plugins")
 

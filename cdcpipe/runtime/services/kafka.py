@@ -15,7 +15,6 @@ timeout, and errors name the broker.
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 from typing import Any
 
@@ -222,18 +221,15 @@ class Kafka(Service):
 
         write_private(self.credentials_file, self.login.file_text())  # a broker started by an older cdcpipe
         specs = self.topic_specs()
-        # ensure() is idempotent, so a request lost on the way is simply made again. With
-        # several brokers in the bootstrap list, librdkafka replaces the bootstrap connections
-        # by the brokers the metadata names, and a request in flight on one of those fails
-        # with _DESTROY_BROKER ("broker handle destroyed"; seen on the cluster topology).
-        for attempt in range(5):
-            try:
-                topics.ensure(self.admin(), specs)
-                return
-            except ServiceUnavailable:
-                if attempt == 4:
-                    raise
-                time.sleep(2)
+        # ensure() is idempotent, so a request lost on the way is simply made again: ``up``
+        # tries a NotReady again until the service's timeout. With several brokers in the
+        # bootstrap list, librdkafka replaces the bootstrap connections by the brokers the
+        # metadata names, and a request in flight on one of those fails with _DESTROY_BROKER
+        # ("broker handle destroyed"; seen on the cluster topology).
+        try:
+            topics.ensure(self.admin(), specs)
+        except ServiceUnavailable as exc:
+            raise NotReady(f"topics not set up yet: {exc}") from None
 
     def info(self) -> dict[str, Any]:
         return {"bootstrap": self.bootstrap, "data_dir": str(self.dir / "data")}
