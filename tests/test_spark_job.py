@@ -66,6 +66,23 @@ def test_every_task_of_a_batch_gets_the_driver_s_one_view_of_epochs_and_floors(c
     assert after["tasks_own_view"] == 0, after  # no task of this job read either table itself
 
 
+def test_the_progress_file_follows_every_batch(stack, conf, pg, cassandra, spark_job):
+    """The job's listener (Spark's Python listener interface, taken directly: see the job's
+    ProgressReport) writes each completed batch into the progress file that ``cdcpipe spark
+    status``, the benchmarks and ``wait_for_offsets`` read: the query's own name, offsets that
+    reach the change just made, and the same batch as the newest of the recent ones."""
+    user_id = insert(pg, ROW)
+    assert user_id in wait_until_read_model_matches(pg, cassandra)
+    ends = kafka_io.end_offsets(stack["kafka"].client_config(), TOPIC)
+    spark_job.wait_for_offsets(conf, {TOPIC: {str(p): o for p, o in ends.items() if o > 0}}, timeout=30)
+    report = spark_job.read_progress(conf)
+    last = report["last_progress"]
+    assert last["name"] == "users_to_cassandra" and report["state"] == "running" and report["failure"] is None
+    newest = report["recent"][-1]
+    assert newest["batchId"] == last["batchId"] and set(newest) >= {"durationMs", "numInputRows", "timestamp"}
+    assert any(batch["numInputRows"] for batch in report["recent"]), report["recent"]
+
+
 def test_pk_update_txn_and_twenty_updates_end_exact(pg, cassandra, spark_job):
     old_id, new_id = uuid.uuid4(), uuid.uuid4()
     insert(pg, ROW, old_id)
