@@ -224,6 +224,7 @@ class ProgressReport:
         self.failure: dict[str, Any] | None = None  # the query failed and is being restarted
         self.cause: str | None = None  # why the last batch failed, as the batch function saw it
         self.lock = threading.Lock()
+        self.stopped = False  # "stopped" written: the last word
         # When a batch last ran Python tasks (monotonic); never yet, so the first heartbeat of a
         # job that starts idle forks and connects its workers before the first change arrives.
         self.python_used_at = float("-inf")
@@ -266,11 +267,17 @@ class ProgressReport:
             return self.failure["attempts"]
 
     def write(self, state: str, reason: str | None = None) -> None:
-        if self.path is None:
+        """Write the report; once "stopped" is written, nothing after it (``spark.stop()``
+        still delivers the events queued before it)."""
+        if self.path is None or self.stopped:
             return
-        if self.last is None and self.query is not None:
-            self.last = self.query.lastProgress  # e.g. just restarted, nothing new to read yet
+        if self.last is None and self.query is not None:  # e.g. just restarted, nothing new to read yet
+            progress = self.query._jsq.lastProgress()  # its JSON: pyspark's lastProgress converts field by field
+            self.last = json.loads(progress.json()) if progress is not None else None
         with self.lock:
+            if self.stopped:
+                return
+            self.stopped = state == "stopped"
             if state == "running" and self.failure:  # restarted, but no batch has completed yet
                 state, reason = "retrying", reason or self.failure["reason"]
             report = {

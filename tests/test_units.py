@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -218,11 +219,13 @@ def test_up_tries_a_set_up_that_is_not_ready_again_and_names_it_when_it_never_is
     monkeypatch.setattr(runtime, "services", only_settling)
     monkeypatch.setattr(runtime.jars, "require", lambda settings_: None)
     notes: list[str] = []
+    began = time.monotonic()
     runtime.up(conf, ["settling"], progress=notes.append)
     assert made[0].calls == 3 and notes[-1].startswith("✓ settling")
+    assert time.monotonic() - began >= 3.0  # a pause of 1 s, then 2 s, between the tries
 
     Settling.failures = 10**6
-    with pytest.raises(ServiceFailed, match=r"not ready after 3s: quorum not there yet"):
+    with pytest.raises(ServiceFailed, match=r"not ready after \d+s \(its limit: 3s\): quorum not there yet"):
         runtime.up(conf, ["settling"], progress=notes.append)
 
 

@@ -50,6 +50,10 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
     started: dict[str, float] = {}
     last_note: dict[str, float] = {}
     launched_by_us: set[str] = set()
+    # A set-up (after_ready) that said NotReady is tried again after a growing pause: each try
+    # opens connections and repeats idempotent DDL on a service that is still settling.
+    set_up_failures: dict[str, int] = {}
+    next_try: dict[str, float] = {}
 
     # Refuse early, before starting anything, if a port of a stopped service is taken.
     for svc in todo:
@@ -83,18 +87,27 @@ def up(settings: Settings, names: Iterable[str] | None = None, progress: Progres
             elapsed = time.monotonic() - started[svc.name]
             if svc.name in launched_by_us and not svc.running():
                 raise _fail(svc, f"a process exited during start-up after {elapsed:.0f}s")
+            if time.monotonic() < next_try.get(svc.name, 0.0):
+                continue
             try:
                 svc.probe()
                 # Set-up runs seconds after the first answer, when a service is least steady:
                 # a failure it reports as NotReady is tried again, like the probe's.
-                svc.after_ready()
+                try:
+                    svc.after_ready()
+                except NotReady:
+                    set_up_failures[svc.name] = set_up_failures.get(svc.name, 0) + 1
+                    next_try[svc.name] = time.monotonic() + min(10.0, float(set_up_failures[svc.name]))
+                    raise
             except NotReady as exc:
+                elapsed = time.monotonic() - started[svc.name]  # a set-up try can take a while
                 if elapsed > svc.ready_timeout:
-                    raise _fail(svc, f"not ready after {svc.ready_timeout:.0f}s: {exc}") from None
+                    raise _fail(svc, f"not ready after {elapsed:.0f}s (its limit: {svc.ready_timeout:.0f}s): {exc}") from None
                 if time.monotonic() - last_note.get(svc.name, started[svc.name]) >= 15:
                     progress(f"  {svc.name:<16} still starting ({elapsed:.0f}s): {str(exc)[:120]}")
                     last_note[svc.name] = time.monotonic()
                 continue
+            elapsed = time.monotonic() - started[svc.name]
             ready.add(svc.name)
             progress(f"✓ {svc.name:<16} ready ({elapsed:.1f}s)")
         time.sleep(0.5)

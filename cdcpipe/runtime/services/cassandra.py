@@ -455,14 +455,14 @@ class Cassandra(Service):
         """The roles, keyspaces, tables and grants. A node that answered the probe can still
         time out, lose its quorum or fail every pool a moment later (three nodes starting on two
         cores): those are NotReady, so ``up`` tries again; a refused login is a ConfigError."""
-        from cassandra import OperationTimedOut, ReadTimeout, Unauthorized, Unavailable, WriteTimeout
+        from cassandra import CoordinationFailure, OperationTimedOut, ReadTimeout, Unauthorized, Unavailable, WriteTimeout
         from cassandra.cluster import NoHostAvailable
 
         try:
             self._set_up()
         except NoHostAvailable as exc:
             raise NotReady(f"set-up could not reach a node: {exc.errors or exc}") from None
-        except (OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable, Unauthorized) as exc:
+        except (OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable, CoordinationFailure, Unauthorized) as exc:
             raise NotReady(f"set-up failed, to be tried again: {exc.__class__.__name__}: {str(exc)[:300]}") from None
 
     def _set_up(self) -> None:

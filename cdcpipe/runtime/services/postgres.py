@@ -345,7 +345,16 @@ class Postgres(Service):
             raise NotReady(str(exc).strip()) from None
 
     def after_ready(self) -> None:
-        """Roles, databases and the pipeline's migrations; all idempotent."""
+        """Roles, databases and the pipeline's migrations; all idempotent. A connection lost
+        on the way (the server restarting, say) is NotReady: ``up`` tries it all again."""
+        import psycopg
+
+        try:
+            self._set_up()
+        except psycopg.OperationalError as exc:
+            raise NotReady(f"set-up interrupted: {str(exc).strip()[:300]}") from None
+
+    def _set_up(self) -> None:
         from psycopg import sql
 
         with self.connect(autocommit=True) as conn:
