@@ -237,9 +237,33 @@ def registry_write():
     return http("POST", url("schema_registry", "/apis/ccompat/v7/subjects/cdc.public.users-value/versions"), json={"schema": '"string"'})
 
 
+def _closed_unanswered(port_name: str, path: str) -> tuple[bool, str]:
+    """An HTTP GET on a raw socket: refused only when the port accepts and then closes the
+    connection without a byte of answer. Nothing listening proves nothing, so it is not refused."""
+    import socket
+
+    try:
+        with socket.create_connection((CONF["host"], CONF["ports"][port_name]), timeout=15) as conn:
+            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {CONF['host']}\r\nConnection: close\r\n\r\n".encode())
+            answer = conn.recv(200)
+    except ConnectionRefusedError:
+        return False, "nothing listens there (is the service down?)"
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        return True, f"{exc.__class__.__name__} before any answer"
+    if not answer:
+        return True, "connection closed before any answer"
+    status_line = answer.split(b"\r\n", 1)[0].decode(errors="replace")
+    return False, f"answered: {status_line}"
+
+
 @attempt("registry 8082 (management): health", "schema_registry_management")
 def registry_health():
-    return http("GET", url("schema_registry_management", "/health"))
+    return _closed_unanswered("schema_registry_management", "/health")
+
+
+@attempt("registry 8082 (management): metrics", "schema_registry_management")
+def registry_metrics():
+    return _closed_unanswered("schema_registry_management", "/metrics")
 
 
 # --- Spark -----------------------------------------------------------------------------------

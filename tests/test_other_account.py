@@ -36,7 +36,7 @@ from cdcpipe.settings import REPO
 OTHER = "cdcpipe-other"
 PROBES = Path(__file__).resolve().parent / "other_account_probes.py"
 #: Ports that answer without a login, by design, and why (docs/security.md says the same).
-OPEN_BY_DESIGN = {"schema_registry_management": "Apicurio's build fixes the management port's auth off; statuses and counters only"}
+OPEN_BY_DESIGN: dict[str, str] = {}
 #: Ports no probe tries yet, and why.
 NOT_PROBED: dict[str, str] = {}
 

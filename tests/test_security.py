@@ -292,12 +292,27 @@ def test_the_registry_refuses_every_call_without_its_login(conf, stack):
     assert subjects.status_code == 200 and "cdc.public.users-value" in subjects.json()
     with pytest.raises(RegistryMisconfigured, match="refused a request without a login"):
         decode(b"\x00\x00\x00\x00\x01\x02", SchemaCache(registry.url, timeout=5))
-    # The management port answers without a login (Apicurio's build fixes its authentication
-    # off; docs/security.md), so it must hold nothing: status and counters, no subject, no schema.
+    # The management port has no login (Apicurio's build fixes its authentication off); the guard
+    # agent closes it to other accounts (test_other_account), and the stack's own account, this
+    # test's, gets its answers. Even so it holds nothing: status and counters, no subject, no schema.
     management = f"http://{registry.host}:{registry.port('schema_registry_management')}"
     for path in ("/health", "/health/ready", "/metrics"):
-        text = requests.get(management + path, timeout=10).text
-        assert "cdc.public.users" not in text and '"type":"record"' not in text.replace(" ", ""), path
+        answer = requests.get(management + path, timeout=10)
+        assert answer.status_code == 200, (path, answer.status_code)
+        assert "cdc.public.users" not in answer.text and '"type":"record"' not in answer.text.replace(" ", ""), path
+
+
+def test_the_guard_agent_stops_its_jvm_rather_than_guard_nothing(conf):
+    """The registry's guard agent given no port to guard must not start a JVM that looks
+    guarded: it stops it (exit 70), naming why. Given a port, the JVM runs."""
+    from cdcpipe.runtime import java
+    from cdcpipe.runtime.jars import guard_jar
+
+    jar = guard_jar(conf)
+    done = subprocess.run([java.java_bin(21), f"-javaagent:{jar}", "-version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 70 and "no port to guard was given" in done.stderr, (done.returncode, done.stderr[-1000:])
+    guarded = subprocess.run([java.java_bin(21), f"-javaagent:{jar}=8082", "-version"], capture_output=True, text=True, timeout=60)
+    assert guarded.returncode == 0, guarded.stderr[-1000:]
 
 
 def _nodetool(conf, stack, *login: str) -> subprocess.CompletedProcess[str]:

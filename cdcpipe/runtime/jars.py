@@ -11,6 +11,8 @@ Each Maven profile of the manifest becomes one directory under ``Settings.jars``
     spark-extras/                            the project's classes for Spark's JVMs (the UIs'
                                              login filter, the job's checkpoint file manager),
                                              compiled here from jvm/spark/ (javac)
+    guard/                                   the registry's owner-only accept agent, compiled
+                                             here from jvm/guard/ (javac)
 
 Maven caches downloads in its local repository (~/.m2 unless MAVEN_OPTS says otherwise),
 so only the first resolution needs the network. A stamp holding the manifest's hash
@@ -28,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CdcpipeError, MissingDependency
@@ -35,9 +39,30 @@ from ..settings import Settings
 from . import java
 
 MANIFEST = Path(__file__).resolve().parents[1] / "jvm" / "pom.xml"
-#: Java sources compiled by this project for Spark's JVMs, and the jar they become.
-SPARK_SOURCES = MANIFEST.parent / "spark"
-SPARK_EXTRAS_JAR = Path("spark-extras") / "cdcpipe-spark.jar"
+
+
+@dataclass(frozen=True)
+class ProjectJar:
+    """Java this project compiles itself (javac, once per change of its sources)."""
+
+    #: the source tree under cdcpipe/jvm/
+    sources: Path
+    #: the jar, relative to the jars directory
+    jar: Path
+    #: the jars javac compiles against, as classpath entries, given the jars directory
+    classpath: Callable[[Path], list[str]]
+    #: extra manifest lines, given the jars directory and the jar's own path
+    manifest: Callable[[Path, Path], dict[str, str]] = field(default=lambda jars, jar: {})
+
+    def source_files(self) -> list[Path]:
+        return sorted(self.sources.rglob("*.java"))
+
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        for source in self.source_files():
+            digest.update(str(source.relative_to(self.sources)).encode() + b"\0" + source.read_bytes())
+        return digest.hexdigest()
+
 
 #: profile -> (Maven goal, directory under the jars dir)
 PROFILES: dict[str, tuple[str, str]] = {
@@ -66,21 +91,16 @@ def _digest() -> str:
     return hashlib.sha256(MANIFEST.read_bytes()).hexdigest()
 
 
-def _sources() -> list[Path]:
-    return sorted(SPARK_SOURCES.rglob("*.java"))
-
-
-def _sources_digest() -> str:
-    digest = hashlib.sha256()
-    for source in _sources():
-        digest.update(str(source.relative_to(SPARK_SOURCES)).encode() + b"\0" + source.read_bytes())
-    return digest.hexdigest()
-
-
 def spark_extras_jar(settings: Settings) -> Path:
     """The jar of the project's classes for Spark's JVMs: the UIs' login filter
     (:data:`cdcpipe.pipeline.logins.UI_LOGIN_FILTER`) and the job's checkpoint file manager."""
-    return settings.jars / SPARK_EXTRAS_JAR
+    return settings.jars / SPARK_EXTRAS.jar
+
+
+def guard_jar(settings: Settings) -> Path:
+    """The Java agent that lets only the stack's own account connect to a port
+    (``cdcpipe/jvm/guard/cdcpipe/guard/OwnerOnlyAgent.java`` says why and how)."""
+    return settings.jars / GUARD.jar
 
 
 def _stamped(stamp: Path, digest: str) -> bool:
@@ -90,7 +110,7 @@ def _stamped(stamp: Path, digest: str) -> bool:
 def resolved(settings: Settings) -> bool:
     return (
         _stamped(_stamp(settings), _digest())
-        and _stamped(spark_extras_jar(settings).with_suffix(".sha256"), _sources_digest())
+        and all(_stamped((settings.jars / built.jar).with_suffix(".sha256"), built.digest()) for built in PROJECT_JARS)
         and _stamped(_manifests_stamp(settings), _digest())
     )
 
@@ -136,7 +156,7 @@ def _javac() -> str:
     found = str(beside_java) if beside_java.exists() else shutil.which("javac")
     if found is None:
         raise MissingDependency(
-            "javac (a JDK, not only a JRE) is needed once to compile the Spark UIs' login filter. "
+            "javac (a JDK, not only a JRE) is needed once to compile the project's own Java classes. "
             "Install it (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless) and run again."
         )
     return found
@@ -152,38 +172,71 @@ def _pyspark_jars() -> Path:
     return jars
 
 
-def build_spark_extras(settings: Settings, *, quiet: bool = False) -> Path:
-    """Compile :data:`SPARK_SOURCES` against pyspark's own jars into :func:`spark_extras_jar`."""
-    jar = spark_extras_jar(settings)
+def _asm_jar(jars: Path) -> Path:
+    """The ASM library Apicurio's app bundles, which the guard agent rewrites Netty with."""
+    found = sorted((jars / PROFILES["apicurio-registry"][1] / "lib" / "main").glob("org.ow2.asm.asm-[0-9]*.jar"))
+    if not found:
+        raise CdcpipeError(f"no ASM jar in {jars / PROFILES['apicurio-registry'][1]}/lib/main: is the registry resolved whole?")
+    return found[-1]
+
+
+SPARK_EXTRAS = ProjectJar(
+    sources=MANIFEST.parent / "spark",
+    jar=Path("spark-extras") / "cdcpipe-spark.jar",
+    classpath=lambda jars: [str(_pyspark_jars() / "*")],
+)
+GUARD = ProjectJar(
+    sources=MANIFEST.parent / "guard",
+    jar=Path("guard") / "cdcpipe-guard.jar",
+    classpath=lambda jars: [str(_asm_jar(jars))],
+    # The agent loads ASM from the boot class path (a path relative to the agent's jar).
+    manifest=lambda jars, jar: {
+        "Premain-Class": "cdcpipe.guard.OwnerOnlyAgent",
+        "Boot-Class-Path": os.path.relpath(_asm_jar(jars), jar.parent),
+    },
+)
+PROJECT_JARS = (SPARK_EXTRAS, GUARD)
+
+
+def build_project_jar(settings: Settings, built: ProjectJar, *, quiet: bool = False) -> Path:
+    """Compile one of :data:`PROJECT_JARS` into its jar, unless the jar matches its sources."""
+    jar = settings.jars / built.jar
     stamp = jar.with_suffix(".sha256")
-    if _stamped(stamp, _sources_digest()) and jar.exists():
+    if _stamped(stamp, built.digest()) and jar.exists():
         return jar
     if not quiet:
-        print(f"  compiling the project's Spark classes -> {jar}", file=sys.stderr, flush=True)
+        print(f"  compiling the project's {built.sources.name} classes -> {jar}", file=sys.stderr, flush=True)
     jar.parent.mkdir(parents=True, exist_ok=True)
+    classpath = os.pathsep.join(built.classpath(settings.jars))
     with tempfile.TemporaryDirectory(dir=jar.parent) as classes:
         done = subprocess.run(
-            [_javac(), "--release", "17", "-nowarn", "-cp", str(_pyspark_jars() / "*"), "-d", classes, *map(str, _sources())],
+            [_javac(), "--release", "17", "-nowarn", "-cp", classpath, "-d", classes, *map(str, built.source_files())],
             capture_output=True,
             text=True,
         )
         if done.returncode != 0:
-            raise CdcpipeError(f"javac could not compile {SPARK_SOURCES}:\n{done.stderr[-4000:]}")
+            raise CdcpipeError(f"javac could not compile {built.sources}:\n{done.stderr[-4000:]}")
+        manifest = {"Manifest-Version": "1.0", **built.manifest(settings.jars, jar)}
         tmp = jar.with_suffix(".tmp")
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
-            out.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\n\r\n")
+            out.writestr("META-INF/MANIFEST.MF", "".join(f"{k}: {v}\r\n" for k, v in manifest.items()) + "\r\n")
             for path in sorted(Path(classes).rglob("*.class")):
                 out.write(path, str(path.relative_to(classes)))
         os.replace(tmp, jar)
-    stamp.write_text(_sources_digest())
+    stamp.write_text(built.digest())
     return jar
+
+
+def build_project_jars(settings: Settings, *, quiet: bool = False) -> None:
+    for built in PROJECT_JARS:
+        build_project_jar(settings, built, quiet=quiet)
 
 
 def resolve(settings: Settings, *, force: bool = False, quiet: bool = False) -> None:
     """Run Maven for every profile unless the jars dir already matches the manifest, then
     compile the project's own Java (its Spark classes) unless their jar is current."""
     if not force and _stamped(_stamp(settings), _digest()):
-        build_spark_extras(settings, quiet=quiet)
+        build_project_jars(settings, quiet=quiet)
         sync_plugin_manifests(settings, quiet=quiet)
         return
     mvn = shutil.which("mvn")
@@ -212,7 +265,7 @@ def resolve(settings: Settings, *, force: bool = False, quiet: bool = False) -> 
     # Maven leaves a target/ beside the manifest for the 'package' profiles.
     shutil.rmtree(MANIFEST.parent / "target", ignore_errors=True)
     _stamp(settings).write_text(_digest())
-    build_spark_extras(settings, quiet=quiet)
+    build_project_jars(settings, quiet=quiet)
     sync_plugin_manifests(settings, quiet=quiet)
 
 

@@ -10,10 +10,15 @@ environment (``QUARKUS_SECURITY_USERS_EMBEDDED_USERS_cdcpipe``), the Connect con
 ``${env:CDC_REGISTRY_PASSWORD}``, and the Spark job through a 0600 credentials file
 (:attr:`SchemaRegistry.credentials_file`). Apicurio answers 401 without a
 ``WWW-Authenticate`` header, so clients send the login with every request. Every path of the
-API port wants it (``quarkus.http.auth.permission``), ``system/info`` included. The management
-port (health, metrics) stays open: its authentication (``quarkus.management.auth.basic``) is
-fixed off when Apicurio's app is built, and a runtime setting only draws a warning. It holds
-statuses and counters, no subject and no schema.
+API port wants it (``quarkus.http.auth.permission``), ``system/info`` included.
+
+The management port (health, metrics) has no login to turn on: Apicurio's build fixes its
+authentication (``quarkus.management.auth.basic``) off, a runtime setting only draws a warning,
+and no authorizer for that port exists in the app. So the registry's JVM runs the project's
+guard agent (:func:`cdcpipe.runtime.jars.guard_jar`) on that port: a connection from any
+account but the stack's own is closed before a byte is read, judged by the kernel's socket
+table the way PostgreSQL's ``peer`` authentication judges a Unix socket. The stack's own
+clients (this probe) are that account.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ...pipeline.avro_reader import SchemaCache
 from ...pipeline.logins import Login
 from ...settings import private_dir, write_private
 from .. import java
+from ..jars import guard_jar
 from .base import NotReady, Service
 
 HEAP_MB = 256
@@ -95,6 +101,8 @@ class SchemaRegistry(Service):
             *java.heap(HEAP_MB, 128),
             *java.COMMON_FLAGS,
             *(f"-D{k}={v}" for k, v in system_properties.items()),
+            # Only this account may connect to the management port (see the module docstring).
+            f"-javaagent:{guard_jar(self.settings)}={self.port('schema_registry_management')}",
             "-jar",
             str(home / "quarkus-run.jar"),
         ]
