@@ -31,7 +31,7 @@ import pytest
 from cdcpipe import demo
 from cdcpipe.clients.connect import DEFAULT_FILE, ConnectorFile
 from cdcpipe.runtime.services.cassandra import JVM17_OPTIONS
-from cdcpipe.settings import REPO
+from cdcpipe.settings import DEFAULT_PORTS, REPO
 
 OTHER = "cdcpipe-other"
 PROBES = Path(__file__).resolve().parent / "other_account_probes.py"
@@ -129,7 +129,10 @@ def test_another_account_is_refused_everywhere(conf, stack, spark_job, other_acc
     (home / "config.json").write_text(json.dumps(config))
     os.chown(home / "config.json", account.pw_uid, account.pw_gid)
 
-    done = _as_other(home, sys.executable, str(PROBES), str(home / "config.json"), timeout=900)
+    # The probes' own JVMs (nodetool, pyspark) keep their scratch in the account's directory.
+    done = _as_other(
+        home, "env", f"JAVA_TOOL_OPTIONS=-Djava.io.tmpdir={home}", sys.executable, str(PROBES), str(home / "config.json"), timeout=900
+    )
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert done.returncode == 0 and results, done.stdout[-2000:] + done.stderr[-3000:]
 
@@ -144,3 +147,57 @@ def test_another_account_is_refused_everywhere(conf, stack, spark_job, other_acc
     assert all(not r["refused"] for r in results if r["port"] in OPEN_BY_DESIGN)
     tried = {r["port"] for r in results if r["port"]}
     assert set(conf.ports) - set(NOT_PROBED) <= tried, f"ports no attempt tried: {sorted(set(conf.ports) - set(NOT_PROBED) - tried)}"
+
+
+def _our_pids() -> dict[str, dict[str, int]]:
+    done = subprocess.run([str(Path(sys.executable).parent / "cdcpipe"), "status", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {name: service.get("pids", {}) for name, service in json.loads(done.stdout)["services"].items()}
+
+
+def _in_tmp_of(uid: int, *, besides: set[Path]) -> set[str]:
+    """What an account owns directly in the machine's /tmp, apart from ``besides`` and the
+    JVM's own per-account hsperfdata directory."""
+    found = set()
+    for entry in Path("/tmp").iterdir():
+        try:
+            owner = entry.lstat().st_uid
+        except FileNotFoundError:
+            continue
+        if owner == uid and entry not in besides and not entry.name.startswith("hsperfdata_"):
+            found.add(str(entry))
+    return found
+
+
+def test_another_account_runs_its_own_stack_beside_ours(conf, stack, spark_job, other_account):
+    """Issue 24, "two accounts, two stacks": while our stack runs, the other account runs the
+    demo (the whole stack, the connector, the ingest DAG, an exact read model) on its own ports
+    and in its own state directory, with its own logins. Ours keeps every process, and the
+    other's ``down --purge`` leaves nothing of it in the machine's /tmp (a root run's
+    /tmp/vertx-cache once stopped another account's registry)."""
+    account, home = other_account
+    before = _our_pids()
+    # What the account already left in /tmp (its pyspark probe in the test above is a client of
+    # ours, not a stack; a reused uid may own older files) is not this test's business.
+    theirs_before = _in_tmp_of(account.pw_uid, besides={home})
+    offset = 20000  # 5432 -> 25432 ... 9093 -> 29093: clear of ours and of the ephemeral range
+    env = [
+        f"CDCPIPE_HOME={home / 'state'}",
+        *(f"CDCPIPE_PORT_{name.upper()}={port + offset}" for name, port in DEFAULT_PORTS.items()),
+    ]
+    cdcpipe = str(Path(sys.executable).parent / "cdcpipe")
+    try:
+        demo_run = _as_other(home, "env", *env, cdcpipe, "demo", "--results", "200", timeout=1200)
+        print(f"\nas account {OTHER}, beside our stack:\n" + demo_run.stdout[-1500:])
+        assert demo_run.returncode == 0, demo_run.stdout[-3000:] + demo_run.stderr[-3000:]
+        verified = _as_other(home, "env", *env, cdcpipe, "verify", "--json", timeout=300)
+        assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+        judged = json.loads(verified.stdout)
+        print(f"its verify: equal {judged['equal']}, {judged['rows']} rows")
+        assert judged["equal"] is True and judged["rows"] > 0, verified.stdout[-2000:]
+    finally:
+        down = _as_other(home, "env", *env, cdcpipe, "down", "--purge", timeout=300)
+    assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
+    assert not (home / "state").exists()
+    assert _in_tmp_of(account.pw_uid, besides={home}) - theirs_before == set()
+    assert _our_pids() == before

@@ -295,6 +295,7 @@ def test_the_registry_refuses_every_call_without_its_login(conf, stack):
     # The management port has no login (Apicurio's build fixes its authentication off); the guard
     # agent closes it to other accounts (test_other_account), and the stack's own account, this
     # test's, gets its answers. Even so it holds nothing: status and counters, no subject, no schema.
+    registry.require_guard()  # its log says the agent armed since it started
     management = f"http://{registry.host}:{registry.port('schema_registry_management')}"
     for path in ("/health", "/health/ready", "/metrics"):
         answer = requests.get(management + path, timeout=10)

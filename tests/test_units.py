@@ -317,3 +317,31 @@ def test_a_connect_worker_that_breaks_off_or_answers_no_json_is_unavailable(answ
     finally:
         thread.join(5)
         server.close()
+
+
+def test_the_registry_is_not_ready_until_its_guard_has_armed_since_its_last_start(tmp_path):
+    """The registry's management port is guarded only once the agent has rewritten Netty's
+    accept, which it logs. ``up`` stops on a registry whose log shows no such line since its
+    last start (an older one does not count), and a request path in the access log that
+    quotes the line does not pass for it."""
+    from cdcpipe.errors import ServiceFailed
+    from cdcpipe.runtime import processes
+    from cdcpipe.runtime.services.schema_registry import GUARD_ARMED, SchemaRegistry
+
+    conf = settings.load({"CDCPIPE_HOME": str(tmp_path / "state")})
+    registry = SchemaRegistry(conf, {})
+    log = conf.log_file("schema_registry")
+    log.parent.mkdir(parents=True)
+    start = "\n=== 2026-12-07 10:00:0{} starting schema_registry: java -javaagent:cdcpipe-guard.jar=8082 -jar quarkus-run.jar\n"
+    log.write_text(start.format(1) + f"{GUARD_ARMED} on port(s) [8082]: only uid 0 may connect\n" + "x" * 5000 + start.format(2))
+    with pytest.raises(ServiceFailed, match="guard agent has not armed"):
+        registry.require_guard()
+    with log.open("a") as fh:
+        fh.write(f'10:00:03 INFO [io.qu.ht.access-log] "method="GET" path="/{GUARD_ARMED}" response_code="401"\n')
+    with pytest.raises(ServiceFailed, match="guard agent has not armed"):
+        registry.require_guard()
+    with log.open("a") as fh:
+        fh.write(f"{GUARD_ARMED} on port(s) [8082]: only uid 0 may connect\n")
+    registry.require_guard()
+    # Read backwards in small pieces, the header split across them, it is still the last start.
+    assert processes.log_since_start(conf, "schema_registry", chunk=7).startswith(start.format(2))

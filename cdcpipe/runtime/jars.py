@@ -58,7 +58,8 @@ class ProjectJar:
         return sorted(self.sources.rglob("*.java"))
 
     def digest(self) -> str:
-        digest = hashlib.sha256()
+        """Of its sources and of this module (which holds its classpath, manifest and flags)."""
+        digest = hashlib.sha256(Path(__file__).read_bytes())
         for source in self.source_files():
             digest.update(str(source.relative_to(self.sources)).encode() + b"\0" + source.read_bytes())
         return digest.hexdigest()
@@ -134,16 +135,18 @@ def sync_plugin_manifests(settings: Settings, *, quiet: bool = False) -> None:
         return
     if not quiet:
         print("  writing Connect plugin manifests (once)", file=sys.stderr, flush=True)
-    argv = [
-        java.java_bin(),
-        "-cp",
-        java.classpath(settings.jars / "kafka"),
-        "org.apache.kafka.tools.ConnectPluginPath",
-        "sync-manifests",
-        "--plugin-path",
-        str(settings.jars / "plugins"),
-    ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    with tempfile.TemporaryDirectory(dir=settings.jars) as scratch:  # the tool's temporary jars: not the shared /tmp
+        argv = [
+            java.java_bin(),
+            f"-Djava.io.tmpdir={scratch}",
+            "-cp",
+            java.classpath(settings.jars / "kafka"),
+            "org.apache.kafka.tools.ConnectPluginPath",
+            "sync-manifests",
+            "--plugin-path",
+            str(settings.jars / "plugins"),
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise CdcpipeError(f"connect-plugin-path sync-manifests failed:\n{(done.stdout + done.stderr)[-3000:]}")
     stamp.write_text(_digest())
@@ -219,12 +222,20 @@ def build_project_jar(settings: Settings, built: ProjectJar, *, quiet: bool = Fa
         manifest = {"Manifest-Version": "1.0", **built.manifest(settings.jars, jar)}
         tmp = jar.with_suffix(".tmp")
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
-            out.writestr("META-INF/MANIFEST.MF", "".join(f"{k}: {v}\r\n" for k, v in manifest.items()) + "\r\n")
+            out.writestr("META-INF/MANIFEST.MF", b"".join(_manifest_line(k, v) for k, v in manifest.items()) + b"\r\n")
             for path in sorted(Path(classes).rglob("*.class")):
                 out.write(path, str(path.relative_to(classes)))
         os.replace(tmp, jar)
     stamp.write_text(built.digest())
     return jar
+
+
+def _manifest_line(key: str, value: str) -> bytes:
+    """``key: value`` as the jar specification wants it: lines of at most 72 bytes, longer ones
+    continued on lines that start with a space."""
+    text = f"{key}: {value}".encode()
+    lines = [text[:72]] + [b" " + text[i : i + 71] for i in range(72, len(text), 71)]
+    return b"".join(line + b"\r\n" for line in lines)
 
 
 def build_project_jars(settings: Settings, *, quiet: bool = False) -> None:
@@ -234,7 +245,7 @@ def build_project_jars(settings: Settings, *, quiet: bool = False) -> None:
 
 def resolve(settings: Settings, *, force: bool = False, quiet: bool = False) -> None:
     """Run Maven for every profile unless the jars dir already matches the manifest, then
-    compile the project's own Java (its Spark classes) unless their jar is current."""
+    compile the project's own Java (:data:`PROJECT_JARS`) unless their jars are current."""
     if not force and _stamped(_stamp(settings), _digest()):
         build_project_jars(settings, quiet=quiet)
         sync_plugin_manifests(settings, quiet=quiet)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -300,6 +301,26 @@ def port_in_use(host: str, port: int) -> bool:
                 return True
             raise
     return False
+
+
+def log_since_start(settings: Settings, name: str, *, chunk: int = 1 << 20) -> str:
+    """What process ``name`` logged since it was last started (from :func:`spawn`'s header
+    line on), read backwards from the end of its log; '' if there is no log."""
+    header = re.compile(rb"\n=== [0-9-]+ [0-9:]+ starting " + re.escape(name.encode()) + rb": ")
+    try:
+        with open(settings.log_file(name), "rb") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            data = b""
+            while True:
+                start = max(0, end - chunk)
+                fh.seek(start)
+                data = fh.read(end - start) + data
+                found = [m.start() for m in header.finditer(data)]
+                if found or start == 0:
+                    return data[found[-1] if found else 0 :].decode("utf-8", "replace")
+                end = start
+    except OSError:
+        return ""
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

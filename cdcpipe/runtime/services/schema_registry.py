@@ -28,10 +28,11 @@ from typing import Any
 
 import requests
 
+from ...errors import ServiceFailed
 from ...pipeline.avro_reader import SchemaCache
 from ...pipeline.logins import Login
 from ...settings import private_dir, write_private
-from .. import java
+from .. import java, processes
 from ..jars import guard_jar
 from .base import NotReady, Service
 
@@ -41,6 +42,8 @@ JAVA_VERSION = 21
 CCOMPAT_PATH = "/apis/ccompat/v7"
 #: The registry's one user; its password is the ``registry_api`` secret.
 API_USER = "cdcpipe"
+#: What the guard agent logs once it guards the management port (OwnerOnlyAgent.java).
+GUARD_ARMED = "cdcpipe guard: armed"
 
 
 class SchemaRegistry(Service):
@@ -141,6 +144,23 @@ class SchemaRegistry(Service):
 
     def after_ready(self) -> None:
         write_private(self.credentials_file, self.login.file_text())  # a stack started by an older cdcpipe
+        self.require_guard()
+
+    def require_guard(self) -> None:
+        """Stop unless the guard agent has armed since the registry last started: a registry
+        without it (started by an older cdcpipe, or a Netty that accepts some other way) would
+        leave the management port open to every local account."""
+        # At the start of a line: the access log quotes request paths, which anyone can choose.
+        if not any(line.startswith(GUARD_ARMED) for line in processes.log_since_start(self.settings, "schema_registry").splitlines()):
+            log = self.settings.log_file("schema_registry")
+            raise ServiceFailed(
+                self.name,
+                f"its guard agent has not armed: its log has no '{GUARD_ARMED}' since it started, so port "
+                f"{self.port('schema_registry_management')} may be open to every local account. Restart the stack "
+                "('cdcpipe down', then 'cdcpipe up'); if it says this again, see docs/security.md#the-registry",
+                processes.log_tail(log),
+                str(log),
+            )
 
     def probe(self) -> None:
         try:

@@ -29,13 +29,22 @@ import org.objectweb.asm.Opcodes;
  * Netty then sees "nothing accepted" and goes on.
  *
  * <p>The agent's argument is the comma-separated list of ports to guard; connections to any
- * other port are left to the service's own authentication. If Netty's class no longer has the
- * call to rewrite, the agent stops the JVM instead of leaving the port open.
+ * other port are left to the service's own authentication. It fails closed: it stops the JVM
+ * (exit 70) instead of leaving a port open when Netty's class no longer has the call to rewrite,
+ * or when a server channel of Netty's native transports (epoll, kqueue, io_uring), which it does
+ * not guard, is loaded. Once the call is rewritten it logs {@code cdcpipe guard: armed}, which
+ * the registry's readiness probe waits for.
  */
 public final class OwnerOnlyAgent {
     static final String TARGET = "io/netty/channel/socket/nio/NioServerSocketChannel";
     static final String ACCEPT_OWNER = "io/netty/util/internal/SocketUtils";
     static final String ACCEPT_DESC = "(Ljava/nio/channels/ServerSocketChannel;)Ljava/nio/channels/SocketChannel;";
+    /** Server channels that accept without the rewritten call: loading one means an unguarded port. */
+    static final Set<String> UNGUARDED = Set.of(
+        "io/netty/channel/epoll/EpollServerSocketChannel",
+        "io/netty/channel/kqueue/KQueueServerSocketChannel",
+        "io/netty/incubator/channel/uring/IOUringServerSocketChannel",
+        "io/netty/channel/uring/IoUringServerSocketChannel");
 
     private OwnerOnlyAgent() {}
 
@@ -53,11 +62,17 @@ public final class OwnerOnlyAgent {
         inst.addTransformer(new ClassFileTransformer() {
             @Override
             public byte[] transform(ClassLoader loader, String name, Class<?> redefined, ProtectionDomain domain, byte[] bytes) {
+                if (UNGUARDED.contains(name)) {
+                    halt("cdcpipe guard: " + name + " was loaded: a transport the guard does not cover; ports " + ports + " would be open to every local account");
+                }
                 if (!TARGET.equals(name)) {
                     return null;
                 }
                 try {
-                    return rewrite(bytes);
+                    byte[] rewritten = rewrite(bytes);
+                    System.err.println("cdcpipe guard: armed on port(s) " + ports + ": only uid " + OwnerOnlyAccept.ownUid() + " may connect");
+                    System.err.flush();
+                    return rewritten;
                 } catch (Throwable failure) {
                     halt("cdcpipe guard: could not rewrite " + TARGET + " (" + failure + "); ports " + ports + " would be open to every local account");
                     return null;
