@@ -117,7 +117,7 @@ def test_cqlsh_works_against_cassandra(stack):
     assert "5.0." in out.stdout
 
 
-def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
+def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path, monkeypatch):
     from cdcpipe.runtime.services.spark import job_jars
 
     bootstrap = stack["kafka"].bootstrap
@@ -135,6 +135,8 @@ def test_spark_reads_a_kafka_topic_on_the_standalone_cluster(stack, tmp_path):
 
     from cdc_helpers import job_module
 
+    # The driver JVM this starts keeps its scratch (block manager, spark-*) here, not in /tmp.
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", f"-Djava.io.tmpdir={tmp_path}")
     builder = (
         SparkSession.builder.master(stack["spark"].master_url)
         .appName("cdcpipe-test-kafka-read")

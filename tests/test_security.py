@@ -457,6 +457,7 @@ def _run_app(conf, stack, tmp_path, secret: str | None, timeout: float, stop_at:
     script.write_text(APP)
     env = {k: v for k, v in os.environ.items() if k != "CDC_SPARK_AUTH_SECRET"}
     env.update(SPARK_LOCAL_IP=conf.host, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    env["JAVA_TOOL_OPTIONS"] = f"-Djava.io.tmpdir={tmp_path}"  # the driver's scratch: not the machine's /tmp
     if secret:
         env["CDC_SPARK_AUTH_SECRET"] = secret
     log = tmp_path / "app.log"
