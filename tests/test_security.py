@@ -303,6 +303,7 @@ def test_the_registry_refuses_every_call_without_its_login(conf, stack):
         assert "cdc.public.users" not in answer.text and '"type":"record"' not in answer.text.replace(" ", ""), path
 
 
+@pytest.mark.stack  # needs the built jars, which make unit does not build
 def test_the_guard_agent_stops_its_jvm_rather_than_guard_nothing(conf):
     """The registry's guard agent given no port to guard must not start a JVM that looks
     guarded: it stops it (exit 70), naming why. Given a port, the JVM runs."""
