@@ -345,3 +345,8 @@ def test_the_registry_is_not_ready_until_its_guard_has_armed_since_its_last_star
     registry.require_guard()
     # Read backwards in small pieces, the header split across them, it is still the last start.
     assert processes.log_since_start(conf, "schema_registry", chunk=7).startswith(start.format(2))
+    # The last start far behind the end (many pieces back), and only ``limit`` bytes of it read.
+    with log.open("a") as fh:
+        fh.write("access line\n" * 5000)
+    since = processes.log_since_start(conf, "schema_registry", chunk=1000, limit=300)
+    assert since.startswith(start.format(2)) and len(since) == 300

@@ -58,8 +58,9 @@ class ProjectJar:
         return sorted(self.sources.rglob("*.java"))
 
     def digest(self) -> str:
-        """Of its sources and of this module (which holds its classpath, manifest and flags)."""
-        digest = hashlib.sha256(Path(__file__).read_bytes())
+        """Of its sources, this module (its classpath, manifest and flags) and the Maven
+        manifest (the versions of what it is compiled against)."""
+        digest = hashlib.sha256(Path(__file__).read_bytes() + MANIFEST.read_bytes())
         for source in self.source_files():
             digest.update(str(source.relative_to(self.sources)).encode() + b"\0" + source.read_bytes())
         return digest.hexdigest()
@@ -282,8 +283,19 @@ def resolve(settings: Settings, *, force: bool = False, quiet: bool = False) -> 
 
 def require(settings: Settings) -> None:
     """Fail with a clear message when the jars have not been resolved."""
-    if not resolved(settings):
+    if resolved(settings):
+        return
+    if _stamped(_stamp(settings), _digest()) and _stamped(_manifests_stamp(settings), _digest()):
+        stale = [
+            str(settings.jars / built.jar)
+            for built in PROJECT_JARS
+            if not _stamped((settings.jars / built.jar).with_suffix(".sha256"), built.digest())
+        ]
         raise MissingDependency(
-            f"The JVM artifacts in {settings.jars} are missing or older than {MANIFEST}. "
-            "Run 'make jars' (or '.venv/bin/cdcpipe jars') once; it needs Maven and network access."
+            f"The project's own Java ({', '.join(stale)}) is missing or older than its sources. "
+            "Run 'make jars' (or '.venv/bin/cdcpipe jars'); it needs only javac, no network."
         )
+    raise MissingDependency(
+        f"The JVM artifacts in {settings.jars} are missing or older than {MANIFEST}. "
+        "Run 'make jars' (or '.venv/bin/cdcpipe jars') once; it needs Maven and network access."
+    )

@@ -303,22 +303,27 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def log_since_start(settings: Settings, name: str, *, chunk: int = 1 << 20) -> str:
-    """What process ``name`` logged since it was last started (from :func:`spawn`'s header
-    line on), read backwards from the end of its log; '' if there is no log."""
+def log_since_start(settings: Settings, name: str, *, limit: int = 1 << 20, chunk: int = 1 << 20) -> str:
+    """The first ``limit`` bytes that process ``name`` logged since it was last started (from
+    :func:`spawn`'s header line on); '' if there is no log. The header is found reading
+    backwards, each piece searched once (with an overlap for a header cut in two)."""
     header = re.compile(rb"\n=== [0-9-]+ [0-9:]+ starting " + re.escape(name.encode()) + rb": ")
+    overlap = 200 + len(name)
     try:
         with open(settings.log_file(name), "rb") as fh:
             end = fh.seek(0, os.SEEK_END)
-            data = b""
-            while True:
+            found = 0
+            while end > 0:
                 start = max(0, end - chunk)
                 fh.seek(start)
-                data = fh.read(end - start) + data
-                found = [m.start() for m in header.finditer(data)]
-                if found or start == 0:
-                    return data[found[-1] if found else 0 :].decode("utf-8", "replace")
+                piece = fh.read(end - start + overlap)
+                hits = [m.start() for m in header.finditer(piece)]
+                if hits:
+                    found = start + hits[-1]
+                    break
                 end = start
+            fh.seek(found)
+            return fh.read(limit).decode("utf-8", "replace")
     except OSError:
         return ""
 

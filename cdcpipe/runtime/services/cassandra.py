@@ -364,9 +364,9 @@ class Cassandra(Service):
             "-Dcassandra.libjemalloc=-",
             "-Dcassandra.available_processors=2",
             # bcrypt's work factor for role passwords: its least (4), not 10. Every login
-            # checks one hash, and at 10 that cost the node about 0.1 s of CPU: the console's
-            # status sampler, which logs in every 5 s, made bcrypt 42 % of Cassandra's CPU
-            # samples under 2,000 changes/s (docs/benchmarks.md). The work factor slows the
+            # checks one hash; at 10 a new session (two logins) cost the node about 0.2 s of
+            # CPU, and the console's status sampler opens one every 5 s: bcrypt was 42 % of
+            # Cassandra's JFR samples under 2,000 changes/s (docs/benchmarks.md). The work factor slows the
             # guessing of a stolen hash; these passwords are 24 random characters, 144 bits (secrets.json),
             # which no work factor is needed to keep from being guessed.
             "-Dcassandra.auth_bcrypt_gensalt_log2_rounds=4",

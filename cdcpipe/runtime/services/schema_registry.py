@@ -147,20 +147,25 @@ class SchemaRegistry(Service):
         self.require_guard()
 
     def require_guard(self) -> None:
-        """Stop unless the guard agent has armed since the registry last started: a registry
-        without it (started by an older cdcpipe, or a Netty that accepts some other way) would
-        leave the management port open to every local account."""
-        # At the start of a line: the access log quotes request paths, which anyone can choose.
-        if not any(line.startswith(GUARD_ARMED) for line in processes.log_since_start(self.settings, "schema_registry").splitlines()):
-            log = self.settings.log_file("schema_registry")
-            raise ServiceFailed(
-                self.name,
-                f"its guard agent has not armed: its log has no '{GUARD_ARMED}' since it started, so port "
-                f"{self.port('schema_registry_management')} may be open to every local account. Restart the stack "
-                "('cdcpipe down', then 'cdcpipe up'); if it says this again, see docs/security.md#the-registry",
-                processes.log_tail(log),
-                str(log),
-            )
+        """Stop the registry, and say so, unless its guard agent has armed since it last started:
+        a registry without it (started by an older cdcpipe, or a Netty that accepts some other
+        way) would leave the management port open to every local account."""
+        # At the start of a line ("\n" only: str.splitlines also breaks at characters a client
+        # can put in the access log, which quotes request paths and user agents).
+        logged = processes.log_since_start(self.settings, "schema_registry")
+        if any(line.startswith(GUARD_ARMED) for line in logged.split("\n")):
+            return
+        log = self.settings.log_file("schema_registry")
+        tail = processes.log_tail(log)
+        self.stop()
+        raise ServiceFailed(
+            self.name,
+            f"its guard agent has not armed: its log has no '{GUARD_ARMED}' since it started, so port "
+            f"{self.port('schema_registry_management')} would be open to every local account. It was stopped; "
+            "'cdcpipe up' starts it again with the agent. If this comes back, see docs/security.md#the-registry",
+            tail,
+            str(log),
+        )
 
     def probe(self) -> None:
         try:

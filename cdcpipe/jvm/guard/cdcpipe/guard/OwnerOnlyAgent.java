@@ -33,7 +33,7 @@ import org.objectweb.asm.Opcodes;
  * (exit 70) instead of leaving a port open when Netty's class no longer has the call to rewrite,
  * or when a server channel of Netty's native transports (epoll, kqueue, io_uring), which it does
  * not guard, is loaded. Once the call is rewritten it logs {@code cdcpipe guard: armed}, which
- * the registry's readiness probe waits for.
+ * {@code cdcpipe up} requires of the registry (SchemaRegistry.require_guard).
  */
 public final class OwnerOnlyAgent {
     static final String TARGET = "io/netty/channel/socket/nio/NioServerSocketChannel";
