@@ -12,6 +12,7 @@ from cdc_helpers import ROW, TOPIC, insert, pipeline_facts, wait_for, wait_until
 from cdcpipe import runtime
 from cdcpipe.bench.latency import Load
 from cdcpipe.runtime import processes
+from cdcpipe.runtime.services.watchdog import read_state as read_watchdog_state
 
 
 def kill(conf, service: str) -> None:
@@ -107,29 +108,38 @@ def test_spark_stop_means_up_leaves_the_job_stopped(conf, stack, spark_job):
         spark_job.start(conf, progress=lambda _m: None)
 
 
+#: The watchdog's thresholds shortened for a test: stuck after 20 s, a check every 5 s.
+QUICK_WATCHDOG = {"CDCPIPE_WATCHDOG_STUCK_AFTER": "20", "CDCPIPE_WATCHDOG_INTERVAL": "5"}
+
+
+def restart_watchdog(conf, env: dict[str, str]) -> None:
+    """The watchdog again, with ``env`` added to its environment ({}: as shipped)."""
+    import os
+
+    runtime.down(conf, ["watchdog"], progress=lambda _m: None)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        runtime.up(conf, ["watchdog"], progress=lambda _m: None)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def watchdog_restarts(conf) -> list[dict]:
+    return (read_watchdog_state(conf) or {}).get("restarts") or []
+
+
 def test_a_stuck_connector_is_restarted_by_the_watchdog(conf, stack, pg, spark_job, connector):
     """RUNNING but not moving: Debezium's heartbeat query blocks on a lock held by someone
     else, so its streaming loop stops while Connect still says RUNNING. The watchdog sees no
     heartbeat while the slot falls behind, restarts the connector, and once the lock is gone
     every change arrives. (Thresholds shortened for the test: 20 s, checks every 5 s.)"""
-    import os
-
     import psycopg
 
     from cdcpipe.runtime import credentials
-    from cdcpipe.runtime.services.watchdog import read_state as read_watchdog_state
 
-    def restart_watchdog(env: dict[str, str]) -> None:
-        runtime.down(conf, ["watchdog"], progress=lambda _m: None)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            runtime.up(conf, ["watchdog"], progress=lambda _m: None)
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-
-    restart_watchdog({"CDCPIPE_WATCHDOG_STUCK_AFTER": "20", "CDCPIPE_WATCHDOG_INTERVAL": "5"})
+    restart_watchdog(conf, QUICK_WATCHDOG)
     secrets = credentials.load(conf)
     locker = psycopg.connect(host=conf.host, port=conf.port("postgres"), dbname="users", user="postgres", password=secrets["postgres"])
     try:
@@ -148,11 +158,53 @@ def test_a_stuck_connector_is_restarted_by_the_watchdog(conf, stack, pg, spark_j
     finally:
         locker.rollback()
         locker.close()
-        restart_watchdog({})
+        restart_watchdog(conf, {})
     model = read_model_equal(stack, pg, timeout=180)
     assert all(i in model for i in ids)
     wait_for(lambda: (read_watchdog_state(conf) or {}).get("state") == "moving", 120, "capture moving again")
     assert runtime.status(conf)["services"]["watchdog"]["capture"] == "moving"
+
+
+def test_a_task_blocked_on_the_registry_is_restarted_though_heartbeats_arrive(conf, stack, pg, spark_job, connector):
+    """The hang seen in CI: the task thread waited for good on the converter's registry call
+    (a new schema, after a column was added) while Debezium's streaming loop kept writing
+    heartbeats, so the watchdog called it moving. Here the registry is frozen (SIGSTOP) when
+    a column is added: the slot stands still while heartbeats arrive, the watchdog restarts
+    the connector naming the slot, and once the registry answers again every change arrives."""
+    import os
+
+    column = f"hang_{uuid.uuid4().hex[:8]}"
+    restart_watchdog(conf, QUICK_WATCHDOG)
+    before = len(watchdog_restarts(conf))
+    registry = processes.tree(runtime.services(conf, ["schema_registry"], with_dependencies=False)[0].pids()["schema_registry"])
+    su = stack["postgres"].connect(dbname="users", autocommit=True)  # DDL is the table owner's
+    ids: list[str] = []
+    try:
+        for pid in registry:
+            os.kill(pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        su.execute(f"ALTER TABLE public.users ADD COLUMN {column} text")
+        ids.append(insert(pg, {**ROW, "city": "while-the-registry-is-frozen"}))
+        pg.execute(f"UPDATE public.users SET {column} = 'written-while-frozen' WHERE id = %s", (ids[0],))
+
+        def restarted_for_the_slot():
+            fresh = watchdog_restarts(conf)[before:]
+            return fresh and fresh[-1]
+
+        why = wait_for(restarted_for_the_slot, 120, "the watchdog restarting a task blocked on the registry")["why"]
+        assert "the slot has not moved" in why, why
+        assert "no heartbeat" not in why, why  # the streaming loop kept beating: the heartbeat alone said moving
+        print(f"\ntask blocked on the registry: restarted by the watchdog {time.monotonic() - frozen_at:.0f}s after the freeze ({why})")
+    finally:
+        for pid in registry:
+            os.kill(pid, signal.SIGCONT)
+        su.close()
+        restart_watchdog(conf, {})
+    ids.append(insert(pg, {**ROW, "city": "after-the-registry-answers"}))
+    model = read_model_equal(stack, pg, timeout=240)
+    assert all(i in model for i in ids), ids
+    assert model[ids[0]][column] == "written-while-frozen", model[ids[0]]
+    wait_for(lambda: (read_watchdog_state(conf) or {}).get("state") == "moving", 120, "capture moving again")
 
 
 def _healed(conf, stack, started: float, timeout: float = 240.0) -> float:

@@ -48,6 +48,31 @@ def test_a_snapshot_without_heartbeats_is_moving_while_its_topics_grow():
     assert liveness.judge(RUNNING, 300.0, 4096, True, stuck_after=60, produced_age=None).state == "stuck"
 
 
+def test_a_slot_that_stands_still_while_heartbeats_arrive_is_stuck():
+    """The task thread blocked in the converter (a registry call never answered) while
+    Debezium's streaming loop kept beating: nothing reached Kafka and the slot stood still.
+    The heartbeat alone called that moving; the slot does not."""
+    assert liveness.judge(RUNNING, 1.0, 4096, True, stuck_after=60, slot_still=90.0).state == "stuck"
+    assert "the slot has not moved for 90s" in liveness.judge(RUNNING, 1.0, 4096, True, stuck_after=60, slot_still=90.0).reason
+    assert liveness.judge(RUNNING, 1.0, 4096, True, stuck_after=60, slot_still=30.0).state == "moving"
+    assert liveness.judge(RUNNING, 1.0, 0, True, stuck_after=60, slot_still=900.0).state == "moving"  # nothing owed
+    # records still reaching its topics (a snapshot flushes nothing to the slot): moving
+    assert liveness.judge(RUNNING, 1.0, 4096, True, stuck_after=60, slot_still=90.0, produced_age=5.0).state == "moving"
+    both = liveness.judge(RUNNING, 90.0, 4096, True, stuck_after=60, slot_still=90.0)
+    assert both.state == "stuck" and "no heartbeat for 90s and the slot has not moved" in both.reason
+
+
+def test_stillness_is_dated_from_the_first_sight_and_reset_by_a_move():
+    still = liveness.Stillness()
+    assert still.age(None, now=5.0) is None
+    assert still.age(100, now=10.0) == 0.0  # first sight: still since now
+    assert still.age(100, now=40.0) == 30.0
+    assert still.age(None, now=50.0) is None  # not known this time: the date stands
+    assert still.age(100, now=80.0) == 70.0
+    assert still.age(164, now=81.0) == 0.0  # moved
+    assert still.age(164, now=90.0) == 9.0
+
+
 def test_growth_is_dated_from_the_first_seen_increase():
     growth = liveness.Growth()
     assert growth.age({"t": 5}, now=100.0) is None  # first sight: nothing to compare

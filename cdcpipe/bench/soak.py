@@ -199,7 +199,7 @@ def _window(
         for name in cpu_after
         if name != "machine" and changes > 0 and cpu_after[name] > cpu_before.get(name, 0.0)
     }
-    _age, slot_lag, _active = liveness.capture_facts(pg)
+    slot_lag = liveness.capture_facts(pg).slot_lag_bytes
     return {
         "at_s": round(now - started),
         "changes_per_s": round(changes / seconds),

@@ -4,17 +4,26 @@ Connect reports a task RUNNING as long as its thread exists, even when it is stu
 a registry call inside the Avro converter that never returned). What does not lie:
 
 * the **heartbeat**: Debezium upserts ``public.cdc_heartbeat`` every ``heartbeat.interval.ms``
-  (1 s) from its streaming loop, so a task that stopped moving stops beating;
+  (1 s) from its streaming loop, so a streaming loop that stopped stops beating;
 * the **slot**: ``pg_replication_slots.confirmed_flush_lsn`` is where the connector has
-  acknowledged; WAL written after it is what capture still owes.
+  acknowledged; WAL written after it is what capture still owes. It moves only when
+  Connect has committed the offsets of records the task thread delivered to Kafka
+  (``offset.flush.interval.ms``, 1 s) and Debezium flushes them to the slot. The heartbeat
+  table is in the publication, so even an idle database gives the task a record a second
+  and the slot a new position a second or two later.
 
-A connector is **stuck** when Connect says RUNNING, the last heartbeat is older than
-``stuck_after`` (default 60 s: sixty missed beats) and the slot is behind the WAL (so there
-was something to capture; an idle database moves the WAL too, at least by the heartbeat's
-own writes), and its topics have not grown for as long either. The last condition is
-about snapshots: Debezium writes no heartbeat while it snapshots, so a snapshot longer
-than a minute looked stuck, and the watchdog restarted it, over and over (issue 23).
-Records arriving in the topics are the connector moving, whatever it is doing.
+The two fail apart. A streaming loop blocked on a lock stops the heartbeat. A task thread
+blocked in the converter (its registry call never answered) leaves the streaming loop
+beating into Debezium's queue while nothing reaches Kafka and the slot stands still: that
+hang was judged "moving" by the heartbeat alone, and a test waited for it for good.
+
+A connector is **stuck** when the slot is behind the WAL (there was something to capture;
+an idle database moves the WAL too, by the heartbeat's own writes) and, for longer than
+``stuck_after`` (default 60 s), either no heartbeat came or the slot's confirmed position
+did not move, and its topics have not grown for as long either. The last condition is
+about snapshots: Debezium writes no heartbeat and flushes nothing while it snapshots, so a
+snapshot longer than a minute looked stuck, and the watchdog restarted it, over and over
+(issue 23). Records arriving in the topics are the connector moving, whatever it is doing.
 
 The watchdog (``cdcpipe.runtime.watchdog``, a service of the local runtime) restarts a stuck
 connector, and a FAILED one, with backoff, and records what it did for ``status``.
@@ -26,7 +35,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-#: Seconds without a heartbeat, with WAL to capture, before a RUNNING connector counts as stuck.
+#: Seconds without a heartbeat or a move of the slot, with WAL to capture, before a connector counts as stuck.
 STUCK_AFTER = float(os.environ.get("CDCPIPE_WATCHDOG_STUCK_AFTER", "60"))
 
 
@@ -38,25 +47,39 @@ class Liveness:
     heartbeat_age_s: float | None
     slot_lag_bytes: int | None
     slot_active: bool | None
+    slot_still_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def capture_facts(pg: Any, slot: str = "cdc_users") -> tuple[float | None, int | None, bool | None]:
-    """(seconds since the last heartbeat, bytes of WAL past the slot, slot active) from PostgreSQL.
+@dataclass(frozen=True)
+class CaptureFacts:
+    """What PostgreSQL says of capture: seconds since the last heartbeat, bytes of WAL past
+    the slot's confirmed position, whether a client streams from the slot, and that position
+    (bytes from 0/0). None where there is no heartbeat row or no slot."""
 
-    ``pg`` must be allowed to read public.cdc_heartbeat (the runtime grants it to cdcpipe);
-    pg_replication_slots and pg_current_wal_lsn() are open to every role."""
+    heartbeat_age_s: float | None
+    slot_lag_bytes: int | None
+    slot_active: bool | None
+    flushed_lsn: int | None
+
+
+def capture_facts(pg: Any, slot: str = "cdc_users") -> CaptureFacts:
+    """The facts, from PostgreSQL. ``pg`` must be allowed to read public.cdc_heartbeat (the
+    runtime grants it to cdcpipe); pg_replication_slots and pg_current_wal_lsn() are open to
+    every role."""
     row = pg.execute("SELECT extract(epoch FROM now() - beat_at) FROM public.cdc_heartbeat WHERE id = 1").fetchone()
     age = float(row[0]) if row else None
     slot_row = pg.execute(
-        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = %s",
+        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,"
+        " pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s",
         (slot,),
     ).fetchone()
     if slot_row is None:
-        return age, None, None
-    return age, int(slot_row[1]) if slot_row[1] is not None else None, bool(slot_row[0])
+        return CaptureFacts(age, None, None, None)
+    lag, flushed = (int(v) if v is not None else None for v in slot_row[1:])
+    return CaptureFacts(age, lag, bool(slot_row[0]), flushed)
 
 
 def judge(
@@ -66,14 +89,16 @@ def judge(
     slot_active: bool | None,
     stuck_after: float = STUCK_AFTER,
     produced_age: float | None = None,
+    slot_still: float | None = None,
 ) -> Liveness:
-    """The verdict from Connect's status, PostgreSQL's facts and ``produced_age``, the seconds
-    since the connector's topics last grew (None: not known). Pure; see the module doc."""
+    """The verdict from Connect's status, PostgreSQL's facts, ``produced_age`` (seconds since
+    the connector's topics last grew) and ``slot_still`` (seconds the slot's confirmed
+    position has not moved); None where a fact is not known. Pure; see the module doc."""
     if status is None:
-        return Liveness("absent", "no such connector in Connect", None, heartbeat_age, slot_lag, slot_active)
+        return Liveness("absent", "no such connector in Connect", None, heartbeat_age, slot_lag, slot_active, slot_still)
     connector = status.get("connector", {}).get("state")
     tasks = status.get("tasks") or []
-    facts = (connector, heartbeat_age, slot_lag, slot_active)
+    facts = (connector, heartbeat_age, slot_lag, slot_active, slot_still)
     if connector == "FAILED" or any(t.get("state") == "FAILED" for t in tasks):
         return Liveness("failed", "the connector or a task is FAILED", *facts)
     if connector == "PAUSED":
@@ -82,19 +107,40 @@ def judge(
         return Liveness("stopped", "stopped by someone (resync and reset-offsets stop it): not restarted", *facts)
     states = f"connector {connector}, tasks {[t.get('state') for t in tasks]}"
     running = connector == "RUNNING" and tasks and all(t.get("state") == "RUNNING" for t in tasks)
-    if produced_age is not None and produced_age <= stuck_after and (heartbeat_age is None or heartbeat_age > stuck_after):
-        return Liveness("moving", f"no heartbeat, but records reached its topics {produced_age:.0f}s ago (a snapshot)", *facts)
-    if heartbeat_age is not None and heartbeat_age > stuck_after and (slot_lag or 0) > 0:
+    silent = []
+    if heartbeat_age is not None and heartbeat_age > stuck_after:
+        silent.append(f"no heartbeat for {heartbeat_age:.0f}s")
+    if slot_still is not None and slot_still > stuck_after:
+        silent.append(f"the slot has not moved for {slot_still:.0f}s")
+    if silent and (slot_lag or 0) > 0:
+        if produced_age is not None and produced_age <= stuck_after:
+            said = f"{' and '.join(silent)}, but records reached its topics {produced_age:.0f}s ago (a snapshot)"
+            return Liveness("moving", said, *facts)
         # Not only a RUNNING connector can stop moving: one left UNASSIGNED (or without
         # tasks) by a worker that came back never moves again by itself, and Connect's
         # restart is what assigns it again.
         said = "RUNNING" if running else states
-        return Liveness(
-            "stuck", f"{said}, but no heartbeat for {heartbeat_age:.0f}s while the slot is {slot_lag} bytes behind the WAL", *facts
-        )
+        return Liveness("stuck", f"{said}, but {' and '.join(silent)} while it is {slot_lag} bytes behind the WAL", *facts)
     if not running:
         return Liveness("unknown", states, *facts)
     return Liveness("moving", "heartbeats arrive and the slot follows the WAL", *facts)
+
+
+class Stillness:
+    """How long a value has stood still: fed it at each check, dated from its first sight
+    (the slot's confirmed position; a new slot is a new value)."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+        self.since: float | None = None
+
+    def age(self, value: int | None, now: float) -> float | None:
+        """Seconds since ``value`` last changed (None while it is not known)."""
+        if value is None:
+            return None
+        if value != self.value or self.since is None:
+            self.value, self.since = value, now
+        return now - self.since
 
 
 class Growth:

@@ -1,8 +1,8 @@
 """The capture watchdog: ``python -m cdcpipe.runtime.watchdog``, a process of the local runtime.
 
 Every ``CDCPIPE_WATCHDOG_INTERVAL`` seconds (default 15) it judges the connector's liveness
-(:mod:`cdcpipe.runtime.liveness`) and, when the connector is **stuck** (RUNNING without heartbeats
-while WAL waits) or **FAILED**, restarts it and its tasks through Connect's REST API, at
+(:mod:`cdcpipe.runtime.liveness`) and, when the connector is **stuck** (no heartbeat, or a slot that
+does not move, while WAL waits) or **FAILED**, restarts it and its tasks through Connect's REST API, at
 most once per backoff period (60 s, doubling to 10 min while it keeps failing). Nothing is
 lost by a restart: the task resumes from its last committed offset and the slot has kept
 the WAL since. A paused connector is left alone (someone paused it). What it saw and did
@@ -63,8 +63,15 @@ def topic_ends(conf: settings.Settings, topics: list[str]) -> dict[str, int] | N
 
 
 def check_once(
-    conf: settings.Settings, client: ConnectClient, name: str, growth: liveness.Growth | None = None, topics: list[str] | None = None
+    conf: settings.Settings,
+    client: ConnectClient,
+    name: str,
+    growth: liveness.Growth | None = None,
+    topics: list[str] | None = None,
+    slot: liveness.Stillness | None = None,
 ) -> liveness.Liveness:
+    """One verdict. ``growth`` and ``slot`` carry what earlier checks saw (the topics' ends,
+    the slot's position): without them the verdict rests on the heartbeat alone."""
     import psycopg
 
     secrets = credentials.load(conf)
@@ -85,11 +92,13 @@ def check_once(
             connect_timeout=5,
             options="-c statement_timeout=5000",
         ) as pg:  # never hang the watchdog
-            age, lag, active = liveness.capture_facts(pg)
+            facts = liveness.capture_facts(pg)
     except psycopg.Error as exc:
         return liveness.Liveness("unknown", f"PostgreSQL: {str(exc).strip()[:200]}", None, None, None, None)
-    produced = growth.age(topic_ends(conf, topics or []), time.monotonic()) if growth is not None else None
-    return liveness.judge(status, age, lag, active, produced_age=produced)
+    now = time.monotonic()
+    produced = growth.age(topic_ends(conf, topics or []), now) if growth is not None else None
+    still = slot.age(facts.flushed_lsn, now) if slot is not None else None
+    return liveness.judge(status, facts.heartbeat_age_s, facts.slot_lag_bytes, facts.slot_active, produced_age=produced, slot_still=still)
 
 
 def run(conf: settings.Settings, stop: threading.Event) -> None:
@@ -99,9 +108,9 @@ def run(conf: settings.Settings, stop: threading.Event) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     restarts: list[dict[str, Any]] = []
     backoff, next_allowed = BACKOFF_FIRST, 0.0
-    growth, topics = liveness.Growth(), [USERS_TOPIC, JOURNAL_TOPIC]
+    growth, topics, slot = liveness.Growth(), [USERS_TOPIC, JOURNAL_TOPIC], liveness.Stillness()
     while not stop.is_set():
-        verdict = check_once(conf, client, name, growth, topics)
+        verdict = check_once(conf, client, name, growth, topics, slot)
         action = None
         if verdict.state in ("stuck", "failed"):
             if time.monotonic() >= next_allowed:
@@ -138,7 +147,11 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     conf = settings.load()
-    log.info("watching connector liveness every %.0fs (stuck after %.0fs without heartbeats)", INTERVAL, liveness.STUCK_AFTER)
+    log.info(
+        "watching connector liveness every %.0fs (stuck after %.0fs without a heartbeat or a move of the slot)",
+        INTERVAL,
+        liveness.STUCK_AFTER,
+    )
     run(conf, stop)
 
 

@@ -50,5 +50,6 @@ class Watchdog(Service):
             "capture_reason": state.get("reason"),
             "heartbeat_age_s": state.get("heartbeat_age_s"),
             "slot_lag_bytes": state.get("slot_lag_bytes"),
+            "slot_still_s": state.get("slot_still_s"),
             "connector_restarts": len(state.get("restarts") or []),
         }
