@@ -3,9 +3,11 @@ no step beyond `cdcpipe up`. Each test prints how long recovery took."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 
 from cdc_helpers import ROW, TOPIC, insert, pipeline_facts, wait_for, wait_until_read_model_matches
 
@@ -108,11 +110,7 @@ def test_spark_stop_means_up_leaves_the_job_stopped(conf, stack, spark_job):
         spark_job.start(conf, progress=lambda _m: None)
 
 
-#: The watchdog's thresholds shortened for a test: stuck after 20 s, a check every 5 s.
-QUICK_WATCHDOG = {"CDCPIPE_WATCHDOG_STUCK_AFTER": "20", "CDCPIPE_WATCHDOG_INTERVAL": "5"}
-
-
-def restart_watchdog(conf, env: dict[str, str]) -> None:
+def _restart_watchdog(conf, env: dict[str, str]) -> None:
     """The watchdog again, with ``env`` added to its environment ({}: as shipped)."""
     import os
 
@@ -124,6 +122,17 @@ def restart_watchdog(conf, env: dict[str, str]) -> None:
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@contextlib.contextmanager
+def quick_watchdog(conf) -> Iterator[None]:
+    """The watchdog with its thresholds shortened for a test (stuck after 20 s, a check every
+    5 s) inside the block, and as shipped again after it, whatever happened."""
+    try:
+        _restart_watchdog(conf, {"CDCPIPE_WATCHDOG_STUCK_AFTER": "20", "CDCPIPE_WATCHDOG_INTERVAL": "5"})
+        yield
+    finally:
+        _restart_watchdog(conf, {})
 
 
 def watchdog_restarts(conf) -> list[dict]:
@@ -139,26 +148,25 @@ def test_a_stuck_connector_is_restarted_by_the_watchdog(conf, stack, pg, spark_j
 
     from cdcpipe.runtime import credentials
 
-    restart_watchdog(conf, QUICK_WATCHDOG)
-    secrets = credentials.load(conf)
-    locker = psycopg.connect(host=conf.host, port=conf.port("postgres"), dbname="users", user="postgres", password=secrets["postgres"])
-    try:
-        locker.execute("LOCK TABLE public.cdc_heartbeat IN EXCLUSIVE MODE")  # writes wait, reads don't
-        stuck_at = time.monotonic()
-        ids = []
+    ids = []
+    with quick_watchdog(conf):
+        secrets = credentials.load(conf)
+        locker = psycopg.connect(host=conf.host, port=conf.port("postgres"), dbname="users", user="postgres", password=secrets["postgres"])
+        try:
+            locker.execute("LOCK TABLE public.cdc_heartbeat IN EXCLUSIVE MODE")  # writes wait, reads don't
+            stuck_at = time.monotonic()
 
-        def restarted():
-            ids.append(insert(pg, {**ROW, "city": "while-stuck"}))
-            state = read_watchdog_state(conf) or {}
-            return state.get("restarts") and state
+            def restarted():
+                ids.append(insert(pg, {**ROW, "city": "while-stuck"}))
+                state = read_watchdog_state(conf) or {}
+                return state.get("restarts") and state
 
-        state = wait_for(restarted, 120, "the watchdog restarting a stuck connector")
-        assert "no heartbeat" in state["restarts"][-1]["why"], state
-        print(f"\nstuck connector: restarted by the watchdog {time.monotonic() - stuck_at:.0f}s after it stopped moving")
-    finally:
-        locker.rollback()
-        locker.close()
-        restart_watchdog(conf, {})
+            state = wait_for(restarted, 120, "the watchdog restarting a stuck connector")
+            assert "no heartbeat" in state["restarts"][-1]["why"], state
+            print(f"\nstuck connector: restarted by the watchdog {time.monotonic() - stuck_at:.0f}s after it stopped moving")
+        finally:
+            locker.rollback()
+            locker.close()
     model = read_model_equal(stack, pg, timeout=180)
     assert all(i in model for i in ids)
     wait_for(lambda: (read_watchdog_state(conf) or {}).get("state") == "moving", 120, "capture moving again")
@@ -174,37 +182,41 @@ def test_a_task_blocked_on_the_registry_is_restarted_though_heartbeats_arrive(co
     import os
 
     column = f"hang_{uuid.uuid4().hex[:8]}"
-    restart_watchdog(conf, QUICK_WATCHDOG)
-    before = len(watchdog_restarts(conf))
-    registry = processes.tree(runtime.services(conf, ["schema_registry"], with_dependencies=False)[0].pids()["schema_registry"])
-    su = stack["postgres"].connect(dbname="users", autocommit=True)  # DDL is the table owner's
+    frozen: list[int] = []
     ids: list[str] = []
-    try:
-        for pid in registry:
-            os.kill(pid, signal.SIGSTOP)
-        frozen_at = time.monotonic()
-        su.execute(f"ALTER TABLE public.users ADD COLUMN {column} text")
-        ids.append(insert(pg, {**ROW, "city": "while-the-registry-is-frozen"}))
-        pg.execute(f"UPDATE public.users SET {column} = 'written-while-frozen' WHERE id = %s", (ids[0],))
+    with quick_watchdog(conf):
+        before = len(watchdog_restarts(conf))
+        registry_pid = runtime.services(conf, ["schema_registry"], with_dependencies=False)[0].pids()["schema_registry"]
+        try:
+            with stack["postgres"].connect(dbname="users", autocommit=True) as su:  # DDL is the table owner's
+                for pid in processes.tree(registry_pid):
+                    os.kill(pid, signal.SIGSTOP)
+                    frozen.append(pid)
+                frozen_at = time.monotonic()
+                su.execute(f"ALTER TABLE public.users ADD COLUMN {column} text")
+            ids.append(insert(pg, {**ROW, "city": "while-the-registry-is-frozen"}))
+            pg.execute(f"UPDATE public.users SET {column} = 'written-while-frozen' WHERE id = %s", (ids[0],))
 
-        def restarted_for_the_slot():
-            fresh = watchdog_restarts(conf)[before:]
-            return fresh and fresh[-1]
+            def restarted():
+                fresh = watchdog_restarts(conf)[before:]
+                return fresh and fresh[-1]
 
-        why = wait_for(restarted_for_the_slot, 120, "the watchdog restarting a task blocked on the registry")["why"]
-        assert "the slot has not moved" in why, why
-        assert "no heartbeat" not in why, why  # the streaming loop kept beating: the heartbeat alone said moving
-        print(f"\ntask blocked on the registry: restarted by the watchdog {time.monotonic() - frozen_at:.0f}s after the freeze ({why})")
-    finally:
-        for pid in registry:
-            os.kill(pid, signal.SIGCONT)
-        su.close()
-        restart_watchdog(conf, {})
+            why = wait_for(restarted, 120, "the watchdog restarting a task blocked on the registry")["why"]
+            assert "the slot has not moved" in why, why
+            assert "no heartbeat" not in why, why  # the streaming loop kept beating: the heartbeat alone said moving
+            print(f"\ntask blocked on the registry: restarted by the watchdog {time.monotonic() - frozen_at:.0f}s after the freeze ({why})")
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
     ids.append(insert(pg, {**ROW, "city": "after-the-registry-answers"}))
     model = read_model_equal(stack, pg, timeout=240)
     assert all(i in model for i in ids), ids
     assert model[ids[0]][column] == "written-while-frozen", model[ids[0]]
     wait_for(lambda: (read_watchdog_state(conf) or {}).get("state") == "moving", 120, "capture moving again")
+    with stack["postgres"].connect(dbname="users", autocommit=True) as su:
+        su.execute(f"ALTER TABLE public.users DROP COLUMN {column}")  # the job clears it in cdc.users
+    read_model_equal(stack, pg, timeout=120)
 
 
 def _healed(conf, stack, started: float, timeout: float = 240.0) -> float:

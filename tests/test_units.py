@@ -71,6 +71,28 @@ def test_stillness_is_dated_from_the_first_sight_and_reset_by_a_move():
     assert still.age(100, now=80.0) == 70.0
     assert still.age(164, now=81.0) == 0.0  # moved
     assert still.age(164, now=90.0) == 9.0
+    still.reset()
+    assert still.age(164, now=95.0) == 0.0
+
+
+def test_the_slot_standing_still_counts_only_while_it_means_something():
+    """Paused, or re-reading WAL after a restart (the sender not yet past the confirmed
+    position), the slot stands still by design: the clock starts again. Kafka not answering
+    skips a check without forgetting."""
+    facts = liveness.CaptureFacts(0.5, 4096, True, flushed_lsn=100, sent_past_flushed=True)
+    rereading = liveness.CaptureFacts(0.5, 4096, True, flushed_lsn=100, sent_past_flushed=False)
+    paused = {"connector": {"state": "PAUSED"}, "tasks": [{"id": 0, "state": "PAUSED"}]}
+    tracker = liveness.Stillness()
+    assert liveness.slot_still(tracker, RUNNING, facts, True, now=0.0) == 0.0
+    assert liveness.slot_still(tracker, RUNNING, facts, True, now=30.0) == 30.0
+    assert liveness.slot_still(tracker, RUNNING, facts, False, now=40.0) is None  # Kafka away: not judged
+    assert liveness.slot_still(tracker, RUNNING, facts, True, now=50.0) == 50.0  # ... and not forgotten
+    assert liveness.slot_still(tracker, paused, facts, True, now=60.0) is None
+    assert liveness.slot_still(tracker, RUNNING, facts, True, now=300.0) == 0.0  # resumed: a first sight
+    assert liveness.slot_still(tracker, RUNNING, rereading, True, now=330.0) is None
+    assert liveness.slot_still(tracker, RUNNING, facts, True, now=400.0) == 0.0
+    assert liveness.slot_still(tracker, {"connector": {"state": "RUNNING"}, "tasks": []}, facts, True, now=410.0) is None
+    assert liveness.slot_still(tracker, None, facts, True, now=420.0) is None
 
 
 def test_growth_is_dated_from_the_first_seen_increase():

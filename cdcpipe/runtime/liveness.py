@@ -8,9 +8,11 @@ a registry call inside the Avro converter that never returned). What does not li
 * the **slot**: ``pg_replication_slots.confirmed_flush_lsn`` is where the connector has
   acknowledged; WAL written after it is what capture still owes. It moves only when
   Connect has committed the offsets of records the task thread delivered to Kafka
-  (``offset.flush.interval.ms``, 1 s) and Debezium flushes them to the slot. The heartbeat
-  table is in the publication, so even an idle database gives the task a record a second
-  and the slot a new position a second or two later.
+  (``offset.flush.interval.ms``, 1 s) and Debezium flushes them to the slot. Debezium's
+  own heartbeat record (every ``heartbeat.interval.ms``) carries the newest position it has
+  read, which includes the heartbeat table's changes (the table is in the publication,
+  though not captured into a topic), so even an idle database moves the slot every second
+  or two.
 
 The two fail apart. A streaming loop blocked on a lock stops the heartbeat. A task thread
 blocked in the converter (its registry call never answered) leaves the streaming loop
@@ -24,6 +26,14 @@ did not move, and its topics have not grown for as long either. The last conditi
 about snapshots: Debezium writes no heartbeat and flushes nothing while it snapshots, so a
 snapshot longer than a minute looked stuck, and the watchdog restarted it, over and over
 (issue 23). Records arriving in the topics are the connector moving, whatever it is doing.
+
+The slot's standing still counts only while it means something (:func:`slot_still`): the
+connector and its tasks RUNNING (a paused connector's slot stands still by design), Kafka
+answering (a task that cannot produce waits, and a restart would not help), and the slot's
+WAL sender past the confirmed position. That last one is about restarts: PostgreSQL then
+re-reads the WAL from the slot's ``restart_lsn`` up to the confirmed position and sends
+nothing, which after a long open transaction can take a while; restarting the connector
+for it would only start the re-read again.
 
 The watchdog (``cdcpipe.runtime.watchdog``, a service of the local runtime) restarts a stuck
 connector, and a FAILED one, with backoff, and records what it did for ``status``.
@@ -56,13 +66,15 @@ class Liveness:
 @dataclass(frozen=True)
 class CaptureFacts:
     """What PostgreSQL says of capture: seconds since the last heartbeat, bytes of WAL past
-    the slot's confirmed position, whether a client streams from the slot, and that position
-    (bytes from 0/0). None where there is no heartbeat row or no slot."""
+    the slot's confirmed position, whether a client streams from the slot, that position
+    (bytes from 0/0), and whether the slot's WAL sender has sent past it. None where there is
+    no heartbeat row, no slot or no sender."""
 
     heartbeat_age_s: float | None
     slot_lag_bytes: int | None
     slot_active: bool | None
     flushed_lsn: int | None
+    sent_past_flushed: bool | None = None
 
 
 def capture_facts(pg: Any, slot: str = "cdc_users") -> CaptureFacts:
@@ -73,13 +85,14 @@ def capture_facts(pg: Any, slot: str = "cdc_users") -> CaptureFacts:
     age = float(row[0]) if row else None
     slot_row = pg.execute(
         "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,"
-        " pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s",
+        " pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint,"
+        " public.cdc_slot_sent_lsn(slot_name) > confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s",
         (slot,),
     ).fetchone()
     if slot_row is None:
         return CaptureFacts(age, None, None, None)
-    lag, flushed = (int(v) if v is not None else None for v in slot_row[1:])
-    return CaptureFacts(age, lag, bool(slot_row[0]), flushed)
+    lag, flushed = (int(v) if v is not None else None for v in slot_row[1:3])
+    return CaptureFacts(age, lag, bool(slot_row[0]), flushed, slot_row[3])
 
 
 def judge(
@@ -141,6 +154,28 @@ class Stillness:
         if value != self.value or self.since is None:
             self.value, self.since = value, now
         return now - self.since
+
+    def reset(self) -> None:
+        """Forget: the next value is a first sight."""
+        self.value = self.since = None
+
+
+def slot_still(tracker: Stillness, status: dict[str, Any] | None, facts: CaptureFacts, kafka_answered: bool, now: float) -> float | None:
+    """Seconds the slot's confirmed position has stood still while that counts against the
+    connector, or None when it does not count now (see the module doc). A connector or task
+    not RUNNING, or a sender not past the confirmed position, starts the clock again; Kafka not
+    answering only skips this check."""
+    running = (
+        status is not None
+        and status.get("connector", {}).get("state") == "RUNNING"
+        and bool(status.get("tasks"))
+        and all(t.get("state") == "RUNNING" for t in status["tasks"])
+    )
+    if not running or not facts.sent_past_flushed:
+        tracker.reset()
+        return None
+    still = tracker.age(facts.flushed_lsn, now)
+    return still if kafka_answered else None
 
 
 class Growth:

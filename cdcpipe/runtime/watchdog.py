@@ -96,8 +96,9 @@ def check_once(
     except psycopg.Error as exc:
         return liveness.Liveness("unknown", f"PostgreSQL: {str(exc).strip()[:200]}", None, None, None, None)
     now = time.monotonic()
-    produced = growth.age(topic_ends(conf, topics or []), now) if growth is not None else None
-    still = slot.age(facts.flushed_lsn, now) if slot is not None else None
+    ends = topic_ends(conf, topics or [])
+    produced = growth.age(ends, now) if growth is not None else None
+    still = liveness.slot_still(slot, status, facts, ends is not None, now) if slot is not None else None
     return liveness.judge(status, facts.heartbeat_age_s, facts.slot_lag_bytes, facts.slot_active, produced_age=produced, slot_still=still)
 
 

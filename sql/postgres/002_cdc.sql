@@ -41,3 +41,16 @@ BEGIN
 END
 $$;
 GRANT SELECT, INSERT, UPDATE ON public.cdc_heartbeat TO debezium;
+
+-- How far the slot's WAL sender has read: pg_stat_replication.sent_lsn, which PostgreSQL shows
+-- only to superusers and pg_read_all_stats. The capture watchdog (cdcpipe/runtime/liveness.py)
+-- counts a slot standing still against the connector only once the sender has sent past the
+-- confirmed position: after a restart the sender first re-reads WAL from the slot's restart_lsn
+-- up to that position and sends nothing. This shows that one LSN and nothing else; each runtime
+-- grants EXECUTE to the watchdog's login (cdcpipe).
+CREATE OR REPLACE FUNCTION public.cdc_slot_sent_lsn(slot name) RETURNS pg_lsn
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+    SELECT r.sent_lsn FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+    WHERE s.slot_name = slot
+$$;
+REVOKE ALL ON FUNCTION public.cdc_slot_sent_lsn(name) FROM PUBLIC;

@@ -52,6 +52,8 @@ USERS_DB_GRANTS = (
     "GRANT users_writer TO cdcpipe",
     # The capture watchdog (cdcpipe.runtime.liveness) reads the heartbeat as cdcpipe.
     "GRANT SELECT ON public.cdc_heartbeat TO cdcpipe",
+    # ... and how far the slot's WAL sender has read (sql/postgres/002_cdc.sql).
+    "GRANT EXECUTE ON FUNCTION public.cdc_slot_sent_lsn(name) TO cdcpipe",
     # cdcpipe resync signals Debezium's incremental snapshots (sql/postgres/003_resync.sql).
     "GRANT cdc_signaller TO cdcpipe",
     # cdcpipe schema-changes lists the journal of DDL (sql/postgres/004_schema_changes.sql).
