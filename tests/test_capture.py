@@ -137,6 +137,27 @@ def test_hard_values_survive_exactly(pg, topic_reader):
     assert (after[second]["street_number"], after[second]["latitude"], after[second]["longitude"]) == (-2147483648, 90.0, -180.0)
 
 
+def test_the_worker_converts_with_its_schema_work_once_and_the_same_bytes(conf, pg, topic_reader):
+    """The worker's converter (cdcpipe/jvm/connect) writes a schema's first records through
+    Apicurio's converter and compares its own bytes with Apicurio's for the next three; any
+    difference sends that schema back to Apicurio's path and is logged. Past those, every
+    record is its own: twelve rows of hard values each decode to the row PostgreSQL holds,
+    and nothing was logged as different since the worker started."""
+    from cdcpipe.runtime import processes
+
+    log = processes.log_since_start(conf, "connect", limit=64 << 20)
+    assert "Set up the value converter class cdcpipe.connect.SchemaOnceAvroConverter" in log, "the worker runs another converter"
+    ids = [
+        insert(pg, {**ROW, "username": f"ñ-{i}-漢字", "email": None if i % 2 else "", "street_number": -(2**31) + i, "latitude": -90.0 + i})
+        for i in range(12)
+    ]
+    events = topic_reader.read_until(lambda evs: len(for_ids(evs, set(ids))) >= len(ids))
+    after = {e["value"]["after"]["id"]: e["value"]["after"] for e in for_ids(events, set(ids))}
+    assert [after[i] for i in ids] == [pg_row_as_event(select(pg, i)) for i in ids]
+    log = processes.log_since_start(conf, "connect", limit=64 << 20)
+    assert "came out differently from Apicurio's converter" not in log
+
+
 def test_register_twice_is_harmless(stack, connector):
     client = stack["connect"].client()
     for _ in range(2):

@@ -57,11 +57,16 @@ class ProjectJar:
     def source_files(self) -> list[Path]:
         return sorted(self.sources.rglob("*.java"))
 
+    def resource_files(self) -> list[Path]:
+        """What the jar carries as it is: every other file of the source tree (a ServiceLoader
+        manifest, say)."""
+        return sorted(p for p in self.sources.rglob("*") if p.is_file() and p.suffix != ".java")
+
     def digest(self) -> str:
         """Of its sources, this module (its classpath, manifest and flags) and the Maven
         manifest (the versions of what it is compiled against)."""
         digest = hashlib.sha256(Path(__file__).read_bytes() + MANIFEST.read_bytes())
-        for source in self.source_files():
+        for source in self.source_files() + self.resource_files():
             digest.update(str(source.relative_to(self.sources)).encode() + b"\0" + source.read_bytes())
         return digest.hexdigest()
 
@@ -199,7 +204,15 @@ GUARD = ProjectJar(
         "Boot-Class-Path": os.path.relpath(_asm_jar(jars), jar.parent),
     },
 )
-PROJECT_JARS = (SPARK_EXTRAS, GUARD)
+#: The Connect worker's Avro converter (Apicurio's, with its schema work once per schema). It
+#: sits in Apicurio's plugin directory so that one plugin class loader sees both, and carries
+#: its own ServiceLoader manifest (the workers run with plugin.discovery=service_load).
+CONVERTER = ProjectJar(
+    sources=MANIFEST.parent / "connect",
+    jar=Path(PROFILES["apicurio-converter"][1]) / "cdcpipe-converter.jar",
+    classpath=lambda jars: [str(jars / PROFILES["apicurio-converter"][1] / "*"), str(jars / PROFILES["kafka"][1] / "*")],
+)
+PROJECT_JARS = (SPARK_EXTRAS, GUARD, CONVERTER)
 
 
 def build_project_jar(settings: Settings, built: ProjectJar, *, quiet: bool = False) -> Path:
@@ -226,6 +239,8 @@ def build_project_jar(settings: Settings, built: ProjectJar, *, quiet: bool = Fa
             out.writestr("META-INF/MANIFEST.MF", b"".join(_manifest_line(k, v) for k, v in manifest.items()) + b"\r\n")
             for path in sorted(Path(classes).rglob("*.class")):
                 out.write(path, str(path.relative_to(classes)))
+            for path in built.resource_files():
+                out.write(path, str(path.relative_to(built.sources)))
         os.replace(tmp, jar)
     stamp.write_text(built.digest())
     return jar

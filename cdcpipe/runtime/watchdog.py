@@ -69,9 +69,13 @@ def check_once(
     growth: liveness.Growth | None = None,
     topics: list[str] | None = None,
     slot: liveness.Stillness | None = None,
+    watching_for: float | None = None,
 ) -> liveness.Liveness:
     """One verdict. ``growth`` and ``slot`` carry what earlier checks saw (the topics' ends,
-    the slot's position): without them the verdict rests on the heartbeat alone."""
+    the slot's position): without them the verdict rests on the heartbeat alone.
+    ``watching_for``: seconds since the watchdog started. A heartbeat older than that is not
+    held against the connector: after ``cdcpipe up`` of a stack that was down, the last beat
+    is as old as the pause, and the connector was restarted while it was still starting."""
     import psycopg
 
     secrets = credentials.load(conf)
@@ -99,7 +103,10 @@ def check_once(
     ends = topic_ends(conf, topics or [])
     produced = growth.age(ends, now) if growth is not None else None
     still = liveness.slot_still(slot, status, facts, ends is not None, now) if slot is not None else None
-    return liveness.judge(status, facts.heartbeat_age_s, facts.slot_lag_bytes, facts.slot_active, produced_age=produced, slot_still=still)
+    beat = facts.heartbeat_age_s
+    if beat is not None and watching_for is not None:
+        beat = min(beat, watching_for)
+    return liveness.judge(status, beat, facts.slot_lag_bytes, facts.slot_active, produced_age=produced, slot_still=still)
 
 
 def run(conf: settings.Settings, stop: threading.Event) -> None:
@@ -110,8 +117,9 @@ def run(conf: settings.Settings, stop: threading.Event) -> None:
     restarts: list[dict[str, Any]] = []
     backoff, next_allowed = BACKOFF_FIRST, 0.0
     growth, topics, slot = liveness.Growth(), [USERS_TOPIC, JOURNAL_TOPIC], liveness.Stillness()
+    started = time.monotonic()
     while not stop.is_set():
-        verdict = check_once(conf, client, name, growth, topics, slot)
+        verdict = check_once(conf, client, name, growth, topics, slot, watching_for=time.monotonic() - started)
         action = None
         if verdict.state in ("stuck", "failed"):
             if time.monotonic() >= next_allowed:

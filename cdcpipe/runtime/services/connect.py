@@ -35,7 +35,9 @@ BASIC_AUTH_EXTENSION = "org.apache.kafka.connect.rest.basic.auth.extension.Basic
 #: What the worker inherits from the environment of whoever ran ``cdcpipe up``, besides ``CDC_*``.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
-AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
+#: Apicurio's AvroConverter with its schema work once per schema, not per record: the same
+#: bytes (cdcpipe/jvm/connect/, built by ``make jars``; its docstring says why).
+AVRO_CONVERTER = "cdcpipe.connect.SchemaOnceAvroConverter"
 
 
 def converter_settings(prefix: str, registry_url: str) -> dict[str, Any]:
