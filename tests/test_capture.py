@@ -140,9 +140,10 @@ def test_hard_values_survive_exactly(pg, topic_reader):
 def test_the_worker_converts_with_its_schema_work_once_and_the_same_bytes(conf, pg, topic_reader):
     """The worker's converter (cdcpipe/jvm/connect) writes a schema's first records through
     Apicurio's converter and compares its own bytes with Apicurio's for the next three; any
-    difference sends that schema back to Apicurio's path and is logged. Past those, every
-    record is its own: twelve rows of hard values each decode to the row PostgreSQL holds,
-    and nothing was logged as different since the worker started."""
+    difference sends that schema back to Apicurio's path and is logged, and agreement is logged
+    too. Past those, every record is its own: twelve rows of hard values each decode to the row
+    PostgreSQL holds, nothing was logged as different since the worker started, and the users
+    topic's schema was logged as written by the wrapper."""
     from cdcpipe.runtime import processes
 
     log = processes.log_since_start(conf, "connect", limit=64 << 20)
@@ -156,6 +157,8 @@ def test_the_worker_converts_with_its_schema_work_once_and_the_same_bytes(conf, 
     assert [after[i] for i in ids] == [pg_row_as_event(select(pg, i)) for i in ids]
     log = processes.log_since_start(conf, "connect", limit=64 << 20)
     assert "came out differently from Apicurio's converter" not in log
+    # ... and the records past the compared ones were the wrapper's own (not Apicurio's, always)
+    assert f"on topic {TOPIC}: 3 records written as Apicurio writes them; writing it here from now on" in log
 
 
 def test_register_twice_is_harmless(stack, connector):

@@ -58,9 +58,9 @@ class ProjectJar:
         return sorted(self.sources.rglob("*.java"))
 
     def resource_files(self) -> list[Path]:
-        """What the jar carries as it is: every other file of the source tree (a ServiceLoader
-        manifest, say)."""
-        return sorted(p for p in self.sources.rglob("*") if p.is_file() and p.suffix != ".java")
+        """What the jar carries as it is: the files under the source tree's META-INF/ (a
+        ServiceLoader manifest, say), nothing else (no stray class or editor file)."""
+        return sorted(p for p in (self.sources / "META-INF").rglob("*") if p.is_file())
 
     def digest(self) -> str:
         """Of its sources, this module (its classpath, manifest and flags) and the Maven
@@ -115,11 +115,16 @@ def _stamped(stamp: Path, digest: str) -> bool:
 
 
 def resolved(settings: Settings) -> bool:
-    return (
-        _stamped(_stamp(settings), _digest())
-        and all(_stamped((settings.jars / built.jar).with_suffix(".sha256"), built.digest()) for built in PROJECT_JARS)
-        and _stamped(_manifests_stamp(settings), _digest())
-    )
+    return _stamped(_stamp(settings), _digest()) and not _stale_project_jars(settings) and _stamped(_manifests_stamp(settings), _digest())
+
+
+def _stale_project_jars(settings: Settings) -> list[Path]:
+    """The project jars that are missing or older than their sources."""
+    return [
+        settings.jars / built.jar
+        for built in PROJECT_JARS
+        if not ((settings.jars / built.jar).exists() and _stamped((settings.jars / built.jar).with_suffix(".sha256"), built.digest()))
+    ]
 
 
 def _manifests_stamp(settings: Settings) -> Path:
@@ -301,13 +306,9 @@ def require(settings: Settings) -> None:
     if resolved(settings):
         return
     if _stamped(_stamp(settings), _digest()) and _stamped(_manifests_stamp(settings), _digest()):
-        stale = [
-            str(settings.jars / built.jar)
-            for built in PROJECT_JARS
-            if not _stamped((settings.jars / built.jar).with_suffix(".sha256"), built.digest())
-        ]
+        stale = ", ".join(map(str, _stale_project_jars(settings)))
         raise MissingDependency(
-            f"The project's own Java ({', '.join(stale)}) is missing or older than its sources. "
+            f"The project's own Java ({stale}) is missing or older than its sources. "
             "Run 'make jars' (or '.venv/bin/cdcpipe jars'); it needs only javac, no network."
         )
     raise MissingDependency(

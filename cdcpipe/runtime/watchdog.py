@@ -12,6 +12,7 @@ SIGTERM.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -106,7 +107,8 @@ def check_once(
     beat = facts.heartbeat_age_s
     if beat is not None and watching_for is not None:
         beat = min(beat, watching_for)
-    return liveness.judge(status, beat, facts.slot_lag_bytes, facts.slot_active, produced_age=produced, slot_still=still)
+    verdict = liveness.judge(status, beat, facts.slot_lag_bytes, facts.slot_active, produced_age=produced, slot_still=still)
+    return dataclasses.replace(verdict, heartbeat_age_s=facts.heartbeat_age_s)  # status shows the real age
 
 
 def run(conf: settings.Settings, stop: threading.Event) -> None:

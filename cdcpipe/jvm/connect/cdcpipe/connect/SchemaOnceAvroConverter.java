@@ -12,7 +12,8 @@ import java.util.Map;
 import org.apache.avro.generic.IndexedRecord;
 import org.apache.avro.io.BinaryEncoder;
 import org.apache.avro.io.EncoderFactory;
-import org.apache.avro.specific.SpecificDatumWriter;
+import org.apache.avro.generic.GenericDatumWriter;
+import org.apache.kafka.common.config.ConfigDef;
 import org.apache.kafka.common.header.Headers;
 import org.apache.kafka.connect.data.Schema;
 import org.apache.kafka.connect.data.SchemaAndValue;
@@ -36,9 +37,13 @@ import org.slf4j.LoggerFactory;
  * <p>How: the first record of a schema object goes through Apicurio's converter; its output's
  * Confluent header (the magic byte and the schema's id) and the Avro schema are kept. Later
  * records are converted with the kept Avro schema and written behind the kept header, with the
- * same writer Apicurio's serializer uses. The first {@value #COMPARED} records of each schema are
- * also converted by Apicurio and compared byte for byte; on any difference that schema goes back
- * to Apicurio's path for good, and the worker logs it. Reading (toConnectData) is Apicurio's.
+ * kind of writer Apicurio's serializer uses for them (a generic one: AvroData makes generic
+ * records). The first {@value #COMPARED} records of each schema are also converted by Apicurio
+ * and compared byte for byte; when all agree the worker logs it once, and on any difference
+ * that schema goes back to Apicurio's path for good, and the worker logs that. What is kept is
+ * forgotten after Apicurio's own {@code apicurio.registry.check-period-ms}, as Apicurio forgets
+ * its cache, so an id the registry changed is learned again as soon as Apicurio learns it.
+ * Reading (toConnectData) is Apicurio's.
  */
 public final class SchemaOnceAvroConverter implements Converter {
     private static final Logger LOG = LoggerFactory.getLogger(SchemaOnceAvroConverter.class);
@@ -47,23 +52,32 @@ public final class SchemaOnceAvroConverter implements Converter {
     /** Schemas kept at most; more (a table changing shape all day) starts the map afresh. */
     static final int KEPT = 256;
     private static final byte MAGIC = 0;
+    /** Apicurio's setting for how long its cache keeps a schema, and its default. */
+    private static final String CHECK_PERIOD = "apicurio.registry.check-period-ms";
+    private static final long CHECK_PERIOD_DEFAULT_MS = 30_000;
 
     private final AvroConverter<Object> apicurio = new AvroConverter<>();
     private final Map<Schema, Known> known = Collections.synchronizedMap(new IdentityHashMap<>());
     private Exposed avroData;
+    private long keepNanos;
 
     /** What a schema object's first record taught: the header, the Avro schema, its writer. */
     private static final class Known {
         final byte[] header;
         final org.apache.avro.Schema avro;
-        final SpecificDatumWriter<Object> writer;
+        final GenericDatumWriter<Object> writer;
+        final long learnedAt = System.nanoTime();
         volatile int compareLeft = COMPARED;
         volatile boolean apicuriosOnly;
 
         Known(byte[] header, org.apache.avro.Schema avro) {
             this.header = header;
             this.avro = avro;
-            this.writer = new SpecificDatumWriter<>(avro);
+            this.writer = new GenericDatumWriter<>(avro);
+        }
+
+        int id() {
+            return ((header[1] & 0xff) << 24) | ((header[2] & 0xff) << 16) | ((header[3] & 0xff) << 8) | (header[4] & 0xff);
         }
     }
 
@@ -82,6 +96,9 @@ public final class SchemaOnceAvroConverter implements Converter {
     public void configure(Map<String, ?> configs, boolean isKey) {
         apicurio.configure(configs, isKey);
         avroData = new Exposed(new AvroDataConfig(configs));
+        Object period = configs.get(CHECK_PERIOD);
+        long ms = period == null ? CHECK_PERIOD_DEFAULT_MS : Long.parseLong(period.toString().trim());
+        keepNanos = Math.max(0, ms) * 1_000_000L;
     }
 
     @Override
@@ -95,6 +112,10 @@ public final class SchemaOnceAvroConverter implements Converter {
             return apicurio.fromConnectData(topic, headers, schema, value);
         }
         Known k = known.get(schema);
+        if (k != null && System.nanoTime() - k.learnedAt > keepNanos) {
+            known.remove(schema); // as old as Apicurio lets its own cache get: learn it again
+            k = null;
+        }
         if (k == null) {
             byte[] theirs = apicurio.fromConnectData(topic, headers, schema, value);
             learn(schema, theirs);
@@ -117,7 +138,10 @@ public final class SchemaOnceAvroConverter implements Converter {
                         k.avro.getFullName(), topic);
                 return theirs;
             }
-            k.compareLeft--;
+            if (--k.compareLeft == 0) {
+                LOG.info("cdcpipe: schema {} (id {}) on topic {}: {} records written as Apicurio writes them; writing it here from now on",
+                        k.avro.getFullName(), k.id(), topic, COMPARED);
+            }
         }
         return ours;
     }
@@ -145,6 +169,17 @@ public final class SchemaOnceAvroConverter implements Converter {
             throw new DataException("cdcpipe: could not write a record of schema " + k.avro.getFullName() + " as Avro", e);
         }
         return out.toByteArray();
+    }
+
+    @Override
+    public ConfigDef config() {
+        return apicurio.config();
+    }
+
+    @Override
+    public void close() {
+        known.clear();
+        apicurio.close();
     }
 
     @Override
