@@ -119,7 +119,7 @@ def judge(
     if connector == "STOPPED":
         return Liveness("stopped", "stopped by someone (resync and reset-offsets stop it): not restarted", *facts)
     states = f"connector {connector}, tasks {[t.get('state') for t in tasks]}"
-    running = connector == "RUNNING" and tasks and all(t.get("state") == "RUNNING" for t in tasks)
+    running = _running(status)
     silent = []
     if heartbeat_age is not None and heartbeat_age > stuck_after:
         silent.append(f"no heartbeat for {heartbeat_age:.0f}s")
@@ -139,6 +139,17 @@ def judge(
     return Liveness("moving", "heartbeats arrive and the slot follows the WAL", *facts)
 
 
+def _running(status: dict[str, Any] | None) -> bool:
+    """The connector and every one of its tasks (at least one) RUNNING."""
+    tasks = (status or {}).get("tasks") or []
+    return (
+        bool(status)
+        and status.get("connector", {}).get("state") == "RUNNING"
+        and bool(tasks)
+        and all(t.get("state") == "RUNNING" for t in tasks)
+    )
+
+
 class Stillness:
     """How long a value has stood still: fed it at each check, dated from its first sight
     (the slot's confirmed position; a new slot is a new value)."""
@@ -151,7 +162,7 @@ class Stillness:
         """Seconds since ``value`` last changed (None while it is not known)."""
         if value is None:
             return None
-        if value != self.value or self.since is None:
+        if value != self.value:  # a reset left None, which no position equals
             self.value, self.since = value, now
         return now - self.since
 
@@ -165,13 +176,7 @@ def slot_still(tracker: Stillness, status: dict[str, Any] | None, facts: Capture
     connector, or None when it does not count now (see the module doc). A connector or task
     not RUNNING, or a sender not past the confirmed position, starts the clock again; Kafka not
     answering only skips this check."""
-    running = (
-        status is not None
-        and status.get("connector", {}).get("state") == "RUNNING"
-        and bool(status.get("tasks"))
-        and all(t.get("state") == "RUNNING" for t in status["tasks"])
-    )
-    if not running or not facts.sent_past_flushed:
+    if not _running(status) or not facts.sent_past_flushed:
         tracker.reset()
         return None
     still = tracker.age(facts.flushed_lsn, now)
