@@ -465,7 +465,9 @@ class BatchApplier:
     def __init__(self, spark, conf: SinkConfig, report: ProgressReport, keep_warm_seconds: float):
         self.spark, self.conf, self.report = spark, conf, report
         self.keep_warm_seconds = keep_warm_seconds
-        self.epoch_topics = [conf["topic"], conf["schema_changes_topic"]]
+        # The topics whose epochs a batch reads; a job without a journal (``cdcpipe bench``'s,
+        # "--schema-changes-topic ''") reads none for it: Cassandra refuses an empty key.
+        self.epoch_topics = [topic for topic in (conf["topic"], conf["schema_changes_topic"]) if topic]
         self.on_executors = ArrowMapper(lambda it: apply_arrow(it, conf), APPLIED_SCHEMA, COLUMNS)
 
     def __call__(self, batch, batch_id: int) -> None:

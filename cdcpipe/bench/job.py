@@ -236,6 +236,11 @@ def run(
     }
 
 
+#: Failed micro-batches in a row after which the bench stops waiting: a job that keeps failing
+#: measures nothing, and retrying until the timeout only hides why (the job retries for good).
+RETRIES_TOLERATED = 3
+
+
 def _wait_done(progress_path: Path, n: int, pid: int, log: Path, timeout: float = 900.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     seen: dict[int, dict[str, Any]] = {}
@@ -247,6 +252,11 @@ def _wait_done(progress_path: Path, n: int, pid: int, log: Path, timeout: float 
         except (OSError, ValueError):
             time.sleep(1)
             continue
+        failure = report.get("failure") or {}
+        if failure.get("attempts", 0) >= RETRIES_TOLERATED:  # failing, not slow: say why now
+            raise CdcpipeError(
+                f"bench job failed {failure['attempts']} times in a row: {failure.get('reason')}\n{processes.log_tail(log, 30)}"
+            )
         for batch in report.get("recent") or []:
             if batch.get("batchId") is not None:
                 seen[batch["batchId"]] = batch
