@@ -232,13 +232,15 @@ def run(
         "rows_in_cassandra": rows,
         "rows_expected": len(alive),
         "correct": rows == len(alive),
+        "topic": topic,
         "produce_events_per_s": round(n / produce_s),
     }
 
 
-#: Failed micro-batches in a row after which the bench stops waiting: a job that keeps failing
-#: measures nothing, and retrying until the timeout only hides why (the job retries for good).
-RETRIES_TOLERATED = 3
+#: Failures in a row (micro-batches or query starts; the job's backoff makes five about 30 s)
+#: after which the bench stops waiting: a job that keeps failing measures nothing, and waiting
+#: out the timeout only hides why (the job retries for good). One passing failure is waited out.
+RETRIES_TOLERATED = 5
 
 
 def _wait_done(progress_path: Path, n: int, pid: int, log: Path, timeout: float = 900.0) -> dict[str, Any]:
