@@ -148,9 +148,16 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def job_topics(topic: str | None, schema_changes_topic: str | None) -> list[str]:
+    """The topics the job reads and keeps sync epochs for: the change events and the
+    schema-change journal, when it has one (``cdcpipe bench``'s job has none: an empty name,
+    which Kafka cannot subscribe to and Cassandra refuses as a key)."""
+    return [t for t in (topic, schema_changes_topic) if t]
+
+
 def subscribed(args: argparse.Namespace) -> str:
-    """The topics the query reads: the change events and the schema-change journal."""
-    return ",".join(t for t in (args.topic, getattr(args, "schema_changes_topic", None)) if t)
+    """The topics the query reads (:func:`job_topics`), as Spark's ``subscribe`` option."""
+    return ",".join(job_topics(args.topic, getattr(args, "schema_changes_topic", None)))
 
 
 # --- driver side ---------------------------------------------------------------------------
@@ -465,9 +472,7 @@ class BatchApplier:
     def __init__(self, spark, conf: SinkConfig, report: ProgressReport, keep_warm_seconds: float):
         self.spark, self.conf, self.report = spark, conf, report
         self.keep_warm_seconds = keep_warm_seconds
-        # The topics whose epochs a batch reads; a job without a journal (``cdcpipe bench``'s,
-        # "--schema-changes-topic ''") reads none for it: Cassandra refuses an empty key.
-        self.epoch_topics = [topic for topic in (conf["topic"], conf["schema_changes_topic"]) if topic]
+        self.epoch_topics = job_topics(conf["topic"], conf["schema_changes_topic"])
         self.on_executors = ArrowMapper(lambda it: apply_arrow(it, conf), APPLIED_SCHEMA, COLUMNS)
 
     def __call__(self, batch, batch_id: int) -> None:
