@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cdcpipe.bench import end_to_end
+from cdcpipe.bench import cpu, end_to_end
 from cdcpipe.commands import bench as bench_command
 
 
@@ -39,6 +39,14 @@ def test_from_postgres_small_run(conf, spark_job, pg, cassandra, tmp_path):
         is None
     )
     assert report["ratio"] > 0
+
+    # the cost per change of every stage a change passes through, read from the real processes
+    per_1k = report["core_ms_per_1k_changes"]
+    for stage in ("postgres", "connect", "kafka", "spark job", "cassandra"):
+        assert per_1k[stage] > 0, stage
+    assert report["core_ms_per_1k_changes_pipeline"] == round(sum(v for k, v in per_1k.items() if k in cpu.STAGES), 1)
+    assert per_1k["this command"] > 0  # reported, but not the pipeline's
+    assert report["cpu_floor_s"] > 0
 
     # the run cleaned up after itself: none of its rows left in PostgreSQL
     assert pg.execute("SELECT count(*) AS n FROM public.users WHERE username LIKE 'bench-pg-14-%'").fetchone()["n"] == 0

@@ -113,9 +113,3 @@ def test_change_times_pairs_records_with_planned_changes():
 def test_rate():
     assert end_to_end.rate(1_000, 4.0) == 250
     assert end_to_end.rate(1_000, 0) is None
-
-
-def test_cpu_cores_busiest_first_and_the_rest_of_the_machine():
-    before = {"cassandra": 10.0, "spark job": 20.0, "machine": 100.0}
-    after = {"cassandra": 14.0, "spark job": 30.0, "kafka": 1.0, "machine": 120.0}
-    assert end_to_end.cpu_cores(before, after, 10.0) == {"spark job": 1.0, "cassandra": 0.4, "kafka": 0.1, "other": 0.5}

@@ -61,9 +61,9 @@ from ..errors import PipelineStalled
 from ..pipeline.cassandra_session import DEFAULT_WRITE_CONSISTENCY
 from ..pipeline.config import SinkConfig
 from ..pipeline.schema_changes import USERS_TOPIC
-from ..runtime import processes, streaming_job
+from ..runtime import streaming_job
 from ..settings import Settings
-from . import change_mix, sink_ceiling
+from . import change_mix, cpu, sink_ceiling
 from .latency import KafkaTimes, TopicRecord, percentiles, until_readable
 
 TOPIC = USERS_TOPIC
@@ -314,7 +314,7 @@ def run(
                 f"writing {n:,} changes ({counts['inserts']:,} inserts, {counts['updates']:,} updates, {counts['deletes']:,} deletes) "
                 f"in {len(the_plan.transactions):,} transactions of {transaction_size:,} ..."
             )
-            cpu_before = cpu_snapshot(settings)
+            cpu_before = cpu.snapshot(settings)
             write_start = time.time()
             commits = change_mix.write(
                 pg,
@@ -353,7 +353,7 @@ def run(
                 stall_timeout,
                 tick,
             )
-            cpu_after, cpu_window = cpu_snapshot(settings), time.time() - write_start
+            cpu_after, cpu_window = cpu.snapshot(settings), time.time() - write_start
             job.close()
             progress(f"applied; comparing {len(touched):,} keys between PostgreSQL and Cassandra ...")
             exact_at, check_s, differences = _until_exact(pg, session, touched, stall_timeout, progress)
@@ -378,31 +378,18 @@ def run(
     report = _report(
         n, transaction_size, counts, touched, the_plan, write_start, commits, records, job, exact_at, check_s, differences, ceiling_report
     )
-    report["cpu_cores"] = cpu_cores(cpu_before, cpu_after, cpu_window)
+    report["cpu_cores"] = cpu.cores(cpu_before, cpu_after, cpu_window)
+    per_1k = cpu.per_1k_changes(cpu_before, cpu_after, n)
+    total = cpu.pipeline_total(per_1k)
+    report["core_ms_per_1k_changes"] = per_1k
+    report["core_ms_per_1k_changes_pipeline"] = total
+    report["cpu_floor_s"] = cpu.floor_s(total, n)
     report["warmup_s"] = round(warmup_s, 2)
     report["cleanup_s"] = round(cleanup_s, 1)
     if plot:
         draw(report, sequence, commits, records, job, plot)
         report["plot"] = str(plot)
     return report
-
-
-def cpu_snapshot(settings: Settings) -> dict[str, float]:
-    """CPU seconds so far of every process of the stack, the job, this command and the machine."""
-    out = {name: processes.cpu_seconds(pid) for name, pid in runtime.pids(settings).items()}
-    out["this command"] = processes.cpu_seconds(os.getpid())
-    out["machine"] = processes.machine_busy_seconds()
-    return out
-
-
-def cpu_cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
-    """Average cores each process used between two snapshots, busiest first; ``other`` is the
-    machine's busy time that none of them accounts for (other stacks, the kernel)."""
-    used = {name: after[name] - before.get(name, 0.0) for name in after if name != "machine"}
-    cores = {name: round(value / seconds, 2) for name, value in sorted(used.items(), key=lambda kv: -kv[1]) if value > 0}
-    if "machine" in after and "machine" in before:
-        cores["other"] = round(max(0.0, after["machine"] - before["machine"] - sum(used.values())) / seconds, 2)
-    return cores
 
 
 def _warm_up(dsn: str, session: Any, username: str, timeout: float) -> float:
@@ -546,6 +533,15 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             "CPU (cores)      from the first write until applied, on average: "
             + ", ".join(f"{name} {cores}" for name, cores in report["cpu_cores"].items())
+        )
+    if report.get("core_ms_per_1k_changes"):
+        lines.append(
+            f"CPU per change   {report['core_ms_per_1k_changes_pipeline']} core-ms per 1,000 changes for the pipeline's stages; "
+            + ", ".join(f"{name} {ms}" for name, ms in report["core_ms_per_1k_changes"].items())
+        )
+        lines.append(
+            f"CPU floor        {report['cpu_floor_s']} s: the pipeline's work alone on this machine's {os.cpu_count()} cores, "
+            "however well it overlapped (exact can be no sooner)"
         )
     lines.append(f"cleanup          {report['cleanup_s']} s (the run's rows deleted, and gone from Cassandra)")
     if report.get("plot"):

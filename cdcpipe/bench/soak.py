@@ -11,7 +11,7 @@ long as asked and reports each window (``--window``, 60 s) on its own:
   yet consumed by the job, at the window's end;
 * **memory**: resident memory of every service and of the job (process trees);
 * **CPU**: average cores of each, and core-milliseconds per 1,000 changes written, per process
-  and summed over the stages a change passes through (``STAGES``);
+  and summed over the stages a change passes through (:mod:`cdcpipe.bench.cpu`);
 * **Cassandra**: pending compactions and garbage-collection time (``nodetool compactionstats``
   and ``gcstats``, over JMX with the runtime's login; the two nodetool JVMs run between
   windows, so their CPU and their seconds are in no window's figures);
@@ -40,12 +40,9 @@ from ..clients.kafka_io import end_offsets
 from ..errors import CdcpipeError
 from ..runtime import liveness, processes, streaming_job
 from ..settings import Settings
-from . import end_to_end, latency
+from . import cpu, latency
 
 PROBE_PREFIX = "soak-probe-"
-#: The processes a change passes through: their sum is the pipeline's cost per change (Airflow,
-#: the console, the watchdog and this command, which writes the load, are reported apart).
-STAGES = ("postgres", "connect", "kafka", "schema_registry", "spark job", "cassandra")
 
 
 def memory(settings: Settings) -> dict[str, int]:
@@ -138,7 +135,7 @@ def run(
             progress(f"warm-up probe readable after {latency.until_readable(session, select, warm, 120):.1f} s")
             loader.start()
             started = time.time()
-            opened, cpu, written, n = started, end_to_end.cpu_snapshot(settings), 0, 0
+            opened, cpu_opened, written, n = started, cpu.snapshot(settings), 0, 0
             count = max(1, round(seconds / window))  # equal windows: none cut short at the end
             progress(f"soak: {count} windows of {window:.0f} s under {load} changes/s")
             while len(windows) < count:
@@ -156,13 +153,13 @@ def run(
                 time.sleep(rng.uniform(0.5, 1.0))
                 now = time.time()
                 if now - opened >= window:
-                    cpu_now, done = end_to_end.cpu_snapshot(settings), loader.done
-                    report = _window(settings, pg, started, opened, now, probes, cpu, cpu_now, done - written)
+                    cpu_now, done = cpu.snapshot(settings), loader.done
+                    report = _window(settings, pg, started, opened, now, probes, cpu_opened, cpu_now, done - written)
                     windows.append(report)
                     progress(line(report))
                     # The next window opens once this one's figures are taken: nodetool's two
                     # JVMs (seconds of CPU) are nobody's latency and nobody's CPU.
-                    opened, cpu, written = time.time(), end_to_end.cpu_snapshot(settings), loader.done
+                    opened, cpu_opened, written = time.time(), cpu.snapshot(settings), loader.done
             loader.stop.set()
             loader.join(10)
             pg.execute(
@@ -193,12 +190,8 @@ def _window(
     inside = [p["latency_s"] for p in probes if opened - started <= p["t"] < now - started]
     timed_out = sum(1 for s in inside if s == float("inf"))
     inside = [s for s in inside if s != float("inf")]
-    cores = end_to_end.cpu_cores(cpu_before, cpu_after, seconds)
-    per_1k = {
-        name: round(1000 * (cpu_after[name] - cpu_before.get(name, 0.0)) / (changes / 1000), 1)
-        for name in cpu_after
-        if name != "machine" and changes > 0 and cpu_after[name] > cpu_before.get(name, 0.0)
-    }
+    cores = cpu.cores(cpu_before, cpu_after, seconds)
+    per_1k = cpu.per_1k_changes(cpu_before, cpu_after, changes)
     slot_lag = liveness.capture_facts(pg).slot_lag_bytes
     return {
         "at_s": round(now - started),
@@ -209,8 +202,8 @@ def _window(
         "topic_lag_records": _topic_lag(settings),
         "rss_bytes": memory(settings),
         "cores": cores,
-        "core_ms_per_1k_changes": dict(sorted(per_1k.items(), key=lambda kv: -kv[1])),
-        "core_ms_per_1k_changes_pipeline": round(sum(v for k, v in per_1k.items() if k in STAGES), 1),
+        "core_ms_per_1k_changes": per_1k,
+        "core_ms_per_1k_changes_pipeline": cpu.pipeline_total(per_1k),
         "cassandra": cassandra_facts(settings),
         "job": _batches(settings, opened),
     }
