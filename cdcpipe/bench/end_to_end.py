@@ -27,21 +27,16 @@
    (dropped afterwards). *Ratio* = the pipeline's row writes/s ÷ the ceiling's rows/s.
 6. **Cleanup.** The run's rows are deleted from PostgreSQL; the command waits until they are
    gone from Cassandra too, so the next run (or test) starts from a quiet pipeline.
+7. **CPU.** Every process's CPU from the first write until the last batch: average cores,
+   core-milliseconds per 1,000 changes per process and for the pipeline's stages, and the
+   floor those set (:mod:`cdcpipe.bench.cpu`).
 
 Rates are end to end — each stage's count divided by the time since the first commit — so a
 stage can never look faster than those before it; the plot shows per-second rates and each
 change's latency (commit → Kafka, commit → its batch's end) over the run.
 
-Measured (2026-11-22) on the shared 2-core machine, pipeline services only (no Airflow, console
-or Spark standalone daemons) while another helper's stack ran (load average 7-13), two runs of
-100,000 changes: PostgreSQL committed 2,587-2,699 changes/s, Debezium kept up (captured
-2,554-2,656 changes/s, commit -> Kafka p50 339-529 ms), the job applied 1,365-1,415 rows/s end
-to end (75,000-77,000 row writes; ~1,100 rows/s while capture ran, ~3,000 rows/s once it had
-stopped), exact 53.7-64.6 s after the first commit; the sink alone: 4,487-4,895 rows/s, so
-28-32 % of the ceiling. CPU over the run (cores): Connect 0.47, the job 0.38, Cassandra 0.36,
-this command 0.17, Kafka 0.16, PostgreSQL 0.08, other processes 0.3 — both cores busy. With
-Debezium and the job sharing two cores, the job gets a third of one while capture runs. The
-warm-up is there because an idle job's first batch took 5-6 s (88 records, addBatch 5.4 s).
+The warm-up is there because an idle job's first batch took seconds; the figures of every run,
+dated, are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

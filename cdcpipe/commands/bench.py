@@ -108,7 +108,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="instead: write N changes (40%% inserts, 50%% updates, 10%% deletes) into public.users as fast as PostgreSQL "
         "takes them, through the running connector and job; captured changes/s, applied rows/s, when cdc.users was exact, "
-        "and the sink's ceiling on the same rows (a scratch table) as a ratio",
+        "the sink's ceiling on the same rows (a scratch table) as a ratio, and CPU: core-ms per 1,000 changes per stage and "
+        "the floor it sets (the pipeline's core-seconds over this machine's cores)",
     )
     p.add_argument("--transaction-size", type=int, default=1000, help="with --from-postgres: changes per transaction (default 1000)")
     p.add_argument("--seed", type=int, help="with --from-postgres: the change mix's seed (default: the time)")
