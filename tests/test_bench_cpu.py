@@ -18,12 +18,39 @@ def test_core_ms_per_1000_changes_costliest_first():
     assert cpu.per_1k_changes(BEFORE, AFTER, 0) == {}
 
 
-def test_the_pipeline_total_leaves_out_what_is_not_a_stage():
-    # The benchmark's own process writes the changes and reads the topic: not the pipeline's cost.
-    assert cpu.pipeline_total({"spark job": 500.0, "cassandra": 200.0, "this command": 100.0, "airflow": 30.0, "kafka": 50.0}) == 750.0
+def test_the_stages_are_every_service_a_change_passes_through():
+    assert set(cpu.STAGES) == {"postgres", "connect", "kafka", "schema_registry", "spark job", "cassandra"}
+
+
+def test_the_pipeline_total_counts_every_stage_and_nothing_else():
+    per_1k = {
+        "postgres": 1.0,
+        "connect": 2.0,
+        "kafka": 4.0,
+        "schema_registry": 8.0,
+        "spark job": 16.0,
+        "cassandra": 32.0,
+        # not the pipeline's: the benchmark writes the changes and reads the topic
+        "this command": 1000.0,
+        "airflow-scheduler": 1000.0,
+        "console": 1000.0,
+        "watchdog": 1000.0,
+        "spark-master": 1000.0,
+    }
+    assert cpu.pipeline_total(per_1k) == 63.0
+
+
+def test_a_clusters_nodes_count_as_their_service_and_the_workers_as_the_job():
+    # On the cluster topology the job's executors run under the Spark workers.
+    assert cpu.stage_of("cassandra-3") == "cassandra" and cpu.stage_of("connect-2") == "connect"
+    assert cpu.stage_of("kafka-2") == "kafka" and cpu.stage_of("spark-worker-2") == "spark job"
+    assert cpu.stage_of("spark-worker") == "spark job" and cpu.stage_of("spark-master") is None
+    assert cpu.pipeline_total({"cassandra": 10.0, "cassandra-2": 10.0, "spark-worker-2": 5.0, "this command": 7.0}) == 25.0
 
 
 def test_the_floor_is_the_work_spread_over_every_core():
     # 100,000 changes at 780 core-ms per 1,000: 78 core-seconds, 39 s on two cores.
     assert cpu.floor_s(780.0, 100_000, cores_available=2) == 39.0
     assert cpu.floor_s(300.0, 100_000, cores_available=2) == 15.0
+    assert cpu.floor_s(300.0, 100_000, cores_available=4) == 7.5
+    assert cpu.available_cores() >= 1

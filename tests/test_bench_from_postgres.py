@@ -5,9 +5,10 @@ printed, not judged."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
-from cdcpipe.bench import cpu, end_to_end
+from cdcpipe.bench import end_to_end
 from cdcpipe.commands import bench as bench_command
 
 
@@ -44,9 +45,14 @@ def test_from_postgres_small_run(conf, spark_job, pg, cassandra, tmp_path):
     per_1k = report["core_ms_per_1k_changes"]
     for stage in ("postgres", "connect", "kafka", "spark job", "cassandra"):
         assert per_1k[stage] > 0, stage
-    assert report["core_ms_per_1k_changes_pipeline"] == round(sum(v for k, v in per_1k.items() if k in cpu.STAGES), 1)
+    stages = ("postgres", "connect", "kafka", "schema_registry", "spark job", "cassandra")
+    assert report["core_ms_per_1k_changes_pipeline"] == round(sum(per_1k.get(stage, 0.0) for stage in stages), 1)
     assert per_1k["this command"] > 0  # reported, but not the pipeline's
-    assert report["cpu_floor_s"] > 0
+    assert report["cores_available"] == len(os.sched_getaffinity(0))
+    pipeline_core_s = report["core_ms_per_1k_changes_pipeline"] * 2_000 / 1_000 / 1_000
+    assert report["cpu_floor_s"] == round(pipeline_core_s / report["cores_available"], 1)
+    text = end_to_end.summary(report)
+    assert f"CPU floor        {report['cpu_floor_s']} s" in text and f"{report['core_ms_per_1k_changes_pipeline']} core-ms" in text
 
     # the run cleaned up after itself: none of its rows left in PostgreSQL
     assert pg.execute("SELECT count(*) AS n FROM public.users WHERE username LIKE 'bench-pg-14-%'").fetchone()["n"] == 0

@@ -6,15 +6,23 @@ changes it writes; :func:`per_1k_changes` turns the difference into core-millise
 through. Airflow, the console, the watchdog and the benchmark itself (which writes the
 changes and reads the topic) are reported apart: they are not what the pipeline costs.
 
+A stage is a service, whatever its node: on the cluster topology ``cassandra-2`` is Cassandra
+and ``connect-3`` is Connect, and the Spark workers are the job's (its executors run under
+them there; on one node the job runs in its own process and the idle workers add nothing).
+
 Why a floor. On a machine with C cores, work that costs T core-seconds cannot finish in less
 than T / C seconds, however well the stages overlap. :func:`floor_s` is that bound for the
-pipeline's own work; a throughput target below it cannot be met without a lower cost per
-change (the benchmark and the rest of the machine only push it up).
+work a run measured. It is the floor *of that run*: part of the cost is per micro-batch, per
+poll or per second (Spark's planning, garbage collection), so the same changes in fewer,
+larger batches can cost less, and a run can end below another run's floor. What it shows is
+what a target needs: at the cost per change measured, a time below the floor cannot be reached
+(the benchmark and the rest of the machine only push it up).
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from .. import runtime
 from ..runtime import processes
@@ -32,10 +40,15 @@ def snapshot(settings: Settings) -> dict[str, float]:
     return out
 
 
+def _used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process used between two snapshots (the machine's left out)."""
+    return {name: after[name] - before.get(name, 0.0) for name in after if name != "machine"}
+
+
 def cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
     """Average cores each process used between two snapshots, busiest first; ``other`` is the
     machine's busy time that none of them accounts for (other stacks, the kernel)."""
-    used = {name: after[name] - before.get(name, 0.0) for name in after if name != "machine"}
+    used = _used(before, after)
     out = {name: round(value / seconds, 2) for name, value in sorted(used.items(), key=lambda kv: -kv[1]) if value > 0}
     if "machine" in after and "machine" in before:
         out["other"] = round(max(0.0, after["machine"] - before["machine"] - sum(used.values())) / seconds, 2)
@@ -46,17 +59,29 @@ def per_1k_changes(before: dict[str, float], after: dict[str, float], changes: i
     """Core-milliseconds per 1,000 changes of each process that used any, costliest first."""
     if changes <= 0:
         return {}
-    used = {name: after[name] - before.get(name, 0.0) for name in after if name != "machine"}
+    used = _used(before, after)
     return {name: round(1000 * value / (changes / 1000), 1) for name, value in sorted(used.items(), key=lambda kv: -kv[1]) if value > 0}
 
 
+def stage_of(process: str) -> str | None:
+    """The stage a process of :func:`snapshot` belongs to, or None (not the pipeline's)."""
+    service = re.sub(r"-\d+$", "", process)  # a cluster's node: cassandra-2 is cassandra
+    if service == "spark-worker":
+        return "spark job"
+    return service if service in STAGES else None
+
+
 def pipeline_total(per_1k: dict[str, float]) -> float:
-    """The ``STAGES``' sum of :func:`per_1k_changes`."""
-    return round(sum(v for k, v in per_1k.items() if k in STAGES), 1)
+    """The sum of :func:`per_1k_changes` over the processes of the ``STAGES``."""
+    return round(sum(v for k, v in per_1k.items() if stage_of(k) is not None), 1)
 
 
-def floor_s(pipeline_per_1k: float, changes: int, cores_available: int | None = None) -> float:
-    """The shortest time in which this machine's cores could do the pipeline's work for
+def available_cores() -> int:
+    """The cores this machine lets the benchmark's processes run on."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
+def floor_s(pipeline_per_1k: float, changes: int, cores_available: int) -> float:
+    """The shortest time in which ``cores_available`` cores could do the pipeline's work for
     ``changes`` at ``pipeline_per_1k`` core-ms per 1,000 changes, however well it overlapped."""
-    available = cores_available or os.cpu_count() or 1
-    return round(pipeline_per_1k * (changes / 1000) / 1000 / available, 1)
+    return round(pipeline_per_1k * (changes / 1000) / 1000 / cores_available, 1)

@@ -378,7 +378,8 @@ def run(
     total = cpu.pipeline_total(per_1k)
     report["core_ms_per_1k_changes"] = per_1k
     report["core_ms_per_1k_changes_pipeline"] = total
-    report["cpu_floor_s"] = cpu.floor_s(total, n)
+    report["cores_available"] = cpu.available_cores()
+    report["cpu_floor_s"] = cpu.floor_s(total, n, report["cores_available"])
     report["warmup_s"] = round(warmup_s, 2)
     report["cleanup_s"] = round(cleanup_s, 1)
     if plot:
@@ -535,8 +536,8 @@ def summary(report: dict[str, Any]) -> str:
             + ", ".join(f"{name} {ms}" for name, ms in report["core_ms_per_1k_changes"].items())
         )
         lines.append(
-            f"CPU floor        {report['cpu_floor_s']} s: the pipeline's work alone on this machine's {os.cpu_count()} cores, "
-            "however well it overlapped (exact can be no sooner)"
+            f"CPU floor        {report['cpu_floor_s']} s: this run's pipeline work alone on this machine's {report['cores_available']} "
+            "cores, however well it overlapped (at this cost per change, exact can be no sooner)"
         )
     lines.append(f"cleanup          {report['cleanup_s']} s (the run's rows deleted, and gone from Cassandra)")
     if report.get("plot"):
