@@ -8,7 +8,8 @@ changes and reads the topic) are reported apart: they are not what the pipeline 
 
 A stage is a service, whatever its node: on the cluster topology ``cassandra-2`` is Cassandra
 and ``connect-3`` is Connect, and the Spark workers are the job's (its executors run under
-them there; on one node the job runs in its own process and the idle workers add nothing).
+them there; on one node the job runs in its own process and the idle worker daemon adds its
+heartbeats, about half a core-millisecond per 1,000 changes in a 100,000-change run).
 
 Why a floor. On a machine with C cores, work that costs T core-seconds cannot finish in less
 than T / C seconds, however well the stages overlap. :func:`floor_s` is that bound for the
